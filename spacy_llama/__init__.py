@@ -1,0 +1,13 @@
+"""spacy_llama: run LLaMA-family models inside spaCy pipelines.
+
+Importing this package registers the ``llama`` factory and the ``llama_*`` registries.
+Nothing heavy (torch, transformers) is imported here.
+"""
+
+from __future__ import annotations
+
+from . import registry  # noqa: F401  (creates the registries)
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "registry"]

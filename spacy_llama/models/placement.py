@@ -1,0 +1,75 @@
+"""Choosing a device and a dtype, and moving a loaded model there."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from .base import ModelLoadError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _thinc_gpu_id() -> Optional[int]:
+    """The GPU spaCy was told to use (`spacy.require_gpu(i)` / `--gpu-id i`), if any."""
+    try:
+        from thinc.api import get_current_ops
+
+        ops = get_current_ops()
+        if type(ops).__name__ == "CupyOps":  # pragma: no cover - needs a GPU
+            import cupy
+
+            return int(cupy.cuda.runtime.getDevice())
+    except Exception:  # pragma: no cover - thinc/cupy not usable
+        return None
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks spaCy's GPU if one was required, then CUDA, then MPS, then CPU."""
+    if name == "auto":
+        gpu = _thinc_gpu_id()
+        if gpu is not None:  # pragma: no cover - needs a GPU
+            return torch.device("cuda", gpu)
+        if torch.cuda.is_available():  # pragma: no cover - needs a GPU
+            return torch.device("cuda", 0)
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():  # pragma: no cover - needs a Mac
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ModelLoadError(
+            f"Unknown device {name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"device = {name!r} but this torch has no CUDA device. Use device = 'auto' or 'cpu'."
+        )
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on CPU (exact, and fp16 matmuls are slow or missing there);
+    bf16 on CUDA when supported, else fp16; fp16 on MPS."""
+    if name == "auto":
+        if device.type == "cuda":  # pragma: no cover - needs a GPU
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":  # pragma: no cover - needs a Mac
+            return torch.float16
+        return torch.float32
+    if name not in _DTYPES:
+        raise ModelLoadError(
+            f"Unknown dtype {name!r}: use 'auto', 'float32', 'bfloat16' or 'float16'."
+        )
+    return _DTYPES[name]
+
+
+def place(model: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    model = model.to(dtype=dtype)
+    if device.type != "cpu":  # pragma: no cover - needs an accelerator
+        model = model.to(device)
+    model.eval()
+    return model

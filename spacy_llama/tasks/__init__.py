@@ -1,0 +1,1 @@
+"""Tasks turn Docs into requests and results back into annotations. They never touch torch."""

@@ -1,0 +1,54 @@
+"""The Task protocol and the prompt budget tasks receive from the component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Optional, Protocol, Sequence, runtime_checkable
+
+from spacy.tokens import Doc
+
+from ..types import GenerationRequest, GenerationResult
+
+
+class PromptFormatter(Protocol):
+    """What a task may ask of the model: format a prompt and count its tokens."""
+
+    @property
+    def budget(self) -> int:
+        """Prompt tokens available (context length minus max_new_tokens)."""
+
+    def format(self, user: str, *, chat: bool, system: Optional[str]) -> GenerationRequest: ...
+
+    def count(self, request: GenerationRequest) -> int: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        """Called once the model is known; validate templates here, not on the 10,000th doc."""
+
+    def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]: ...
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None: ...
+
+    @property
+    def extensions(self) -> List[str]:
+        """Names of the ``doc._``/``span._``/``token._`` attributes this task writes."""
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None: ...
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> "Task": ...
+
+
+def set_doc_extension(name: str, default: object = None) -> None:
+    """Install ``Doc._.name`` once; calling again with the same name is a no-op."""
+    if not Doc.has_extension(name):
+        Doc.set_extension(name, default=default)
+
+
+def doc_label(doc: Doc) -> str:
+    """How a doc is named in warnings: its id if the corpus reader gave one, else its text."""
+    doc_id = doc.user_data.get("spacy_llama_id") if doc.user_data else None
+    snippet = doc.text[:40].replace("\n", " ")
+    more = "..." if len(doc.text) > 40 else ""
+    return f"doc {doc_id!r} ({snippet!r}{more})" if doc_id is not None else f"doc {snippet!r}{more}"

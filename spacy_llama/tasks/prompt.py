@@ -1,0 +1,112 @@
+"""Jinja2 prompts rendered in a sandbox from a Doc and its upstream annotations."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from spacy.tokens import Doc, Span
+
+DocLike = Union[Doc, Span]
+
+
+class TemplateError(ValueError):
+    """A prompt template does not compile or does not render; names template and line."""
+
+
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+    )
+
+
+class PromptTemplate:
+    def __init__(self, source: str, *, name: str = "<template>") -> None:
+        self.source = source
+        self.name = name
+        env = _environment()
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise TemplateError(
+                f"Prompt template {name} has a syntax error at line {e.lineno}: {e.message}"
+            ) from e
+        self._template.name = name  # tracebacks then carry the template's name
+
+    @classmethod
+    def load(cls, template: str, template_path: Optional[Union[str, Path]] = None) -> "PromptTemplate":
+        if template_path is None:
+            return cls(template, name="'template' (inline in the config)")
+        path = Path(template_path)
+        if not path.exists():
+            raise TemplateError(
+                f"Prompt template file {str(path)!r} does not exist. Fix `template_path` in "
+                "the task config, or remove it and put the template inline as `template`."
+            )
+        return cls(path.read_text(encoding="utf8"), name=repr(str(path)))
+
+    def render(self, **context: Any) -> str:
+        try:
+            return self._template.render(**context)
+        except jinja2.TemplateError as e:
+            line = _template_line(e, self.name)
+            where = f" at line {line}" if line is not None else ""
+            raise TemplateError(
+                f"Prompt template {self.name} failed to render{where}: {type(e).__name__}: {e}. "
+                f"Available variables: {sorted(context)}."
+            ) from e
+
+    def render_doc(self, doc: DocLike, **extra: Any) -> str:
+        return self.render(**doc_context(doc), **extra)
+
+
+def _template_line(error: BaseException, name: str) -> Optional[int]:
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename == name or frame.filename == "<template>":
+            line = frame.lineno
+    return line
+
+
+def doc_context(doc: DocLike) -> Dict[str, Any]:
+    """The variables a template sees: text, sentences, tokens and entities."""
+    base = doc.start_char if isinstance(doc, Span) else 0
+    real = doc.doc if isinstance(doc, Span) else doc
+    tokens: List[Dict[str, Any]] = [
+        {
+            "i": t.i - (doc.start if isinstance(doc, Span) else 0),
+            "text": t.text,
+            "idx": t.idx - base,
+            "whitespace_": t.whitespace_,
+            "pos_": t.pos_,
+            "tag_": t.tag_,
+            "lemma_": t.lemma_,
+            "dep_": t.dep_,
+            "ent_type_": t.ent_type_,
+            "ent_iob_": t.ent_iob_,
+            "is_sent_start": bool(t.is_sent_start),
+        }
+        for t in doc
+    ]
+    ents = [
+        {
+            "text": e.text,
+            "label_": e.label_,
+            "start_char": e.start_char - base,
+            "end_char": e.end_char - base,
+            "start": e.start - (doc.start if isinstance(doc, Span) else 0),
+            "end": e.end - (doc.start if isinstance(doc, Span) else 0),
+        }
+        for e in doc.ents
+    ]
+    if real.has_annotation("SENT_START"):
+        sents = [
+            {"text": s.text, "start_char": s.start_char - base, "end_char": s.end_char - base}
+            for s in doc.sents
+        ]
+    else:
+        sents = [{"text": doc.text, "start_char": 0, "end_char": len(doc.text)}] if len(doc) else []
+    return {"text": doc.text, "tokens": tokens, "ents": ents, "sents": sents}
