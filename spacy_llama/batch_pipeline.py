@@ -1,0 +1,115 @@
+"""Preparing a pipeline for a batch run: load it, fingerprint its config, give its llama
+components a cache, and make a failing document fail alone.
+
+Failures and engine counts travel on ``doc.user_data`` rather than in this process's
+memory, because with ``--n-process`` the pipeline runs in child processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.util import load_config, load_model_from_config
+
+from . import cache as _cache  # noqa: F401  (registers spacy-llama.SQLiteCache.v1)
+from .cache import SQLiteCache
+
+ERROR_KEY = "spacy_llama_error"  # set on a doc that failed even when processed alone
+STATS_KEY = "spacy_llama_stats"  # engine counts accrued since the previous doc
+STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits")
+
+
+class PipelineError(Exception):
+    """The pipeline could not be built; reported as a message."""
+
+
+def load_pipeline(path: Union[str, Path], *, overrides: Dict[str, Any]) -> Language:
+    """A .cfg is assembled on the fly (like ``spacy assemble``); a folder is loaded."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"Config or pipeline {str(path)!r} does not exist.")
+    try:
+        if path.is_dir():
+            return spacy.load(path, config=overrides)
+        config = load_config(path, overrides=overrides, interpolate=False)
+        return load_model_from_config(config, auto_fill=True)
+    except Exception as e:  # config and model errors already explain themselves
+        raise PipelineError(f"Could not build the pipeline from {path}:\n{e}") from None
+
+
+def llama_engines(nlp: Language) -> List[Any]:
+    engines = [getattr(pipe, "engine", None) for _, pipe in nlp.pipeline]
+    return [e for e in engines if hasattr(e, "cache") and hasattr(e, "stats")]
+
+
+def config_hash(nlp: Language) -> str:
+    """What decides the output: the config (less cache settings) and the model files."""
+    config = nlp.config.copy()
+    for component in config.get("components", {}).values():
+        if isinstance(component, dict):
+            component.pop("cache", None)  # where results are cached does not change them
+    h = hashlib.sha256(config.to_str().encode("utf-8"))
+    for engine in llama_engines(nlp):
+        h.update(engine.model.fingerprint.encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def set_cache(nlp: Language, *, path: Optional[Path]) -> Optional[SQLiteCache]:
+    """Give every llama engine without a cache one at ``path``; ``None`` removes caches."""
+    shared = SQLiteCache(path) if path is not None else None
+    for engine in llama_engines(nlp):
+        if shared is None:
+            engine.cache = None
+        elif engine.cache is None:
+            engine.cache = shared
+    return shared
+
+
+def isolate_failures(name: str, proc: Any, docs: Optional[Sequence[Doc]], error: Exception) -> None:
+    """spaCy error handler: retry a failed batch one doc at a time; mark what still fails.
+    Without docs (a worker process died) nothing can be attributed, so the error stands."""
+    if proc is None or not docs:
+        raise error
+    if len(docs) == 1:
+        docs[0].user_data[ERROR_KEY] = f"{name}: {type(error).__name__}: {error}"
+        return
+    for doc in docs:
+        try:
+            proc(doc)  # a Pipe's __call__ sends its own failure back here with [doc]
+        except Exception as e:
+            doc.user_data[ERROR_KEY] = f"{name}: {type(e).__name__}: {e}"
+
+
+class RunStats:
+    """Last component of a batch run: stamps each doc with the engine counts since the
+    previous doc, so the parent can total them whichever process did the work."""
+
+    def __init__(self, nlp: Language) -> None:
+        self.engines = llama_engines(nlp)
+        self.last = self._totals()
+
+    def _totals(self) -> List[int]:
+        return [sum(getattr(e.stats, f) for e in self.engines) for f in STATS_FIELDS]
+
+    def __call__(self, doc: Doc) -> Doc:
+        now = self._totals()
+        doc.user_data[STATS_KEY] = [a - b for a, b in zip(now, self.last)]
+        self.last = now
+        return doc
+
+
+@Language.factory("spacy_llama_run_stats")
+def make_run_stats(nlp: Language, name: str) -> RunStats:
+    return RunStats(nlp)
+
+
+def prepare_for_run(nlp: Language) -> None:
+    """Install failure isolation and the stats stamp (after hashing the config)."""
+    nlp.set_error_handler(isolate_failures)  # type: ignore[arg-type]
+    if "spacy_llama_run_stats" not in nlp.pipe_names:
+        nlp.add_pipe("spacy_llama_run_stats", last=True)

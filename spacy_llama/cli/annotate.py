@@ -1,0 +1,109 @@
+"""``python -m spacy_llama annotate CONFIG_OR_PIPELINE INPUT OUTPUT [options] [--sec.key val]``
+
+Annotates a corpus in batches, writing each batch durably, so an interrupted run resumes
+where it stopped (``--resume``). Exit codes: 0 all done, 2 input/config/output problem,
+3 some documents failed (listed in OUTPUT.failed.jsonl), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from spacy.cli._util import parse_config_overrides
+
+from ..annotator import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AnnotateError,
+    AnnotateOptions,
+    annotate,
+)
+from ..batch_pipeline import PipelineError
+from ..corpus import CorpusError
+from ..runstate import RunStateError
+
+MESSAGE_ERRORS = (AnnotateError, CorpusError, PipelineError, RunStateError)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "annotate",
+        help="annotate a corpus (.txt/.jsonl/.spacy or a folder) into .jsonl and/or .spacy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", type=Path, help="a .cfg (assembled on the fly) or a pipeline folder")
+    p.add_argument("input", type=Path, help=".txt (a doc a line), .jsonl, .spacy, or a folder")
+    p.add_argument("output", type=Path, help="OUTPUT.jsonl, or OUTPUT.spacy (a folder of DocBins)")
+    p.add_argument("--docbin", type=Path, help="also write a DocBin folder (name ends in .spacy)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--shard", help="process only slice I of N (by id hash), e.g. 1/4")
+    p.add_argument("--batch-size", type=_positive, help="docs per batch (and per durable write)")
+    p.add_argument("--n-process", type=_positive, default=1, help="worker processes (CPU)")
+    p.add_argument("--limit", type=_positive, help="only the first N documents (of the shard)")
+    p.add_argument("--cache", type=Path, help="response cache (default OUTPUT.cache.sqlite)")
+    p.add_argument("--no-cache", action="store_true", help="do not cache model responses")
+    p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop",
+                   help="a broken input line stops the run, or is recorded and skipped")
+    p.add_argument("--print", dest="print_docs", action="store_true",
+                   help="print each document's id, entities and completions")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        overrides = parse_config_overrides(list(getattr(args, "overrides_argv", [])))
+    except SystemExit:
+        return EXIT_USAGE  # spaCy has printed what is wrong with the override
+    opts = AnnotateOptions(
+        config=args.config,
+        input=args.input,
+        output=args.output,
+        overrides=overrides,
+        docbin=args.docbin,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        shard=args.shard,
+        batch_size=args.batch_size,
+        n_process=args.n_process,
+        limit=args.limit,
+        cache=args.cache,
+        no_cache=args.no_cache,
+        on_bad_line=args.on_bad_line,
+        quiet=args.quiet,
+        print_docs=args.print_docs,
+    )
+    with warnings.catch_warnings():
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        return _run(opts)
+
+
+def _run(opts: AnnotateOptions) -> int:
+    try:
+        summary = annotate(opts)
+    except MESSAGE_ERRORS as e:
+        print(f"[spacy-llama] annotate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "[spacy-llama] annotate: interrupted. Finished batches are saved; run the same "
+            "command with --resume to continue.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"[spacy-llama] annotate: {summary.line()}", file=sys.stderr)
+    return summary.exit_code
