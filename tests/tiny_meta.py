@@ -61,7 +61,9 @@ def train_tiktoken_ranks(*, n_merges: int = 64) -> Dict[bytes, int]:
     import regex
 
     ranks = {bytes([i]): i for i in range(256)}
-    words = [[bytes([b]) for b in w.encode()] for t in CORPUS for w in regex.findall(LLAMA3_PATTERN, t)]
+    words = [
+        [bytes([b]) for b in w.encode()] for t in CORPUS for w in regex.findall(LLAMA3_PATTERN, t)
+    ]
     for _ in range(n_merges):
         counts = Counter(pair for w in words for pair in zip(w, w[1:]))
         (a, b), _count = counts.most_common(1)[0]
@@ -84,7 +86,9 @@ def _merge_pair(word: List[bytes], a: bytes, b: bytes) -> List[bytes]:
 
 
 def write_tiktoken_file(path: Path, ranks: Dict[bytes, int]) -> Path:
-    lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(ranks.items(), key=lambda x: x[1])]
+    lines = [
+        f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(ranks.items(), key=lambda x: x[1])
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
     return path
 
@@ -188,7 +192,9 @@ def hf_config(params: Dict[str, Any], vocab_size: int) -> Any:
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=params["dim"],
-        intermediate_size=ffn_dim(params["dim"], params["multiple_of"], params.get("ffn_dim_multiplier")),
+        intermediate_size=ffn_dim(
+            params["dim"], params["multiple_of"], params.get("ffn_dim_multiplier")
+        ),
         num_hidden_layers=params["n_layers"],
         num_attention_heads=params["n_heads"],
         num_key_value_heads=params.get("n_kv_heads", params["n_heads"]),
@@ -219,7 +225,9 @@ def _split_kv(w: Any, mp: int, n_kv: int) -> List[Any]:
     return [heads[s * n_kv // mp].clone() for s in range(mp)]
 
 
-def to_meta_shards(state: Dict[str, Any], params: Dict[str, Any], *, mp: int, llama3: bool) -> List[Dict[str, Any]]:
+def to_meta_shards(
+    state: Dict[str, Any], params: Dict[str, Any], *, mp: int, llama3: bool
+) -> List[Dict[str, Any]]:
     """A transformers state dict -> ``mp`` Meta model-parallel shard state dicts."""
     import torch
 
@@ -239,15 +247,27 @@ def to_meta_shards(state: Dict[str, Any], params: Dict[str, Any], *, mp: int, ll
         put("rope.freqs", [torch.ones(head_dim // 2) for _ in range(mp)])
     for i in range(params["n_layers"]):
         p, m = f"model.layers.{i}.", f"layers.{i}."
-        put(m + "attention.wq.weight", _split(unpermute(state[p + "self_attn.q_proj.weight"], n_heads), 0, mp))
-        put(m + "attention.wk.weight", _split_kv(unpermute(state[p + "self_attn.k_proj.weight"], n_kv), mp, n_kv))
+        put(
+            m + "attention.wq.weight",
+            _split(unpermute(state[p + "self_attn.q_proj.weight"], n_heads), 0, mp),
+        )
+        put(
+            m + "attention.wk.weight",
+            _split_kv(unpermute(state[p + "self_attn.k_proj.weight"], n_kv), mp, n_kv),
+        )
         put(m + "attention.wv.weight", _split_kv(state[p + "self_attn.v_proj.weight"], mp, n_kv))
         put(m + "attention.wo.weight", _split(state[p + "self_attn.o_proj.weight"], 1, mp))
         put(m + "feed_forward.w1.weight", _split(state[p + "mlp.gate_proj.weight"], 0, mp))
         put(m + "feed_forward.w2.weight", _split(state[p + "mlp.down_proj.weight"], 1, mp))
         put(m + "feed_forward.w3.weight", _split(state[p + "mlp.up_proj.weight"], 0, mp))
-        put(m + "attention_norm.weight", [state[p + "input_layernorm.weight"].clone() for _ in range(mp)])
-        put(m + "ffn_norm.weight", [state[p + "post_attention_layernorm.weight"].clone() for _ in range(mp)])
+        put(
+            m + "attention_norm.weight",
+            [state[p + "input_layernorm.weight"].clone() for _ in range(mp)],
+        )
+        put(
+            m + "ffn_norm.weight",
+            [state[p + "post_attention_layernorm.weight"].clone() for _ in range(mp)],
+        )
     return shards
 
 

@@ -234,7 +234,7 @@ def shard_files(folder: Path) -> List[Path]:
     return [numbered[i] for i in sorted(numbered)]
 
 
-def load_shard(file: Path) -> Dict[str, "torch.Tensor"]:
+def load_shard(file: Path) -> Dict[str, torch.Tensor]:
     """Open one shard lazily (mmap) and safely (weights_only): tensors and nothing else."""
     import torch
 
@@ -291,13 +291,13 @@ class ShardSet:
     """The opened shards of one checkpoint, with the files they came from (for messages)."""
 
     files: List[Path]
-    tensors: List[Dict[str, "torch.Tensor"]]
+    tensors: List[Dict[str, torch.Tensor]]
 
     @property
     def folder(self) -> Path:
         return self.files[0].parent
 
-    def parts(self, key: str) -> List["torch.Tensor"]:
+    def parts(self, key: str) -> List[torch.Tensor]:
         return [t[key] for t in self.tensors]
 
 
@@ -325,11 +325,11 @@ def check_shards(shards: ShardSet) -> None:
 
 
 def merge_shards(
-    shards: ShardSet, params: MetaParams, *, dtype: Optional["torch.dtype"]
-) -> Dict[str, "torch.Tensor"]:
+    shards: ShardSet, params: MetaParams, *, dtype: Optional[torch.dtype]
+) -> Dict[str, torch.Tensor]:
     """Meta's shards -> one transformers state dict (q/k permuted), one tensor at a time."""
     check_shards(shards)
-    state: Dict[str, "torch.Tensor"] = {}
+    state: Dict[str, torch.Tensor] = {}
     state["model.embed_tokens.weight"] = _merge(
         shards.parts("tok_embeddings.weight"), _embedding_dim(shards, params), dtype
     )
@@ -374,8 +374,8 @@ def _embedding_dim(shards: ShardSet, params: MetaParams) -> Optional[int]:
 
 
 def _dedup_kv(
-    parts: List["torch.Tensor"], shards: ShardSet, key: str, params: MetaParams
-) -> List["torch.Tensor"]:
+    parts: List[torch.Tensor], shards: ShardSet, key: str, params: MetaParams
+) -> List[torch.Tensor]:
     """With more shards than kv heads, each kv head is replicated over consecutive shards."""
     import torch
 
@@ -405,8 +405,8 @@ def _dedup_kv(
 
 
 def _merge(
-    parts: List["torch.Tensor"], dim: Optional[int], dtype: Optional["torch.dtype"]
-) -> "torch.Tensor":
+    parts: List[torch.Tensor], dim: Optional[int], dtype: Optional[torch.dtype]
+) -> torch.Tensor:
     """Copy the parts into one new buffer (converting dtype on the way), then drop their pages."""
     import torch
 
@@ -425,20 +425,22 @@ def _merge(
     return out
 
 
-def permute_rotary(w: "torch.Tensor", n_heads: int) -> "torch.Tensor":
+def permute_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Meta interleaves rotary pairs (0,1),(2,3)...; transformers rotates halves."""
     rows, cols = w.shape
     return w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
-def check_shapes(state: Dict[str, "torch.Tensor"], params: MetaParams, folder: Path) -> None:
+def check_shapes(state: Dict[str, torch.Tensor], params: MetaParams, folder: Path) -> None:
     """The merged tensors must match params.json (FFN size computed as Meta does)."""
     q = params.n_heads * params.head_dim
     kv = params.n_kv_heads * params.head_dim
     vocab = state["model.embed_tokens.weight"].shape[0]
     expected = {
-        "model.embed_tokens.weight": (params.vocab_size if params.vocab_size > 0 else vocab,
-                                      params.dim),
+        "model.embed_tokens.weight": (
+            params.vocab_size if params.vocab_size > 0 else vocab,
+            params.dim,
+        ),
         "model.layers.0.self_attn.q_proj.weight": (q, params.dim),
         "model.layers.0.self_attn.k_proj.weight": (kv, params.dim),
         "model.layers.0.self_attn.o_proj.weight": (params.dim, q),
@@ -473,7 +475,7 @@ def _libc_madvise() -> Optional[Callable[..., int]]:
 _MADVISE = _libc_madvise()
 
 
-def drop_pages(t: "torch.Tensor") -> None:
+def drop_pages(t: torch.Tensor) -> None:
     """Give back the resident pages of an mmapped shard tensor we have finished copying.
 
     Only ever called on tensors from ``torch.load(mmap=True)``: their pages are clean
@@ -550,7 +552,7 @@ def build_meta(
     folder: Path,
     *,
     tokenizer_path: Optional[Path] = None,
-    dtype: Optional["torch.dtype"] = None,
+    dtype: Optional[torch.dtype] = None,
     context_length: Optional[int] = None,
 ) -> MetaCheckpoint:
     """Read, merge and assemble a Meta folder on CPU; ``dtype=None`` keeps the checkpoint's."""
@@ -589,7 +591,7 @@ def build_meta(
     return MetaCheckpoint(model, tokenizer, stops, [*files, folder / "params.json", *tok_files])
 
 
-def _untie_duplicate_output(state: Dict[str, "torch.Tensor"]) -> bool:
+def _untie_duplicate_output(state: Dict[str, torch.Tensor]) -> bool:
     """Llama 3.2 1B/3B share embedding and output: no output.weight, or an identical copy."""
     import torch
 
@@ -610,7 +612,7 @@ def hf_config(
     tied: bool,
     tokenizer: Any,
     context_length: Optional[int],
-    dtype: "torch.dtype",
+    dtype: torch.dtype,
 ) -> Any:
     from transformers import LlamaConfig
 
@@ -643,7 +645,7 @@ def hf_config(
     )
 
 
-def assemble(config: Any, state: Dict[str, "torch.Tensor"]) -> Any:
+def assemble(config: Any, state: Dict[str, torch.Tensor]) -> Any:
     """A LlamaForCausalLM whose parameters *are* ``state`` (no random init, no second copy)."""
     from accelerate import init_empty_weights
     from transformers import LlamaForCausalLM
@@ -651,8 +653,9 @@ def assemble(config: Any, state: Dict[str, "torch.Tensor"]) -> Any:
     with init_empty_weights():  # parameters on the meta device; buffers (rotary) real
         model = LlamaForCausalLM(config)
     result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not (config.tie_word_embeddings and
-                                                      k == "lm_head.weight")]
+    missing = [
+        k for k in result.missing_keys if not (config.tie_word_embeddings and k == "lm_head.weight")
+    ]
     if missing or result.unexpected_keys:  # pragma: no cover - guarded by check_shapes
         raise ModelLoadError(
             f"Internal mapping error: missing {missing[:5]}, unexpected "
@@ -678,7 +681,10 @@ def load_meta_folder(
     torch_dtype = resolve_dtype(dtype, torch_device)
     if device_map is not None:  # pragma: no cover - multi-GPU
         return _load_with_device_map(
-            folder, tokenizer_path=tokenizer_path, dtype=dtype, device_map=device_map,
+            folder,
+            tokenizer_path=tokenizer_path,
+            dtype=dtype,
+            device_map=device_map,
             context_length=context_length,
         )
     ckpt = build_meta(
@@ -710,8 +716,12 @@ def _load_with_device_map(
             folder, tmp / "hf", tokenizer_path=tokenizer_path, context_length=context_length
         )
         return load_hf_folder(
-            tmp / "hf", dtype=dtype, device_map=device_map, name=folder.name,
-            source=str(folder), fingerprint_files=files,
+            tmp / "hf",
+            dtype=dtype,
+            device_map=device_map,
+            name=folder.name,
+            source=str(folder),
+            fingerprint_files=files,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -722,13 +732,15 @@ def convert_meta(
     dest: Path,
     *,
     tokenizer_path: Optional[Path] = None,
-    dtype: Optional["torch.dtype"] = None,
+    dtype: Optional[torch.dtype] = None,
     context_length: Optional[int] = None,
 ) -> List[Path]:
     """Write a Meta folder as a Hugging Face folder (safetensors + tokenizer); returns the
     source files. ``dtype=None`` keeps the checkpoint's dtype (usually bfloat16)."""
     ckpt = build_meta(
-        check_meta_folder(folder), tokenizer_path=tokenizer_path, dtype=dtype,
+        check_meta_folder(folder),
+        tokenizer_path=tokenizer_path,
+        dtype=dtype,
         context_length=context_length,
     )
     ckpt.model.save_pretrained(str(dest), safe_serialization=True)

@@ -190,8 +190,7 @@ def llama3_special_tokens(*, variant: str = "3") -> List[str]:
             "<|eot_id|>",
         ]
         rest = [
-            f"<|reserved_special_token_{i}|>"
-            for i in range(5, NUM_RESERVED_SPECIAL_TOKENS - 5)
+            f"<|reserved_special_token_{i}|>" for i in range(5, NUM_RESERVED_SPECIAL_TOKENS - 5)
         ]
         return named + rest
     named = [
@@ -250,7 +249,7 @@ def tiktoken_tokenizer(path: Path, *, variant: str = "3") -> Tuple[Any, List[int
         clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "attention_mask"],
     )
-    fast.chat_template = LLAMA3_CHAT_TEMPLATE
+    fast.chat_template = LLAMA3_CHAT_TEMPLATE  # type: ignore[attr-defined]
     stops = [tok.token_to_id(eos), tok.token_to_id("<|eot_id|>")]
     if variant != "3":
         stops.append(tok.token_to_id("<|eom_id|>"))
