@@ -67,12 +67,14 @@ def make_llama(
     generation: Dict[str, Any],
     batch_size: int,
     cache: Optional[Any] = None,
-) -> "LlamaPipe":
+) -> LlamaPipe:
     """Run a LLaMA-family model over each Doc and store what the task derives from it."""
     try:
         gen = GenerationConfig(**generation)
     except ValidationError as e:
-        errors = [{"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()]
+        errors = [
+            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
+        ]
         raise ConfigValidationError(
             config={"generation": generation}, errors=errors, title=f"Config error for '{name}'"
         ) from None
@@ -82,7 +84,9 @@ def make_llama(
             errors=[{"loc": ["batch_size"], "msg": "must be at least 1"}],
             title=f"Config error for '{name}'",
         )
-    return LlamaPipe(nlp, name, model=model, task=task, generation=gen, batch_size=batch_size, cache=cache)
+    return LlamaPipe(
+        nlp, name, model=model, task=task, generation=gen, batch_size=batch_size, cache=cache
+    )
 
 
 class LlamaPipe(Pipe):
@@ -141,7 +145,12 @@ class LlamaPipe(Pipe):
     def set_annotations(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         self.task.assign(docs, results)
 
-    def initialize(self, get_examples: Optional[Callable[[], Iterable[Any]]] = None, *, nlp: Optional[Language] = None) -> None:
+    def initialize(
+        self,
+        get_examples: Optional[Callable[[], Iterable[Any]]] = None,
+        *,
+        nlp: Optional[Language] = None,
+    ) -> None:
         return None  # nothing to train; the model is loaded from the config
 
     # Weights never go into a pipeline folder: the config says where they come from.
@@ -154,7 +163,7 @@ class LlamaPipe(Pipe):
         )
         self.task.to_disk(path / "task", exclude=exclude)
 
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> "LlamaPipe":
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
         path = Path(path)
         if (path / "task").exists():
             self.task.from_disk(path / "task", exclude=exclude)
@@ -163,5 +172,5 @@ class LlamaPipe(Pipe):
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         return srsly.msgpack_dumps(self.cfg)
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "LlamaPipe":
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
         return self

@@ -37,7 +37,7 @@ class GenerationResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, *, cached: bool = False) -> "GenerationResult":
+    def from_dict(cls, data: dict, *, cached: bool = False) -> GenerationResult:
         return cls(
             text=data["text"],
             token_ids=list(data["token_ids"]),

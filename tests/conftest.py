@@ -10,7 +10,9 @@ from .tiny import make_tiny_hf
 
 # Keep the GGUF conversion cache away from the user's home, but shared across the test run
 # (converting SmolLM2 takes ~20 s; tests that need it reuse one conversion).
-os.environ.setdefault("SPACY_LLAMA_CACHE", str(Path(__file__).parent.parent / ".cache" / "spacy_llama"))
+os.environ.setdefault(
+    "SPACY_LLAMA_CACHE", str(Path(__file__).parent.parent / ".cache" / "spacy_llama")
+)
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,9 @@ class Engine:
             for i in todo:
                 hit = hits.get(keys[i])
                 if hit is not None:
-                    results[i] = self._with_echo(requests[i], GenerationResult.from_dict(hit, cached=True))
+                    results[i] = self._with_echo(
+                        requests[i], GenerationResult.from_dict(hit, cached=True)
+                    )
                     self.stats.cache_hits += 1
                 else:
                     remaining.append(i)
@@ -184,7 +186,7 @@ class Engine:
                 break
             if len(keep) < len(alive):
                 idx = torch.tensor(keep, device=device)
-                cache.batch_select_indices(idx)
+                cache.batch_select_indices(idx)  # type: ignore[attr-defined]
                 mask = mask[idx]
                 last_pos = last_pos[idx]
                 chosen = chosen[idx]
@@ -201,7 +203,8 @@ class Engine:
             logits = out.logits[:, -1, :]
         results = []
         for row in range(n):
-            text = texts[row] if texts[row] is not None else self.model.decode(tokens[row])
+            cut_text = texts[row]
+            text = cut_text if cut_text is not None else self.model.decode(tokens[row])
             results.append(
                 GenerationResult(
                     text=text,

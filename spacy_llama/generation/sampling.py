@@ -29,7 +29,9 @@ def make_generators(seeds: Sequence[int]) -> List[torch.Generator]:
     return gens
 
 
-def filter_logits(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float
+) -> torch.Tensor:
     """Warp a (B, V) float tensor of raw logits into sampling logits."""
     logits = logits / temperature
     if top_k > 0 and top_k < logits.shape[-1]:

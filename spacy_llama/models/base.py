@@ -38,11 +38,11 @@ class LlamaModel:
     _fingerprint: Optional[str] = field(default=None, repr=False)
 
     @property
-    def device(self) -> "torch.device":
+    def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     @property
-    def dtype(self) -> "torch.dtype":
+    def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
     @property
@@ -85,9 +85,7 @@ class LlamaModel:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user})
         return str(
-            self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
 
 

@@ -39,7 +39,9 @@ def gguf_model_v1(
     """Load a LLaMA-architecture ``.gguf`` file (any quantisation transformers reads)."""
     file = check_gguf_file(path)
     key = ("gguf", str(file.resolve()), device, dtype, str(cache_dir))
-    return cached_load(key, lambda: load_gguf(file, device=device, dtype=dtype, cache_dir=cache_dir))
+    return cached_load(
+        key, lambda: load_gguf(file, device=device, dtype=dtype, cache_dir=cache_dir)
+    )
 
 
 def check_gguf_file(path: Union[str, Path]) -> Path:

@@ -68,7 +68,7 @@ def check_hf_folder(path: Union[str, Path]) -> Path:
         raise ModelLoadError(
             f"Model path {str(folder)!r} does not exist. Set `path` in "
             "[components.llama.model] to a local Hugging Face model folder (with config.json "
-            "and *.safetensors), or use @llama_models = \"spacy-llama.GGUF.v1\" for a .gguf file."
+            'and *.safetensors), or use @llama_models = "spacy-llama.GGUF.v1" for a .gguf file.'
         )
     if folder.is_file():
         hint = (
@@ -183,7 +183,8 @@ def finish_model(
         pad = stop[0] if stop else 0
     context = int(
         getattr(model.config, "max_position_embeddings", None)
-        or getattr(tokenizer, "model_max_length", 2048)
+        or getattr(tokenizer, "model_max_length", None)
+        or 2048
     )
     return LlamaModel(
         model=model,

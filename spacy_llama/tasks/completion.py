@@ -112,7 +112,7 @@ class CompletionTask:
         path.mkdir(parents=True, exist_ok=True)
         srsly.write_json(path / "task.json", {"template": self.template.source})
 
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> "CompletionTask":
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> CompletionTask:
         return self  # everything a completion task knows comes from its config
 
 

@@ -37,7 +37,9 @@ class PromptTemplate:
         self._template.name = name  # tracebacks then carry the template's name
 
     @classmethod
-    def load(cls, template: str, template_path: Optional[Union[str, Path]] = None) -> "PromptTemplate":
+    def load(
+        cls, template: str, template_path: Optional[Union[str, Path]] = None
+    ) -> PromptTemplate:
         if template_path is None:
             return cls(template, name="'template' (inline in the config)")
         path = Path(template_path)
@@ -102,11 +104,24 @@ def doc_context(doc: DocLike) -> Dict[str, Any]:
         }
         for e in doc.ents
     ]
-    if real.has_annotation("SENT_START"):
-        sents = [
-            {"text": s.text, "start_char": s.start_char - base, "end_char": s.end_char - base}
-            for s in doc.sents
-        ]
-    else:
-        sents = [{"text": doc.text, "start_char": 0, "end_char": len(doc.text)}] if len(doc) else []
+    sents = _sentences(doc, base) if real.has_annotation("SENT_START") else []
+    if not sents and len(doc):
+        sents = [{"text": doc.text, "start_char": 0, "end_char": len(doc.text)}]
     return {"text": doc.text, "tokens": tokens, "ents": ents, "sents": sents}
+
+
+def _sentences(doc: DocLike, base: int) -> List[Dict[str, Any]]:
+    """Sentences clipped to ``doc`` (a Span may start mid-sentence)."""
+    tokens = list(doc)
+    starts = [k for k, t in enumerate(tokens) if k == 0 or t.is_sent_start]
+    out = []
+    for a, b in zip(starts, starts[1:] + [len(tokens)]):
+        span = tokens[a].doc[tokens[a].i : tokens[b - 1].i + 1]
+        out.append(
+            {
+                "text": span.text,
+                "start_char": span.start_char - base,
+                "end_char": span.end_char - base,
+            }
+        )
+    return out

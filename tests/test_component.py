@@ -1,0 +1,212 @@
+"""The llama component on a tiny random model: batching, results, extensions, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import spacy
+import torch
+from spacy.tokens import Doc, DocBin
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from spacy_llama.types import PromptTooLongError
+
+from .helpers import tiny_llama_config, tiny_nlp
+
+TEXTS = [
+    "London is a big city in the United Kingdom.",
+    "The quick brown fox",
+    "Apple is looking at buying a U.K. startup for $1 billion, said the report on Monday.",
+    "Cars",
+    "Marie Curie won the Nobel Prize.",
+    "San Francisco considers banning sidewalk delivery robots.",
+    "Autonomous cars shift insurance liability toward manufacturers, a study found.",
+    "x y",
+]
+
+
+def hf_greedy(folder, text: str, n: int):
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32)
+    ids = tok(text, return_tensors="pt")
+    out = model.generate(
+        **ids,
+        max_new_tokens=n,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        pad_token_id=tok.eos_token_id,
+        eos_token_id=None,
+    )
+    new = out.sequences[0, ids["input_ids"].shape[1] :].tolist()
+    logprobs = [
+        torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new)
+    ]
+    return new, logprobs
+
+
+def test_greedy_equals_transformers_generate(tiny_hf):
+    # No EOS in the tiny model's stop ids for this comparison: max_new_tokens decides.
+    nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 10, "stop_token_ids": []})
+    pipe = nlp.get_pipe("llama")
+    pipe.engine._stop_ids = []
+    doc = nlp(TEXTS[0])
+    ids, logprobs = hf_greedy(tiny_hf, TEXTS[0], 10)
+    tok = AutoTokenizer.from_pretrained(str(tiny_hf))
+    assert doc._.llama_completion == tok.decode(ids, skip_special_tokens=True)
+    assert doc._.llama_logprobs == pytest.approx(logprobs, abs=1e-4)
+    assert len(doc._.llama_logprobs) == 10
+
+
+def test_batch_equals_single(tiny_hf):
+    nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 12}, batch_size=8)
+    batched = [(d._.llama_completion, d._.llama_logprobs) for d in nlp.pipe(TEXTS, batch_size=8)]
+    single = [(nlp(t)._.llama_completion, nlp(t)._.llama_logprobs) for t in TEXTS]
+    for (bt, bl), (st, sl) in zip(batched, single):
+        assert bt == st
+        assert bl == pytest.approx(sl, abs=1e-4)
+
+
+def test_output_order_and_same_doc_objects(tiny_hf):
+    nlp = tiny_nlp(tiny_hf, batch_size=3)
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    out = list(nlp.get_pipe("llama").pipe(iter(docs), batch_size=5))
+    assert all(a is b for a, b in zip(out, docs))
+    assert len(out) == len(docs)
+    assert all(isinstance(d._.llama_completion, str) for d in out)
+
+
+def test_engine_batches_sorted_by_length(tiny_hf):
+    """The model sees micro-batches of the component's batch_size, grouped by length."""
+    nlp = tiny_nlp(tiny_hf, batch_size=4)
+    engine = nlp.get_pipe("llama").engine
+    seen = []
+    original = engine.generate_ids
+
+    def spy(prompts):
+        seen.append([len(p) for p in prompts])
+        return original(prompts)
+
+    engine.generate_ids = spy  # type: ignore[method-assign]
+    list(nlp.pipe(TEXTS, batch_size=100))
+    assert [len(b) for b in seen] == [4, 4]
+    flat = [n for b in seen for n in b]
+    assert flat == sorted(flat, reverse=True)
+
+
+def test_upstream_annotations_untouched(tiny_hf):
+    nlp = tiny_nlp(tiny_hf)
+    doc = nlp.make_doc("Marie Curie won the Nobel Prize.")
+    doc.ents = [doc.char_span(0, 11, label="PERSON")]
+    for t in doc:
+        t.pos_ = "NOUN"
+    before = doc.to_json()
+    nlp.get_pipe("llama")(doc)
+    after = doc.to_json()
+    after.pop("_", None)
+    before.pop("_", None)
+    assert before == after
+
+
+def test_empty_and_whitespace_docs_make_no_model_call(tiny_hf):
+    nlp = tiny_nlp(tiny_hf)
+    engine = nlp.get_pipe("llama").engine
+    calls = engine.stats.model_calls
+    docs = list(nlp.pipe(["", "   \n "]))
+    assert [d._.llama_completion for d in docs] == ["", ""]
+    assert [d._.llama_logprobs for d in docs] == [[], []]
+    assert engine.stats.model_calls == calls
+
+
+def test_template_sees_pos_and_ents(tiny_hf):
+    template = (
+        "{% for t in tokens %}{{ t.text }}/{{ t.pos_ }} {% endfor %}|"
+        "{% for e in ents %}{{ e.text }}={{ e.label_ }}@{{ e.start_char }}{% endfor %}|"
+        "{{ sents|length }}"
+    )
+    nlp = tiny_nlp(tiny_hf, template=template)
+    pipe = nlp.get_pipe("llama")
+    doc = nlp.make_doc("Marie Curie won.")
+    doc.ents = [doc.char_span(0, 11, label="PERSON")]
+    for t, pos in zip(doc, ["PROPN", "PROPN", "VERB", "PUNCT"]):
+        t.pos_ = pos
+    [req] = pipe.task.requests([doc])
+    assert req.prompt == "Marie/PROPN Curie/PROPN won/VERB ./PUNCT |Marie Curie=PERSON@0|1"
+
+
+def test_chat_template_and_system(tiny_hf):
+    nlp = tiny_nlp(tiny_hf, template="Q: {{ text }}", chat=True)
+    pipe = nlp.get_pipe("llama")
+    pipe.task.system = "Be brief."
+    [req] = pipe.task.requests([nlp.make_doc("Hi")])
+    assert req.prompt == "<s>system: Be brief.\n<s>user: Q: Hi\n<s>assistant:"
+    assert req.add_special_tokens is False
+
+
+def test_sampling_is_reproducible_and_batch_independent(tiny_hf):
+    gen = {"temperature": 1.0, "top_p": 0.9, "top_k": 50, "seed": 7, "max_new_tokens": 10}
+    nlp = tiny_nlp(tiny_hf, generation=gen, batch_size=4)
+    a = [d._.llama_completion for d in nlp.pipe(TEXTS)]
+    b = [nlp(t)._.llama_completion for t in TEXTS]
+    assert a == b
+    other = tiny_nlp(tiny_hf, generation={**gen, "seed": 8})
+    c = [d._.llama_completion for d in other.pipe(TEXTS)]
+    assert c != a  # a different seed draws differently
+
+
+def test_stop_strings(tiny_hf):
+    nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 16})
+    full = nlp(TEXTS[2])._.llama_completion
+    stop = full[3:5]
+    assert stop and stop in full
+    nlp2 = tiny_nlp(tiny_hf, generation={"max_new_tokens": 16, "stop": [stop]})
+    doc = nlp2(TEXTS[2])
+    assert doc._.llama_completion == full[: full.index(stop)]
+    assert len(doc._.llama_logprobs) < 16
+
+
+def test_echo(tiny_hf):
+    plain = tiny_nlp(tiny_hf)(TEXTS[1])._.llama_completion
+    doc = tiny_nlp(tiny_hf, generation={"echo": True})(TEXTS[1])
+    assert doc._.llama_completion == TEXTS[1] + plain
+
+
+def test_extension_names_configurable_and_docbin_roundtrip(tiny_hf):
+    cfg = tiny_llama_config(tiny_hf)
+    cfg["task"].update({"completion_attr": "my_text", "logprobs_attr": "my_lp"})
+    nlp2 = spacy.blank("en")
+    nlp2.add_pipe("llama", config=cfg)
+    doc = nlp2("Marie Curie won the Nobel Prize.")
+    assert isinstance(doc._.my_text, str) and len(doc._.my_lp) == 8
+    db = DocBin(store_user_data=True, docs=[doc])
+    [back] = list(DocBin().from_bytes(db.to_bytes()).get_docs(nlp2.vocab))
+    assert back._.my_text == doc._.my_text
+    assert list(back._.my_lp) == doc._.my_lp  # msgpack gives a tuple back
+    # installing the same extension again is a no-op
+    tiny_nlp(tiny_hf)
+    assert Doc.has_extension("llama_completion")
+
+
+def test_prompt_truncated_to_context(tiny_hf):
+    # tiny model: context 256, max_new_tokens 8 -> 248 prompt tokens
+    long_text = " ".join(["London is a big city."] * 120)
+    nlp = tiny_nlp(tiny_hf, template="Summarize: {{ text }} END")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        doc = nlp(long_text)
+    assert any("truncated" in str(w.message) for w in caught)
+    [req] = nlp.get_pipe("llama").task.requests([nlp.make_doc(long_text)])
+    assert req.prompt.startswith("Summarize: London") and req.prompt.endswith(" END")
+    assert nlp.get_pipe("llama").model.count_tokens(req.prompt) <= 248
+    assert isinstance(doc._.llama_completion, str)
+
+
+def test_prompt_too_long_raises_by_config(tiny_hf):
+    long_text = " ".join(["London is a big city."] * 120)
+    nlp = spacy.blank("en")
+    cfg = tiny_llama_config(tiny_hf)
+    cfg["task"]["on_overflow"] = "error"
+    nlp.add_pipe("llama", config=cfg)
+    with pytest.raises(PromptTooLongError, match="London is a big city"):
+        nlp(long_text)
