@@ -319,3 +319,32 @@ def make_meta_checkpoint(
         torch.save(shard, meta / f"consolidated.{i:02d}.pth")
     (meta / "params.json").write_text(json.dumps(params), encoding="utf8")
     return TinyMeta(folder=meta, hf_folder=hf, model=model, tokenizer_kind=kind)
+
+
+def meta_from_hf(hf_folder: Path, dest: Path, *, mp: int = 2) -> Path:
+    """The weights of a tests/tiny.py HF folder as a Llama-2-layout Meta folder (no
+    tokenizer.model: its byte-level BPE tokenizer is passed as ``tokenizer_path``)."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(hf_folder) / "config.json").read_text(encoding="utf8"))
+    dim = config["hidden_size"]
+    params = {
+        "dim": dim,
+        "n_layers": config["num_hidden_layers"],
+        "n_heads": config["num_attention_heads"],
+        "n_kv_heads": config["num_key_value_heads"],
+        "vocab_size": config["vocab_size"],
+        "multiple_of": 32,
+        "ffn_dim_multiplier": 0.75,  # int(0.75 * int(8 * 64 / 3)) = 127 -> 128
+        "norm_eps": config["rms_norm_eps"],
+        "rope_theta": config["rope_theta"],
+    }
+    assert ffn_dim(dim, 32, 0.75) == config["intermediate_size"]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(Path(hf_folder) / "model.safetensors"))
+    for i, shard in enumerate(to_meta_shards(state, params, mp=mp, llama3=False)):
+        torch.save(shard, dest / f"consolidated.{i:02d}.pth")
+    (dest / "params.json").write_text(json.dumps(params), encoding="utf8")
+    return dest
