@@ -16,7 +16,7 @@ from spacy.util import minibatch
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .tasks.base import Task
-from .types import GenerationResult
+from .types import AnyResult
 
 DEFAULT_TEMPLATE = (
     "Text: {{ text }}\n"
@@ -139,10 +139,11 @@ class LlamaPipe(Pipe):
                 error_handler(self.name, self, docs, e)
             yield from docs
 
-    def predict(self, docs: Sequence[Doc]) -> List[GenerationResult]:
-        return self.engine.run(self.task.requests(docs))
+    def predict(self, docs: Sequence[Doc]) -> List[AnyResult]:
+        """The task's requests (any number per doc), answered in order by the engine."""
+        return self.engine.run_all(self.task.requests(docs))
 
-    def set_annotations(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
+    def set_annotations(self, docs: Sequence[Doc], results: Sequence[AnyResult]) -> None:
         self.task.assign(docs, results)
 
     def initialize(

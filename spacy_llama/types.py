@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Literal, Optional
+from typing import List, Literal, Optional, Tuple, Union
 
 FinishReason = Literal["stop", "length", "eos", "empty", "error"]
 
@@ -50,3 +50,46 @@ class GenerationResult:
 
 class PromptTooLongError(ValueError):
     """A prompt does not fit the model's context; the message names the document."""
+
+
+@dataclass
+class ScoreRequest:
+    """Score each candidate continuation of ``prompt`` (no generation).
+
+    ``prompt`` is fully formatted (chat template applied when the task uses one); every
+    candidate is appended to it as text, e.g. ``" sport"``.
+    """
+
+    prompt: str
+    candidates: List[str]
+    add_special_tokens: bool = True
+    label: str = ""
+
+
+@dataclass
+class ScoreResult:
+    """Per candidate: summed and mean log-probability of its tokens, and their count."""
+
+    sums: List[float]
+    means: List[float]
+    n_tokens: List[int]
+
+
+@dataclass
+class TokenLogprobRequest:
+    """The log-probability of every token of ``text`` under the model (surprisal)."""
+
+    text: str
+    add_special_tokens: bool = True
+    label: str = ""
+
+
+@dataclass
+class TokenLogprobResult:
+    token_ids: List[int]
+    offsets: List[Tuple[int, int]]  # character span of each token in the text
+    logprobs: List[Optional[float]]  # None where the model had no context (the first token)
+
+
+AnyRequest = Union[GenerationRequest, ScoreRequest, TokenLogprobRequest]
+AnyResult = Union[GenerationResult, ScoreResult, TokenLogprobResult]

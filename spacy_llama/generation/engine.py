@@ -15,7 +15,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from ..models.base import LlamaModel
-from ..types import GenerationRequest, GenerationResult, PromptTooLongError
+from ..types import (
+    AnyRequest,
+    AnyResult,
+    GenerationRequest,
+    GenerationResult,
+    PromptTooLongError,
+    ScoreRequest,
+    TokenLogprobRequest,
+)
 from .config import GenerationConfig
 from .sampling import choose_tokens, make_generators, request_seed
 
@@ -54,8 +62,38 @@ class Engine:
         self.stats = EngineStats()
         stop_ids = list(model.stop_token_ids) + list(config.stop_token_ids)
         self._stop_ids = sorted(set(stop_ids))
+        self._scorer: Optional[Any] = None
 
     # -- public ----------------------------------------------------------------
+    def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:
+        """Dispatch a task's mixed requests: generation here, scoring to the Scorer."""
+        results: List[Optional[AnyResult]] = [None] * len(requests)
+        kinds: Dict[type, List[int]] = {}
+        for i, req in enumerate(requests):
+            kinds.setdefault(type(req), []).append(i)
+        for kind, idx in kinds.items():
+            batch = [requests[i] for i in idx]
+            outs: Sequence[AnyResult]
+            if kind is GenerationRequest:
+                outs = self.run(batch)  # type: ignore[arg-type]
+            elif kind is ScoreRequest:
+                outs = self.scorer.score(batch)  # type: ignore[arg-type]
+            elif kind is TokenLogprobRequest:
+                outs = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
+            else:
+                raise TypeError(f"Unknown request type {kind.__name__}")
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    @property
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            from .scoring import Scorer
+
+            self._scorer = Scorer(self.model, batch_size=self.batch_size)
+        return self._scorer
+
     def tokenize(self, request: GenerationRequest) -> List[int]:
         return self.model.encode(request.prompt, add_special_tokens=request.add_special_tokens)
 

@@ -7,7 +7,7 @@ from typing import Iterable, List, Optional, Protocol, Sequence, runtime_checkab
 
 from spacy.tokens import Doc
 
-from ..types import GenerationRequest, GenerationResult
+from ..types import AnyRequest, AnyResult, GenerationRequest
 
 
 class PromptFormatter(Protocol):
@@ -27,9 +27,11 @@ class Task(Protocol):
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         """Called once the model is known; validate templates here, not on the 10,000th doc."""
 
-    def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]: ...
+    def requests(self, docs: Sequence[Doc]) -> Sequence[AnyRequest]:
+        """Any number of requests per doc (e.g. one per entity), in a deterministic order."""
 
-    def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None: ...
+    def assign(self, docs: Sequence[Doc], results: Sequence[AnyResult]) -> None:
+        """``results[i]`` answers ``requests(docs)[i]``."""
 
     @property
     def extensions(self) -> List[str]:
