@@ -1,0 +1,294 @@
+"""Batched log-likelihoods: candidate continuations of a prompt, and every token of a text.
+
+Scoring (:meth:`Scorer.score`): each prompt+candidate is tokenised as one string and the
+candidate's tokens are found by character offsets, so a tokenizer that merges across the
+boundary is handled. The token prefix shared by all candidates of a request is run once
+(left padded, KV cache kept), the cache is repeated per candidate, and only the short
+continuations run again (right padded). Log-softmax is taken in float32.
+
+Token log-probabilities (:meth:`Scorer.token_logprobs`): texts longer than the window are cut
+into overlapping windows; every token is scored once, with at least ``window - stride`` tokens
+of left context. Logits are computed only for the positions needed, in slices, because a full
+``(tokens x vocabulary)`` matrix does not fit in memory for long texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..models.base import LlamaModel
+from ..types import (
+    PromptTooLongError,
+    ScoreRequest,
+    ScoreResult,
+    TokenLogprobRequest,
+    TokenLogprobResult,
+)
+
+Offsets = List[Tuple[int, int]]
+HEAD_SLICE = 512  # positions per lm_head call in token_logprobs (bounds memory)
+
+
+@dataclass
+class _Prepared:
+    """One ScoreRequest as token ids: the shared prefix, then one continuation per candidate."""
+
+    prefix: List[int]
+    conts: List[List[int]]
+    first: List[int]  # index in each continuation of the candidate's first token
+
+
+@dataclass
+class _Window:
+    request: int
+    begin: int
+    end: int
+    score_from: int  # tokens [score_from, end) are scored in this window
+
+
+class Scorer:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        batch_size: int,
+        window: Optional[int] = None,
+        stride: Optional[int] = None,
+    ) -> None:
+        self.model = model
+        self.batch_size = max(1, int(batch_size))
+        self.window = max(2, min(int(window or model.context_length), model.context_length))
+        self.stride = max(1, min(int(stride or self.window // 2), self.window - 1))
+
+    # -- candidate scoring -------------------------------------------------------------
+    def score(self, requests: Sequence[ScoreRequest]) -> List[ScoreResult]:
+        """Summed and mean log-probability of every candidate; results in input order."""
+        prepared = [self._prepare(i, req) for i, req in enumerate(requests)]
+        results: List[ScoreResult] = [ScoreResult([], [], []) for _ in requests]
+        todo = [i for i, p in enumerate(prepared) if p.conts]
+        todo.sort(key=lambda i: -len(prepared[i].prefix))
+        for chunk in self._chunks(todo, prepared):
+            for i, lps in zip(chunk, self._score_chunk([prepared[i] for i in chunk])):
+                results[i] = ScoreResult(
+                    sums=[float(sum(x)) for x in lps],
+                    means=[float(sum(x) / len(x)) for x in lps],
+                    n_tokens=[len(x) for x in lps],
+                )
+        return results
+
+    def _chunks(self, order: List[int], prepared: List[_Prepared]) -> Iterator[List[int]]:
+        """Groups of requests with at most ``batch_size`` candidate rows (at least one request)."""
+        chunk: List[int] = []
+        rows = 0
+        for i in order:
+            n = len(prepared[i].conts)
+            if chunk and rows + n > self.batch_size:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(i)
+            rows += n
+        if chunk:
+            yield chunk
+
+    def _prepare(self, i: int, req: ScoreRequest) -> _Prepared:
+        name = req.label or f"request {i}"
+        if not req.candidates:
+            return _Prepared(prefix=[], conts=[], first=[])
+        if any(not c for c in req.candidates):
+            raise ValueError(f"An empty candidate string was given for {name}.")
+        rows: List[List[int]] = []
+        starts: List[int] = []
+        for cand in req.candidates:
+            ids, start = self._encode_candidate(req, cand, name)
+            if len(ids) > self.model.context_length:
+                raise PromptTooLongError(
+                    f"The prompt plus candidate {cand!r} for {name} has {len(ids)} tokens, more "
+                    f"than the model's context ({self.model.context_length})."
+                )
+            rows.append(ids)
+            starts.append(start)
+        shared = min(_common_prefix(rows), min(starts))
+        if shared < 1:
+            raise ValueError(f"The candidates of {name} share no prompt token to condition on.")
+        return _Prepared(
+            prefix=rows[0][:shared],
+            conts=[row[shared:] for row in rows],
+            first=[s - shared for s in starts],
+        )
+
+    def _encode_candidate(self, req: ScoreRequest, cand: str, name: str) -> Tuple[List[int], int]:
+        """Token ids of prompt+candidate (cut after the candidate) and its first token index."""
+        tok = self.model.tokenizer
+        if getattr(tok, "is_fast", False):
+            enc = tok(
+                req.prompt + cand,
+                add_special_tokens=req.add_special_tokens,
+                return_offsets_mapping=True,
+            )
+            ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+            # A token belongs to the candidate if it ends after the prompt: a token straddling
+            # the boundary is scored with the candidate. Added specials ((0, 0)) never are.
+            mine = [j for j, (_, end) in enumerate(offsets) if end > len(req.prompt)]
+            if not mine:
+                raise ValueError(f"Candidate {cand!r} of {name} has no tokens.")
+            start, stop = mine[0], mine[-1] + 1
+            ids = ids[:stop]
+        else:  # slow tokenizers have no offsets: assume the tokenizations concatenate
+            head = self.model.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+            ids = head + self.model.encode(cand, add_special_tokens=False)
+            start = len(head)
+        if start == 0:
+            raise ValueError(
+                f"Candidate {cand!r} of {name} has nothing to condition on: the prompt is empty "
+                "and the tokenizer adds no BOS token."
+            )
+        return ids, start
+
+    @torch.inference_mode()
+    def _score_chunk(self, items: List[_Prepared]) -> List[List[List[float]]]:
+        """Per request, per candidate: the log-probability of each candidate token."""
+        from transformers import DynamicCache
+
+        lm, device, pad = self.model.model, self.model.device, self.model.pad_token_id
+        ids, mask = _left_pad([it.prefix for it in items], pad)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = lm(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        owner = [b for b, it in enumerate(items) for _ in it.conts]
+        conts = [c for it in items for c in it.conts]
+        firsts = [f for it in items for f in it.first]
+        idx = torch.tensor(owner, dtype=torch.long, device=device)
+        cache.batch_select_indices(idx)  # one copy of the prefix cache per candidate
+        cids, cmask = _right_pad(conts, pad)
+        cids, cmask = cids.to(device), cmask.to(device)
+        prefix_len = torch.tensor([len(items[o].prefix) for o in owner], device=device)
+        cpos = prefix_len[:, None] + torch.arange(cids.shape[1], device=device)[None, :]
+        out = lm(
+            input_ids=cids,
+            attention_mask=torch.cat([mask[idx], cmask], dim=1),
+            position_ids=cpos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        clog = torch.log_softmax(out.logits.float(), dim=-1)
+        per_row: List[List[float]] = []
+        for r, (cont, first) in enumerate(zip(conts, firsts)):
+            # Token j of the continuation is predicted by position j-1 (the prefix's last for 0).
+            rows = [last[owner[r]] if j == 0 else clog[r, j - 1] for j in range(first, len(cont))]
+            per_row.append([float(dist[cont[j]]) for dist, j in zip(rows, range(first, len(cont)))])
+        grouped: List[List[List[float]]] = []
+        k = 0
+        for it in items:
+            grouped.append(per_row[k : k + len(it.conts)])
+            k += len(it.conts)
+        return grouped
+
+    # -- token log-probabilities ----------------------------------------------------------
+    def token_logprobs(self, requests: Sequence[TokenLogprobRequest]) -> List[TokenLogprobResult]:
+        """The log-probability of every token of each text (None for the first token)."""
+        encoded = [self._encode_text(req) for req in requests]
+        logprobs: List[List[Optional[float]]] = [[None] * len(ids) for ids, _ in encoded]
+        windows = [w for i, (ids, _) in enumerate(encoded) for w in self._windows(i, len(ids))]
+        windows.sort(key=lambda w: -(w.end - w.begin))
+        for start in range(0, len(windows), self.batch_size):
+            chunk = windows[start : start + self.batch_size]
+            rows = [encoded[w.request][0][w.begin : w.end] for w in chunk]
+            for w, values in zip(chunk, self._window_logprobs(rows, chunk)):
+                logprobs[w.request][w.score_from : w.end] = values
+        return [
+            TokenLogprobResult(token_ids=ids, offsets=offsets, logprobs=lps)
+            for (ids, offsets), lps in zip(encoded, logprobs)
+        ]
+
+    def _encode_text(self, req: TokenLogprobRequest) -> Tuple[List[int], Offsets]:
+        enc = self.model.tokenizer(
+            req.text, add_special_tokens=req.add_special_tokens, return_offsets_mapping=True
+        )
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def _windows(self, request: int, n: int) -> List[_Window]:
+        """Overlapping windows; each scores the tokens after the previous window's end."""
+        if n < 2:
+            return []
+        out: List[_Window] = []
+        begin, prev_end = 0, 1
+        while True:
+            end = min(begin + self.window, n)
+            out.append(_Window(request, begin, end, max(prev_end, begin + 1)))
+            if end == n:
+                return out
+            prev_end = end
+            begin += self.stride
+
+    @torch.inference_mode()
+    def _window_logprobs(
+        self, rows: List[List[int]], windows: List[_Window]
+    ) -> List[List[Optional[float]]]:
+        lm, device = self.model.model, self.model.device
+        ids, mask = _right_pad(rows, self.model.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
+        hidden = _decoder(lm)(
+            input_ids=ids, attention_mask=mask, position_ids=positions
+        ).last_hidden_state
+        head = lm.get_output_embeddings()
+        out: List[List[Optional[float]]] = []
+        for r, (row, w) in enumerate(zip(rows, windows)):
+            values: List[Optional[float]] = []
+            # Token k of the window is predicted by position k-1.
+            for a in range(w.score_from - w.begin, len(row), HEAD_SLICE):
+                b = min(a + HEAD_SLICE, len(row))
+                logp = torch.log_softmax(head(hidden[r, a - 1 : b - 1]).float(), dim=-1)
+                target = ids[r, a:b, None]
+                values.extend(float(x) for x in logp.gather(-1, target)[:, 0].tolist())
+            out.append(values)
+        return out
+
+
+def _decoder(lm: Any) -> Any:
+    """The transformer body (hidden states before the LM head) of a causal LM."""
+    get = getattr(lm, "get_decoder", None)
+    body = get() if get is not None else None
+    if body is None:
+        raise TypeError(f"{type(lm).__name__} does not expose its decoder (get_decoder()).")
+    return body
+
+
+def _common_prefix(rows: List[List[int]]) -> int:
+    n = min(len(r) for r in rows)
+    for j in range(n):
+        if any(r[j] != rows[0][j] for r in rows[1:]):
+            return j
+    return n
+
+
+def _left_pad(rows: List[List[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def _right_pad(rows: List[List[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask

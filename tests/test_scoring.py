@@ -1,0 +1,113 @@
+"""The Scorer against direct, unbatched forward passes of the tiny random model."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pytest
+import torch
+
+from spacy_llama.generation.scoring import Scorer
+from spacy_llama.models.base import LlamaModel
+from spacy_llama.models.hf import hf_model_v1
+from spacy_llama.types import PromptTooLongError, ScoreRequest, TokenLogprobRequest
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_hf) -> LlamaModel:
+    return hf_model_v1(path=str(tiny_hf), device="cpu")
+
+
+def direct_logprobs(model: LlamaModel, ids: List[int]) -> List[Optional[float]]:
+    """log P(token j | tokens < j) from one plain forward pass over the full row."""
+    with torch.inference_mode():
+        logits = model.model(input_ids=torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return [None] + [float(logp[j - 1, ids[j]]) for j in range(1, len(ids))]
+
+
+def direct_candidate(model: LlamaModel, prompt: str, cand: str) -> List[float]:
+    enc = model.tokenizer(prompt + cand, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    mine = [j for j, (_, e) in enumerate(enc["offset_mapping"]) if e > len(prompt)]
+    lps = direct_logprobs(model, ids[: mine[-1] + 1])
+    return [float(lps[j]) for j in mine]  # type: ignore[arg-type]
+
+
+REQUESTS = [
+    ScoreRequest(prompt="London is a big city in the", candidates=[" United Kingdom", " dog"]),
+    ScoreRequest(prompt="Apple is looking at", candidates=[" buying", " a startup for $1", " x"]),
+    ScoreRequest(
+        prompt="The quick brown fox jumps over the lazy dog. Marie Curie won",
+        candidates=[" the Nobel Prize", " Physics"],
+    ),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_score_matches_direct_forward_pass(tiny, batch_size):
+    results = Scorer(tiny, batch_size=batch_size).score(REQUESTS)
+    assert len(results) == len(REQUESTS)
+    for req, res in zip(REQUESTS, results):
+        for k, cand in enumerate(req.candidates):
+            expected = direct_candidate(tiny, req.prompt, cand)
+            assert res.n_tokens[k] == len(expected) > 0
+            assert res.sums[k] == pytest.approx(sum(expected), abs=1e-3)
+            assert res.means[k] == pytest.approx(sum(expected) / len(expected), abs=1e-3)
+
+
+def test_candidate_merging_with_prompt_is_found_by_offsets(tiny):
+    # "Apple is look" + "ing": the boundary falls inside a word, so the tokenizations of the
+    # prompt and of prompt+candidate do not concatenate; offsets still find the right tokens.
+    req = ScoreRequest(prompt="Apple is look", candidates=["ing at", "s"])
+    res = Scorer(tiny, batch_size=4).score([req])[0]
+    for k, cand in enumerate(req.candidates):
+        assert res.sums[k] == pytest.approx(sum(direct_candidate(tiny, req.prompt, cand)), abs=1e-3)
+
+
+def test_score_errors(tiny):
+    scorer = Scorer(tiny, batch_size=4)
+    assert scorer.score([ScoreRequest(prompt="x", candidates=[])])[0].sums == []
+    with pytest.raises(ValueError, match="empty candidate"):
+        scorer.score([ScoreRequest(prompt="x", candidates=["a", ""], label="doc 'x'")])
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 60
+    with pytest.raises(PromptTooLongError, match="doc 7"):
+        scorer.score([ScoreRequest(prompt=long_prompt, candidates=[" a"], label="doc 7")])
+    with pytest.raises(ValueError, match="nothing to condition on"):
+        scorer.score([ScoreRequest(prompt="", candidates=["a"], add_special_tokens=False)])
+
+
+def test_token_logprobs_match_direct_forward_pass(tiny):
+    texts = ["London is a big city in the United Kingdom.", "Apple", ""]
+    results = Scorer(tiny, batch_size=2).token_logprobs([TokenLogprobRequest(t) for t in texts])
+    for text, res in zip(texts, results):
+        enc = tiny.tokenizer(text, return_offsets_mapping=True)
+        assert res.token_ids == list(enc["input_ids"])
+        assert res.offsets == [tuple(o) for o in enc["offset_mapping"]]
+        expected = direct_logprobs(tiny, res.token_ids)
+        assert res.logprobs[0] is None
+        for got, exp in zip(res.logprobs[1:], expected[1:]):
+            assert got == pytest.approx(exp, abs=1e-3)
+
+
+def test_long_text_uses_overlapping_windows(tiny):
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
+    n = len(tiny.encode(text))
+    assert n > tiny.context_length  # does not fit in one pass
+    scorer = Scorer(tiny, batch_size=4)
+    res = scorer.token_logprobs([TokenLogprobRequest(text)])[0]
+    assert len(res.logprobs) == n
+    assert res.logprobs[0] is None and all(x is not None for x in res.logprobs[1:])
+    windows = scorer._windows(0, n)
+    assert len(windows) > 1 and windows[-1].end == n
+    # Every token is scored exactly once, with at least window - stride tokens of context.
+    scored = [j for w in windows for j in range(w.score_from, w.end)]
+    assert scored == list(range(1, n))
+    for w in windows[1:]:
+        assert w.score_from - w.begin >= scorer.window - scorer.stride
+    # A token in the second window gets the value of a forward pass over that window.
+    w = windows[1]
+    ids = res.token_ids[w.begin : w.end]
+    expected = direct_logprobs(tiny, ids)
+    j = w.score_from + 3
+    assert res.logprobs[j] == pytest.approx(expected[j - w.begin], abs=1e-3)
