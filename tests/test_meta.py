@@ -345,3 +345,38 @@ def test_no_process_group(build) -> None:
     source = (Path(__file__).parent.parent / "spacy_llama/models/meta.py").read_text()
     assert "torch.distributed" not in source.replace("No torch.distributed", "")
     assert "import fairscale" not in source
+
+
+def test_error_legacy_serialization(build, tmp_path: Path) -> None:
+    folder = _copy(build("llama2", 2, 2).folder, tmp_path)
+    shard = folder / "consolidated.01.pth"
+    torch.save(torch.load(shard, weights_only=True), shard, _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelLoadError, match="legacy") as e:
+        _load(folder)
+    assert str(shard) in str(e.value) and "Re-save" in str(e.value)
+
+
+def test_error_no_tokenizer(build, tmp_path: Path) -> None:
+    folder = _copy(build("llama2", 2, 2).folder, tmp_path)
+    (folder / "tokenizer.model").unlink()
+    with pytest.raises(ModelLoadError, match="No tokenizer.model") as e:
+        _load(folder)
+    assert "tokenizer_path" in str(e.value)
+
+
+def test_shard_pages_released_only_inside_file_mappings(build) -> None:
+    """drop_pages acts on the shard files' own mappings and never on anonymous memory."""
+    from spacy_llama.models.meta import drop_pages, file_mappings, load_shard, shard_files
+
+    files = shard_files(build("llama2", 2, 2).folder)
+    tensors = [load_shard(f) for f in files]
+    mapped = file_mappings(files)
+    if sys.platform.startswith("linux"):
+        assert len(mapped) >= len(files)
+    key = "layers.0.feed_forward.w1.weight"
+    before = tensors[0][key].clone()
+    drop_pages(tensors[0][key], mapped)  # re-read from the file on the next touch
+    assert torch.equal(tensors[0][key], before)
+    anonymous = torch.ones(1 << 16)
+    drop_pages(anonymous, mapped)  # outside the mappings: left alone (would zero otherwise)
+    assert bool((anonymous == 1).all())

@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -246,12 +246,31 @@ def load_shard(file: Path) -> Dict[str, torch.Tensor]:
             "which could run code when unpickled. Meta's shards hold only tensors; re-download "
             f"the checkpoint from a trusted source. (torch said: {str(e).splitlines()[0]})"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ModelLoadError(
-            f"Could not read {str(file)!r} ({type(e).__name__}: {str(e).splitlines()[0]}). The "
-            "file is truncated or corrupt (an interrupted download?); download it again and "
-            "check it against Meta's checklist.chk."
-        ) from e
+    except RuntimeError as e:
+        if "_use_new_zipfile_serialization" in str(e):
+            raise ModelLoadError(
+                f"{str(file)!r} uses torch's legacy (pre-1.6) serialization, which cannot be "
+                "memory-mapped. Re-save it once: torch.save(torch.load(f, weights_only=True), f)."
+            ) from e
+        raise _unreadable(file, e) from e
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise _unreadable(file, e) from e
+    return _only_tensors(file, obj)
+
+
+def _unreadable(file: Path, e: BaseException) -> ModelLoadError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return ModelLoadError(
+        f"Could not read {str(file)!r} ({type(e).__name__}: {first}). The file is truncated "
+        "or corrupt (an interrupted download?); download it again and check it against "
+        "Meta's checklist.chk."
+    )
+
+
+def _only_tensors(file: Path, obj: Any) -> Dict[str, torch.Tensor]:
+    """weights_only still admits ints, lists and dicts: Meta shards hold tensors only."""
+    import torch
+
     if not isinstance(obj, dict):
         raise ModelLoadError(
             f"Refusing {str(file)!r}: expected a mapping of parameter names to tensors, got "
@@ -292,6 +311,7 @@ class ShardSet:
 
     files: List[Path]
     tensors: List[Dict[str, torch.Tensor]]
+    mapped: List[Tuple[int, int]] = field(default_factory=list)  # see drop_pages
 
     @property
     def folder(self) -> Path:
@@ -331,11 +351,14 @@ def merge_shards(
     check_shards(shards)
     state: Dict[str, torch.Tensor] = {}
     state["model.embed_tokens.weight"] = _merge(
-        shards.parts("tok_embeddings.weight"), _embedding_dim(shards, params), dtype
+        shards.parts("tok_embeddings.weight"),
+        _embedding_dim(shards, params),
+        dtype,
+        shards.mapped,
     )
     for meta_key, (hf_key, dim) in _TOP_MAP.items():
         if meta_key in shards.tensors[0]:
-            state[hf_key] = _merge(shards.parts(meta_key), dim, dtype)
+            state[hf_key] = _merge(shards.parts(meta_key), dim, dtype, shards.mapped)
     for layer in range(params.n_layers):
         for suffix, (hf_suffix, dim) in _LAYER_MAP.items():
             meta_key = f"layers.{layer}.{suffix}"
@@ -347,7 +370,7 @@ def merge_shards(
             parts = shards.parts(meta_key)
             if suffix in ("attention.wk.weight", "attention.wv.weight"):
                 parts = _dedup_kv(parts, shards, meta_key, params)
-            tensor = _merge(parts, dim, dtype)
+            tensor = _merge(parts, dim, dtype, shards.mapped)
             if suffix == "attention.wq.weight":
                 tensor = permute_rotary(tensor, params.n_heads)
             elif suffix == "attention.wk.weight":
@@ -400,12 +423,15 @@ def _dedup_kv(
                 f"{shards.files[i - i % repeat].name} ({len(parts)} shards, "
                 f"{params.n_kv_heads} kv heads) but differs. The checkpoint is corrupt."
             )
-        drop_pages(part)
+        drop_pages(part, shards.mapped)
     return kept
 
 
 def _merge(
-    parts: List[torch.Tensor], dim: Optional[int], dtype: Optional[torch.dtype]
+    parts: List[torch.Tensor],
+    dim: Optional[int],
+    dtype: Optional[torch.dtype],
+    mapped: List[Tuple[int, int]],
 ) -> torch.Tensor:
     """Copy the parts into one new buffer (converting dtype on the way), then drop their pages."""
     import torch
@@ -421,7 +447,7 @@ def _merge(
     for part in parts:
         out.narrow(dim, offset, part.shape[dim]).copy_(part)
         offset += part.shape[dim]
-        drop_pages(part)
+        drop_pages(part, mapped)
     return out
 
 
@@ -475,13 +501,38 @@ def _libc_madvise() -> Optional[Callable[..., int]]:
 _MADVISE = _libc_madvise()
 
 
-def drop_pages(t: torch.Tensor) -> None:
+def file_mappings(files: List[Path]) -> List[Tuple[int, int]]:
+    """Address ranges where ``files`` are mapped in this process (from /proc/self/maps)."""
+    if _MADVISE is None:
+        return []
+    names = {str(f.resolve()) for f in files}
+    ranges: List[Tuple[int, int]] = []
+    try:
+        with open("/proc/self/maps", encoding="utf8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() in names:
+                    start, end = fields[0].split("-")
+                    ranges.append((int(start, 16), int(end, 16)))
+    except OSError:  # pragma: no cover - no procfs
+        return []
+    merged: List[Tuple[int, int]] = []
+    for lo, hi in sorted(ranges):  # one mapping may be listed as adjacent pieces
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def drop_pages(t: torch.Tensor, mapped: List[Tuple[int, int]]) -> None:
     """Give back the resident pages of an mmapped shard tensor we have finished copying.
 
-    Only ever called on tensors from ``torch.load(mmap=True)``: their pages are clean
-    file-backed (MAP_PRIVATE, never written), so the kernel re-reads them from the file if
-    they are touched again. Without this, the whole checkpoint stays resident next to the
-    merged copy until the last shard is closed (peak = 2x)."""
+    Only for memory inside ``mapped`` (the shard files' own mappings): those pages are clean
+    and file-backed (MAP_PRIVATE, never written), so the kernel re-reads them from the file
+    if they are touched again; anonymous memory would be zeroed, so it is never touched.
+    Without this, the whole checkpoint stays resident next to the merged copy until the last
+    shard is closed (peak = 2x, see benchmarks/meta_load_memory.py)."""
     if _MADVISE is None:
         return
     storage = t.untyped_storage()
@@ -489,7 +540,7 @@ def drop_pages(t: torch.Tensor) -> None:
     page = mmap.PAGESIZE
     lo = (start + page - 1) // page * page
     hi = (start + size) // page * page
-    if hi > lo:
+    if hi > lo and any(a <= lo and hi <= b for a, b in mapped):
         _MADVISE(lo, hi - lo, mmap.MADV_DONTNEED)
 
 
@@ -566,7 +617,9 @@ def build_meta(
     )
     family = params.family(tiktoken=tiktoken)
     tokenizer, stops = load_tokenizer(tok_files, variant="3.1" if family == "llama3.1" else "3")
-    shards = ShardSet(files=files, tensors=[load_shard(f) for f in files])
+    tensors = [load_shard(f) for f in files]
+    shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
+    del tensors
     state = merge_shards(shards, params, dtype=dtype)
     del shards  # closes the mmaps
     vocab = state["model.embed_tokens.weight"].shape[0]
