@@ -620,15 +620,11 @@ def build_meta(
     tensors = [load_shard(f) for f in files]
     shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
     del tensors
+    check_shards(shards)
+    check_vocab(tokenizer, _embedding_rows(shards, params), tok_files[0], folder)
     state = merge_shards(shards, params, dtype=dtype)
     del shards  # closes the mmaps
     vocab = state["model.embed_tokens.weight"].shape[0]
-    if len(tokenizer) != vocab:
-        raise ModelLoadError(
-            f"The tokenizer {str(tok_files[0])!r} has {len(tokenizer)} tokens but the "
-            f"embedding in {str(folder)!r} has {vocab} rows. The tokenizer belongs to another "
-            "model: use the tokenizer.model from the same download (or fix `tokenizer_path`)."
-        )
     tied = _untie_duplicate_output(state)
     config = hf_config(
         params,
@@ -642,6 +638,22 @@ def build_meta(
     model = assemble(config, state)
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     return MetaCheckpoint(model, tokenizer, stops, [*files, folder / "params.json", *tok_files])
+
+
+def _embedding_rows(shards: ShardSet, params: MetaParams) -> int:
+    """The vocabulary size, from the shards' shapes alone (no tensor data is read)."""
+    rows = int(shards.tensors[0]["tok_embeddings.weight"].shape[0])
+    return rows * len(shards.files) if _embedding_dim(shards, params) == 0 else rows
+
+
+def check_vocab(tokenizer: Any, rows: int, tok_file: Path, folder: Path) -> None:
+    """Checked before merging, so a wrong tokenizer fails in seconds, not minutes."""
+    if len(tokenizer) != rows:
+        raise ModelLoadError(
+            f"The tokenizer {str(tok_file)!r} has {len(tokenizer)} tokens but the embedding "
+            f"in {str(folder)!r} has {rows} rows. The tokenizer belongs to another model: use "
+            "the tokenizer.model from the same download (or fix `tokenizer_path`)."
+        )
 
 
 def _untie_duplicate_output(state: Dict[str, torch.Tensor]) -> bool:
