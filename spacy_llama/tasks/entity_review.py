@@ -1,0 +1,283 @@
+"""``spacy-llama.EntityReview.v1``: score candidate labels for every upstream entity.
+
+One ScoreRequest per reviewed entity: the doc (or the entity's sentence) with the entity
+named, and the label verbalizers as candidates. The softmax over their log-likelihoods goes to
+``span._.llama_scores`` and the best label to ``span._.llama_label``. With ``relabel`` the
+entity's label is replaced when another label's probability reaches ``threshold``. Entities
+are only removed with ``delete_none`` (when ``none_label`` wins): never silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
+
+from spacy.scorer import Scorer as SpacyScorer
+from spacy.tokens import Doc, Span
+from spacy.training import Example as SpacyExample
+
+from ..registry import llama_tasks
+from ..types import ScoreRequest, ScoreResult
+from .base import PromptFormatter, doc_label
+from .fewshot import (
+    Example,
+    FewShotError,
+    Label,
+    Overflow,
+    check_label,
+    check_names,
+    example_name,
+    fit_doc,
+    install_extensions,
+    labels_context,
+    load_template,
+    make_labels,
+    read_examples,
+    token_count,
+    write_task,
+)
+from .prompt import DocLike, PromptTemplate
+from .textcat import softmax
+
+Context = Literal["doc", "sentence"]
+
+
+class EntityReviewTask:
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        labels: List[Label],
+        none_label: Optional[str],
+        review_labels: Optional[List[str]],
+        relabel: bool,
+        threshold: float,
+        delete_none: bool,
+        length_normalize: bool,
+        examples: List[Example],
+        chat: bool,
+        system: Optional[str],
+        candidate_prefix: Optional[str],
+        context: Context,
+        on_overflow: Overflow,
+        label_attr: str,
+        scores_attr: str,
+    ) -> None:
+        self.template = template
+        self.labels = labels  # includes none_label, last, when given
+        self.none_label = none_label
+        self.review_labels = set(review_labels) if review_labels is not None else None
+        self.relabel = relabel
+        self.threshold = threshold
+        self.delete_none = delete_none
+        self.length_normalize = length_normalize
+        self.chat = chat
+        self.system = system
+        self.prefix = candidate_prefix if candidate_prefix is not None else ("" if chat else " ")
+        self.context = context
+        self.on_overflow = on_overflow
+        self.label_attr = label_attr
+        self.scores_attr = scores_attr
+        self.examples = self._check_examples(examples)
+        self._formatter: Optional[PromptFormatter] = None
+        self._limit = 0
+        install_extensions(span=self.extensions)
+
+    @property
+    def extensions(self) -> List[str]:
+        return [self.label_attr, self.scores_attr]
+
+    @property
+    def entity_labels(self) -> List[str]:
+        """The labels an entity can end up with (not the "none of these" answer)."""
+        return [x.name for x in self.labels if x.name != self.none_label]
+
+    @property
+    def formatter(self) -> PromptFormatter:
+        if self._formatter is None:
+            raise RuntimeError("EntityReviewTask.initialize(formatter, sample=...) was not called.")
+        return self._formatter
+
+    def _check_examples(self, examples: List[Example]) -> List[Example]:
+        """NER-style examples: {"text": ..., "entities": [{"text": ..., "label": ...}]}."""
+        known = {x.name: x for x in self.labels}
+        out = []
+        for i, ex in enumerate(examples):
+            ents = ex.get("entities")
+            if not isinstance(ents, list):
+                raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
+            checked = []
+            for e in ents:
+                label = check_label(e.get("label"), known, example_name(ex, i))
+                if e.get("text") not in ex["text"]:
+                    raise FewShotError(f"{example_name(ex, i)}: {e.get('text')!r} is not in it.")
+                checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
+            out.append({"text": ex["text"], "entities": checked})
+        return out
+
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        self._formatter = formatter
+        self._limit = formatter.budget - max(token_count(formatter, c) for c in self.candidates)
+        probe = sample[0:1] if len(sample) else sample[0:0]
+        self._request(sample, probe)  # a bad template fails when the pipeline is built
+
+    @property
+    def candidates(self) -> List[str]:
+        return [self.prefix + x.answer for x in self.labels]
+
+    def reviewed(self, doc: Doc) -> List[Span]:
+        """The entities reviewed, in order (recomputed in assign: doc.ents has not changed)."""
+        return [e for e in doc.ents if self.review_labels is None or e.label_ in self.review_labels]
+
+    def _request(self, doc: DocLike, ent: Span) -> ScoreRequest:
+        user = self.template.render_doc(
+            doc,
+            labels=labels_context(self.labels),
+            examples=self.examples,
+            entity={"text": ent.text, "label_": ent.label_},
+        )
+        fmt = self.formatter.format(user, chat=self.chat, system=self.system)
+        return ScoreRequest(fmt.prompt, self.candidates, add_special_tokens=fmt.add_special_tokens)
+
+    def _fits(self, req: ScoreRequest) -> bool:
+        return token_count(self.formatter, req.prompt) <= self._limit
+
+    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+        out = []
+        for doc in docs:
+            name = doc_label(doc)
+            for ent in self.reviewed(doc):
+                req = self._request(doc, ent) if self.context == "doc" else None
+                if req is None or not self._fits(req):
+                    # Too long (or asked for): the entity's sentence, cut after the entity.
+                    sent = ent.sent if doc.has_annotation("SENT_START") else doc[:]
+                    req = fit_doc(
+                        doc[sent.start : max(ent.end, sent.end)],
+                        lambda d, e=ent: self._request(d, e),  # type: ignore[misc]
+                        self._fits,
+                        on_overflow=self.on_overflow,
+                        label=f"entity {ent.text!r} of {name}",
+                    )
+                req.label = f"entity {ent.text!r} of {name}"
+                out.append(req)
+        return out
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
+        it = iter(results)
+        for doc in docs:
+            reviewed = {(e.start, e.end) for e in self.reviewed(doc)}
+            ents = []
+            for ent in doc.ents:
+                if (ent.start, ent.end) not in reviewed:
+                    ents.append(ent)
+                    continue
+                res = next(it)
+                values = res.means if self.length_normalize else res.sums
+                probs = dict(zip((x.name for x in self.labels), softmax(values)))
+                best = max(probs, key=lambda k: probs[k])
+                ent._.set(self.label_attr, best)
+                ent._.set(self.scores_attr, probs)
+                kept = self._decide(ent, best, probs[best])
+                if kept is not None:
+                    ents.append(kept)
+            doc.ents = ents
+
+    def _decide(self, ent: Span, best: str, prob: float) -> Optional[Span]:
+        """The entity as it leaves the review: unchanged, relabelled, or (if allowed) removed."""
+        if best == ent.label_ or prob < self.threshold:
+            return ent
+        if best == self.none_label:
+            return None if self.delete_none else ent
+        if self.relabel:
+            return Span(ent.doc, ent.start, ent.end, label=best)
+        return ent
+
+    def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
+        """Entity P/R/F over this task's labels, plus the label accuracy on exact-match spans."""
+        examples = list(examples)
+        wanted = set(self.entity_labels)
+        scores = SpacyScorer.score_spans(
+            examples,
+            "ents",
+            getter=lambda doc, attr: [e for e in doc.ents if e.label_ in wanted],
+            has_annotation=lambda doc: doc.has_annotation("ENT_IOB"),
+        )
+        hits = total = 0
+        for ex in examples:
+            gold = {(e.start_char, e.end_char): e.label_ for e in ex.reference.ents}
+            for ent in ex.predicted.ents:
+                label = gold.get((ent.start_char, ent.end_char))
+                if label in wanted and ent._.get(self.label_attr) is not None:
+                    total += 1
+                    hits += ent._.get(self.label_attr) == label
+        scores["llama_review_acc"] = hits / total if total else None
+        scores["llama_review_n"] = total
+        return scores
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(
+            path,
+            {
+                "labels": labels_context(self.labels),
+                "examples": self.examples,
+                "template": self.template.source,
+            },
+        )
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> EntityReviewTask:
+        examples = read_examples(path)
+        if examples is not None:
+            self.examples = self._check_examples(examples)
+        return self
+
+
+@llama_tasks("spacy-llama.EntityReview.v1")
+def entity_review_task_v1(
+    *,
+    labels: List[str],
+    verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
+    label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
+    none_label: Optional[str] = None,
+    review_labels: Optional[List[str]] = None,
+    relabel: bool = False,
+    threshold: float = 0.5,
+    delete_none: bool = False,
+    length_normalize: bool = True,
+    examples: Optional[List[Dict[str, Any]]] = None,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: bool = True,
+    system: Optional[str] = None,
+    candidate_prefix: Optional[str] = None,
+    context: Context = "doc",
+    on_overflow: Overflow = "truncate",
+    label_attr: str = "llama_label",
+    scores_attr: str = "llama_scores",
+) -> EntityReviewTask:
+    """Review upstream entities: label probabilities per entity, optional relabelling."""
+    check_names(label_attr=label_attr, scores_attr=scores_attr)
+    if not labels:
+        raise FewShotError("The task needs at least one label (`labels` is empty).")
+    if none_label is not None and none_label in labels:
+        raise FewShotError(f"none_label {none_label!r} must not also be in `labels`.")
+    if delete_none and none_label is None:
+        raise FewShotError("delete_none = true needs a none_label (the answer meaning 'none').")
+    all_labels = list(labels) + ([none_label] if none_label is not None else [])
+    return EntityReviewTask(
+        load_template(template, template_path, "entity_review.jinja"),
+        labels=make_labels(all_labels, verbalizers=verbalizers, definitions=label_definitions),
+        none_label=none_label,
+        review_labels=review_labels,
+        relabel=relabel,
+        threshold=threshold,
+        delete_none=delete_none,
+        length_normalize=length_normalize,
+        examples=list(examples or []),
+        chat=chat,
+        system=system,
+        candidate_prefix=candidate_prefix,
+        context=context,
+        on_overflow=on_overflow,
+        label_attr=label_attr,
+        scores_attr=scores_attr,
+    )

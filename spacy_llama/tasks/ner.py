@@ -1,0 +1,285 @@
+"""``spacy-llama.NER.v1``: generative NER for labels the upstream model lacks.
+
+The model answers one ``TYPE: text`` line per entity. Each answer is aligned to token
+boundaries by finding its text in the doc (after the previous answer first, so repeated
+names follow the model's order). Answers that cannot be parsed, name an unknown type or do not
+match tokens are reported in ``doc._.llama_ner_unaligned`` and logged, never dropped silently.
+The aligned spans are merged with the upstream entities as the config says.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+
+from spacy.scorer import Scorer as SpacyScorer
+from spacy.tokens import Doc, Span
+from spacy.training import Example as SpacyExample
+from spacy.util import filter_spans
+
+from ..registry import llama_tasks
+from ..types import GenerationRequest, GenerationResult
+from .base import PromptFormatter, doc_label
+from .fewshot import (
+    Example,
+    FewShotError,
+    Label,
+    Overflow,
+    check_label,
+    check_names,
+    example_name,
+    fit_doc,
+    install_extensions,
+    labels_context,
+    load_template,
+    make_labels,
+    read_examples,
+    write_task,
+)
+from .prompt import DocLike, PromptTemplate
+
+logger = logging.getLogger("spacy_llama")
+Merge = Literal["keep_upstream", "prefer_llama", "union", "spans"]
+BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+TYPE_FIRST = re.compile(r"^([^:]{1,40}):\s*(.+)$")  # "ORG: Bank of England"
+TYPE_LAST = re.compile(r"^(.+?)\s*[(\[]\s*([^()\[\]]{1,40})\s*[)\]]$")  # "Bank of England (ORG)"
+NONE_ANSWERS = {"none", "none.", "no entities", "n/a", "-"}
+
+
+@dataclass
+class Answer:
+    label: Optional[str]
+    text: str
+    line: str
+
+
+class NERTask:
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        labels: List[Label],
+        examples: List[Example],
+        chat: bool,
+        system: Optional[str],
+        merge: Merge,
+        spans_key: str,
+        unaligned_attr: str,
+        on_overflow: Overflow,
+    ) -> None:
+        self.template = template
+        self.labels = labels
+        self.chat = chat
+        self.system = system
+        self.merge = merge
+        self.spans_key = spans_key
+        self.unaligned_attr = unaligned_attr
+        self.on_overflow = on_overflow
+        self.examples = self._check_examples(examples)
+        self._formatter: Optional[PromptFormatter] = None
+        # The model may answer with the verbalizer or the label name, in any case.
+        self._lookup = {k.lower(): x.name for x in labels for k in (x.name, x.answer)}
+        install_extensions(doc=self.extensions)
+
+    @property
+    def extensions(self) -> List[str]:
+        return [self.unaligned_attr]
+
+    @property
+    def formatter(self) -> PromptFormatter:
+        if self._formatter is None:
+            raise RuntimeError("NERTask.initialize(formatter, sample=...) was not called.")
+        return self._formatter
+
+    def _check_examples(self, examples: List[Example]) -> List[Example]:
+        known = {x.name: x for x in self.labels}
+        out = []
+        for i, ex in enumerate(examples):
+            ents = ex.get("entities")
+            if not isinstance(ents, list):
+                raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
+            checked = []
+            for e in ents:
+                label = check_label(e.get("label"), known, example_name(ex, i))
+                checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
+            out.append({"text": ex["text"], "entities": checked})
+        return out
+
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        self._formatter = formatter
+        self._request(sample)  # a bad template fails when the pipeline is built
+
+    def _request(self, doc: DocLike) -> GenerationRequest:
+        user = self.template.render_doc(
+            doc, labels=labels_context(self.labels), examples=self.examples
+        )
+        return self.formatter.format(user, chat=self.chat, system=self.system)
+
+    def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
+        out = []
+        for doc in docs:
+            name = doc_label(doc)
+            if not doc.text.strip():
+                out.append(GenerationRequest(prompt="", label=name))
+                continue
+            req = fit_doc(
+                doc,
+                self._request,
+                lambda r: self.formatter.count(r) <= self.formatter.budget,
+                on_overflow=self.on_overflow,
+                label=name,
+            )
+            req.label = name
+            out.append(req)
+        return out
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
+        for doc, res in zip(docs, results):
+            spans, problems = self.align(doc, self.parse(res.text))
+            doc._.set(self.unaligned_attr, problems)
+            if problems:
+                logger.warning(
+                    "[spacy-llama] NER: %d answer(s) for %s could not be aligned: %s",
+                    len(problems),
+                    doc_label(doc),
+                    "; ".join(f"{p['text']!r} ({p['reason']})" for p in problems),
+                )
+            self._merge(doc, spans)
+
+    def parse(self, text: str) -> List[Answer]:
+        """One answer per non-empty line; a line that does not parse keeps ``label=None``."""
+        out = []
+        for raw in text.splitlines():
+            line = BULLET.sub("", raw).strip()
+            if not line or line.lower() in NONE_ANSWERS:
+                continue
+            m = TYPE_FIRST.match(line)
+            if m and m.group(1).strip().lower() in self._lookup:
+                label, ent = m.group(1), m.group(2)
+            else:
+                m = TYPE_LAST.match(line)
+                label, ent = (m.group(2), m.group(1)) if m else ("", line)
+            out.append(Answer(self._lookup.get(label.strip().lower()), _unquote(ent), line))
+        return out
+
+    def align(self, doc: Doc, answers: List[Answer]) -> Tuple[List[Span], List[Dict[str, Any]]]:
+        spans: List[Span] = []
+        problems: List[Dict[str, Any]] = []
+        cursor = 0
+        for ans in answers:
+            if ans.label is None:
+                problems.append(_problem(ans, "no known entity type in the answer"))
+                continue
+            span = _find(doc, ans.text, ans.label, cursor)
+            if span is None:
+                reason = "not on token boundaries" if ans.text in doc.text else "not in the text"
+                problems.append(_problem(ans, reason))
+                continue
+            spans.append(span)
+            cursor = span.end_char
+        return filter_spans(spans), problems
+
+    def _merge(self, doc: Doc, spans: List[Span]) -> None:
+        upstream = list(doc.ents)
+        if self.merge == "spans":
+            doc.spans[self.spans_key] = spans
+        elif self.merge == "keep_upstream":
+            doc.ents = upstream + [s for s in spans if not _overlaps(s, upstream)]
+        elif self.merge == "prefer_llama":
+            doc.ents = spans + [u for u in upstream if not _overlaps(u, spans)]
+        else:  # union: the longer span wins an overlap; on a tie, the upstream one
+            doc.ents = filter_spans(upstream + spans)
+
+    def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
+        """P/R/F per label over this task's labels (on doc.ents, or doc.spans[spans_key])."""
+        wanted = {x.name for x in self.labels}
+        key = self.spans_key if self.merge == "spans" else None
+
+        def getter(doc: Doc, attr: str) -> List[Span]:
+            # Gold docs have no spans[key]: their entities are compared.
+            found = doc.spans[key] if key is not None and key in doc.spans else doc.ents
+            return [s for s in found if s.label_ in wanted]
+
+        return SpacyScorer.score_spans(
+            examples, "ents", getter=getter, has_annotation=lambda doc: True
+        )
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(
+            path,
+            {
+                "labels": labels_context(self.labels),
+                "examples": self.examples,
+                "template": self.template.source,
+            },
+        )
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> NERTask:
+        examples = read_examples(path)
+        if examples is not None:
+            self.examples = self._check_examples(examples)
+        return self
+
+
+def _unquote(text: str) -> str:
+    text = text.strip().rstrip(",;").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return text
+
+
+def _find(doc: Doc, text: str, label: str, cursor: int) -> Optional[Span]:
+    """The first token-aligned occurrence after ``cursor``, else anywhere; exact case first."""
+    variants = [text] + ([text[:-1]] if text.endswith(".") else [])  # "Inc." vs a full stop
+    for needle in filter(None, variants):
+        for flags in (0, re.IGNORECASE):
+            found = re.finditer(re.escape(needle), doc.text, flags)
+            for start, end in sorted((m.span() for m in found), key=lambda s: (s[0] < cursor, s)):
+                span = doc.char_span(start, end, label=label)
+                if span is not None:
+                    return span
+    return None
+
+
+def _overlaps(span: Span, others: List[Span]) -> bool:
+    return any(span.start < o.end and o.start < span.end for o in others)
+
+
+def _problem(ans: Answer, reason: str) -> Dict[str, Any]:
+    return {"text": ans.text, "label": ans.label, "line": ans.line, "reason": reason}
+
+
+@llama_tasks("spacy-llama.NER.v1")
+def ner_task_v1(
+    *,
+    labels: List[str],
+    verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
+    label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
+    examples: Optional[List[Dict[str, Any]]] = None,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: bool = True,
+    system: Optional[str] = None,
+    merge: Merge = "keep_upstream",
+    spans_key: str = "llama_ner",
+    unaligned_attr: str = "llama_ner_unaligned",
+    on_overflow: Overflow = "truncate",
+) -> NERTask:
+    """Generative NER, aligned to tokens and merged with the upstream entities."""
+    check_names(unaligned_attr=unaligned_attr)
+    if not spans_key:
+        raise FewShotError("spans_key must be a non-empty string.")
+    return NERTask(
+        load_template(template, template_path, "ner.jinja"),
+        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        examples=list(examples or []),
+        chat=chat,
+        system=system,
+        merge=merge,
+        spans_key=spans_key,
+        unaligned_attr=unaligned_attr,
+        on_overflow=on_overflow,
+    )

@@ -1,0 +1,106 @@
+"""``spacy-llama.Surprisal.v1``: the log-probability of every spaCy token under the model.
+
+The engine returns each model token's log-probability and character span (long documents are
+scored in overlapping windows by the Scorer, so every piece keeps at least half a window of
+context). Pieces are mapped to spaCy tokens through character offsets: a piece inside one
+token adds to it; a piece spanning several tokens is shared out by the characters it covers in
+each; a whitespace-only piece between tokens goes to the following token (it is the model
+predicting a word boundary). Token sums land in ``token._.llama_logprob`` and the per-piece
+perplexity in ``doc._.llama_perplexity``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from spacy.tokens import Doc
+from spacy.training import Example as SpacyExample
+
+from ..registry import llama_tasks
+from ..types import TokenLogprobRequest, TokenLogprobResult
+from .base import PromptFormatter, doc_label
+from .fewshot import check_names, install_extensions, write_task
+
+
+class SurprisalTask:
+    def __init__(self, *, add_bos: bool, logprob_attr: str, perplexity_attr: str) -> None:
+        self.add_bos = add_bos
+        self.logprob_attr = logprob_attr
+        self.perplexity_attr = perplexity_attr
+        install_extensions(token=[logprob_attr], doc=[perplexity_attr])
+
+    @property
+    def extensions(self) -> List[str]:
+        return [self.logprob_attr, self.perplexity_attr]
+
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        return None  # no prompt: the document's own text is scored
+
+    def requests(self, docs: Sequence[Doc]) -> List[TokenLogprobRequest]:
+        return [
+            TokenLogprobRequest(doc.text, add_special_tokens=self.add_bos, label=doc_label(doc))
+            for doc in docs
+        ]
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[TokenLogprobResult]) -> None:
+        for doc, res in zip(docs, results):
+            for token, value in zip(doc, align_to_tokens(doc, res.offsets, res.logprobs)):
+                token._.set(self.logprob_attr, value)
+            scored = [lp for lp in res.logprobs if lp is not None]
+            ppl = math.exp(-sum(scored) / len(scored)) if scored else None
+            doc._.set(self.perplexity_attr, ppl)
+
+    def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
+        """The mean per-document perplexity (no gold needed)."""
+        values = [ex.predicted._.get(self.perplexity_attr) for ex in examples]
+        values = [v for v in values if v is not None]
+        return {"llama_perplexity": sum(values) / len(values) if values else None}
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(path, {"add_bos": self.add_bos})
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> SurprisalTask:
+        return self
+
+
+def align_to_tokens(
+    doc: Doc, offsets: Sequence[Tuple[int, int]], logprobs: Sequence[Optional[float]]
+) -> List[Optional[float]]:
+    """Sum piece log-probabilities into spaCy tokens by character overlap (see module doc)."""
+    starts = [t.idx for t in doc]
+    ends = [t.idx + len(t.text) for t in doc]
+    totals: List[Optional[float]] = [None] * len(doc)
+    for (a, b), lp in zip(offsets, logprobs):
+        if lp is None or b <= a or not len(doc):
+            continue  # no context (first piece), or a zero-width special token
+        first = bisect_right(ends, a)  # the first token ending after the piece starts
+        shares: List[Tuple[int, int]] = []
+        j = first
+        while j < len(doc) and starts[j] < b:
+            n = min(b, ends[j]) - max(a, starts[j])
+            if n > 0:
+                shares.append((j, n))
+            j += 1
+        if not shares:
+            shares = [(min(first, len(doc) - 1), 1)]
+        covered = sum(n for _, n in shares)
+        for j, n in shares:
+            totals[j] = (totals[j] or 0.0) + lp * n / covered
+    return totals
+
+
+@llama_tasks("spacy-llama.Surprisal.v1")
+def surprisal_task_v1(
+    *,
+    add_bos: bool = True,
+    logprob_attr: str = "llama_logprob",
+    perplexity_attr: str = "llama_perplexity",
+) -> SurprisalTask:
+    """Per-token log-probabilities and document perplexity (no prompt, no generation)."""
+    check_names(logprob_attr=logprob_attr, perplexity_attr=perplexity_attr)
+    return SurprisalTask(
+        add_bos=add_bos, logprob_attr=logprob_attr, perplexity_attr=perplexity_attr
+    )

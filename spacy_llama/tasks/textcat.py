@@ -1,0 +1,235 @@
+"""``spacy-llama.TextCat.v1``: zero- and few-shot text classification by scoring labels.
+
+No text is generated. Exclusive classes: one ScoreRequest per doc whose candidates are the
+labels' verbalizers; the (optionally length-normalised) log-likelihoods go through a softmax
+into ``doc.cats``. Multi-label: one yes/no ScoreRequest per (doc, label); ``doc.cats[label]``
+is P(yes) renormalised over {yes, no}.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from spacy.scorer import Scorer as SpacyScorer
+from spacy.tokens import Doc
+from spacy.training import Example as SpacyExample
+
+from ..registry import llama_tasks
+from ..types import ScoreRequest, ScoreResult
+from .base import PromptFormatter, doc_label
+from .fewshot import (
+    Example,
+    FewShotError,
+    Label,
+    Overflow,
+    check_label,
+    example_name,
+    fit_doc,
+    labels_context,
+    load_template,
+    make_labels,
+    read_examples,
+    token_count,
+    write_task,
+)
+from .prompt import DocLike, PromptTemplate
+
+YES, NO = "yes", "no"
+
+
+class TextCatTask:
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        labels: List[Label],
+        exclusive: bool,
+        length_normalize: bool,
+        examples: List[Example],
+        chat: bool,
+        system: Optional[str],
+        candidate_prefix: Optional[str],
+        threshold: float,
+        on_overflow: Overflow,
+    ) -> None:
+        self.template = template
+        self.labels = labels
+        self.exclusive = exclusive
+        self.length_normalize = length_normalize
+        self.chat = chat
+        self.system = system
+        # After a chat template's assistant header the answer starts the line; after a plain
+        # "Category:" it follows a space.
+        self.prefix = candidate_prefix if candidate_prefix is not None else ("" if chat else " ")
+        self.threshold = threshold
+        self.on_overflow = on_overflow
+        self.examples = self._check_examples(examples)
+        self._formatter: Optional[PromptFormatter] = None
+        self._limit = 0  # prompt tokens left once the longest candidate is appended
+
+    @property
+    def extensions(self) -> List[str]:
+        return []  # writes doc.cats only
+
+    @property
+    def label_names(self) -> List[str]:
+        return [x.name for x in self.labels]
+
+    @property
+    def formatter(self) -> PromptFormatter:
+        if self._formatter is None:
+            raise RuntimeError("TextCatTask.initialize(formatter, sample=...) was not called.")
+        return self._formatter
+
+    def _check_examples(self, examples: List[Example]) -> List[Example]:
+        """Each example names its labels as "label", "labels" or "cats" (values >= 0.5)."""
+        known = {x.name: x for x in self.labels}
+        out = []
+        for i, ex in enumerate(examples):
+            if "label" in ex:
+                names = [ex["label"]]
+            elif "labels" in ex:
+                names = list(ex["labels"])
+            elif "cats" in ex:
+                names = [k for k, v in ex["cats"].items() if v >= 0.5]
+            else:
+                raise FewShotError(f'{example_name(ex, i)} has no "label", "labels" or "cats".')
+            if self.exclusive and len(names) != 1:
+                raise FewShotError(f"{example_name(ex, i)} needs exactly one label; got {names}.")
+            found = [check_label(n, known, example_name(ex, i)) for n in names]
+            out.append({"text": ex["text"], "labels": [x.name for x in found]})
+        return out
+
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        self._formatter = formatter
+        self._limit = formatter.budget - max(
+            token_count(formatter, c) for c in self.candidates(self.labels[0])
+        )
+        self.requests([sample])  # a bad template fails when the pipeline is built
+
+    def candidates(self, label: Label) -> List[str]:
+        if self.exclusive:
+            return [self.prefix + x.answer for x in self.labels]
+        return [self.prefix + YES, self.prefix + NO]
+
+    def _examples_for(self, label: Optional[Label]) -> List[Dict[str, str]]:
+        answers = {x.name: x.answer for x in self.labels}
+        if label is None:
+            return [{"text": e["text"], "answer": answers[e["labels"][0]]} for e in self.examples]
+        return [
+            {"text": e["text"], "answer": YES if label.name in e["labels"] else NO}
+            for e in self.examples
+        ]
+
+    def _request(self, doc: DocLike, label: Optional[Label]) -> ScoreRequest:
+        extra: Dict[str, Any] = {"labels": labels_context(self.labels)}
+        extra["examples"] = self._examples_for(label)
+        if label is not None:
+            extra["label"] = labels_context([label])[0]
+        user = self.template.render_doc(doc, **extra)
+        fmt = self.formatter.format(user, chat=self.chat, system=self.system)
+        cands = self.candidates(label or self.labels[0])
+        return ScoreRequest(fmt.prompt, cands, add_special_tokens=fmt.add_special_tokens)
+
+    def _fits(self, req: ScoreRequest) -> bool:
+        return token_count(self.formatter, req.prompt) <= self._limit
+
+    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+        out = []
+        per_doc: List[Optional[Label]] = [None] if self.exclusive else list(self.labels)
+        for doc in docs:
+            name = doc_label(doc)
+            for label in per_doc:
+                req = fit_doc(
+                    doc,
+                    lambda d, lab=label: self._request(d, lab),  # type: ignore[misc]
+                    self._fits,
+                    on_overflow=self.on_overflow,
+                    label=name,
+                )
+                req.label = name
+                out.append(req)
+        return out
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
+        per = 1 if self.exclusive else len(self.labels)
+        for k, doc in enumerate(docs):
+            mine = results[k * per : (k + 1) * per]
+            if self.exclusive:
+                probs = softmax(self._values(mine[0]))
+                doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
+            else:
+                for label, res in zip(self.labels, mine):
+                    doc.cats[label.name] = softmax(self._values(res))[0]
+
+    def _values(self, res: ScoreResult) -> List[float]:
+        return list(res.means if self.length_normalize else res.sums)
+
+    def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
+        """spaCy's textcat scores (``cats_score``, ``cats_f_per_type``, ...)."""
+        return SpacyScorer.score_cats(
+            examples,
+            "cats",
+            labels=self.label_names,
+            multi_label=not self.exclusive,
+            threshold=self.threshold,
+        )
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(
+            path,
+            {
+                "labels": labels_context(self.labels),
+                "exclusive": self.exclusive,
+                "examples": self.examples,
+                "template": self.template.source,
+            },
+        )
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> TextCatTask:
+        examples = read_examples(path)
+        if examples is not None:
+            self.examples = self._check_examples(examples)
+        return self
+
+
+def softmax(values: Sequence[float]) -> List[float]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+@llama_tasks("spacy-llama.TextCat.v1")
+def textcat_task_v1(
+    *,
+    labels: List[str],
+    verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
+    label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
+    exclusive: bool = True,
+    length_normalize: bool = True,
+    examples: Optional[List[Dict[str, Any]]] = None,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: bool = True,
+    system: Optional[str] = None,
+    candidate_prefix: Optional[str] = None,
+    threshold: float = 0.5,
+    on_overflow: Overflow = "truncate",
+) -> TextCatTask:
+    """Text classification from the model's label log-likelihoods (no generation)."""
+    default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
+    return TextCatTask(
+        load_template(template, template_path, default),
+        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        exclusive=exclusive,
+        length_normalize=length_normalize,
+        examples=list(examples or []),
+        chat=chat,
+        system=system,
+        candidate_prefix=candidate_prefix,
+        threshold=threshold,
+        on_overflow=on_overflow,
+    )
