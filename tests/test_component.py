@@ -78,21 +78,59 @@ def test_output_order_and_same_doc_objects(tiny_hf):
 
 
 def test_engine_batches_sorted_by_length(tiny_hf):
-    """The model sees micro-batches of the component's batch_size, grouped by length."""
+    """At most batch_size sequences decode together, prompts are taken longest first, and
+    freed slots are refilled while the others keep decoding."""
     nlp = tiny_nlp(tiny_hf, batch_size=4)
     engine = nlp.get_pipe("llama").engine
+    fast = engine.fast
+    assert fast is not None
     seen = []
-    original = engine.generate_ids
+    original = fast.prefill
 
-    def spy(prompts):
-        seen.append([len(p) for p in prompts])
-        return original(prompts)
+    def spy(ids, lengths, cache, slots, *, start):
+        seen.append((lengths.tolist(), slots.tolist()))
+        return original(ids, lengths, cache, slots, start=start)
 
-    engine.generate_ids = spy  # type: ignore[method-assign]
+    fast.prefill = spy  # type: ignore[method-assign]
     list(nlp.pipe(TEXTS, batch_size=100))
-    assert [len(b) for b in seen] == [4, 4]
-    flat = [n for b in seen for n in b]
+    assert sum(len(lengths) for lengths, _ in seen) == len(TEXTS)
+    assert all(max(slots) < 4 for _, slots in seen)
+    flat = [n for lengths, _ in seen for n in lengths]
     assert flat == sorted(flat, reverse=True)
+    assert seen[0][1] == [0, 1, 2, 3] and len(seen) > 1  # later prompts reuse freed slots
+
+
+def test_fast_decoder_equals_transformers_loop(tiny_hf):
+    fast = tiny_nlp(tiny_hf, generation={"max_new_tokens": 12}, batch_size=3)
+    slow = tiny_nlp(tiny_hf, generation={"max_new_tokens": 12}, batch_size=3)
+    slow.get_pipe("llama").engine.use_fast_decoder = False
+    a = [(d._.llama_completion, d._.llama_logprobs) for d in fast.pipe(TEXTS)]
+    b = [(d._.llama_completion, d._.llama_logprobs) for d in slow.pipe(TEXTS)]
+    assert fast.get_pipe("llama").engine.fast is not None
+    assert slow.get_pipe("llama").engine._fast is None
+    for (ta, la), (tb, lb) in zip(a, b):
+        assert ta == tb
+        assert la == pytest.approx(lb, abs=1e-4)
+
+
+def test_shared_prefix_is_computed_once(tiny_hf):
+    template = "Summarize the text in one short sentence. Text: {{ text }}"
+    with_prefix = tiny_nlp(tiny_hf, template=template, generation={"max_new_tokens": 10})
+    without = tiny_nlp(tiny_hf, template=template, generation={"max_new_tokens": 10})
+    without.get_pipe("llama").engine.prefix_cache = False
+    engine = with_prefix.get_pipe("llama").engine
+    calls = []
+    original = engine.fast.prefix
+
+    def spy(ids, cache, slot):
+        calls.append(list(ids))
+        return original(ids, cache, slot)
+
+    engine.fast.prefix = spy  # type: ignore[method-assign]
+    a = [d._.llama_completion for d in with_prefix.pipe(TEXTS)]
+    b = [d._.llama_completion for d in without.pipe(TEXTS)]
+    assert len(calls) == 1 and len(calls[0]) >= 8  # "<s>Summarize the text ..." once
+    assert a == b
 
 
 def test_upstream_annotations_untouched(tiny_hf):

@@ -1,18 +1,15 @@
-"""The batched decode loop.
+"""The engine: the only place that knows about batching, caches and devices.
 
-Left padding with an attention mask and explicit position ids; one forward pass for the
-prompts (keeping only the last position's logits), then one token per step with a KV cache.
-Finished rows are dropped from the batch and its cache, so short answers never pay for long
-ones. Prompts are sorted by length before they are cut into micro-batches, to waste little
-padding; results come back in input order.
+It tokenizes requests, answers what it can from the response cache, and decodes the rest
+with continuous batching over the fused decoder (:mod:`.continuous`, :mod:`.decoder`), or
+with the portable transformers loop (:mod:`.transformers_loop`) for other architectures.
+Results come back in request order whatever order they finished in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
-
-import torch
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..models.base import LlamaModel
 from ..types import (
@@ -25,7 +22,11 @@ from ..types import (
     TokenLogprobRequest,
 )
 from .config import GenerationConfig
-from .sampling import choose_tokens, make_generators, request_seed
+from .continuous import ContinuousBatcher
+from .decoder import FastLlama, supports_fast_decoder
+from .sampling import make_generators, request_seed
+from .stopping import Sequence_, Stepper
+from .transformers_loop import decode_all
 
 
 class ResponseCache:
@@ -54,6 +55,8 @@ class Engine:
         *,
         batch_size: int = 16,
         cache: Optional[Any] = None,
+        fast_decoder: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
         self.config = config
@@ -63,6 +66,10 @@ class Engine:
         stop_ids = list(model.stop_token_ids) + list(config.stop_token_ids)
         self._stop_ids = sorted(set(stop_ids))
         self._scorer: Optional[Any] = None
+        self.use_fast_decoder = fast_decoder
+        self.prefix_cache = prefix_cache
+        self._fast: Optional[FastLlama] = None
+        self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
 
     # -- public ----------------------------------------------------------------
     def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:
@@ -130,15 +137,7 @@ class Engine:
                 else:
                     remaining.append(i)
             todo = remaining
-        # Longest first: the first batch shows the worst-case memory at once.
-        todo.sort(key=lambda i: -len(ids[i]))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            outs = self.generate_ids([ids[i] for i in chunk])
-            if self.cache is not None:
-                self.cache.put_many({keys[i]: out.to_dict() for i, out in zip(chunk, outs)})
-            for i, out in zip(chunk, outs):
-                results[i] = self._with_echo(requests[i], out)
+        self._decode(requests, ids, todo, keys, results)
         return [r if r is not None else GenerationResult(text="") for r in results]
 
     def cache_key(self, prompt_ids: Sequence[int]) -> str:
@@ -152,118 +151,79 @@ class Engine:
         h.update(",".join(map(str, prompt_ids)).encode())
         return h.hexdigest()
 
-    # -- the decode loop ---------------------------------------------------------
-    @torch.inference_mode()
-    def generate_ids(self, prompts: Sequence[Sequence[int]]) -> List[GenerationResult]:
+    # -- decoding ----------------------------------------------------------------
+    def _decode(
+        self,
+        requests: Sequence[GenerationRequest],
+        ids: List[List[int]],
+        todo: List[int],
+        keys: Dict[int, str],
+        results: List[Optional[GenerationResult]],
+    ) -> None:
+        """Decode ``todo``; each result reaches ``results`` (and the cache) as it finishes,
+        so an interrupted batch keeps what it completed."""
+        if not todo:
+            return
         cfg = self.config
-        lm = self.model.model
-        device = self.model.device
-        n = len(prompts)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((n, width), self.model.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            input_ids[row, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            mask[row, width - len(p) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = (
-            make_generators([request_seed(cfg.seed, p) for p in prompts]) if not cfg.greedy else []
-        )
-        from transformers import DynamicCache
+        seqs = [
+            Sequence_(
+                index=i,
+                prompt_len=len(ids[i]),
+                generator=None
+                if cfg.greedy
+                else make_generators([request_seed(cfg.seed, ids[i])])[0],
+            )
+            for i in todo
+        ]
+        stepper = Stepper(cfg, self._stop_ids, self.model.decode)
+        pending: Dict[str, dict] = {}
 
-        cache = DynamicCache()
-        out = lm(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
-        last_pos = positions[:, -1]
-        alive = list(range(n))  # original row of each live batch row
-        tokens: List[List[int]] = [[] for _ in range(n)]
-        logprobs: List[List[float]] = [[] for _ in range(n)]
-        texts: List[Optional[str]] = [None] * n
-        reasons: List[str] = ["length"] * n
-        stop_ids = torch.tensor(self._stop_ids, dtype=torch.long, device=device)
-        self.stats.model_calls += n
-        self.stats.prompt_tokens += sum(len(p) for p in prompts)
-        for step in range(cfg.max_new_tokens):
-            raw = logits.float()
-            chosen = choose_tokens(
-                raw,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                generators=[generators[r] for r in alive] if generators else [],
-            )
-            lp = torch.log_softmax(raw, dim=-1).gather(-1, chosen[:, None])[:, 0]
-            is_stop = torch.isin(chosen, stop_ids) if len(self._stop_ids) else None
-            chosen_l, lp_l = chosen.tolist(), lp.tolist()
-            stop_l = is_stop.tolist() if is_stop is not None else [False] * len(alive)
-            keep: List[int] = []
-            for b, row in enumerate(alive):
-                if stop_l[b]:
-                    reasons[row] = "eos"
-                    continue
-                tokens[row].append(chosen_l[b])
-                logprobs[row].append(float(lp_l[b]))
-                if cfg.stop:
-                    text = self.model.decode(tokens[row])
-                    cut = _first_stop(text, cfg.stop)
-                    if cut is not None:
-                        texts[row] = text[:cut]
-                        reasons[row] = "stop"
-                        continue
-                keep.append(b)
-            self.stats.generated_tokens += sum(1 for s in stop_l if not s)
-            if not keep or step == cfg.max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):
-                idx = torch.tensor(keep, device=device)
-                cache.batch_select_indices(idx)  # type: ignore[attr-defined]
-                mask = mask[idx]
-                last_pos = last_pos[idx]
-                chosen = chosen[idx]
-                alive = [alive[b] for b in keep]
-            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-            last_pos = last_pos + 1
-            out = lm(
-                input_ids=chosen[:, None],
-                attention_mask=mask,
-                position_ids=last_pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1, :]
-        results = []
-        for row in range(n):
-            cut_text = texts[row]
-            text = cut_text if cut_text is not None else self.model.decode(tokens[row])
-            results.append(
-                GenerationResult(
-                    text=text,
-                    token_ids=tokens[row],
-                    logprobs=logprobs[row],
-                    finish_reason=reasons[row],  # type: ignore[arg-type]
-                    prompt_tokens=len(prompts[row]),
+        def on_done(seq: Sequence_) -> None:
+            res = seq.result(self.model.decode)
+            results[seq.index] = self._with_echo(requests[seq.index], res)
+            if self.cache is not None:
+                pending[keys[seq.index]] = res.to_dict()
+                if len(pending) >= self.batch_size:
+                    self.cache.put_many(dict(pending))
+                    pending.clear()
+
+        prompts = [ids[i] for i in todo]
+        try:
+            if self.fast is not None:
+                batcher = ContinuousBatcher(
+                    self.fast,
+                    stepper,
+                    batch_size=self.batch_size,
+                    max_new_tokens=cfg.max_new_tokens,
+                    prefix_cache=self.prefix_cache,
                 )
-            )
-        return results
+                batcher.run(prompts, seqs, on_done)
+                self.last_prefill_sizes = batcher.prefill_calls
+            else:
+                self.last_prefill_sizes = decode_all(
+                    self.model.model,
+                    prompts,
+                    seqs,
+                    stepper,
+                    batch_size=self.batch_size,
+                    pad_id=self.model.pad_token_id,
+                    on_done=on_done,
+                )
+        finally:
+            if self.cache is not None and pending:
+                self.cache.put_many(pending)
+            self.stats.model_calls += len(todo)
+            self.stats.prompt_tokens += sum(len(p) for p in prompts)
+            self.stats.generated_tokens += stepper.generated
+
+    @property
+    def fast(self) -> Optional[FastLlama]:
+        """The fused decoder, built on first use when the architecture supports it."""
+        if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
+            self._fast = FastLlama(self.model.model)
+        return self._fast
 
     def _with_echo(self, req: GenerationRequest, res: GenerationResult) -> GenerationResult:
         if self.config.echo:
             res.text = req.prompt + res.text
         return res
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:
-    found = [text.find(s) for s in stops if s]
-    found = [f for f in found if f >= 0]
-    return min(found) if found else None
-
-
-TokenCounter = Callable[[str], int]

@@ -170,7 +170,7 @@ class Scorer:
         conts = [c for it in items for c in it.conts]
         firsts = [f for it in items for f in it.first]
         idx = torch.tensor(owner, dtype=torch.long, device=device)
-        cache.batch_select_indices(idx)  # one copy of the prefix cache per candidate
+        cache.batch_select_indices(idx)  # type: ignore[attr-defined]  # one copy per candidate
         cids, cmask = _right_pad(conts, pad)
         cids, cmask = cids.to(device), cmask.to(device)
         prefix_len = torch.tensor([len(items[o].prefix) for o in owner], device=device)

@@ -1,0 +1,249 @@
+"""Throughput of this component against the ways people run a LLaMA model over a corpus.
+
+Runs, in one process and on the same prompts (corpus/sample.jsonl rendered by the default
+completion task, greedy, 64 new tokens):
+  A  one ``model.generate`` call per document (what spacy-llm does);
+  B  a hand-written batched ``model.generate`` with left padding (what a careful user writes);
+  C  this component through ``nlp.pipe``;
+  D  llama.cpp on the same GGUF through llama-cpp-python, when it is installed.
+Prints docs/s, generated tokens/s, peak RSS and ratios, plus the machine's measured limits.
+Outputs of A, B and C (same dtype) must be token-identical; the script checks it.
+
+    python benchmarks/throughput.py [--dtype float32|bfloat16] [--batch-size 32] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class PeakRSS:
+    """Peak resident memory during a block, sampled from /proc (ru_maxrss never goes down)."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self.current()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def machine_limits() -> Dict[str, float]:
+    """Measured memory bandwidth (GB/s) and matmul peak (GFLOP/s, fp32 and bf16)."""
+    out: Dict[str, float] = {}
+    a = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.float32).fill_(1.0)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    t = time.perf_counter()
+    for _ in range(5):
+        b.copy_(a)
+    out["bandwidth_gbs"] = 5 * 2 * a.numel() * 4 / (time.perf_counter() - t) / 1e9
+    del a, b
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(2048, 2048).to(dtype)
+        y = torch.randn(2048, 2048).to(dtype)
+        x @ y
+        t = time.perf_counter()
+        for _ in range(3):
+            x @ y
+        out[f"matmul_{name}_gflops"] = 3 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
+    return out
+
+
+def render_prompts(limit: Optional[int]) -> Tuple[Any, List[str], List[Any]]:
+    """The default pipeline's prompts for the sample corpus (upstream NER included)."""
+    import spacy
+
+    nlp = spacy.util.load_model_from_config(
+        spacy.util.load_config(ROOT / "configs" / "default.cfg"), auto_fill=True
+    )
+    texts = [json.loads(line)["text"] for line in open(ROOT / "corpus" / "sample.jsonl")]
+    texts = texts[:limit] if limit else texts
+    with nlp.select_pipes(disable=["llama"]):
+        docs = list(nlp.pipe(texts))
+    return nlp, texts, nlp.get_pipe("llama").task.requests(docs)
+
+
+def count_new(ids: Sequence[int], stop: Sequence[int]) -> List[int]:
+    out = []
+    for t in ids:
+        if t in stop:
+            break
+        out.append(int(t))
+    return out
+
+
+def hf_generate(model: Any, batch: List[List[int]], *, max_new: int, stop: List[int], pad: int) -> List[List[int]]:
+    width = max(len(p) for p in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(batch):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new,
+        do_sample=False,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        top_k=None,
+        top_p=None,
+        temperature=None,
+    )
+    return [count_new(row[width:].tolist(), stop) for row in out]
+
+
+def timed(fn: Callable[[], List[List[int]]]) -> Tuple[List[List[int]], float, int]:
+    with PeakRSS() as rss:
+        t = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - t
+    return out, elapsed, rss.peak
+
+
+def run_llama_cpp(prompts: List[str], *, max_new: int, batch: int) -> Optional[Tuple[List[List[int]], float, int]]:
+    try:
+        from benchmarks.llama_cpp_batch import batched_greedy  # optional extra
+    except ImportError:
+        return None
+    from spacy_llama.models.default import smollm2_gguf_path
+
+    return timed(lambda: batched_greedy(str(smollm2_gguf_path()), prompts, max_new=max_new, n_seq=batch))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batch-size", type=int, default=32, help="batch size of B and C")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
+    ap.add_argument("--skip", default="", help="comma-separated runs to skip: A,B,C,D")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.upper().split(",")))
+
+    nlp, texts, requests = render_prompts(args.limit)
+    pipe = nlp.get_pipe("llama")
+    from spacy_llama.models.default import smollm2_model_v1
+
+    lm = smollm2_model_v1(device="cpu", dtype=args.dtype)
+    prompts = [lm.encode(r.prompt, add_special_tokens=r.add_special_tokens) for r in requests]
+    stop, pad, n = lm.stop_token_ids, lm.pad_token_id, args.max_new_tokens
+    rows: Dict[str, Tuple[List[List[int]], float, int]] = {}
+    with torch.inference_mode():
+        hf_generate(lm.model, prompts[:2], max_new=4, stop=stop, pad=pad)  # warm-up
+        if "A" not in skip:
+            rows["A  generate, one doc at a time"] = timed(
+                lambda: [hf_generate(lm.model, [p], max_new=n, stop=stop, pad=pad)[0] for p in prompts]
+            )
+        if "B" not in skip:
+            bs = args.batch_size
+            rows[f"B  generate, left-padded, batch {bs}"] = timed(
+                lambda: [
+                    out
+                    for i in range(0, len(prompts), bs)
+                    for out in hf_generate(lm.model, prompts[i : i + bs], max_new=n, stop=stop, pad=pad)
+                ]
+            )
+    if "C" not in skip:
+        from spacy_llama.generation.config import GenerationConfig
+        from spacy_llama.generation.engine import Engine
+
+        # The component as configured by the default config, with this run's dtype/batch/length.
+        pipe.engine = Engine(lm, GenerationConfig(max_new_tokens=n), batch_size=args.batch_size)
+        pipe.model = lm
+        with nlp.select_pipes(enable=["llama"]):
+            nlp.get_pipe("llama").engine.generate_ids([prompts[0]])  # warm-up
+            docs = [nlp.make_doc(t) for t in texts]
+            with nlp.select_pipes(disable=["llama"]):
+                docs = list(nlp.pipe(texts))
+
+            def component() -> List[List[int]]:
+                out = list(pipe.pipe(docs, batch_size=len(docs)))
+                return [lm.encode(d._.llama_completion, add_special_tokens=False) for d in out]
+
+            # token ids straight from the engine (re-encoding text can differ from the ids)
+            def component_ids() -> List[List[int]]:
+                results = pipe.predict(docs)
+                pipe.set_annotations(docs, results)
+                return [list(r.token_ids) for r in results]
+
+            rows[f"C  spacy-llama nlp.pipe, batch {args.batch_size}"] = timed(component_ids)
+    if "D" not in skip:
+        res = run_llama_cpp([r.prompt for r in requests], max_new=n, batch=args.batch_size)
+        if res is not None:
+            rows["D  llama.cpp (llama-cpp-python), Q4_1"] = res
+        else:
+            print("(D skipped: llama-cpp-python is not installed; pip install '.[server]')")
+
+    limits = machine_limits()
+    params = sum(p.numel() for p in lm.model.parameters())
+    bytes_per_step = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    key = "bf16" if args.dtype == "bfloat16" else "fp32"
+    compute_bound = limits[f"matmul_{key}_gflops"] * 1e9 / (2 * params)
+    bandwidth_bound = limits["bandwidth_gbs"] * 1e9 / bytes_per_step
+    base = None
+    print(f"\n{len(prompts)} docs, {n} new tokens max, greedy, dtype {args.dtype}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'run':44s} {'docs/s':>8s} {'gen tok/s':>10s} {'peak RSS':>9s} {'vs A':>6s} {'of compute bound':>17s}")
+    for name, (outs, secs, peak) in rows.items():
+        toks = sum(len(o) for o in outs)
+        tps = toks / secs
+        base = base or (tps if name.startswith("A") else None)
+        ratio = f"{tps / base:5.1f}x" if base else "   - "
+        print(f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {peak / 2**20:7.0f}MB {ratio:>6s} "
+              f"{tps / compute_bound:16.0%}")
+    print(f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
+          f"{limits['matmul_fp32_gflops']:.0f} / bf16 {limits['matmul_bf16_gflops']:.0f} GFLOP/s")
+    print(f"model: {params / 1e6:.1f} M params, {bytes_per_step / 1e6:.0f} MB per step in {args.dtype}")
+    print(f"bounds ({args.dtype}): batch-1 bandwidth {bandwidth_bound:.0f} tok/s, "
+          f"large-batch compute {compute_bound:.0f} tok/s")
+    named = {k[0]: v[0] for k, v in rows.items()}
+    ok = True
+    for other in ("B", "C"):
+        if "A" in named and other in named:
+            diff = [i for i, (a, b) in enumerate(zip(named["A"], named[other])) if a != b]
+            same = not diff
+            ok &= same
+            print(f"greedy outputs A == {other}: {'yes' if same else f'NO, docs {diff}'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""An inference-only forward pass over a transformers LLaMA model's own weights.
+
+Why not ``model(...)`` with a ``DynamicCache``? On a CPU the decode step of a small model is
+dominated by overheads that this file removes, without changing the arithmetic:
+- a preallocated KV cache with one *slot* per batch row (no ``torch.cat`` of the whole cache
+  each step, and a finished row's slot is reused at once for the next prompt: refill);
+- grouped-query attention without ``repeat_kv`` copies: the query heads that share a KV head
+  are folded into the query-length dimension of one SDPA call;
+- fused q/k/v and gate/up projections (one GEMM instead of three, one instead of two); the
+  module weights become views of the fused tensors, so memory does not grow and the
+  transformers model keeps working;
+- logits only for the positions that choose a token.
+Norms, rotary embeddings and activations are the model's own modules, so the numbers are
+those of transformers up to the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+
+def supports_fast_decoder(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    return (
+        getattr(config, "model_type", None) == "llama"
+        and not getattr(model, "hf_device_map", None)
+        and not getattr(config, "attention_bias", False)
+        and not getattr(config, "mlp_bias", False)
+        and hasattr(getattr(model, "model", None), "layers")
+    )
+
+
+def _fuse(linears: Sequence[torch.nn.Linear]) -> torch.Tensor:
+    """Concatenate Linear weights along the output dim; make each Linear a view of it."""
+    fused = torch.cat([lin.weight.data for lin in linears], dim=0).contiguous()
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight.data = fused[start : start + rows]
+        start += rows
+    return fused
+
+
+class KVCache:
+    """Keys and values for ``slots`` sequences of up to ``capacity`` positions each."""
+
+    def __init__(self, model: FastLlama, slots: int, capacity: int) -> None:
+        shape = (model.n_layers, slots, model.n_kv, capacity, model.head_dim)
+        # zeros, not empty: masked keys get probability 0, but 0 * NaN garbage is NaN
+        self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        self.v = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        self.capacity = capacity
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy slot ``src`` into slot ``dst`` (compacts the live rows to a prefix)."""
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+
+
+class FastLlama:
+    def __init__(self, model: Any) -> None:
+        self.hf = model
+        cfg = model.config
+        self.n_layers = cfg.num_hidden_layers
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.group = self.n_heads // self.n_kv
+        self.scale = self.head_dim**-0.5
+        param = next(model.parameters())
+        self.dtype, self.device = param.dtype, param.device
+        self.layers = list(model.model.layers)
+        self.qkv: List[torch.Tensor] = []
+        self.gate_up: List[torch.Tensor] = []
+        for layer in self.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            self.qkv.append(_fuse([att.q_proj, att.k_proj, att.v_proj]))
+            self.gate_up.append(_fuse([mlp.gate_proj, mlp.up_proj]))
+        self.q_size = self.n_heads * self.head_dim
+        self.kv_size = self.n_kv * self.head_dim
+        self.inter = self.layers[0].mlp.gate_proj.weight.shape[0]
+
+    def new_cache(self, slots: int, capacity: int) -> KVCache:
+        return KVCache(self, slots, capacity)
+
+    def prefix(self, ids: Sequence[int], cache: KVCache, slot: int) -> None:
+        """Fill positions [0, len(ids)) of one slot (the shared prompt prefix)."""
+        x = torch.tensor([list(ids)], device=self.device)
+        self.prefill(x, torch.tensor([len(ids)]), cache, torch.tensor([slot]), start=0)
+
+    @torch.inference_mode()
+    def prefill(
+        self,
+        ids: torch.Tensor,  # (n, T) right-padded suffixes
+        lengths: torch.Tensor,  # (n,) real suffix lengths
+        cache: KVCache,
+        slots: torch.Tensor,  # (n,) slot of each row
+        *,
+        start: int,  # cache positions [0, start) already hold the shared prefix
+    ) -> torch.Tensor:
+        """Run the suffixes, write their keys/values, return each row's last-token logits."""
+        n, T = ids.shape
+        positions = torch.arange(start, start + T, device=self.device).expand(n, T)
+        keys = torch.arange(start + T, device=self.device)
+        qpos = positions[0]
+        causal = keys[None, :] <= qpos[:, None]  # (T, S)
+        real = keys[None, :] < (start + lengths.to(self.device))[:, None]  # (n, S)
+        mask = causal[None] & real[:, None, :]
+        mask |= keys[None, None, :] == qpos[None, :, None]  # pad queries see themselves: no NaN
+        mask = mask[:, None]  # (n, 1, T, S)
+        slot_idx = slots.to(self.device)
+        same_slots = bool((slot_idx == torch.arange(n, device=self.device) + slot_idx[0]).all())
+        h = self._run(ids, positions, mask, cache, slot_idx, start, same_slots)
+        last = h[torch.arange(n, device=self.device), (lengths - 1).to(self.device)]
+        return self.hf.lm_head(self.hf.model.norm(last[:, None]))[:, 0]
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token for each of the first ``n`` slots; ``lengths[i]`` keys already cached."""
+        lengths = lengths.to(self.device)
+        positions = lengths[:, None]
+        width = int(lengths.max()) + 1
+        keys = torch.arange(width, device=self.device)
+        mask = (keys[None, :] <= lengths[:, None])[:, None, None, :]  # (n, 1, 1, S)
+        h = self._run(tokens[:, None], positions, mask, cache, None, None, True)
+        return self.hf.lm_head(self.hf.model.norm(h))[:, -1]
+
+    def _run(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache,
+        slots: Any,
+        start: Any,
+        contiguous: bool,
+    ) -> torch.Tensor:
+        n, T = ids.shape
+        x = self.hf.model.embed_tokens(ids)
+        cos, sin = self.hf.model.rotary_emb(x, positions)
+        rows = torch.arange(n, device=self.device)
+        for li, layer in enumerate(self.layers):
+            h = layer.input_layernorm(x)
+            qkv = F.linear(h, self.qkv[li])
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q = q.view(n, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            kc, vc = self._store(cache, li, k, v, positions, slots, start, rows, contiguous)
+            attn = self._attend(q, kc, vc, mask)
+            x = x + layer.self_attn.o_proj(attn)
+            h = layer.post_attention_layernorm(x)
+            gu = F.linear(h, self.gate_up[li])
+            gate, up = gu.split([self.inter, self.inter], dim=-1)
+            x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+        return x
+
+    def _store(
+        self,
+        cache: KVCache,
+        li: int,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        slots: Any,
+        start: Any,
+        rows: torch.Tensor,
+        contiguous: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        n, _, T, _ = k.shape
+        if slots is None:  # decode: slots 0..n-1, one new key each at its own length
+            pos = positions[:, 0]
+            cache.k[li, rows, :, pos] = k[:, :, 0]
+            cache.v[li, rows, :, pos] = v[:, :, 0]
+            width = int(pos.max()) + 1
+            return cache.k[li, :n, :, :width], cache.v[li, :n, :, :width]
+        end = start + T
+        if contiguous:
+            s0 = int(slots[0])
+            cache.k[li, s0 : s0 + n, :, start:end] = k
+            cache.v[li, s0 : s0 + n, :, start:end] = v
+            return cache.k[li, s0 : s0 + n, :, :end], cache.v[li, s0 : s0 + n, :, :end]
+        cache.k[li, slots, :, start:end] = k
+        cache.v[li, slots, :, start:end] = v
+        return cache.k[li, slots, :, :end], cache.v[li, slots, :, :end]
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """SDPA with the ``group`` query heads of each KV head folded into the query axis."""
+        n, _, T, d = q.shape
+        g = self.group
+        qf = q.reshape(n, self.n_kv, g * T, d)
+        m = mask.expand(n, 1, T, mask.shape[-1])
+        if g > 1:
+            m = m[:, :, None].expand(n, 1, g, T, m.shape[-1]).reshape(n, 1, g * T, m.shape[-1])
+        out = F.scaled_dot_product_attention(qf, k, v, attn_mask=m, scale=self.scale)
+        return out.view(n, self.n_heads, T, d).transpose(1, 2).reshape(n, T, self.n_heads * d)
