@@ -156,14 +156,20 @@ class NERTask:
             line = BULLET.sub("", raw).strip()
             if not line or line.lower() in NONE_ANSWERS:
                 continue
-            m = TYPE_FIRST.match(line)
-            if m and m.group(1).strip().lower() in self._lookup:
-                label, ent = m.group(1), m.group(2)
-            else:
-                m = TYPE_LAST.match(line)
-                label, ent = (m.group(2), m.group(1)) if m else ("", line)
+            label, ent = self._split(line)
             out.append(Answer(self._lookup.get(label.strip().lower()), _unquote(ent), line))
         return out
+
+    def _split(self, line: str) -> Tuple[str, str]:
+        """(type, text) of "TYPE: text" or "text (TYPE)", preferring a known type."""
+        first, last = TYPE_FIRST.match(line), TYPE_LAST.match(line)
+        options = ([(first.group(1), first.group(2))] if first else []) + (
+            [(last.group(2), last.group(1))] if last else []
+        )
+        for label, ent in options:
+            if label.strip().lower() in self._lookup:
+                return label, ent
+        return options[0] if options else ("", line)
 
     def align(self, doc: Doc, answers: List[Answer]) -> Tuple[List[Span], List[Dict[str, Any]]]:
         spans: List[Span] = []
@@ -180,7 +186,13 @@ class NERTask:
                 continue
             spans.append(span)
             cursor = span.end_char
-        return filter_spans(spans), problems
+        kept = filter_spans(spans)
+        kept_ids = {id(s) for s in kept}  # identity: a repeated answer is an equal Span
+        for span in spans:
+            if id(span) not in kept_ids:  # a repeated or nested answer
+                ans = Answer(span.label_, span.text, span.text)
+                problems.append(_problem(ans, "overlaps another answer"))
+        return kept, problems
 
     def _merge(self, doc: Doc, spans: List[Span]) -> None:
         upstream = list(doc.ents)

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from pydantic import PositiveInt
 from spacy.tokens import Doc
 
 from ..registry import llama_tasks
@@ -104,7 +103,7 @@ def clip_words(text: str, max_words: int) -> str:
 @llama_tasks("spacy-llama.Summary.v1")
 def summary_task_v1(
     *,
-    max_words: PositiveInt = 40,
+    max_words: int = 40,
     template: Optional[str] = None,
     template_path: Optional[str] = None,
     chat: bool = True,
@@ -114,6 +113,8 @@ def summary_task_v1(
 ) -> SummaryTask:
     """Summarise each doc in at most ``max_words`` words."""
     check_names(summary_attr=summary_attr)
+    if max_words < 1:
+        raise ValueError(f"max_words must be at least 1; got {max_words}.")
     return SummaryTask(
         load_template(template, template_path, "summary.jinja"),
         max_words=int(max_words),

@@ -53,9 +53,13 @@ class TextCatTask:
         candidate_prefix: Optional[str],
         threshold: float,
         on_overflow: Overflow,
+        calibrate: bool = False,
+        content_free: str = "N/A",
     ) -> None:
         self.template = template
         self.labels = labels
+        self.calibrate = calibrate
+        self.content_free = content_free
         self.exclusive = exclusive
         self.length_normalize = length_normalize
         self.chat = chat
@@ -136,12 +140,20 @@ class TextCatTask:
     def _fits(self, req: ScoreRequest) -> bool:
         return token_count(self.formatter, req.prompt) <= self._limit
 
+    def _questions(self) -> List[Optional[Label]]:
+        """One question per doc (exclusive), or one yes/no question per label."""
+        return [None] if self.exclusive else list(self.labels)
+
     def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
         out = []
-        per_doc: List[Optional[Label]] = [None] if self.exclusive else list(self.labels)
+        if self.calibrate and docs:
+            # Contextual calibration (Zhao et al., 2021): the same prompt around a content-free
+            # text measures the model's prior for each answer; assign() divides it out.
+            probe = Doc(docs[0].vocab, words=self.content_free.split() or ["N/A"])
+            out += [self._request(probe, q) for q in self._questions()]
         for doc in docs:
             name = doc_label(doc)
-            for label in per_doc:
+            for label in self._questions():
                 req = fit_doc(
                     doc,
                     lambda d, lab=label: self._request(d, lab),  # type: ignore[misc]
@@ -154,18 +166,25 @@ class TextCatTask:
         return out
 
     def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
-        per = 1 if self.exclusive else len(self.labels)
+        per = len(self._questions())
+        priors: List[Optional[ScoreResult]] = [None] * per
+        if self.calibrate and docs:
+            priors, results = list(results[:per]), results[per:]
         for k, doc in enumerate(docs):
             mine = results[k * per : (k + 1) * per]
             if self.exclusive:
-                probs = softmax(self._values(mine[0]))
+                probs = softmax(self._values(mine[0], priors[0]))
                 doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
             else:
-                for label, res in zip(self.labels, mine):
-                    doc.cats[label.name] = softmax(self._values(res))[0]
+                for label, res, prior in zip(self.labels, mine, priors):
+                    doc.cats[label.name] = softmax(self._values(res, prior))[0]
 
-    def _values(self, res: ScoreResult) -> List[float]:
-        return list(res.means if self.length_normalize else res.sums)
+    def _values(self, res: ScoreResult, prior: Optional[ScoreResult]) -> List[float]:
+        values = list(res.means if self.length_normalize else res.sums)
+        if prior is None:
+            return values
+        base = prior.means if self.length_normalize else prior.sums
+        return [v - b for v, b in zip(values, base)]
 
     def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
         """spaCy's textcat scores (``cats_score``, ``cats_f_per_type``, ...)."""
@@ -218,6 +237,8 @@ def textcat_task_v1(
     candidate_prefix: Optional[str] = None,
     threshold: float = 0.5,
     on_overflow: Overflow = "truncate",
+    calibrate: bool = False,
+    content_free: str = "N/A",
 ) -> TextCatTask:
     """Text classification from the model's label log-likelihoods (no generation)."""
     default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
@@ -232,4 +253,6 @@ def textcat_task_v1(
         candidate_prefix=candidate_prefix,
         threshold=threshold,
         on_overflow=on_overflow,
+        calibrate=calibrate,
+        content_free=content_free,
     )

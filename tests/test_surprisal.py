@@ -1,0 +1,108 @@
+"""spacy-llama.Surprisal.v1: piece-to-token alignment, windows, perplexity, round trips."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+import spacy
+from spacy.tokens import Doc, DocBin
+
+from spacy_llama.generation.scoring import Scorer
+from spacy_llama.tasks.surprisal import align_to_tokens
+from spacy_llama.types import TokenLogprobRequest
+
+SMOL = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
+
+
+def surprisal_nlp(model: Dict[str, Any], **task: Any) -> spacy.Language:
+    nlp = spacy.blank("en")
+    config = {"@llama_tasks": "spacy-llama.Surprisal.v1", **task}
+    nlp.add_pipe("llama", config={"model": model, "task": config, "generation": {}})
+    return nlp
+
+
+def tiny_model(path: Path) -> Dict[str, Any]:
+    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
+
+
+def test_align_by_character_offsets():
+    doc = spacy.blank("en")("I can't go")  # tokens: I | ca | n't | go
+    assert [t.text for t in doc] == ["I", "ca", "n't", "go"]
+    offsets = [(0, 0), (0, 1), (1, 5), (5, 7), (7, 8), (8, 10)]
+    # BOS (no context), "I", " can" (space + ca + n), "'t", " ", "go"
+    logprobs = [None, -1.0, -4.0, -2.0, -0.5, -3.0]
+    values = align_to_tokens(doc, offsets, logprobs)
+    # " can" covers 2 chars of "ca" and 1 of "n't": shared 2:1.
+    assert values[0] == pytest.approx(-1.0)
+    assert values[1] == pytest.approx(-4.0 * 2 / 3)
+    assert values[2] == pytest.approx(-4.0 / 3 - 2.0)
+    assert values[3] == pytest.approx(-0.5 - 3.0)  # the whitespace piece goes to the next token
+    assert sum(values) == pytest.approx(sum(x for x in logprobs if x is not None))
+
+
+def test_request_is_the_doc_text(tiny_hf):
+    nlp = surprisal_nlp(tiny_model(tiny_hf))
+    doc = Doc(nlp.vocab, words=["Apple", "rose"], pos=["PROPN", "VERB"], ents=["B-ORG", "O"])
+    req = nlp.get_pipe("llama").task.requests([doc])[0]
+    assert isinstance(req, TokenLogprobRequest) and req.text == "Apple rose "
+    assert req.add_special_tokens is True
+
+
+def test_tiny_model_values_and_perplexity(tiny_hf):
+    nlp = surprisal_nlp(tiny_model(tiny_hf))
+    doc = nlp("London is a big city in the United Kingdom.")
+    res = Scorer(nlp.get_pipe("llama").model, batch_size=2).token_logprobs(
+        [TokenLogprobRequest(doc.text)]
+    )[0]
+    pieces = [x for x in res.logprobs if x is not None]
+    values = [t._.llama_logprob for t in doc]
+    assert all(v is not None and v < 0 for v in values)
+    assert sum(values) == pytest.approx(sum(pieces), abs=1e-4)
+    assert doc._.llama_perplexity == pytest.approx(math.exp(-sum(pieces) / len(pieces)))
+
+
+def test_long_doc_in_windows(tiny_hf):
+    nlp = surprisal_nlp(tiny_model(tiny_hf))
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
+    model = nlp.get_pipe("llama").model
+    assert model.count_tokens(text) > model.context_length
+    doc = nlp(text)
+    assert all(t._.llama_logprob is not None for t in doc)
+    # The tokens carry every scored piece of every window, once.
+    res = Scorer(model, batch_size=4).token_logprobs([TokenLogprobRequest(text)])[0]
+    assert len(Scorer(model, batch_size=4)._windows(0, len(res.token_ids))) > 1
+    pieces = [x for x in res.logprobs if x is not None]
+    assert len(pieces) == len(res.token_ids) - 1
+    assert sum(t._.llama_logprob for t in doc) == pytest.approx(sum(pieces), abs=1e-3)
+
+
+def test_extensions_docbin_roundtrip(tiny_hf):
+    nlp = surprisal_nlp(tiny_model(tiny_hf), logprob_attr="lp", perplexity_attr="ppl")
+    assert nlp.get_pipe("llama").task.extensions == ["lp", "ppl"]
+    doc = nlp("Apple is looking at buying a startup.")
+    data = DocBin(store_user_data=True, docs=[doc]).to_bytes()
+    back = list(DocBin().from_bytes(data).get_docs(nlp.vocab))[0]
+    assert [t._.lp for t in back] == pytest.approx([t._.lp for t in doc])
+    assert back._.ppl == pytest.approx(doc._.ppl)
+
+
+def test_failure_modes(tiny_hf):
+    nlp = surprisal_nlp(tiny_model(tiny_hf), add_bos=False)
+    doc = nlp("")
+    assert len(doc) == 0 and doc._.llama_perplexity is None
+    one = nlp("a")  # one piece: without BOS it has no context
+    assert one[0]._.llama_logprob is None and one._.llama_perplexity is None
+    with pytest.raises(ValueError, match="distinct identifiers"):
+        surprisal_nlp(tiny_model(tiny_hf), logprob_attr="x", perplexity_attr="x")
+
+
+@pytest.mark.slow
+def test_smollm2_prefers_the_plausible_word(smollm2):
+    nlp = surprisal_nlp(SMOL)
+    good, bad = nlp.pipe(["The capital of France is Paris.", "The capital of France is banana."])
+    assert good[-2]._.llama_logprob > bad[-2]._.llama_logprob
+    assert good._.llama_perplexity < bad._.llama_perplexity
+    assert all(t._.llama_logprob is not None for t in good)
