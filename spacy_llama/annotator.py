@@ -222,7 +222,7 @@ def annotate(opts: AnnotateOptions) -> Summary:
     else:
         set_cache(nlp, path=None)
     extensions = pipeline_extensions(nlp)
-    prepare_for_run(nlp)
+    prepare_for_run(nlp, n_process=opts.n_process)
     outputs = Outputs(opts, nlp)
     summary = Summary(failed_path=outputs.failed.path)
     try:

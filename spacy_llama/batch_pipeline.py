@@ -8,6 +8,7 @@ memory, because with ``--n-process`` the pipeline runs in child processes.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -108,8 +109,31 @@ def make_run_stats(nlp: Language, name: str) -> RunStats:
     return RunStats(nlp)
 
 
-def prepare_for_run(nlp: Language) -> None:
+def prepare_for_run(nlp: Language, *, n_process: int = 1) -> None:
     """Install failure isolation and the stats stamp (after hashing the config)."""
     nlp.set_error_handler(isolate_failures)  # type: ignore[arg-type]
     if "spacy_llama_run_stats" not in nlp.pipe_names:
         nlp.add_pipe("spacy_llama_run_stats", last=True)
+    if n_process > 1:
+        single_threaded_workers()
+
+
+_FORK_HOOK: List[bool] = []
+
+
+def single_threaded_workers() -> None:
+    """spaCy forks its workers. If torch already ran a parallel op here, a child inherits
+    OpenMP's thread team without its threads and hangs in the next matmul, unless it drops
+    to one thread first; one thread per worker is also what n_process workers want."""
+    if _FORK_HOOK:
+        return
+    _FORK_HOOK.append(True)
+    # Hugging Face tokenizers would otherwise warn at every fork that it turns itself off.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def one_thread() -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    os.register_at_fork(after_in_child=one_thread)
