@@ -11,13 +11,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel, ModelLoadError, file_digest
 from .hf import cached_load, load_hf_folder
 
 GGUF_MAGIC = b"GGUF"
+# Bump when the conversion changes, so caches of an older conversion are not reused.
+CONVERSION_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -71,7 +73,7 @@ def check_gguf_file(path: Union[str, Path]) -> Path:
 def converted_folder(file: Path, cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """Where the safetensors conversion of this exact file lives (keyed by content hash)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "gguf" / f"{file.stem}-{file_digest(file)[:16]}"
+    return root / "gguf" / f"{file.stem}-{file_digest(file)[:16]}-c{CONVERSION_VERSION}"
 
 
 def convert_gguf(file: Path, dest: Path) -> Path:
@@ -92,6 +94,7 @@ def convert_gguf(file: Path, dest: Path) -> Path:
                 f"Could not read GGUF file {str(file)!r}: {type(e).__name__}: {e}. The file may "
                 "be corrupt or truncated, or hold an architecture other than LLaMA."
             ) from e
+        fix_special_tokens(tokenizer, file)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         if dest.exists():  # another process won the race; theirs is as good as ours
@@ -103,6 +106,38 @@ def convert_gguf(file: Path, dest: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def fix_special_tokens(tokenizer: Any, file: Path) -> None:
+    """Take BOS/EOS/pad and add-BOS from the GGUF metadata.
+
+    transformers 4.53's GGUF tokenizer conversion mixes them up (SmolLM2 comes out with
+    ``eos_token = "<|im_start|>"`` and a BOS prepended that llama.cpp would not add).
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(file)).fields
+
+    def scalar(key: str) -> Optional[Any]:
+        field = fields.get(key)
+        if field is None or not field.data:
+            return None
+        return field.parts[field.data[0]][0].item()
+
+    for attr, key in (
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("pad_token", "tokenizer.ggml.padding_token_id"),
+    ):
+        token_id = scalar(key)
+        if token_id is not None and 0 <= int(token_id) < len(tokenizer):
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(int(token_id)))
+    add_bos = scalar("tokenizer.ggml.add_bos_token")
+    if add_bos is not None and hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = bool(add_bos)
+    add_eos = scalar("tokenizer.ggml.add_eos_token")
+    if add_eos is not None and hasattr(tokenizer, "add_eos_token"):
+        tokenizer.add_eos_token = bool(add_eos)
 
 
 def load_gguf(
