@@ -29,6 +29,10 @@ from .stopping import Sequence_, Stepper
 from .transformers_loop import decode_all
 
 
+class GenerationError(RuntimeError):
+    """Some requests of a batch failed (e.g. a server kept refusing them)."""
+
+
 class ResponseCache:
     """What the engine needs from a cache (see :mod:`spacy_llama.cache`)."""
 
@@ -101,7 +105,14 @@ class Engine:
             self._scorer = Scorer(self.model, batch_size=self.batch_size)
         return self._scorer
 
+    @property
+    def remote(self) -> bool:
+        """A model served over HTTP (it has ``complete``) decodes on the server."""
+        return callable(getattr(self.model, "complete", None))
+
     def tokenize(self, request: GenerationRequest) -> List[int]:
+        if self.remote:
+            return []  # the server tokenizes; the cache keys on the prompt text instead
         return self.model.encode(request.prompt, add_special_tokens=request.add_special_tokens)
 
     def run(self, requests: Sequence[GenerationRequest]) -> List[GenerationResult]:
@@ -123,7 +134,11 @@ class Engine:
                     f"max_new_tokens ({self.config.max_new_tokens})."
                 )
             todo.append(i)
-        keys = {i: self.cache_key(ids[i]) for i in todo} if self.cache is not None else {}
+        keys = (
+            {i: self.cache_key(ids[i] or [requests[i].prompt]) for i in todo}
+            if self.cache is not None
+            else {}
+        )
         if self.cache is not None and todo:
             hits = self.cache.get_many(list(keys.values()))
             remaining = []
@@ -140,7 +155,7 @@ class Engine:
         self._decode(requests, ids, todo, keys, results)
         return [r if r is not None else GenerationResult(text="") for r in results]
 
-    def cache_key(self, prompt_ids: Sequence[int]) -> str:
+    def cache_key(self, prompt_ids: Sequence[Any]) -> str:
         import hashlib
 
         h = hashlib.sha256()
@@ -187,6 +202,9 @@ class Engine:
                     self.cache.put_many(dict(pending))
                     pending.clear()
 
+        if self.remote:
+            self._complete_remote(requests, todo, keys, results)
+            return
         prompts = [ids[i] for i in todo]
         try:
             if self.fast is not None:
@@ -215,6 +233,33 @@ class Engine:
             self.stats.model_calls += len(todo)
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
+
+    def _complete_remote(
+        self,
+        requests: Sequence[GenerationRequest],
+        todo: List[int],
+        keys: Dict[int, str],
+        results: List[Optional[GenerationResult]],
+    ) -> None:
+        """Send to the server; cache what succeeded, then raise for what did not, so a
+        caller (``annotate``) can retry those documents alone and record them as failed."""
+        remote: Any = self.model  # an OpenAICompatible model (see models/server.py)
+        outs = remote.complete([requests[i] for i in todo], self.config)
+        failed = []
+        done: Dict[str, dict] = {}
+        for i, out in zip(todo, outs):
+            if out.error is not None:
+                failed.append(f"{requests[i].label or f'request {i}'}: {out.error}")
+                continue
+            results[i] = self._with_echo(requests[i], out)
+            if self.cache is not None:
+                done[keys[i]] = out.to_dict()
+            self.stats.generated_tokens += len(out.token_ids)
+        self.stats.model_calls += len(todo)
+        if self.cache is not None and done:
+            self.cache.put_many(done)
+        if failed:
+            raise GenerationError(f"{len(failed)} request(s) failed: " + "; ".join(failed))
 
     @property
     def fast(self) -> Optional[FastLlama]:
