@@ -49,7 +49,7 @@ class PeakRSS:
             self.peak = max(self.peak, self.current())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.peak = self.current()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -106,7 +106,9 @@ def count_new(ids: Sequence[int], stop: Sequence[int]) -> List[int]:
     return out
 
 
-def hf_generate(model: Any, batch: List[List[int]], *, max_new: int, stop: List[int], pad: int) -> List[List[int]]:
+def hf_generate(
+    model: Any, batch: List[List[int]], *, max_new: int, stop: List[int], pad: int
+) -> List[List[int]]:
     width = max(len(p) for p in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -135,14 +137,18 @@ def timed(fn: Callable[[], List[List[int]]]) -> Tuple[List[List[int]], float, in
     return out, elapsed, rss.peak
 
 
-def run_llama_cpp(prompts: List[str], *, max_new: int, batch: int) -> Optional[Tuple[List[List[int]], float, int]]:
+def run_llama_cpp(
+    prompts: List[str], *, max_new: int, batch: int
+) -> Optional[Tuple[List[List[int]], float, int]]:
     try:
         from benchmarks.llama_cpp_batch import batched_greedy  # optional extra
     except ImportError:
         return None
     from spacy_llama.models.default import smollm2_gguf_path
 
-    return timed(lambda: batched_greedy(str(smollm2_gguf_path()), prompts, max_new=max_new, n_seq=batch))
+    return timed(
+        lambda: batched_greedy(str(smollm2_gguf_path()), prompts, max_new=max_new, n_seq=batch)
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -170,7 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         hf_generate(lm.model, prompts[:2], max_new=4, stop=stop, pad=pad)  # warm-up
         if "A" not in skip:
             rows["A  generate, one doc at a time"] = timed(
-                lambda: [hf_generate(lm.model, [p], max_new=n, stop=stop, pad=pad)[0] for p in prompts]
+                lambda: [
+                    hf_generate(lm.model, [p], max_new=n, stop=stop, pad=pad)[0] for p in prompts
+                ]
             )
         if "B" not in skip:
             bs = args.batch_size
@@ -178,33 +186,27 @@ def main(argv: Optional[List[str]] = None) -> int:
                 lambda: [
                     out
                     for i in range(0, len(prompts), bs)
-                    for out in hf_generate(lm.model, prompts[i : i + bs], max_new=n, stop=stop, pad=pad)
+                    for out in hf_generate(
+                        lm.model, prompts[i : i + bs], max_new=n, stop=stop, pad=pad
+                    )
                 ]
             )
     if "C" not in skip:
         from spacy_llama.generation.config import GenerationConfig
         from spacy_llama.generation.engine import Engine
 
-        # The component as configured by the default config, with this run's dtype/batch/length.
+        # The component as the default config builds it, at this run's dtype/batch/length.
         pipe.engine = Engine(lm, GenerationConfig(max_new_tokens=n), batch_size=args.batch_size)
-        pipe.model = lm
-        with nlp.select_pipes(enable=["llama"]):
-            nlp.get_pipe("llama").engine.generate_ids([prompts[0]])  # warm-up
-            docs = [nlp.make_doc(t) for t in texts]
-            with nlp.select_pipes(disable=["llama"]):
-                docs = list(nlp.pipe(texts))
+        with nlp.select_pipes(disable=["llama"]):
+            docs = list(nlp.pipe(texts))
+        pipe.engine.run(requests[:2])  # warm-up
 
-            def component() -> List[List[int]]:
-                out = list(pipe.pipe(docs, batch_size=len(docs)))
-                return [lm.encode(d._.llama_completion, add_special_tokens=False) for d in out]
+        def component_ids() -> List[List[int]]:
+            results = pipe.predict(docs)
+            pipe.set_annotations(docs, results)
+            return [list(r.token_ids) for r in results]
 
-            # token ids straight from the engine (re-encoding text can differ from the ids)
-            def component_ids() -> List[List[int]]:
-                results = pipe.predict(docs)
-                pipe.set_annotations(docs, results)
-                return [list(r.token_ids) for r in results]
-
-            rows[f"C  spacy-llama nlp.pipe, batch {args.batch_size}"] = timed(component_ids)
+        rows[f"C  spacy-llama nlp.pipe, batch {args.batch_size}"] = timed(component_ids)
     if "D" not in skip:
         res = run_llama_cpp([r.prompt for r in requests], max_new=n, batch=args.batch_size)
         if res is not None:
@@ -219,21 +221,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     compute_bound = limits[f"matmul_{key}_gflops"] * 1e9 / (2 * params)
     bandwidth_bound = limits["bandwidth_gbs"] * 1e9 / bytes_per_step
     base = None
-    print(f"\n{len(prompts)} docs, {n} new tokens max, greedy, dtype {args.dtype}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'run':44s} {'docs/s':>8s} {'gen tok/s':>10s} {'peak RSS':>9s} {'vs A':>6s} {'of compute bound':>17s}")
+    print(
+        f"\n{len(prompts)} docs, {n} new tokens max, greedy, dtype {args.dtype}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"{'run':44s} {'docs/s':>8s} {'gen tok/s':>10s} {'peak RSS':>9s} {'vs A':>6s} "
+        f"{'of compute bound':>17s}"
+    )
     for name, (outs, secs, peak) in rows.items():
         toks = sum(len(o) for o in outs)
         tps = toks / secs
         base = base or (tps if name.startswith("A") else None)
         ratio = f"{tps / base:5.1f}x" if base else "   - "
-        print(f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {peak / 2**20:7.0f}MB {ratio:>6s} "
-              f"{tps / compute_bound:16.0%}")
-    print(f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
-          f"{limits['matmul_fp32_gflops']:.0f} / bf16 {limits['matmul_bf16_gflops']:.0f} GFLOP/s")
-    print(f"model: {params / 1e6:.1f} M params, {bytes_per_step / 1e6:.0f} MB per step in {args.dtype}")
-    print(f"bounds ({args.dtype}): batch-1 bandwidth {bandwidth_bound:.0f} tok/s, "
-          f"large-batch compute {compute_bound:.0f} tok/s")
+        print(
+            f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {peak / 2**20:7.0f}MB {ratio:>6s} "
+            f"{tps / compute_bound:16.0%}"
+        )
+    print(
+        f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
+        f"{limits['matmul_fp32_gflops']:.0f} / bf16 {limits['matmul_bf16_gflops']:.0f} GFLOP/s"
+    )
+    print(
+        f"model: {params / 1e6:.1f} M params, "
+        f"{bytes_per_step / 1e6:.0f} MB per step in {args.dtype}"
+    )
+    print(
+        f"bounds ({args.dtype}): batch-1 bandwidth {bandwidth_bound:.0f} tok/s, "
+        f"large-batch compute {compute_bound:.0f} tok/s"
+    )
     named = {k[0]: v[0] for k, v in rows.items()}
     ok = True
     for other in ("B", "C"):

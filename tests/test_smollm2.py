@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,26 @@ def test_spacy_assemble_and_apply(tmp_path, smollm2):
     assert run.returncode == 0, run.stderr[-2000:]
     nlp = spacy.load(tmp_path / "asm")
     docs = list(DocBin().from_disk(tmp_path / "out.spacy").get_docs(nlp.vocab))
+    run = subprocess.run(
+        [
+            *env_cmd,
+            "package",
+            str(tmp_path / "asm"),
+            str(tmp_path),
+            "--name",
+            "demo",
+            "--version",
+            "0.0.1",
+            "--build",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = json.loads(next(tmp_path.glob("*demo-0.0.1/meta.json")).read_text())
+    assert any(r.startswith("spacy-llama") for r in meta["requirements"])
     assert len(docs) == 2
     for doc in docs:
         assert doc.ents, "upstream NER ran"
