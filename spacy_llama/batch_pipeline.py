@@ -111,7 +111,14 @@ def make_run_stats(nlp: Language, name: str) -> RunStats:
 
 def prepare_for_run(nlp: Language, *, n_process: int = 1) -> None:
     """Install failure isolation and the stats stamp (after hashing the config)."""
-    nlp.set_error_handler(isolate_failures)  # type: ignore[arg-type]
+    nlp.default_error_handler = isolate_failures  # type: ignore[assignment]
+    for _, pipe in nlp.pipeline:
+        try:
+            getattr(pipe, "set_error_handler", lambda handler: None)(isolate_failures)
+        except AttributeError:
+            # Not every component takes one (spaCy's cython parser and NER cannot store it);
+            # those keep raising, which stops the run: finished batches are already saved.
+            pass
     if "spacy_llama_run_stats" not in nlp.pipe_names:
         nlp.add_pipe("spacy_llama_run_stats", last=True)
     if n_process > 1:

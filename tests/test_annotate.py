@@ -325,3 +325,24 @@ def test_records_keep_input_fields(setup: Dict[str, Path]) -> None:
         assert isinstance(record["llama_completion"], str) and record["ents"] == []
         assert 1 <= len(record["llama_logprobs"]) <= 4  # max_new_tokens
     assert "cats" not in got[0]
+
+
+def test_project_report_summarises_output_and_metrics(setup: Dict[str, Path]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "scripts" / "report.py")
+    assert spec is not None and spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    inp = write_jsonl(setup["dir"] / "in.jsonl", corpus(3))
+    out = setup["dir"] / "out.jsonl"
+    run(setup["config"], inp, out)
+    metrics = setup["dir"] / "metrics.json"
+    metrics.write_text(json.dumps({"ents_p": 0.5, "ents_r": 0.25, "ents_f": 1 / 3,
+                                   "ents_per_type": {"ORG": {"p": 1.0, "r": 0.5, "f": 2 / 3}}}))
+    target = setup["dir"] / "report.md"
+    assert report.main([str(out), str(metrics), str(target)]) == 0
+    text = target.read_text()
+    assert "documents annotated: 3" in text and "failed: 0" in text
+    assert "| all | 50.0 | 25.0 | 33.3 |" in text and "| ORG | 100.0 | 50.0 | 66.7 |" in text
+    assert "**d0**" in text and "llama_completion" in text
