@@ -175,8 +175,12 @@ class FastLlama:
         n, _, T, _ = k.shape
         if slots is None:  # decode: slots 0..n-1, one new key each at its own length
             pos = positions[:, 0]
-            cache.k[li, rows, :, pos] = k[:, :, 0]
-            cache.v[li, rows, :, pos] = v[:, :, 0]
+            # index_copy_ on a flat view: advanced-index assignment is several times slower
+            cap = cache.capacity
+            heads = torch.arange(self.n_kv, device=self.device)
+            flat = ((rows[:, None] * self.n_kv + heads[None, :]) * cap + pos[:, None]).reshape(-1)
+            cache.k[li].view(-1, self.head_dim).index_copy_(0, flat, k.reshape(-1, self.head_dim))
+            cache.v[li].view(-1, self.head_dim).index_copy_(0, flat, v.reshape(-1, self.head_dim))
             width = int(pos.max()) + 1
             return cache.k[li, :n, :, :width], cache.v[li, :n, :, :width]
         end = start + T
