@@ -1,0 +1,539 @@
+"""``spacy-llama.OpenAICompatible.v1``: generate on an OpenAI-compatible server (vLLM,
+llama.cpp's ``llama-server``, ``llama-cpp-python[server]``, ...).
+
+The engine sees a :class:`ServerModel` with a ``complete`` method and treats it as remote:
+it sends the rendered prompts here and caches what comes back. This module
+
+* checks the server when the model is loaded, so a wrong URL fails at start-up;
+* sends a batch's requests concurrently (at most ``max_concurrency`` in flight);
+* retries 429, 5xx, timeouts and connection errors with exponential backoff and jitter,
+  honouring ``Retry-After``; a request that keeps failing becomes a result with ``error``
+  set, so one document fails instead of the whole run;
+* uses the *completions* endpoint with the prompt rendered locally (chat templates are
+  applied here, as for local models), asking for the raw log-probabilities of the chosen
+  tokens so ``doc._.llama_logprobs`` works.
+
+Tokens are counted (for prompt budgets) with a local tokenizer when ``tokenizer_path`` is
+set, else with the server's tokenize endpoint. ``chat = true`` needs ``tokenizer_path``:
+the chat template lives in the tokenizer, and rendering it here keeps prompts, cache keys
+and logprobs identical to the local backends. The API key is read from the environment
+variable named by ``api_key_env`` at each request; it is never stored on the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+from ..generation.config import GenerationConfig
+from ..registry import llama_models
+from ..types import FinishReason, GenerationRequest, GenerationResult
+from .base import LlamaModel, ModelLoadError
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as down
+# llama.cpp-family servers default to top_k=40, min_p=0.05 and repeat_penalty=1.1; the local
+# engine applies none of these, so greedy output would differ. Other servers ignore them.
+NEUTRAL_SAMPLING: Dict[str, Any] = {"min_p": 0.0, "repeat_penalty": 1.0}
+
+
+class ServerError(RuntimeError):
+    """One HTTP exchange failed; ``retry`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retry: bool, retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.retry = retry
+        self.retry_after = retry_after
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+@dataclass
+class HttpClient:
+    """Small JSON-over-HTTP client on the standard library (no extra dependency)."""
+
+    base_url: str  # the API root, e.g. http://host:8000/v1
+    timeout: float
+    api_key_env: Optional[str] = None
+
+    @property
+    def root(self) -> str:
+        """The server root (where llama.cpp and vLLM put /tokenize)."""
+        url = self.base_url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    def get(self, path: str, *, timeout: Optional[float] = None) -> Any:
+        return self._send("GET", self.base_url.rstrip("/") + path, None, timeout)
+
+    def post(self, path: str, body: Dict[str, Any], *, at_root: bool = False) -> Any:
+        base = self.root if at_root else self.base_url.rstrip("/")
+        return self._send("POST", base + path, body, None)
+
+    def _headers(self) -> Dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _send(self, method: str, url: str, body: Optional[dict], timeout: Optional[float]) -> Any:
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers=self._headers())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raise http_error(url, e) from None
+        except (urllib.error.URLError, OSError) as e:  # refused, reset, DNS, timeout
+            reason = getattr(e, "reason", e)
+            kind = "timed out" if isinstance(reason, TimeoutError) else "failed"
+            raise ServerError(f"{method} {url} {kind}: {reason}", retry=True) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ServerError(
+                f"{method} {url} returned something that is not JSON: {raw[:200]!r}", retry=False
+            ) from None
+
+
+def http_error(url: str, error: urllib.error.HTTPError) -> ServerError:
+    try:
+        detail = error.read().decode("utf-8", "replace")[:500]
+    except OSError:
+        detail = ""
+    return ServerError(
+        f"{url} answered HTTP {error.code}: {detail or error.reason}",
+        retry=error.code in RETRY_STATUSES,
+        retry_after=parse_retry_after(error.headers.get("Retry-After")),
+    )
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """``Retry-After`` is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+# -- retries --------------------------------------------------------------------------------
+@dataclass
+class RetryPolicy:
+    max_retries: int
+    backoff: float  # the first delay (seconds); doubles with every retry
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int, retry_after: Optional[float]) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        ceiling = min(self.max_backoff, self.backoff * (2**attempt))
+        # "Equal jitter": never zero, and clients that failed together spread out.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# -- server-side tokenizers -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenizeRoute:
+    """One server family's tokenize/detokenize endpoints (at the server root)."""
+
+    name: str
+    tokenize: str
+    detokenize: str
+    text_key: str  # request field holding the text
+    add_special_key: Optional[str]  # request field for add-special-tokens, if supported
+    detok_key: str  # response field holding detokenized text
+
+
+TOKENIZE_ROUTES = (
+    TokenizeRoute(
+        "llama-cpp-python", "/extras/tokenize", "/extras/detokenize", "input", None, "text"
+    ),
+    TokenizeRoute("llama.cpp", "/tokenize", "/detokenize", "content", "add_special", "content"),
+    TokenizeRoute("vLLM", "/tokenize", "/detokenize", "prompt", "add_special_tokens", "prompt"),
+)
+
+
+class NoLocalWeights:
+    """Stands in for the transformers model: scoring needs logits the server does not give."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotImplementedError(
+            f"The model at {self.source} is served over HTTP (spacy-llama.OpenAICompatible.v1), "
+            "which supports generation tasks only. Scoring tasks (TextCat, EntityReview, NER, "
+            "Surprisal) need the model's logits: use a local loader (HF.v1, GGUF.v1, Meta.v1)."
+        )
+
+
+# -- the model ------------------------------------------------------------------------------
+@dataclass
+class ServerModel(LlamaModel):
+    """A model behind an OpenAI-compatible server; see the module docstring."""
+
+    client: Optional[HttpClient] = None
+    served_model: str = ""
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(5, 0.5))
+    max_concurrency: int = 8
+    logprobs: bool = True
+    extra_body: Dict[str, Any] = field(default_factory=dict)
+    route: Optional[TokenizeRoute] = None
+    # Set once a request ran out of retries on an unreachable server: later requests then
+    # try once instead of backing off again, so a dead server fails a run in seconds.
+    _unreachable: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def http(self) -> HttpClient:
+        assert self.client is not None, "ServerModel needs a client"
+        return self.client
+
+    @property
+    def device(self) -> Any:
+        return "remote"
+
+    @property
+    def dtype(self) -> Any:
+        return "remote"
+
+    @property
+    def fingerprint(self) -> str:
+        """The served model's name: where it is served does not change the answers."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(b"openai-compatible\0" + self.served_model.encode())
+            h.update(self.extra_fingerprint.encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    # -- tokens ---------------------------------------------------------------------------
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
+        if self.tokenizer is not None:
+            return super().encode(text, add_special_tokens=add_special_tokens)
+        route = self._route()
+        body: Dict[str, Any] = {route.text_key: text, "model": self.served_model}
+        if route.add_special_key:
+            body[route.add_special_key] = add_special_tokens
+        return [
+            int(t)
+            for t in self._call(lambda: self.http.post(route.tokenize, body, at_root=True))[
+                "tokens"
+            ]
+        ]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        if self.tokenizer is not None:
+            return super().decode(ids)
+        route = self._route()
+        body = {"tokens": list(ids), "model": self.served_model}
+        out = self._call(lambda: self.http.post(route.detokenize, body, at_root=True))
+        return str(out[route.detok_key])
+
+    def _route(self) -> TokenizeRoute:
+        if self.route is None:
+            raise ModelLoadError(
+                f"The server at {self.http.base_url} has no tokenize endpoint; set "
+                "`tokenizer_path` in [components.llama.model] to the model's tokenizer."
+            )
+        return self.route
+
+    def apply_chat_template(self, user: str, system: Optional[str]) -> str:
+        if self.tokenizer is None:
+            raise ModelLoadError(
+                f"`chat = true` needs the chat template of the model served at "
+                f"{self.http.base_url}: set `tokenizer_path` in [components.llama.model] to the "
+                "model's Hugging Face folder (or its .gguf file), or set `chat = false`."
+            )
+        return super().apply_chat_template(user, system)
+
+    # -- generation -----------------------------------------------------------------------
+    def complete(
+        self, requests: Sequence[GenerationRequest], config: GenerationConfig
+    ) -> List[GenerationResult]:
+        """Complete every request (concurrently); failures come back with ``error`` set."""
+        if not requests:
+            return []
+        workers = max(1, min(self.max_concurrency, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spacy-llama-http") as ex:
+            return list(ex.map(lambda r: self._complete_one(r, config), requests))
+
+    def _complete_one(
+        self, request: GenerationRequest, config: GenerationConfig
+    ) -> GenerationResult:
+        body = self.completion_body(request.prompt, config)
+        try:
+            out = self._call(lambda: self.http.post("/completions", body))
+            return self.parse_completion(out)
+        except ServerError as e:
+            return GenerationResult(text="", finish_reason="error", error=str(e))
+
+    def completion_body(self, prompt: str, config: GenerationConfig) -> Dict[str, Any]:
+        body: Dict[str, Any] = {
+            "model": self.served_model,
+            "prompt": prompt,
+            "max_tokens": config.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            "seed": config.seed,
+            **NEUTRAL_SAMPLING,
+        }
+        if config.stop:
+            body["stop"] = list(config.stop)
+        if config.stop_token_ids:
+            body["stop_token_ids"] = list(config.stop_token_ids)  # vLLM's extension
+        if self.logprobs:
+            body["logprobs"] = 0  # the chosen token's log-probability, no alternatives
+        body.update(self.extra_body)
+        return body
+
+    def parse_completion(self, out: Any) -> GenerationResult:
+        try:
+            choice = out["choices"][0]
+            text = str(choice["text"])
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(
+                f"unexpected completion response: {str(out)[:300]}", retry=False
+            ) from None
+        logprobs: List[float] = []
+        if self.logprobs:
+            logprobs = chosen_logprobs(choice.get("logprobs"))
+        usage = out.get("usage") or {}
+        return GenerationResult(
+            text=text,
+            logprobs=logprobs,
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        )
+
+    def _call(self, send: Callable[[], Any]) -> Any:
+        """Run ``send`` with retries; raise the last ServerError when they run out."""
+        attempts = 1 if self._unreachable.is_set() else self.retry.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                result = send()
+                self._unreachable.clear()
+                return result
+            except ServerError as e:
+                if not e.retry:
+                    raise
+                if attempt + 1 >= attempts:
+                    self._unreachable.set()
+                    raise ServerError(
+                        f"{e} (gave up after {attempts} attempt(s))", retry=False
+                    ) from None
+                time.sleep(self.retry.delay(attempt, e.retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def chosen_logprobs(data: Any) -> List[float]:
+    """The legacy completions format: ``logprobs.token_logprobs``, one per generated token."""
+    values = (data or {}).get("token_logprobs") if isinstance(data, dict) else None
+    if not isinstance(values, list) or any(v is None for v in values):
+        raise ServerError(
+            "the server returned no token log-probabilities; use a server that returns them "
+            "(vLLM, llama.cpp) or set `logprobs = false` in [components.llama.model]",
+            retry=False,
+        )
+    return [float(v) for v in values]
+
+
+def finish_reason(value: Any) -> FinishReason:
+    # OpenAI reports EOS and stop strings alike as "stop".
+    return "length" if value == "length" else "stop"
+
+
+# -- loading --------------------------------------------------------------------------------
+@llama_models("spacy-llama.OpenAICompatible.v1")
+def openai_compatible_v1(
+    *,
+    base_url: str,
+    model: str = "",
+    api_key_env: Optional[str] = None,
+    max_concurrency: int = 8,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    retry_backoff: float = 0.5,
+    tokenizer_path: Optional[Union[str, Path]] = None,
+    context_length: Optional[int] = None,
+    logprobs: bool = True,
+    extra_body: Optional[Dict[str, Any]] = None,
+) -> ServerModel:
+    """Generate on an OpenAI-compatible server at ``base_url`` (e.g. http://host:8000/v1).
+
+    ``model`` is the served model's name ("" = the server's only model). ``api_key_env``
+    names the environment variable holding the API key. ``timeout`` is per attempt;
+    ``max_retries`` and ``retry_backoff`` (first delay, doubling) govern retries.
+    ``context_length`` is needed when the server does not report it (llama-cpp-python).
+    """
+    check_settings(max_concurrency=max_concurrency, timeout=timeout, max_retries=max_retries)
+    if api_key_env and not os.environ.get(api_key_env):
+        raise ModelLoadError(
+            f"api_key_env = {api_key_env!r}, but that environment variable is not set. Export "
+            f"it (export {api_key_env}=...) or set api_key_env = null for a server without a key."
+        )
+    client = HttpClient(base_url=base_url, timeout=timeout, api_key_env=api_key_env)
+    entry = pick_model(list_models(client), model, base_url)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    served = str(entry["id"])
+    result = ServerModel(
+        model=NoLocalWeights(base_url),
+        tokenizer=tokenizer,
+        name=served,
+        source=f"{base_url} ({served})",
+        context_length=context_length or detect_context(client, entry, tokenizer, base_url),
+        stop_token_ids=[],
+        pad_token_id=0,
+        client=client,
+        served_model=served,
+        retry=RetryPolicy(max_retries, retry_backoff),
+        max_concurrency=max_concurrency,
+        logprobs=logprobs,
+        extra_body=dict(extra_body or {}),
+    )
+    if tokenizer is None:
+        result.route = find_tokenize_route(client, served)
+        result._route()  # without a tokenizer, token counts need the endpoint: fail now
+    check_completions(result)
+    return result
+
+
+def check_settings(*, max_concurrency: int, timeout: float, max_retries: int) -> None:
+    problems = [
+        msg
+        for bad, msg in (
+            (max_concurrency < 1, "max_concurrency must be at least 1"),
+            (timeout <= 0, "timeout must be positive (seconds)"),
+            (max_retries < 0, "max_retries must be 0 or more"),
+        )
+        if bad
+    ]
+    if problems:
+        raise ModelLoadError("spacy-llama.OpenAICompatible.v1: " + "; ".join(problems) + ".")
+
+
+def list_models(client: HttpClient) -> List[Dict[str, Any]]:
+    """GET /models, once, with a short timeout: a wrong URL should fail at start-up."""
+    url = client.base_url
+    try:
+        data = client.get("/models", timeout=min(client.timeout, 10.0))
+    except ServerError as e:
+        text = str(e)
+        if "HTTP 401" in text or "HTTP 403" in text:
+            hint = f"the server refused the API key; check the variable {client.api_key_env!r}"
+        elif "HTTP 404" in text:
+            hint = "base_url should be the API root, usually ending in /v1 (http://host:port/v1)"
+        else:
+            hint = "is the server running? Check base_url in [components.llama.model]"
+        raise ModelLoadError(
+            f"Cannot use the OpenAI-compatible server at {url}: {text}. Hint: {hint}."
+        ) from None
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not models:
+        raise ModelLoadError(
+            f"{url}/models did not list any model ({str(data)[:200]}); is {url} an "
+            "OpenAI-compatible API root?"
+        )
+    return [m for m in models if isinstance(m, dict) and "id" in m]
+
+
+def pick_model(models: List[Dict[str, Any]], wanted: str, url: str) -> Dict[str, Any]:
+    names = [str(m["id"]) for m in models]
+    if not wanted:
+        if len(models) > 1:
+            raise ModelLoadError(
+                f"{url} serves several models {names}; set `model` to one of them."
+            )
+        return models[0]
+    for m in models:
+        if str(m["id"]) == wanted:
+            return m
+    raise ModelLoadError(f"{url} does not serve a model named {wanted!r}; it serves {names}.")
+
+
+def detect_context(client: HttpClient, entry: Dict[str, Any], tokenizer: Any, url: str) -> int:
+    """vLLM lists ``max_model_len``; llama.cpp's server reports ``n_ctx`` in /props."""
+    if entry.get("max_model_len"):
+        return int(entry["max_model_len"])
+    try:
+        props = client._send("GET", client.root + "/props", None, min(client.timeout, 10.0))
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx") or props.get("n_ctx")
+        if n_ctx:
+            return int(n_ctx)
+    except (ServerError, AttributeError):
+        pass
+    raise ModelLoadError(
+        f"The server at {url} does not report its context length; set `context_length` in "
+        "[components.llama.model] (e.g. the --n_ctx the server was started with)."
+    )
+
+
+def find_tokenize_route(client: HttpClient, served: str) -> Optional[TokenizeRoute]:
+    for route in TOKENIZE_ROUTES:
+        body: Dict[str, Any] = {route.text_key: "Hello", "model": served}
+        try:
+            out = client.post(route.tokenize, body, at_root=True)
+        except ServerError:
+            continue
+        if isinstance(out, dict) and isinstance(out.get("tokens"), list) and out["tokens"]:
+            return route
+    return None
+
+
+def check_completions(model: ServerModel) -> None:
+    """One-token completion: the endpoint works and, if asked for, returns logprobs."""
+    body = model.completion_body(
+        "Hello", GenerationConfig(max_new_tokens=1, temperature=0.0, top_p=1.0, top_k=0)
+    )
+    try:
+        model.parse_completion(model.http.post("/completions", body))
+    except ServerError as e:
+        raise ModelLoadError(
+            f"The completions endpoint of {model.http.base_url} failed a one-token test: {e}"
+        ) from None
+
+
+def load_tokenizer(path: Union[str, Path]) -> Any:
+    """A Hugging Face tokenizer folder, or a .gguf file (its tokenizer metadata)."""
+    from transformers import AutoTokenizer
+
+    file = Path(path).expanduser()
+    try:
+        if file.suffix == ".gguf" and file.is_file():
+            return gguf_tokenizer(file)
+        return AutoTokenizer.from_pretrained(str(file), local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(
+            f"Could not load a tokenizer from tokenizer_path = {str(file)!r}: {e}. Point it at "
+            "a Hugging Face folder with tokenizer.json/tokenizer_config.json, or a .gguf file."
+        ) from e
+
+
+def gguf_tokenizer(file: Path) -> Any:
+    """Reuse GGUF.v1's conversion if it exists (fast); else read the file's metadata."""
+    from transformers import AutoTokenizer
+
+    from .gguf import converted_folder, fix_special_tokens
+
+    folder = converted_folder(file)
+    if (folder / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+    fix_special_tokens(tokenizer, file)
+    return tokenizer
