@@ -248,3 +248,16 @@ def test_prompt_too_long_raises_by_config(tiny_hf):
     nlp.add_pipe("llama", config=cfg)
     with pytest.raises(PromptTooLongError, match="London is a big city"):
         nlp(long_text)
+
+
+def test_prefill_token_budget_splits_passes_without_changing_results(tiny_hf, monkeypatch):
+    from spacy_llama.generation import continuous
+
+    whole = [d._.llama_completion for d in tiny_nlp(tiny_hf, batch_size=8).pipe(TEXTS)]
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", 20)
+    nlp = tiny_nlp(tiny_hf, batch_size=8)
+    split = [d._.llama_completion for d in nlp.pipe(TEXTS)]
+    sizes = nlp.get_pipe("llama").engine.last_prefill_sizes
+    assert split == whole
+    assert len(sizes) > 1 and sum(sizes) == len(TEXTS)
+    assert continuous._groups([5, 5, 30, 2], 20) == [[0, 1], [2], [3]]

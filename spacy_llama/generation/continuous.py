@@ -15,11 +15,13 @@ from typing import Callable, Deque, List, Optional, Sequence
 
 import torch
 
-from ..types import GenerationResult
 from .decoder import FastLlama, KVCache
 from .stopping import Sequence_, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
+# Padded prompt tokens per prefill pass: bounds activation and attention-mask memory for
+# long prompts, and is large enough that a pass keeps both cores busy.
+PREFILL_TOKENS = 4096
 
 
 def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
@@ -106,18 +108,23 @@ class ContinuousBatcher:
                 cache.k[:, slot, :, :start] = prefix.k[:, 0]
                 cache.v[:, slot, :, :start] = prefix.v[:, 0]
         suffixes = [list(prompts[i][start:]) for i in take]
-        width = max(len(s) for s in suffixes)
-        ids = torch.zeros((len(take), width), dtype=torch.long)
-        for row, s in enumerate(suffixes):
-            ids[row, : len(s)] = torch.tensor(s)
-        self.prefill_calls.append(len(take))
-        return self.fast.prefill(
-            ids.to(self.fast.device),
-            torch.tensor([len(s) for s in suffixes]),
-            cache,
-            torch.tensor(slot_ids),
-            start=start,
-        )
+        outs = []
+        for group in _groups([len(x) for x in suffixes], PREFILL_TOKENS):
+            width = max(len(suffixes[k]) for k in group)
+            ids = torch.zeros((len(group), width), dtype=torch.long)
+            for row, k in enumerate(group):
+                ids[row, : len(suffixes[k])] = torch.tensor(suffixes[k])
+            self.prefill_calls.append(len(group))
+            outs.append(
+                self.fast.prefill(
+                    ids.to(self.fast.device),
+                    torch.tensor([len(suffixes[k]) for k in group]),
+                    cache,
+                    torch.tensor([slot_ids[k] for k in group]),
+                    start=start,
+                )
+            )
+        return torch.cat(outs)
 
     def _advance(
         self,
@@ -143,7 +150,17 @@ class ContinuousBatcher:
             lengths.pop()
 
 
-def results_in_order(
-    seqs: Sequence[Sequence_], decode: Callable[[List[int]], str]
-) -> List[GenerationResult]:
-    return [s.result(decode) for s in seqs]
+def _groups(lengths: Sequence[int], budget: int) -> List[List[int]]:
+    """Consecutive groups whose padded size (rows x longest) stays within ``budget``."""
+    groups: List[List[int]] = []
+    current: List[int] = []
+    longest = 0
+    for k, n in enumerate(lengths):
+        if current and max(longest, n) * (len(current) + 1) > budget:
+            groups.append(current)
+            current, longest = [], 0
+        current.append(k)
+        longest = max(longest, n)
+    if current:
+        groups.append(current)
+    return groups
