@@ -264,7 +264,7 @@ def _process(
     selector = Selector(
         shard=shard, limit=opts.limit, on_bad_line=opts.on_bad_line, failed=outputs.failed
     )
-    batch_size = opts.batch_size or nlp.batch_size
+    batch_size = opts.batch_size or default_batch_size(nlp)
     docs = _to_docs(nlp, selector(read_corpus(opts.input, vocab=nlp.vocab)), outputs.done, summary)
     stream = nlp.pipe(docs, as_tuples=True, batch_size=batch_size, n_process=opts.n_process)
     bar = tqdm(
@@ -285,6 +285,14 @@ def _process(
     finally:
         bar.close()
         summary.failed += selector.bad
+
+
+def default_batch_size(nlp: Language) -> int:
+    """A llama component's micro-batch: small enough that progress shows and a kill loses
+    little, large enough that the model still sees full batches."""
+    llamas = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "engine")]
+    sizes = [getattr(pipe, "batch_size", None) for pipe in llamas]
+    return min([nlp.batch_size, *(s for s in sizes if isinstance(s, int) and s > 0)])
 
 
 def _to_docs(

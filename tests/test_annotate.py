@@ -111,8 +111,8 @@ def setup(tmp_path: Path, tiny_hf: Path) -> Dict[str, Path]:
 
 
 def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path: Path, tiny_hf: Path) -> None:
-    config = write_config(tmp_path, tiny_hf, max_new_tokens=8, batch_size=4)
-    inp = write_jsonl(tmp_path / "in.jsonl", corpus(300))
+    config = write_config(tmp_path, tiny_hf, max_new_tokens=6, batch_size=4)
+    inp = write_jsonl(tmp_path / "in.jsonl", corpus(240))
     out = tmp_path / "killed.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
@@ -140,15 +140,16 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path: Path, tiny_hf: Pa
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     before = _count_lines(out)
-    assert 40 <= before < 300
+    assert 40 <= before < 240
 
-    resumed = run(config, inp, out, resume=True, batch_size=4)
-    assert resumed.skipped == before and resumed.done == 300 - before and resumed.failed == 0
+    # Larger batches from here on: greedy answers do not depend on the batch.
+    resumed = run(config, inp, out, resume=True, batch_size=16)
+    assert resumed.skipped == before and resumed.done == 240 - before and resumed.failed == 0
 
     fresh = tmp_path / "fresh.jsonl"
-    run(config, inp, fresh, batch_size=4, no_cache=True)
+    run(config, inp, fresh, batch_size=16, no_cache=True)
     got = read_jsonl(out)
-    assert sorted(r["id"] for r in got) == sorted(f"d{i}" for i in range(300))
+    assert sorted(r["id"] for r in got) == sorted(f"d{i}" for i in range(240))
     assert_same_records(got, read_jsonl(fresh))
 
 
