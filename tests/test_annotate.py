@@ -347,3 +347,15 @@ def test_project_report_summarises_output_and_metrics(setup: Dict[str, Path]) ->
     assert "documents annotated: 3" in text and "failed: 0" in text
     assert "| all | 50.0 | 25.0 | 33.3 |" in text and "| ORG | 100.0 | 50.0 | 66.7 |" in text
     assert "**d0**" in text and "llama_completion" in text
+
+
+def test_merge_docbin_shards(setup: Dict[str, Path]) -> None:
+    inp = write_jsonl(setup["dir"] / "in.jsonl", corpus(10))
+    parts = [setup["dir"] / f"p{i}.spacy" for i in (1, 2)]
+    for i, part in enumerate(parts, 1):
+        run(setup["config"], inp, part, shard=f"{i}/2", part_size=3)
+    merged = setup["dir"] / "all.spacy"
+    assert main(["merge", str(merged), *map(str, parts)]) == 0
+    docs = _read_docbin_folder(merged, spacy.blank("en").vocab)
+    assert sorted(d.user_data["spacy_llama_id"] for d in docs) == sorted(f"d{i}" for i in range(10))
+    assert all(isinstance(d._.llama_completion, str) for d in docs)
