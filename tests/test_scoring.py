@@ -56,6 +56,25 @@ def test_score_matches_direct_forward_pass(tiny, batch_size):
             assert res.means[k] == pytest.approx(sum(expected) / len(expected), abs=1e-3)
 
 
+def test_requests_sharing_a_prefix_are_grouped(tiny):
+    from spacy_llama.generation.scoring import _groups
+
+    shared = "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911. "
+    other = "San Francisco considers banning sidewalk delivery robots. London is a big city. "
+    prompts = [shared + "Entity: Marie", other + "Entity: London", shared + "Entity: Nobel Prize"]
+    prompts += [shared + "Entity: 1903", other + "Entity: San Francisco"]
+    reqs = [
+        ScoreRequest(prompt=p + "\nType:", candidates=[" PERSON", " GPE", " DATE"]) for p in prompts
+    ]
+    scorer = Scorer(tiny, batch_size=4)  # several chunks per group
+    prefixes = sorted(scorer._prepare(i, r).prefix for i, r in enumerate(reqs))
+    assert sorted(len(g) for g in _groups(prefixes)) == [2, 3]
+    for req, res in zip(reqs, scorer.score(reqs)):
+        for k, cand in enumerate(req.candidates):
+            expected = direct_candidate(tiny, req.prompt, cand)
+            assert res.sums[k] == pytest.approx(sum(expected), abs=1e-3)
+
+
 def test_candidate_merging_with_prompt_is_found_by_offsets(tiny):
     # "Apple is look" + "ing": the boundary falls inside a word, so the tokenizations of the
     # prompt and of prompt+candidate do not concatenate; offsets still find the right tokens.

@@ -68,15 +68,26 @@ class Scorer:
         """Summed and mean log-probability of every candidate; results in input order."""
         prepared = [self._prepare(i, req) for i, req in enumerate(requests)]
         results: List[ScoreResult] = [ScoreResult([], [], []) for _ in requests]
-        todo = [i for i, p in enumerate(prepared) if p.conts]
-        todo.sort(key=lambda i: -len(prepared[i].prefix))
-        for chunk in self._chunks(todo, prepared):
-            for i, lps in zip(chunk, self._score_chunk([prepared[i] for i in chunk])):
-                results[i] = ScoreResult(
-                    sums=[float(sum(x)) for x in lps],
-                    means=[float(sum(x) / len(x)) for x in lps],
-                    n_tokens=[len(x) for x in lps],
-                )
+        # Sorted by token ids, requests that share a prompt prefix (the entities of one doc,
+        # the few-shot block of a task) are neighbours; each group runs its prefix once.
+        todo = sorted(
+            (i for i, p in enumerate(prepared) if p.conts), key=lambda i: prepared[i].prefix
+        )
+        for group in _groups([prepared[i].prefix for i in todo]):
+            members = [todo[k] for k in group]
+            shared = min(
+                _common_prefix([prepared[i].prefix for i in members]),
+                min(len(prepared[i].prefix) for i in members) - 1,  # each keeps a token to run
+            )
+            base = self._run_shared(prepared[members[0]].prefix[:shared]) if shared > 0 else None
+            for chunk in self._chunks(members, prepared):
+                items = [prepared[i] for i in chunk]
+                for i, lps in zip(chunk, self._score_chunk(items, base, max(shared, 0))):
+                    results[i] = ScoreResult(
+                        sums=[float(sum(x)) for x in lps],
+                        means=[float(sum(x) / len(x)) for x in lps],
+                        n_tokens=[len(x) for x in lps],
+                    )
         return results
 
     def _chunks(self, order: List[int], prepared: List[_Prepared]) -> Iterator[List[int]]:
@@ -148,33 +159,62 @@ class Scorer:
         return ids, start
 
     @torch.inference_mode()
-    def _score_chunk(self, items: List[_Prepared]) -> List[List[List[float]]]:
-        """Per request, per candidate: the log-probability of each candidate token."""
+    def _run_shared(self, ids: List[int]) -> Tuple[Any, ...]:
+        """The KV cache of a prefix shared by a group of requests (one row)."""
+        from transformers import DynamicCache
+
+        cache: Any = DynamicCache()
+        device = self.model.device
+        _decoder(self.model.model)(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return tuple(cache.to_legacy_cache())
+
+    @torch.inference_mode()
+    def _score_chunk(
+        self, items: List[_Prepared], base: Optional[Tuple[Any, ...]], shared: int
+    ) -> List[List[List[float]]]:
+        """Per request, per candidate: the log-probability of each candidate token.
+
+        Three steps share one KV cache: the group's common prefix (``base``, ``shared``
+        tokens), the rest of each request's prefix (right padded), then every candidate.
+        """
         from transformers import DynamicCache
 
         lm, device, pad = self.model.model, self.model.device, self.model.pad_token_id
-        ids, mask = _left_pad([it.prefix for it in items], pad)
+        n = len(items)
+        cache: Any = (
+            DynamicCache.from_legacy_cache(
+                tuple((k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in base)
+            )
+            if base is not None
+            else DynamicCache()
+        )
+        rests = [it.prefix[shared:] for it in items]
+        ids, mask = _right_pad(rests, pad)
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = lm(
+        mask = torch.cat([mask.new_ones((n, shared)), mask], dim=1)
+        positions = shared + torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
+        hidden = _decoder(lm)(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=1,
-        )
-        last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        ).last_hidden_state
+        ends = torch.tensor([len(r) - 1 for r in rests], device=device)
+        head = lm.get_output_embeddings()
+        last = torch.log_softmax(head(hidden[torch.arange(n, device=device), ends]).float(), -1)
         owner = [b for b, it in enumerate(items) for _ in it.conts]
         conts = [c for it in items for c in it.conts]
         firsts = [f for it in items for f in it.first]
         idx = torch.tensor(owner, dtype=torch.long, device=device)
-        cache.batch_select_indices(idx)  # type: ignore[attr-defined]  # one copy per candidate
+        cache.batch_select_indices(idx)  # one copy of the cache per candidate
         cids, cmask = _right_pad(conts, pad)
         cids, cmask = cids.to(device), cmask.to(device)
-        prefix_len = torch.tensor([len(items[o].prefix) for o in owner], device=device)
-        cpos = prefix_len[:, None] + torch.arange(cids.shape[1], device=device)[None, :]
+        cpos = (shared + ends[idx] + 1)[:, None] + torch.arange(cids.shape[1], device=device)
         out = lm(
             input_ids=cids,
             attention_mask=torch.cat([mask[idx], cmask], dim=1),
@@ -264,6 +304,28 @@ def _decoder(lm: Any) -> Any:
     if body is None:
         raise TypeError(f"{type(lm).__name__} does not expose its decoder (get_decoder()).")
     return body
+
+
+def _groups(prefixes: List[List[int]], *, min_shared: int = 16) -> List[List[int]]:
+    """Runs of sorted prefixes that share a long common prefix.
+
+    A run ends when the next prefix shares fewer than ``min_shared`` tokens with the run's
+    first, or clearly less (3/4) than the run shares so far: the entities of one doc stay
+    together instead of falling back to the instruction all docs share.
+    """
+    groups: List[List[int]] = []
+    shared = 0
+    for k, ids in enumerate(prefixes):
+        if groups:
+            common = _common_prefix([prefixes[groups[-1][0]], ids])
+            floor = max(min_shared, (3 * shared) // 4 if len(groups[-1]) > 1 else 0)
+            if common >= floor:
+                shared = common if len(groups[-1]) == 1 else min(shared, common)
+                groups[-1].append(k)
+                continue
+        groups.append([k])
+        shared = 0
+    return groups
 
 
 def _common_prefix(rows: List[List[int]]) -> int:

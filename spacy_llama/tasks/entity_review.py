@@ -62,8 +62,12 @@ class EntityReviewTask:
         on_overflow: Overflow,
         label_attr: str,
         scores_attr: str,
+        calibrate: bool = False,
+        content_free: str = "N/A",
     ) -> None:
         self.template = template
+        self.calibrate = calibrate
+        self.content_free = content_free
         self.labels = labels  # includes none_label, last, when given
         self.none_label = none_label
         self.review_labels = set(review_labels) if review_labels is not None else None
@@ -142,8 +146,16 @@ class EntityReviewTask:
     def _fits(self, req: ScoreRequest) -> bool:
         return token_count(self.formatter, req.prompt) <= self._limit
 
+    def _calibrating(self, docs: Sequence[Doc]) -> bool:
+        return self.calibrate and any(self.reviewed(doc) for doc in docs)
+
     def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
         out = []
+        if self._calibrating(docs):
+            # Contextual calibration (Zhao et al., 2021): a content-free text and entity give
+            # the model's prior for each label; assign() divides it out.
+            probe = Doc(docs[0].vocab, words=self.content_free.split() or ["N/A"])
+            out.append(self._request(probe, probe[:]))
         for doc in docs:
             name = doc_label(doc)
             for ent in self.reviewed(doc):
@@ -163,6 +175,10 @@ class EntityReviewTask:
         return out
 
     def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
+        prior = [0.0] * len(self.labels)
+        if self._calibrating(docs):
+            prior = self._values(results[0])
+            results = results[1:]
         it = iter(results)
         for doc in docs:
             reviewed = {(e.start, e.end) for e in self.reviewed(doc)}
@@ -171,8 +187,7 @@ class EntityReviewTask:
                 if (ent.start, ent.end) not in reviewed:
                     ents.append(ent)
                     continue
-                res = next(it)
-                values = res.means if self.length_normalize else res.sums
+                values = [v - p for v, p in zip(self._values(next(it)), prior)]
                 probs = dict(zip((x.name for x in self.labels), softmax(values)))
                 best = max(probs, key=lambda k: probs[k])
                 ent._.set(self.label_attr, best)
@@ -181,6 +196,9 @@ class EntityReviewTask:
                 if kept is not None:
                     ents.append(kept)
             doc.ents = ents
+
+    def _values(self, res: ScoreResult) -> List[float]:
+        return list(res.means if self.length_normalize else res.sums)
 
     def _decide(self, ent: Span, best: str, prob: float) -> Optional[Span]:
         """The entity as it leaves the review: unchanged, relabelled, or (if allowed) removed."""
@@ -253,6 +271,8 @@ def entity_review_task_v1(
     on_overflow: Overflow = "truncate",
     label_attr: str = "llama_label",
     scores_attr: str = "llama_scores",
+    calibrate: bool = False,
+    content_free: str = "N/A",
 ) -> EntityReviewTask:
     """Review upstream entities: label probabilities per entity, optional relabelling."""
     check_names(label_attr=label_attr, scores_attr=scores_attr)
@@ -280,4 +300,6 @@ def entity_review_task_v1(
         on_overflow=on_overflow,
         label_attr=label_attr,
         scores_attr=scores_attr,
+        calibrate=calibrate,
+        content_free=content_free,
     )

@@ -235,7 +235,7 @@ def textcat_task_v1(
     chat: bool = True,
     system: Optional[str] = None,
     candidate_prefix: Optional[str] = None,
-    threshold: float = 0.5,
+    threshold: Optional[float] = None,
     on_overflow: Overflow = "truncate",
     calibrate: bool = False,
     content_free: str = "N/A",
@@ -251,7 +251,8 @@ def textcat_task_v1(
         chat=chat,
         system=system,
         candidate_prefix=candidate_prefix,
-        threshold=threshold,
+        # As spaCy's textcat: exclusive classes are decided by argmax alone.
+        threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
         on_overflow=on_overflow,
         calibrate=calibrate,
         content_free=content_free,
