@@ -113,11 +113,12 @@ class SQLiteCache:
                 if _is_lock(e):
                     time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
                     continue
-                if rebuilt:
-                    self._disable(e)
-                    return default
-                self._rebuild(e)
-                rebuilt = True
+                # Disk full, no permission...: the file may be fine, so never move it aside.
+                self._disable(e)
+                return default
+            except OSError as e:  # the folder cannot be created
+                self._disable(e)
+                return default
             except sqlite3.DatabaseError as e:  # "file is not a database", malformed pages
                 if rebuilt:
                     self._disable(e)

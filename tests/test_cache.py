@@ -175,3 +175,13 @@ def test_any_generation_change_or_another_model_misses(tmp_path: Path, tiny_hf: 
         assert summary.model_calls == 5, key
     other = write_config(tmp_path, make_tiny_hf(tmp_path / "other_model", seed=1), name="o.cfg")
     assert run(other, inp, tmp_path / "d.jsonl", cache=cache).model_calls == 5
+
+
+def test_unwritable_place_turns_the_cache_off_with_a_warning(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = SQLiteCache(blocker / "c.sqlite")  # its folder cannot be created
+    with pytest.warns(UserWarning, match="turned off"):
+        cache.put_many({"a": {"x": 1}})
+    assert cache.get_many(["a"]) == {} and not cache.enabled
+    assert blocker.read_text() == "not a folder"
