@@ -240,3 +240,26 @@ def test_smollm2_after_en_core_web_sm(smollm2):
         for ent in doc.ents:
             assert sum(ent._.llama_scores.values()) == pytest.approx(1.0)
             assert ent._.llama_label == max(ent._.llama_scores, key=ent._.llama_scores.get)
+
+
+def test_calibration_divides_out_the_label_prior(tiny_hf, monkeypatch):
+    def score(self: Scorer, requests: List[ScoreRequest]) -> List[ScoreResult]:
+        out = []
+        for req in requests:
+            # The model "always says PERSON": strongly for the probe, less for London.
+            probe = "Entity: N/A\n" in req.prompt
+            values = [-0.1, -3.0, -2.0] if probe else [-0.5, -3.0, -0.9]
+            out.append(ScoreResult(sums=values, means=values, n_tokens=[1, 1, 1]))
+        return out
+
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    nlp = review_nlp(tiny_model(tiny_hf), calibrate=True)
+    reqs = nlp.get_pipe("llama").task.requests([annotated_doc(nlp)])
+    assert len(reqs) == 4 and "Entity: N/A\n" in reqs[0].prompt
+    doc = run(nlp, annotated_doc(nlp))
+    shifted = [math.exp(-0.5 + 0.1), math.exp(-3.0 + 3.0), math.exp(-0.9 + 2.0)]
+    for ent in doc.ents:
+        assert ent._.llama_label == "GPE"
+        assert ent._.llama_scores["GPE"] == pytest.approx(shifted[2] / sum(shifted))
+    # No entities: no probe either.
+    assert nlp.get_pipe("llama").task.requests([nlp.make_doc("nothing here")]) == []

@@ -265,3 +265,21 @@ def test_smollm2_textcat_matches_direct_scoring(smollm2):
     exps = [math.exp(m) for m in means]
     for label, e in zip(LABELS, exps):
         assert docs[0].cats[label] == pytest.approx(e / sum(exps), abs=1e-3)
+
+
+def test_calibration_divides_out_the_content_free_prior(tiny_hf, monkeypatch):
+    prior, values = [-0.2, -3.0, -3.0, -3.0], [-0.5, -1.0, -3.0, -4.0]
+
+    def score(self: Scorer, requests: List[ScoreRequest]) -> List[ScoreResult]:
+        pick = [prior if "Text: N/A\n" in r.prompt else values for r in requests]
+        return [ScoreResult(sums=v, means=v, n_tokens=[1] * 4) for v in pick]
+
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    nlp = textcat_nlp(tiny_model(tiny_hf), calibrate=True)
+    reqs = nlp.get_pipe("llama").task.requests([nlp.make_doc("a"), nlp.make_doc("b")])
+    assert len(reqs) == 3 and "Text: N/A\n" in reqs[0].prompt  # one probe per batch
+    docs = list(nlp.pipe(["Stocks fell.", "Goal!"]))
+    shifted = [math.exp(v - p) for v, p in zip(values, prior)]
+    for doc in docs:
+        assert max(doc.cats, key=doc.cats.get) == "sport"  # business only looked likely
+        assert doc.cats["sport"] == pytest.approx(shifted[1] / sum(shifted))

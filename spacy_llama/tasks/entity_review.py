@@ -26,6 +26,7 @@ from .fewshot import (
     Overflow,
     check_label,
     check_names,
+    content_free_doc,
     example_name,
     fit_doc,
     install_extensions,
@@ -154,7 +155,7 @@ class EntityReviewTask:
         if self._calibrating(docs):
             # Contextual calibration (Zhao et al., 2021): a content-free text and entity give
             # the model's prior for each label; assign() divides it out.
-            probe = Doc(docs[0].vocab, words=self.content_free.split() or ["N/A"])
+            probe = content_free_doc(docs[0].vocab, self.content_free)
             out.append(self._request(probe, probe[:]))
         for doc in docs:
             name = doc_label(doc)

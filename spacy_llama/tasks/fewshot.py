@@ -113,6 +113,12 @@ def load_template(template: Optional[str], template_path: Optional[str], default
     return PromptTemplate.load("", template_path or str(TEMPLATES / default))
 
 
+def content_free_doc(vocab: Any, text: str) -> Doc:
+    """A doc of ``text`` (e.g. "N/A") for contextual calibration, without trailing space."""
+    words = text.split() or ["N/A"]
+    return Doc(vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+
+
 # -- fitting a prompt into the context -------------------------------------------------------
 def token_count(formatter: PromptFormatter, text: str) -> int:
     """Tokens of a bare string (a candidate answer), counted with the model's tokenizer."""

@@ -25,6 +25,7 @@ from .fewshot import (
     Label,
     Overflow,
     check_label,
+    content_free_doc,
     example_name,
     fit_doc,
     labels_context,
@@ -149,7 +150,7 @@ class TextCatTask:
         if self.calibrate and docs:
             # Contextual calibration (Zhao et al., 2021): the same prompt around a content-free
             # text measures the model's prior for each answer; assign() divides it out.
-            probe = Doc(docs[0].vocab, words=self.content_free.split() or ["N/A"])
+            probe = content_free_doc(docs[0].vocab, self.content_free)
             out += [self._request(probe, q) for q in self._questions()]
         for doc in docs:
             name = doc_label(doc)
