@@ -105,4 +105,7 @@ def test_smollm2_prefers_the_plausible_word(smollm2):
     good, bad = nlp.pipe(["The capital of France is Paris.", "The capital of France is banana."])
     assert good[-2]._.llama_logprob > bad[-2]._.llama_logprob
     assert good._.llama_perplexity < bad._.llama_perplexity
-    assert all(t._.llama_logprob is not None for t in good)
+    # Every token after the first has a value; the first only if the tokenizer adds a BOS.
+    assert all(t._.llama_logprob is not None for t in good[1:])
+    bos = smollm2.encode("The")[0] != smollm2.encode("The", add_special_tokens=False)[0]
+    assert (good[0]._.llama_logprob is not None) == bos
