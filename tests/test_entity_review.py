@@ -263,3 +263,18 @@ def test_calibration_divides_out_the_label_prior(tiny_hf, monkeypatch):
         assert ent._.llama_scores["GPE"] == pytest.approx(shifted[2] / sum(shifted))
     # No entities: no probe either.
     assert nlp.get_pipe("llama").task.requests([nlp.make_doc("nothing here")]) == []
+
+
+def test_sentence_context(tiny_hf):
+    nlp = review_nlp(tiny_model(tiny_hf), context="sentence", chat=False)
+    doc = Doc(
+        nlp.vocab,
+        words=["Ann", "slept", ".", "Bob", "went", "to", "Rome", "."],
+        spaces=[True, False, True, True, True, True, False, False],
+        sent_starts=[True, False, False, True, False, False, False, False],
+        ents=["B-PERSON", "O", "O", "B-PERSON", "O", "O", "B-GPE", "O"],
+    )
+    reqs = nlp.get_pipe("llama").task.requests([doc])
+    assert "Text: Ann slept.\nEntity: Ann\n" in reqs[0].prompt
+    assert "Text: Bob went to Rome.\nEntity: Rome\n" in reqs[2].prompt
+    assert "Ann" not in reqs[2].prompt.split("Text: ")[-1]
