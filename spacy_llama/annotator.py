@@ -45,6 +45,7 @@ from .records import doc_record, format_doc, pipeline_extensions
 from .runstate import DocBinSink, FailedSink, JsonlSink, RunInfo, RunStateError, side_path
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+ZONE_DOCS = 2000  # docs per spaCy memory zone (with --n-process, workers restart per zone)
 
 
 @dataclass
@@ -265,26 +266,46 @@ def _process(
         shard=shard, limit=opts.limit, on_bad_line=opts.on_bad_line, failed=outputs.failed
     )
     batch_size = opts.batch_size or default_batch_size(nlp)
-    docs = _to_docs(nlp, selector(read_corpus(opts.input, vocab=nlp.vocab)), outputs.done, summary)
-    stream = nlp.pipe(docs, as_tuples=True, batch_size=batch_size, n_process=opts.n_process)
+    records = _pending(selector(read_corpus(opts.input, vocab=nlp.vocab)), outputs.done, summary)
     bar = tqdm(
         total=max(todo, 0), unit="doc", disable=opts.quiet, file=sys.stderr, dynamic_ncols=True
     )
     began = time.perf_counter()
     try:
-        for batch in minibatch(stream, size=batch_size):
-            ok = [(doc, rec) for doc, rec in batch if not _failed(doc, rec, outputs, summary)]
-            outputs.write(ok, extensions=extensions)
-            summary.done += len(ok)
-            if opts.print_docs:
-                for doc, rec in ok:
-                    tqdm.write(format_doc(doc, rec, extensions=extensions) + "\n", file=sys.stdout)
-            bar.update(len(batch))
-            rate = summary.generated_tokens / max(time.perf_counter() - began, 1e-9)
-            bar.set_postfix_str(f"{rate:.1f} tok/s", refresh=False)
+        # Strings and lexemes of a zone's docs are freed when it closes: without zones the
+        # vocab grows with every new word of the corpus.
+        for chunk in minibatch(records, size=max(ZONE_DOCS, batch_size)):
+            with nlp.memory_zone():
+                docs = _to_docs(nlp, chunk)
+                stream = nlp.pipe(
+                    docs, as_tuples=True, batch_size=batch_size, n_process=opts.n_process
+                )
+                for batch in minibatch(stream, size=batch_size):
+                    _write_batch(opts, outputs, summary, batch, extensions=extensions)
+                    bar.update(len(batch))
+                    rate = summary.generated_tokens / max(time.perf_counter() - began, 1e-9)
+                    bar.set_postfix_str(f"{rate:.1f} tok/s", refresh=False)
     finally:
         bar.close()
         summary.failed += selector.bad
+
+
+def _write_batch(
+    opts: AnnotateOptions,
+    outputs: Outputs,
+    summary: Summary,
+    batch: List[Tuple[Doc, Record]],
+    *,
+    extensions: List[str],
+) -> None:
+    from tqdm import tqdm
+
+    ok = [(doc, rec) for doc, rec in batch if not _failed(doc, rec, outputs, summary)]
+    outputs.write(ok, extensions=extensions)
+    summary.done += len(ok)
+    if opts.print_docs:
+        for doc, rec in ok:
+            tqdm.write(format_doc(doc, rec, extensions=extensions) + "\n", file=sys.stdout)
 
 
 def default_batch_size(nlp: Language) -> int:
@@ -295,13 +316,16 @@ def default_batch_size(nlp: Language) -> int:
     return min([nlp.batch_size, *(s for s in sizes if isinstance(s, int) and s > 0)])
 
 
-def _to_docs(
-    nlp: Language, records: Iterable[Record], done: Set[str], summary: Summary
-) -> Iterator[Tuple[Doc, Record]]:
+def _pending(records: Iterable[Record], done: Set[str], summary: Summary) -> Iterator[Record]:
     for rec in records:
         if rec.id in done:
             summary.skipped += 1
-            continue
+        else:
+            yield rec
+
+
+def _to_docs(nlp: Language, records: Iterable[Record]) -> Iterator[Tuple[Doc, Record]]:
+    for rec in records:
         doc = rec.doc if rec.doc is not None else nlp.make_doc(rec.text)
         doc.user_data[ID_KEY] = rec.raw_id
         yield doc, dataclasses.replace(rec, doc=None)  # the context is pickled with n_process
