@@ -57,8 +57,14 @@ def metrics_section(metrics: Dict[str, Any]) -> List[str]:
         "| --- | ---: | ---: | ---: |",
         _row("all", metrics),
     ]
+    zero = []
     for label, scores in sorted((metrics.get("ents_per_type") or {}).items()):
+        if not any(scores.get(k) for k in ("p", "r", "f")):
+            zero.append(label)  # predicted, never right: usually a type the gold never uses
+            continue
         lines.append(_row(label, scores))
+    if zero:
+        lines += ["", f"No correct prediction (omitted above): {', '.join(zero)}."]
     speed = metrics.get("speed")
     lines += ["", f"Speed: {speed:.0f} words/s." if speed else "", ""]
     return lines
