@@ -205,7 +205,30 @@ def render(cat_rows: List[Row], ent_rows: List[Row], n_docs: int, n_ents: int) -
             for k in labels
         )
         lines.append(f"- {r['name']}: {cells}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + NOTES) + "\n"
+
+
+NOTES = [
+    "",
+    "## Setup and caveats",
+    "",
+    "- TextCat: `configs/textcat.cfg` (chat prompt, label definitions from the labelling "
+    'guideline, `science_tech` verbalised as "technology", length-normalised label '
+    "log-likelihoods, argmax). EntityReview: `configs/entity_review.cfg` (lower-case "
+    "verbalizers, an OTHER answer, relabel when p >= 0.9, never delete). `calibrated`: "
+    'contextual calibration (the label prior measured on a content-free "N/A" input is '
+    "divided out).",
+    "- These defaults were picked during development from a few runs on a subset of the "
+    "same gold docs (there is no separate dev set): treat the SmolLM2 rows as optimistic.",
+    "- SmolLM2-135M is far too small for these tasks: in TextCat it puts almost every text "
+    "in one or two classes, and uncalibrated EntityReview answers PERSON for nearly every "
+    "entity. The pipeline machinery (batched scoring, prefix sharing, calibration, "
+    "relabel threshold) is what this table exercises; expect very different numbers from "
+    "a larger model (e.g. `spacy-llama.HF.v1` with a 1-8B instruct model).",
+    '- en_core_web_sm follows OntoNotes boundaries (leading "the", approximators), '
+    "the gold guideline does not: compare the `F (no 'the')` column as well.",
+    "- Times are wall-clock seconds on a shared 2-core CPU, one torch thread.",
+]
 
 
 def main() -> None:
