@@ -21,10 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(BIN)/python -m spacy_llama annotate configs/default.cfg corpus/sample.jsonl outputs/sample.jsonl --print
+	$(BIN)/python -m spacy_llama annotate configs/default.cfg corpus/sample.jsonl outputs/sample.jsonl --overwrite --print
 
 lint: install
-	$(BIN)/ruff check spacy_llama tests benchmarks
+	$(BIN)/ruff check spacy_llama tests benchmarks scripts corpus
 	$(BIN)/mypy spacy_llama
 
 test: lint
