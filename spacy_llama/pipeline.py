@@ -115,6 +115,8 @@ class LlamaPipe(Pipe):
             ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens),
             sample=nlp.make_doc("This is a short sample document about Paris."),
         )
+        # spaCy's Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
+        self.scorer = getattr(task, "score", None)
 
     @property
     def extensions(self) -> List[str]:
