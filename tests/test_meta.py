@@ -372,7 +372,11 @@ def test_shard_pages_released_only_inside_file_mappings(build) -> None:
     tensors = [load_shard(f) for f in files]
     mapped = file_mappings(files)
     if sys.platform.startswith("linux"):
-        assert len(mapped) >= len(files)
+        # every shard's tensors lie inside the mappings (adjacent files may merge into one)
+        for shard in tensors:
+            for t in shard.values():
+                ptr = t.untyped_storage().data_ptr()
+                assert any(lo <= ptr < hi for lo, hi in mapped)
     key = "layers.0.feed_forward.w1.weight"
     before = tensors[0][key].clone()
     drop_pages(tensors[0][key], mapped)  # re-read from the file on the next touch
