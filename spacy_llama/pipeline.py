@@ -18,12 +18,14 @@ from .models.base import LlamaModel
 from .tasks.base import Task
 from .types import AnyResult
 
+# The instruction comes first: the engine computes the prompt prefix every document shares
+# (chat template, system prompt, instruction) once, not once per document.
 DEFAULT_TEMPLATE = (
-    "Text: {{ text }}\n"
-    "{% if ents %}Named entities: "
-    "{% for e in ents %}{{ e.text }} ({{ e.label_ }}){{ ', ' if not loop.last }}{% endfor %}\n"
+    "Summarize the text in one short sentence.\n\n"
+    "Text: {{ text }}"
+    "{% if ents %}\nNamed entities: "
+    "{% for e in ents %}{{ e.text }} ({{ e.label_ }}){{ ', ' if not loop.last }}{% endfor %}"
     "{% endif %}"
-    "Summarize the text in one short sentence."
 )
 
 DEFAULT_CONFIG_STR = """
