@@ -19,9 +19,10 @@ from .decoder import FastLlama, KVCache
 from .stopping import Sequence_, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
-# Padded prompt tokens per prefill pass: bounds activation and attention-mask memory for
-# long prompts, and is large enough that a pass keeps both cores busy.
-PREFILL_TOKENS = 4096
+# Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste
+# little on padding (sample corpus: 30% padding in one pass of 32, 7% in passes of ~1024
+# tokens), while ~1000 rows still keep the GEMMs at full speed. Also bounds memory.
+PREFILL_TOKENS = 1024
 
 
 def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
