@@ -227,8 +227,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     print(
         f"{'run':44s} {'docs/s':>8s} {'gen tok/s':>10s} {'peak RSS':>9s} {'vs A':>6s} "
-        f"{'of compute bound':>17s}"
+        f"{'of compute bound':>17s} {'incl. prompts':>14s}"
     )
+    # The bound above counts generated tokens only; the prompts are work too (here most of
+    # it): 2 x params FLOPs per prompt token + generated token, against the matmul peak.
+    prompt_tokens = sum(len(p) for p in prompts)
     for name, (outs, secs, peak) in rows.items():
         toks = sum(len(o) for o in outs)
         tps = toks / secs
@@ -236,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ratio = f"{tps / base:5.1f}x" if base else "   - "
         print(
             f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {peak / 2**20:7.0f}MB {ratio:>6s} "
-            f"{tps / compute_bound:16.0%}"
+            f"{tps / compute_bound:16.0%} {(toks + prompt_tokens) / secs / compute_bound:13.0%}"
         )
     print(
         f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
@@ -250,6 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"bounds ({args.dtype}): batch-1 bandwidth {bandwidth_bound:.0f} tok/s, "
         f"large-batch compute {compute_bound:.0f} tok/s"
     )
+    print(f"prompts: {prompt_tokens} tokens in all ({prompt_tokens / len(prompts):.0f} per doc)")
     named = {k[0]: v[0] for k, v in rows.items()}
     ok = True
     for other in ("B", "C"):
