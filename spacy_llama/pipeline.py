@@ -30,7 +30,8 @@ DEFAULT_TEMPLATE = (
 
 DEFAULT_CONFIG_STR = """
 [llama]
-batch_size = 16
+batch_size = 32
+prefix_cache = true
 
 [llama.model]
 @llama_models = "spacy-llama.SmolLM2.v1"
@@ -69,6 +70,7 @@ def make_llama(
     generation: Dict[str, Any],
     batch_size: int,
     cache: Optional[Any] = None,
+    prefix_cache: bool = True,
 ) -> LlamaPipe:
     """Run a LLaMA-family model over each Doc and store what the task derives from it."""
     try:
@@ -87,7 +89,14 @@ def make_llama(
             title=f"Config error for '{name}'",
         )
     return LlamaPipe(
-        nlp, name, model=model, task=task, generation=gen, batch_size=batch_size, cache=cache
+        nlp,
+        name,
+        model=model,
+        task=task,
+        generation=gen,
+        batch_size=batch_size,
+        cache=cache,
+        prefix_cache=prefix_cache,
     )
 
 
@@ -100,8 +109,9 @@ class LlamaPipe(Pipe):
         model: LlamaModel,
         task: Task,
         generation: GenerationConfig,
-        batch_size: int = 16,
+        batch_size: int = 32,
         cache: Optional[Any] = None,
+        prefix_cache: bool = True,
     ) -> None:
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
@@ -111,7 +121,9 @@ class LlamaPipe(Pipe):
         self.task = task
         self.generation = generation
         self.batch_size = batch_size
-        self.engine = Engine(model, generation, batch_size=batch_size, cache=cache)
+        self.engine = Engine(
+            model, generation, batch_size=batch_size, cache=cache, prefix_cache=prefix_cache
+        )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
         sample = nlp.make_doc("This is a short sample document about Paris.")
         task.initialize(

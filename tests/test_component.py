@@ -116,8 +116,10 @@ def test_fast_decoder_equals_transformers_loop(tiny_hf):
 def test_shared_prefix_is_computed_once(tiny_hf):
     template = "Summarize the text in one short sentence. Text: {{ text }}"
     with_prefix = tiny_nlp(tiny_hf, template=template, generation={"max_new_tokens": 10})
-    without = tiny_nlp(tiny_hf, template=template, generation={"max_new_tokens": 10})
-    without.get_pipe("llama").engine.prefix_cache = False
+    without = tiny_nlp(
+        tiny_hf, template=template, generation={"max_new_tokens": 10}, prefix_cache=False
+    )
+    assert without.get_pipe("llama").engine.prefix_cache is False
     engine = with_prefix.get_pipe("llama").engine
     calls = []
     original = engine.fast.prefix
