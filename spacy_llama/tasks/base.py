@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, List, Optional, Protocol, Sequence, runtime_checkable
 
 from spacy.tokens import Doc
 
@@ -54,3 +54,46 @@ def doc_label(doc: Doc) -> str:
     snippet = doc.text[:40].replace("\n", " ")
     more = "..." if len(doc.text) > 40 else ""
     return f"doc {doc_id!r} ({snippet!r}{more})" if doc_id is not None else f"doc {snippet!r}{more}"
+
+
+class PromptedTask:
+    """Plumbing every prompting task shares: the formatter that ``initialize`` hands over."""
+
+    _formatter: Optional[PromptFormatter] = None
+
+    @property
+    def formatter(self) -> PromptFormatter:
+        if self._formatter is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.initialize(formatter, sample=...) was not called."
+            )
+        return self._formatter
+
+
+def generation_requests(
+    docs: Sequence[Doc],
+    build: Callable[..., GenerationRequest],
+    formatter: PromptFormatter,
+    *,
+    on_overflow: str,
+) -> List[GenerationRequest]:
+    """One request per doc; empty docs get an empty prompt (no model call), long ones are
+    cut to fit the context (see ``fewshot.fit_doc``)."""
+    from .fewshot import fit_doc
+
+    out = []
+    for doc in docs:
+        name = doc_label(doc)
+        if not doc.text.strip():
+            out.append(GenerationRequest(prompt="", label=name))
+            continue
+        req = fit_doc(
+            doc,
+            build,
+            lambda r: formatter.count(r) <= formatter.budget,
+            on_overflow=on_overflow,  # type: ignore[arg-type]
+            label=name,
+        )
+        req.label = name
+        out.append(req)
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Iterable, List, Literal, Optional, Sequence
 
@@ -10,14 +9,14 @@ import srsly
 from spacy.tokens import Doc
 
 from ..registry import llama_tasks
-from ..types import GenerationRequest, GenerationResult, PromptTooLongError
-from .base import PromptFormatter, doc_label, set_doc_extension
+from ..types import GenerationRequest, GenerationResult
+from .base import PromptedTask, PromptFormatter, generation_requests, set_doc_extension
 from .prompt import DocLike, PromptTemplate, TemplateError
 
 Overflow = Literal["truncate", "error"]
 
 
-class CompletionTask:
+class CompletionTask(PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -42,12 +41,6 @@ class CompletionTask:
     def extensions(self) -> List[str]:
         return [self.completion_attr, self.logprobs_attr]
 
-    @property
-    def formatter(self) -> PromptFormatter:
-        if self._formatter is None:
-            raise RuntimeError("CompletionTask.initialize(formatter, sample=...) was not called.")
-        return self._formatter
-
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self._formatter = formatter
         # Render once now, so a bad variable or filter fails when the pipeline is built.
@@ -58,49 +51,11 @@ class CompletionTask:
         return self.formatter.format(user, chat=self.chat, system=self.system)
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
-        out = []
-        for doc in docs:
-            label = doc_label(doc)
-            if not doc.text.strip():
-                out.append(GenerationRequest(prompt="", label=label))
-                continue
-            req = self._request(doc)
-            req.label = label
-            if self.formatter.count(req) > self.formatter.budget:
-                req = self._fit(doc, label)
-            out.append(req)
-        return out
-
-    def _fit(self, doc: Doc, label: str) -> GenerationRequest:
-        """Cut the document (never the instruction) to the longest prefix that fits."""
-        budget = self.formatter.budget
-        if self.on_overflow == "error":
-            raise PromptTooLongError(
-                f"The prompt for {label} needs more than {budget} tokens (the model's context "
-                "minus max_new_tokens). Shorten the document, lower max_new_tokens, or set "
-                'on_overflow = "truncate" in the task config.'
-            )
-        lo, hi = 0, len(doc) - 1  # find the largest k with doc[:k] fitting
-        best: Optional[GenerationRequest] = None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            req = self._request(doc[:mid])
-            if self.formatter.count(req) <= budget:
-                best, lo = req, mid + 1
-            else:
-                hi = mid - 1
-        if best is None:
-            raise PromptTooLongError(
-                f"The prompt template alone (without {label}'s text) exceeds {budget} tokens; "
-                "shorten the template or the system prompt, or lower max_new_tokens."
-            )
-        warnings.warn(
-            f"[spacy-llama] The prompt for {label} was longer than {budget} tokens; the "
-            f"document was truncated to its first {lo - 1} of {len(doc)} tokens.",
-            stacklevel=2,
+        # A prompt too long for the context loses the end of the document, never the
+        # instruction (or raises, with on_overflow = "error").
+        return generation_requests(
+            docs, self._request, self.formatter, on_overflow=self.on_overflow
         )
-        best.label = label
-        return best
 
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         for doc, res in zip(docs, results):

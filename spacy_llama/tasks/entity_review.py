@@ -18,7 +18,7 @@ from spacy.training import Example as SpacyExample
 
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import PromptFormatter, doc_label
+from .base import PromptedTask, PromptFormatter, doc_label
 from .fewshot import (
     Example,
     FewShotError,
@@ -43,7 +43,7 @@ from .textcat import softmax
 Context = Literal["doc", "sentence"]
 
 
-class EntityReviewTask:
+class EntityReviewTask(PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -96,12 +96,6 @@ class EntityReviewTask:
     def entity_labels(self) -> List[str]:
         """The labels an entity can end up with (not the "none of these" answer)."""
         return [x.name for x in self.labels if x.name != self.none_label]
-
-    @property
-    def formatter(self) -> PromptFormatter:
-        if self._formatter is None:
-            raise RuntimeError("EntityReviewTask.initialize(formatter, sample=...) was not called.")
-        return self._formatter
 
     def _check_examples(self, examples: List[Example]) -> List[Example]:
         """NER-style examples: {"text": ..., "entities": [{"text": ..., "label": ...}]}."""

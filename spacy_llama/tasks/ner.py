@@ -22,7 +22,7 @@ from spacy.util import filter_spans
 
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptFormatter, doc_label
+from .base import PromptedTask, PromptFormatter, doc_label, generation_requests
 from .fewshot import (
     Example,
     FewShotError,
@@ -31,7 +31,6 @@ from .fewshot import (
     check_label,
     check_names,
     example_name,
-    fit_doc,
     install_extensions,
     labels_context,
     load_template,
@@ -56,7 +55,7 @@ class Answer:
     line: str
 
 
-class NERTask:
+class NERTask(PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -88,12 +87,6 @@ class NERTask:
     def extensions(self) -> List[str]:
         return [self.unaligned_attr]
 
-    @property
-    def formatter(self) -> PromptFormatter:
-        if self._formatter is None:
-            raise RuntimeError("NERTask.initialize(formatter, sample=...) was not called.")
-        return self._formatter
-
     def _check_examples(self, examples: List[Example]) -> List[Example]:
         known = {x.name: x for x in self.labels}
         out = []
@@ -119,22 +112,9 @@ class NERTask:
         return self.formatter.format(user, chat=self.chat, system=self.system)
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
-        out = []
-        for doc in docs:
-            name = doc_label(doc)
-            if not doc.text.strip():
-                out.append(GenerationRequest(prompt="", label=name))
-                continue
-            req = fit_doc(
-                doc,
-                self._request,
-                lambda r: self.formatter.count(r) <= self.formatter.budget,
-                on_overflow=self.on_overflow,
-                label=name,
-            )
-            req.label = name
-            out.append(req)
-        return out
+        return generation_requests(
+            docs, self._request, self.formatter, on_overflow=self.on_overflow
+        )
 
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         for doc, res in zip(docs, results):

@@ -15,15 +15,15 @@ from spacy.tokens import Doc
 
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptFormatter, doc_label
-from .fewshot import Overflow, check_names, fit_doc, install_extensions, load_template, write_task
+from .base import PromptedTask, PromptFormatter, generation_requests
+from .fewshot import Overflow, check_names, install_extensions, load_template, write_task
 from .prompt import DocLike, PromptTemplate
 
 LEAD = re.compile(r"^\s*(?:summary\s*:)\s*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
-class SummaryTask:
+class SummaryTask(PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -47,12 +47,6 @@ class SummaryTask:
     def extensions(self) -> List[str]:
         return [self.summary_attr]
 
-    @property
-    def formatter(self) -> PromptFormatter:
-        if self._formatter is None:
-            raise RuntimeError("SummaryTask.initialize(formatter, sample=...) was not called.")
-        return self._formatter
-
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self._formatter = formatter
         self._request(sample)  # a bad template fails when the pipeline is built
@@ -62,22 +56,9 @@ class SummaryTask:
         return self.formatter.format(user, chat=self.chat, system=self.system)
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
-        out = []
-        for doc in docs:
-            name = doc_label(doc)
-            if not doc.text.strip():
-                out.append(GenerationRequest(prompt="", label=name))
-                continue
-            req = fit_doc(
-                doc,
-                self._request,
-                lambda r: self.formatter.count(r) <= self.formatter.budget,
-                on_overflow=self.on_overflow,
-                label=name,
-            )
-            req.label = name
-            out.append(req)
-        return out
+        return generation_requests(
+            docs, self._request, self.formatter, on_overflow=self.on_overflow
+        )
 
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         for doc, res in zip(docs, results):

@@ -18,7 +18,7 @@ from spacy.training import Example as SpacyExample
 
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import PromptFormatter, doc_label
+from .base import PromptedTask, PromptFormatter, doc_label
 from .fewshot import (
     Example,
     FewShotError,
@@ -40,7 +40,7 @@ from .prompt import DocLike, PromptTemplate
 YES, NO = "yes", "no"
 
 
-class TextCatTask:
+class TextCatTask(PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -81,12 +81,6 @@ class TextCatTask:
     @property
     def label_names(self) -> List[str]:
         return [x.name for x in self.labels]
-
-    @property
-    def formatter(self) -> PromptFormatter:
-        if self._formatter is None:
-            raise RuntimeError("TextCatTask.initialize(formatter, sample=...) was not called.")
-        return self._formatter
 
     def _check_examples(self, examples: List[Example]) -> List[Example]:
         """Each example names its labels as "label", "labels" or "cats" (values >= 0.5)."""
