@@ -9,7 +9,6 @@ are only removed with ``delete_none`` (when ``none_label`` wins): never silently
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
 
 from spacy.scorer import Scorer as SpacyScorer
@@ -22,6 +21,7 @@ from .base import PromptedTask, PromptFormatter, doc_label
 from .fewshot import (
     Example,
     FewShotError,
+    FewShotState,
     Label,
     Overflow,
     check_label,
@@ -33,9 +33,7 @@ from .fewshot import (
     labels_context,
     load_template,
     make_labels,
-    read_examples,
     token_count,
-    write_task,
 )
 from .prompt import DocLike, PromptTemplate
 from .textcat import softmax
@@ -43,7 +41,7 @@ from .textcat import softmax
 Context = Literal["doc", "sentence"]
 
 
-class EntityReviewTask(PromptedTask):
+class EntityReviewTask(FewShotState, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -226,22 +224,6 @@ class EntityReviewTask(PromptedTask):
         scores["llama_review_acc"] = hits / total if total else None
         scores["llama_review_n"] = total
         return scores
-
-    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        write_task(
-            path,
-            {
-                "labels": labels_context(self.labels),
-                "examples": self.examples,
-                "template": self.template.source,
-            },
-        )
-
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> EntityReviewTask:
-        examples = read_examples(path)
-        if examples is not None:
-            self.examples = self._check_examples(examples)
-        return self
 
 
 @llama_tasks("spacy-llama.EntityReview.v1")

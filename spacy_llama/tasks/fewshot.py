@@ -195,3 +195,31 @@ def read_examples(path: Path) -> Optional[List[Example]]:
         return None
     data = srsly.read_json(file)
     return list(data["examples"]) if data.get("examples") is not None else None
+
+
+class FewShotState:
+    """``to_disk``/``from_disk`` for tasks that carry labels and few-shot examples: the
+    examples travel with a saved pipeline and are checked against the labels on load."""
+
+    labels: List[Label]
+    examples: List[Example]
+    template: PromptTemplate
+
+    def _check_examples(self, examples: List[Example]) -> List[Example]:
+        raise NotImplementedError
+
+    def _state(self) -> Dict[str, Any]:
+        return {
+            "labels": labels_context(self.labels),
+            "examples": self.examples,
+            "template": self.template.source,
+        }
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(path, self._state())
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Any:
+        examples = read_examples(path)
+        if examples is not None:
+            self.examples = self._check_examples(examples)
+        return self

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 from spacy.scorer import Scorer as SpacyScorer
@@ -26,6 +25,7 @@ from .base import PromptedTask, PromptFormatter, doc_label, generation_requests
 from .fewshot import (
     Example,
     FewShotError,
+    FewShotState,
     Label,
     Overflow,
     check_label,
@@ -35,8 +35,6 @@ from .fewshot import (
     labels_context,
     load_template,
     make_labels,
-    read_examples,
-    write_task,
 )
 from .prompt import DocLike, PromptTemplate
 
@@ -55,7 +53,7 @@ class Answer:
     line: str
 
 
-class NERTask(PromptedTask):
+class NERTask(FewShotState, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -198,22 +196,6 @@ class NERTask(PromptedTask):
         return SpacyScorer.score_spans(
             examples, "ents", getter=getter, has_annotation=lambda doc: True
         )
-
-    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        write_task(
-            path,
-            {
-                "labels": labels_context(self.labels),
-                "examples": self.examples,
-                "template": self.template.source,
-            },
-        )
-
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> NERTask:
-        examples = read_examples(path)
-        if examples is not None:
-            self.examples = self._check_examples(examples)
-        return self
 
 
 def _unquote(text: str) -> str:

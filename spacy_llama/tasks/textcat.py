@@ -9,7 +9,6 @@ is P(yes) renormalised over {yes, no}.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from spacy.scorer import Scorer as SpacyScorer
@@ -22,6 +21,7 @@ from .base import PromptedTask, PromptFormatter, doc_label
 from .fewshot import (
     Example,
     FewShotError,
+    FewShotState,
     Label,
     Overflow,
     check_label,
@@ -31,16 +31,14 @@ from .fewshot import (
     labels_context,
     load_template,
     make_labels,
-    read_examples,
     token_count,
-    write_task,
 )
 from .prompt import DocLike, PromptTemplate
 
 YES, NO = "yes", "no"
 
 
-class TextCatTask(PromptedTask):
+class TextCatTask(FewShotState, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -191,22 +189,8 @@ class TextCatTask(PromptedTask):
             threshold=self.threshold,
         )
 
-    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        write_task(
-            path,
-            {
-                "labels": labels_context(self.labels),
-                "exclusive": self.exclusive,
-                "examples": self.examples,
-                "template": self.template.source,
-            },
-        )
-
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> TextCatTask:
-        examples = read_examples(path)
-        if examples is not None:
-            self.examples = self._check_examples(examples)
-        return self
+    def _state(self) -> Dict[str, Any]:
+        return {**super()._state(), "exclusive": self.exclusive}
 
 
 def softmax(values: Sequence[float]) -> List[float]:
