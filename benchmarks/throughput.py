@@ -83,7 +83,7 @@ def machine_limits() -> Dict[str, float]:
     return out
 
 
-def render_prompts(limit: Optional[int]) -> Tuple[Any, List[str], List[Any]]:
+def render_prompts(limit: Optional[int], repeat: int = 1) -> Tuple[Any, List[str], List[Any]]:
     """The default pipeline's prompts for the sample corpus (upstream NER included)."""
     import spacy
 
@@ -92,6 +92,8 @@ def render_prompts(limit: Optional[int]) -> Tuple[Any, List[str], List[Any]]:
     )
     texts = [json.loads(line)["text"] for line in open(ROOT / "corpus" / "sample.jsonl")]
     texts = texts[:limit] if limit else texts
+    # --repeat: a bigger corpus of distinct docs (a numbered variant of each text)
+    texts = [t if k == 0 else f"({k}) {t}" for k in range(repeat) for t in texts]
     with nlp.select_pipes(disable=["llama"]):
         docs = list(nlp.pipe(texts))
     return nlp, texts, nlp.get_pipe("llama").task.requests(docs)
@@ -159,12 +161,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
     ap.add_argument("--skip", default="", help="comma-separated runs to skip: A,B,C,D")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--repeat", type=int, default=1, help="corpus x N (numbered variants)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.upper().split(",")))
 
-    nlp, texts, requests = render_prompts(args.limit)
+    nlp, texts, requests = render_prompts(args.limit, args.repeat)
     pipe = nlp.get_pipe("llama")
     from spacy_llama.models.default import smollm2_model_v1
 
