@@ -162,6 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated runs to skip: A,B,C,D")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--repeat", type=int, default=1, help="corpus x N (numbered variants)")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="C with int8 projections")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,7 +200,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         from spacy_llama.generation.engine import Engine
 
         # The component as the default config builds it, at this run's dtype/batch/length.
-        pipe.engine = Engine(lm, GenerationConfig(max_new_tokens=n), batch_size=args.batch_size)
+        pipe.engine = Engine(
+            lm,
+            GenerationConfig(max_new_tokens=n),
+            batch_size=args.batch_size,
+            quantize=args.quantize,
+        )
         with nlp.select_pipes(disable=["llama"]):
             docs = list(nlp.pipe(texts))
         pipe.engine.run(requests[:2])  # warm-up
@@ -209,7 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             pipe.set_annotations(docs, results)
             return [list(r.token_ids) for r in results]
 
-        rows[f"C  spacy-llama nlp.pipe, batch {args.batch_size}"] = timed(component_ids)
+        label = f"C  spacy-llama, batch {args.batch_size}" + (", int8" if args.quantize else "")
+        rows[label] = timed(component_ids)
     if "D" not in skip:
         res = run_llama_cpp([r.prompt for r in requests], max_new=n, batch=args.batch_size)
         if res is not None:

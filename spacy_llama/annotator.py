@@ -345,5 +345,10 @@ def _failed(doc: Doc, rec: Record, outputs: Outputs, summary: Summary) -> bool:
 
 
 __all__ = [
-    "AnnotateError", "AnnotateOptions", "CorpusError", "RunStateError", "Summary", "annotate"
+    "AnnotateError",
+    "AnnotateOptions",
+    "CorpusError",
+    "RunStateError",
+    "Summary",
+    "annotate",
 ]

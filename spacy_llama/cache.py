@@ -30,9 +30,7 @@ _CHUNK = 500  # SQLite limits the number of ``?`` parameters per statement
 class SQLiteCache:
     """A ``get_many``/``put_many`` store (see ``generation.engine.ResponseCache``)."""
 
-    def __init__(
-        self, path: Union[str, Path], *, timeout: float = 30.0, retries: int = 8
-    ) -> None:
+    def __init__(self, path: Union[str, Path], *, timeout: float = 30.0, retries: int = 8) -> None:
         self.path = Path(path).expanduser()
         self.timeout = float(timeout)
         self.retries = max(1, int(retries))
@@ -65,8 +63,12 @@ class SQLiteCache:
             self._guarded(lambda: self._insert(rows), default=None)
 
     def __len__(self) -> int:
-        return int(self._guarded(lambda: self._connect().execute(
-            "SELECT COUNT(*) FROM responses").fetchone()[0], default=0))
+        return int(
+            self._guarded(
+                lambda: self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0],
+                default=0,
+            )
+        )
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():

@@ -93,8 +93,12 @@ def read_lines(file: Path, *, name: str, jsonl: bool) -> Iterator[Item]:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue  # blank lines are separators, not documents
-            yield parse_json_line(line, source=source) if jsonl else Record(
-                id=source, raw_id=source, text=line, fields={"text": line}, source=source
+            yield (
+                parse_json_line(line, source=source)
+                if jsonl
+                else Record(
+                    id=source, raw_id=source, text=line, fields={"text": line}, source=source
+                )
             )
 
 

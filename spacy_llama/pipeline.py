@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence
 
 import srsly
 from confection import Config, ConfigValidationError
@@ -71,6 +71,7 @@ def make_llama(
     batch_size: int,
     cache: Optional[Any] = None,
     prefix_cache: bool = True,
+    quantize: Optional[Literal["int8"]] = None,
 ) -> LlamaPipe:
     """Run a LLaMA-family model over each Doc and store what the task derives from it."""
     try:
@@ -97,6 +98,7 @@ def make_llama(
         batch_size=batch_size,
         cache=cache,
         prefix_cache=prefix_cache,
+        quantize=quantize,
     )
 
 
@@ -112,6 +114,7 @@ class LlamaPipe(Pipe):
         batch_size: int = 32,
         cache: Optional[Any] = None,
         prefix_cache: bool = True,
+        quantize: Optional[str] = None,
     ) -> None:
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
@@ -122,7 +125,12 @@ class LlamaPipe(Pipe):
         self.generation = generation
         self.batch_size = batch_size
         self.engine = Engine(
-            model, generation, batch_size=batch_size, cache=cache, prefix_cache=prefix_cache
+            model,
+            generation,
+            batch_size=batch_size,
+            cache=cache,
+            prefix_cache=prefix_cache,
+            quantize=quantize,
         )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
         sample = nlp.make_doc("This is a short sample document about Paris.")

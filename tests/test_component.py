@@ -263,3 +263,27 @@ def test_prefill_token_budget_splits_passes_without_changing_results(tiny_hf, mo
     assert split == whole
     assert len(sizes) > 1 and sum(sizes) == len(TEXTS)
     assert continuous._groups([5, 5, 30, 2], 20) == [[0, 1], [2], [3]]
+
+
+def test_int8_quantization_is_an_opt_in_with_its_own_cache_key(tiny_hf):
+    plain = tiny_nlp(tiny_hf, generation={"max_new_tokens": 10})
+    quant = tiny_nlp(tiny_hf, generation={"max_new_tokens": 10}, quantize="int8")
+    engine = quant.get_pipe("llama").engine
+    a = [d._.llama_logprobs for d in plain.pipe(TEXTS)]
+    b = [d._.llama_logprobs for d in quant.pipe(TEXTS)]
+    fast = engine.fast
+    assert fast is not None and all(p.qpacked is not None for p in fast.qkv + fast.down)
+    assert fast.lm_head.qpacked is None  # reported log-probabilities come from float logits
+    # int8 changes the numbers a little, not the picture
+    assert a != b
+    first_a, first_b = [x[0] for x in a if x], [x[0] for x in b if x]
+    assert first_a == pytest.approx(first_b, abs=0.5)
+    ids = [1, 2, 3]
+    assert engine.cache_key(ids) != plain.get_pipe("llama").engine.cache_key(ids)
+
+
+def test_int8_needs_float32_weights(tiny_hf):
+    cfg = tiny_llama_config(tiny_hf, quantize="int8")
+    cfg["model"]["dtype"] = "bfloat16"
+    with pytest.raises(ValueError, match="float32"):
+        spacy.blank("en").add_pipe("llama", config=cfg)

@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     except RunStateError as e:
         print(f"[spacy-llama] merge: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"[spacy-llama] merge: {count} records from {len(args.shards)} shards -> {args.output}",
-          file=sys.stderr)
+    print(
+        f"[spacy-llama] merge: {count} records from {len(args.shards)} shards -> {args.output}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -75,8 +77,14 @@ def merge(
     else:
         count = merge_docbins(output, shards)
     merge_failed(output, shards)
-    RunInfo(output).write({"config_hash": config_hash, "shard": None, "finished": True,
-                           "merged_from": [str(p) for p in shards]})
+    RunInfo(output).write(
+        {
+            "config_hash": config_hash,
+            "shard": None,
+            "finished": True,
+            "merged_from": [str(p) for p in shards],
+        }
+    )
     return count
 
 
@@ -159,4 +167,3 @@ def merge_failed(output: Path, shards: List[Path]) -> None:
         target.write_bytes(b"".join(lines))
     elif target.exists():
         target.unlink()
-

@@ -20,6 +20,7 @@ those of transformers up to the order of floating-point sums.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -45,18 +46,48 @@ def can_prepack(model: Any) -> bool:
 
 
 class Projection:
-    """``x @ weight.T``: plain, or with the weight prepacked for oneDNN."""
+    """``x @ weight.T``: plain, prepacked for oneDNN, or int8 (``quantize = "int8"``:
+    per-channel int8 weights, activations quantized per call; fbgemm)."""
 
-    def __init__(self, weight: torch.Tensor, *, prepack: bool) -> None:
+    def __init__(self, weight: torch.Tensor, *, prepack: bool, int8: bool = False) -> None:
         self.weight = weight
+        self.qpacked = _int8_pack(weight) if int8 else None
         self.packed = (
-            torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 32) if prepack else None
+            torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 32)
+            if prepack and not int8
+            else None
         )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qpacked is not None:
+            return torch.ops.quantized.linear_dynamic(x, self.qpacked, True)
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
         return F.linear(x, self.weight)
+
+
+def _int8_pack(weight: torch.Tensor) -> Any:
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    zeros = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(q, None)
+
+
+def check_int8(model: Any) -> None:
+    """int8 needs fp32 weights on a CPU with a quantized GEMM backend."""
+    param = next(model.parameters())
+    engines = torch.backends.quantized.supported_engines
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        raise ValueError(
+            f'quantize = "int8" runs on CPU with float32 weights; this model is '
+            f'{param.dtype} on {param.device}. Set dtype = "float32" and device = "cpu", or '
+            "quantize = null."
+        )
+    if not any(e in engines for e in ("fbgemm", "x86")):
+        raise ValueError(f'quantize = "int8" needs fbgemm/x86 in torch; this torch has {engines}.')
 
 
 def supports_fast_decoder(model: Any) -> bool:
@@ -98,7 +129,11 @@ class KVCache:
 
 
 class FastLlama:
-    def __init__(self, model: Any, *, prepack: Optional[bool] = None) -> None:
+    def __init__(
+        self, model: Any, *, prepack: Optional[bool] = None, quantize: Optional[str] = None
+    ) -> None:
+        if quantize is not None:
+            check_int8(model)
         self.hf = model
         cfg = model.config
         self.n_layers = cfg.num_hidden_layers
@@ -112,16 +147,21 @@ class FastLlama:
         self.layers = list(model.model.layers)
         self.prepacked = can_prepack(model) if prepack is None else prepack
         pack = self.prepacked
+        int8 = quantize == "int8"
+        self.quantize = quantize
         self.qkv: List[Projection] = []
         self.o: List[Projection] = []
         self.gate_up: List[Projection] = []
         self.down: List[Projection] = []
         for layer in self.layers:
             att, mlp = layer.self_attn, layer.mlp
-            self.qkv.append(Projection(_fuse([att.q_proj, att.k_proj, att.v_proj]), prepack=pack))
-            self.o.append(Projection(att.o_proj.weight, prepack=pack))
-            self.gate_up.append(Projection(_fuse([mlp.gate_proj, mlp.up_proj]), prepack=pack))
-            self.down.append(Projection(mlp.down_proj.weight, prepack=pack))
+            qkv = _fuse([att.q_proj, att.k_proj, att.v_proj])
+            self.qkv.append(Projection(qkv, prepack=pack, int8=int8))
+            self.o.append(Projection(att.o_proj.weight, prepack=pack, int8=int8))
+            gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
+            self.gate_up.append(Projection(gate_up, prepack=pack, int8=int8))
+            self.down.append(Projection(mlp.down_proj.weight, prepack=pack, int8=int8))
+        # The output head stays in float: its logits are the log-probabilities we report.
         self.lm_head = Projection(model.lm_head.weight, prepack=pack)
         self.q_size = self.n_heads * self.head_dim
         self.kv_size = self.n_kv * self.head_dim

@@ -23,7 +23,7 @@ from ..types import (
 )
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
-from .decoder import FastLlama, supports_fast_decoder
+from .decoder import FastLlama, check_int8, supports_fast_decoder
 from .sampling import make_generators, request_seed
 from .stopping import Sequence_, Stepper
 from .transformers_loop import decode_all
@@ -61,6 +61,7 @@ class Engine:
         cache: Optional[Any] = None,
         fast_decoder: bool = True,
         prefix_cache: bool = True,
+        quantize: Optional[str] = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -73,6 +74,14 @@ class Engine:
         self.use_fast_decoder = fast_decoder
         self.prefix_cache = prefix_cache
         self._fast: Optional[FastLlama] = None
+        self.quantize = quantize  # "int8": quantized projections (changes the numbers)
+        if quantize is not None and not supports_fast_decoder(model.model):
+            raise ValueError(
+                f'quantize = "{quantize}" needs the fused LLaMA decoder, which does not support '
+                f"the model at {model.source}. Set quantize = null."
+            )
+        if quantize is not None:
+            check_int8(model.model)  # fail when the pipeline is built, not at the first batch
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
 
     # -- public ----------------------------------------------------------------
@@ -162,6 +171,7 @@ class Engine:
         h.update(self.model.fingerprint.encode())
         h.update(self.config.fingerprint().encode())
         h.update(",".join(map(str, self._stop_ids)).encode())
+        h.update(f"quantize={self.quantize}".encode() if self.quantize else b"")
         h.update(b"\0")
         h.update(",".join(map(str, prompt_ids)).encode())
         return h.hexdigest()
@@ -265,7 +275,7 @@ class Engine:
     def fast(self) -> Optional[FastLlama]:
         """The fused decoder, built on first use when the architecture supports it."""
         if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
-            self._fast = FastLlama(self.model.model)
+            self._fast = FastLlama(self.model.model, quantize=self.quantize)
         return self._fast
 
     def _with_echo(self, req: GenerationRequest, res: GenerationResult) -> GenerationResult:
