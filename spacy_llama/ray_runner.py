@@ -27,8 +27,6 @@ from spacy.util import load_config
 from spacy.vocab import Vocab
 
 from .annotator import (
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
     AnnotateError,
     AnnotateOptions,
     Selector,
@@ -510,19 +508,6 @@ def docbin_bytes(doc: Doc, rec: Record) -> bytes:
 def run_cli(opts: AnnotateOptions, ray_opts: RayOptions) -> int:
     """The hook ``cli/annotate.py`` calls for ``--ray``: prints like the local command and
     returns its exit codes."""
-    from .cli.annotate import MESSAGE_ERRORS
+    from .cli.annotate import _run
 
-    try:
-        summary = annotate_ray(opts, ray_opts)
-    except MESSAGE_ERRORS as e:
-        print(f"[spacy-llama] annotate: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "[spacy-llama] annotate: interrupted. Finished batches are saved; run the same "
-            "command with --resume to continue.",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    print(f"[spacy-llama] annotate --ray: {summary.line()}", file=sys.stderr)
-    return summary.exit_code
+    return _run(opts, lambda o: annotate_ray(o, ray_opts), "annotate --ray")

@@ -11,7 +11,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spacy.cli._util import parse_config_overrides
 
@@ -115,9 +115,14 @@ def run(args: argparse.Namespace) -> int:
         return _run(opts)
 
 
-def _run(opts: AnnotateOptions) -> int:
+def _run(
+    opts: AnnotateOptions,
+    runner: Callable[[AnnotateOptions], Any] = annotate,
+    name: str = "annotate",
+) -> int:
+    """Run, print the summary (or a one-line error), and return the exit code."""
     try:
-        summary = annotate(opts)
+        summary = runner(opts)
     except MESSAGE_ERRORS as e:
         print(f"[spacy-llama] annotate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,5 +133,5 @@ def _run(opts: AnnotateOptions) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    print(f"[spacy-llama] annotate: {summary.line()}", file=sys.stderr)
+    print(f"[spacy-llama] {name}: {summary.line()}", file=sys.stderr)
     return summary.exit_code

@@ -16,7 +16,7 @@ from typing import Callable, Deque, List, Optional, Sequence
 import torch
 
 from .decoder import FastLlama, KVCache
-from .stopping import Sequence_, Stepper
+from .stopping import SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste
@@ -58,8 +58,8 @@ class ContinuousBatcher:
     def run(
         self,
         prompts: Sequence[Sequence[int]],
-        seqs: Sequence[Sequence_],
-        on_done: Callable[[Sequence_], None],
+        seqs: Sequence[SequenceState],
+        on_done: Callable[[SequenceState], None],
     ) -> None:
         """Decode ``seqs[i]`` from ``prompts[i]``; ``on_done`` is called as each finishes."""
         if not prompts:
@@ -132,9 +132,9 @@ class ContinuousBatcher:
         logits: torch.Tensor,
         live: List[int],
         lengths: List[int],
-        seqs: Sequence[Sequence_],
+        seqs: Sequence[SequenceState],
         cache: KVCache,
-        on_done: Callable[[Sequence_], None],
+        on_done: Callable[[SequenceState], None],
         *,
         first: int,
     ) -> None:

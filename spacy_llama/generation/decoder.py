@@ -181,7 +181,7 @@ class FastLlama:
         ids: torch.Tensor,  # (n, T) right-padded suffixes
         lengths: torch.Tensor,  # (n,) real suffix lengths
         cache: KVCache,
-        slots: torch.Tensor,  # (n,) slot of each row
+        slots: torch.Tensor,  # (n,) consecutive slots, one per row
         *,
         start: int,  # cache positions [0, start) already hold the shared prefix
     ) -> torch.Tensor:
@@ -195,9 +195,10 @@ class FastLlama:
         mask = causal[None] & real[:, None, :]
         mask |= keys[None, None, :] == qpos[None, :, None]  # pad queries see themselves: no NaN
         mask = mask[:, None]  # (n, 1, T, S)
-        slot_idx = slots.to(self.device)
-        same_slots = bool((slot_idx == torch.arange(n, device=self.device) + slot_idx[0]).all())
-        h = self._run(ids, positions, mask, cache, slot_idx, start, same_slots)
+        first = int(slots[0])
+        if slots.tolist() != list(range(first, first + n)):
+            raise ValueError(f"prefill writes consecutive slots; got {slots.tolist()}")
+        h = self._run(ids, positions, mask, cache, first, start)
         last = h[torch.arange(n, device=self.device), (lengths - 1).to(self.device)]
         return self.lm_head(self.hf.model.norm(last))
 
@@ -209,7 +210,7 @@ class FastLlama:
         width = int(lengths.max()) + 1
         keys = torch.arange(width, device=self.device)
         mask = (keys[None, :] <= lengths[:, None])[:, None, None, :]  # (n, 1, 1, S)
-        h = self._run(tokens[:, None], positions, mask, cache, None, None, True)
+        h = self._run(tokens[:, None], positions, mask, cache, None, 0)
         return self.lm_head(self.hf.model.norm(h[:, -1]))
 
     def _run(
@@ -218,9 +219,8 @@ class FastLlama:
         positions: torch.Tensor,
         mask: torch.Tensor,
         cache: KVCache,
-        slots: Any,
-        start: Any,
-        contiguous: bool,
+        first_slot: Optional[int],  # prefill: rows go to slots first_slot..; decode: None
+        start: int,
     ) -> torch.Tensor:
         n, T = ids.shape
         x = self.hf.model.embed_tokens(ids)
@@ -234,7 +234,7 @@ class FastLlama:
             k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            kc, vc = self._store(cache, li, k, v, positions, slots, start, rows, contiguous)
+            kc, vc = self._store(cache, li, k, v, positions, first_slot, start, rows)
             attn = self._attend(q, kc, vc, mask)
             x = x + self.o[li](attn)
             h = layer.post_attention_layernorm(x)
@@ -250,13 +250,12 @@ class FastLlama:
         k: torch.Tensor,
         v: torch.Tensor,
         positions: torch.Tensor,
-        slots: Any,
-        start: Any,
+        first_slot: Optional[int],
+        start: int,
         rows: torch.Tensor,
-        contiguous: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         n, _, T, _ = k.shape
-        if slots is None:  # decode: slots 0..n-1, one new key each at its own length
+        if first_slot is None:  # decode: slots 0..n-1, one new key each at its own length
             pos = positions[:, 0]
             # index_copy_ on a flat view: advanced-index assignment is several times slower
             cap = cache.capacity
@@ -266,15 +265,10 @@ class FastLlama:
             cache.v[li].view(-1, self.head_dim).index_copy_(0, flat, v.reshape(-1, self.head_dim))
             width = int(pos.max()) + 1
             return cache.k[li, :n, :, :width], cache.v[li, :n, :, :width]
-        end = start + T
-        if contiguous:
-            s0 = int(slots[0])
-            cache.k[li, s0 : s0 + n, :, start:end] = k
-            cache.v[li, s0 : s0 + n, :, start:end] = v
-            return cache.k[li, s0 : s0 + n, :, :end], cache.v[li, s0 : s0 + n, :, :end]
-        cache.k[li, slots, :, start:end] = k
-        cache.v[li, slots, :, start:end] = v
-        return cache.k[li, slots, :, :end], cache.v[li, slots, :, :end]
+        end, s0 = start + T, first_slot
+        cache.k[li, s0 : s0 + n, :, start:end] = k
+        cache.v[li, s0 : s0 + n, :, start:end] = v
+        return cache.k[li, s0 : s0 + n, :, :end], cache.v[li, s0 : s0 + n, :, :end]
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor

@@ -9,7 +9,7 @@ Results come back in request order whatever order they finished in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 from ..models.base import LlamaModel
 from ..types import (
@@ -25,7 +25,7 @@ from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import FastLlama, check_int8, supports_fast_decoder
 from .sampling import make_generators, request_seed
-from .stopping import Sequence_, Stepper
+from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
 
 
@@ -33,14 +33,12 @@ class GenerationError(RuntimeError):
     """Some requests of a batch failed (e.g. a server kept refusing them)."""
 
 
-class ResponseCache:
+class ResponseCache(Protocol):
     """What the engine needs from a cache (see :mod:`spacy_llama.cache`)."""
 
-    def get_many(self, keys: Sequence[str]) -> Dict[str, dict]:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def get_many(self, keys: Sequence[str]) -> Dict[str, dict]: ...
 
-    def put_many(self, items: Dict[str, dict]) -> None:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def put_many(self, items: Dict[str, dict]) -> None: ...
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Engine:
         config: GenerationConfig,
         *,
         batch_size: int = 16,
-        cache: Optional[Any] = None,
+        cache: Optional[ResponseCache] = None,
         fast_decoder: bool = True,
         prefix_cache: bool = True,
         quantize: Optional[str] = None,
@@ -191,7 +189,7 @@ class Engine:
             return
         cfg = self.config
         seqs = [
-            Sequence_(
+            SequenceState(
                 index=i,
                 prompt_len=len(ids[i]),
                 generator=None
@@ -203,7 +201,7 @@ class Engine:
         stepper = Stepper(cfg, self._stop_ids, self.model.decode)
         pending: Dict[str, dict] = {}
 
-        def on_done(seq: Sequence_) -> None:
+        def on_done(seq: SequenceState) -> None:
             res = seq.result(self.model.decode)
             results[seq.index] = self._with_echo(requests[seq.index], res)
             if self.cache is not None:

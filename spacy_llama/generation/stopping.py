@@ -13,7 +13,7 @@ from .sampling import choose_tokens
 
 
 @dataclass
-class Sequence_:
+class SequenceState:
     """One request being decoded."""
 
     index: int  # position in the engine's request list
@@ -48,7 +48,7 @@ class Stepper:
         self.decode = decode
         self.generated = 0
 
-    def step(self, logits: torch.Tensor, seqs: Sequence[Sequence_]) -> List[bool]:
+    def step(self, logits: torch.Tensor, seqs: Sequence[SequenceState]) -> List[bool]:
         """Advance every sequence by one token; returns, per sequence, whether it is done."""
         cfg = self.config
         raw = logits.float()

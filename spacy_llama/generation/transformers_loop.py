@@ -8,18 +8,18 @@ from typing import Any, Callable, List, Sequence
 
 import torch
 
-from .stopping import Sequence_, Stepper
+from .stopping import SequenceState, Stepper
 
 
 @torch.inference_mode()
 def decode_batch(
     lm: Any,
     prompts: Sequence[Sequence[int]],
-    seqs: Sequence[Sequence_],
+    seqs: Sequence[SequenceState],
     stepper: Stepper,
     *,
     pad_id: int,
-    on_done: Callable[[Sequence_], None],
+    on_done: Callable[[SequenceState], None],
 ) -> None:
     """Left-padded batch; finished rows are dropped from the batch and its cache."""
     from transformers import DynamicCache
@@ -75,12 +75,12 @@ def decode_batch(
 def decode_all(
     lm: Any,
     prompts: Sequence[Sequence[int]],
-    seqs: Sequence[Sequence_],
+    seqs: Sequence[SequenceState],
     stepper: Stepper,
     *,
     batch_size: int,
     pad_id: int,
-    on_done: Callable[[Sequence_], None],
+    on_done: Callable[[SequenceState], None],
 ) -> List[int]:
     """Micro-batches of ``batch_size`` prompts sorted by length; returns the batch sizes."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

@@ -112,7 +112,6 @@ def load_hf_folder(
     source: Optional[str] = None,
     fingerprint_files: Optional[List[Path]] = None,
 ) -> LlamaModel:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .placement import place, resolve_device, resolve_dtype
@@ -145,7 +144,6 @@ def load_hf_folder(
         model = place(model, torch_device, torch_dtype)
     else:  # pragma: no cover - multi-GPU
         model.eval()
-    del torch
     return finish_model(
         model,
         tokenizer,

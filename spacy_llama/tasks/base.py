@@ -42,12 +42,6 @@ class Task(Protocol):
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Task: ...
 
 
-def set_doc_extension(name: str, default: object = None) -> None:
-    """Install ``Doc._.name`` once; calling again with the same name is a no-op."""
-    if not Doc.has_extension(name):
-        Doc.set_extension(name, default=default)
-
-
 def doc_label(doc: Doc) -> str:
     """How a doc is named in warnings: its id if the corpus reader gave one, else its text."""
     doc_id = doc.user_data.get("spacy_llama_id") if doc.user_data else None

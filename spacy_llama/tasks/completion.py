@@ -10,7 +10,8 @@ from spacy.tokens import Doc
 
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter, generation_requests, set_doc_extension
+from .base import PromptedTask, PromptFormatter, generation_requests
+from .fewshot import install_extensions
 from .prompt import DocLike, PromptTemplate, TemplateError
 
 Overflow = Literal["truncate", "error"]
@@ -34,8 +35,7 @@ class CompletionTask(PromptedTask):
         self.completion_attr = completion_attr
         self.logprobs_attr = logprobs_attr
         self._formatter: Optional[PromptFormatter] = None
-        for attr in self.extensions:
-            set_doc_extension(attr)
+        install_extensions(doc=self.extensions)
 
     @property
     def extensions(self) -> List[str]:

@@ -24,10 +24,9 @@ from .fewshot import (
     FewShotState,
     Label,
     Overflow,
-    check_label,
+    check_entity_examples,
     check_names,
     content_free_doc,
-    example_name,
     fit_doc,
     install_extensions,
     labels_context,
@@ -96,21 +95,7 @@ class EntityReviewTask(FewShotState, PromptedTask):
         return [x.name for x in self.labels if x.name != self.none_label]
 
     def _check_examples(self, examples: List[Example]) -> List[Example]:
-        """NER-style examples: {"text": ..., "entities": [{"text": ..., "label": ...}]}."""
-        known = {x.name: x for x in self.labels}
-        out = []
-        for i, ex in enumerate(examples):
-            ents = ex.get("entities")
-            if not isinstance(ents, list):
-                raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
-            checked = []
-            for e in ents:
-                label = check_label(e.get("label"), known, example_name(ex, i))
-                if e.get("text") not in ex["text"]:
-                    raise FewShotError(f"{example_name(ex, i)}: {e.get('text')!r} is not in it.")
-                checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
-            out.append({"text": ex["text"], "entities": checked})
-        return out
+        return check_entity_examples(examples, self.labels, require_in_text=True)
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self._formatter = formatter

@@ -223,3 +223,24 @@ class FewShotState:
         if examples is not None:
             self.examples = self._check_examples(examples)
         return self
+
+
+def check_entity_examples(
+    examples: List[Example], labels: Sequence[Label], *, require_in_text: bool
+) -> List[Example]:
+    """NER-style examples: {"text": ..., "entities": [{"text": ..., "label": ...}]}, each
+    label checked against ``labels`` (and, if asked, each entity found in its text)."""
+    known = {x.name: x for x in labels}
+    out = []
+    for i, ex in enumerate(examples):
+        ents = ex.get("entities")
+        if not isinstance(ents, list):
+            raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
+        checked = []
+        for e in ents:
+            label = check_label(e.get("label"), known, example_name(ex, i))
+            if require_in_text and e.get("text") not in ex["text"]:
+                raise FewShotError(f"{example_name(ex, i)}: {e.get('text')!r} is not in it.")
+            checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
+        out.append({"text": ex["text"], "entities": checked})
+    return out

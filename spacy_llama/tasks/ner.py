@@ -28,9 +28,8 @@ from .fewshot import (
     FewShotState,
     Label,
     Overflow,
-    check_label,
+    check_entity_examples,
     check_names,
-    example_name,
     install_extensions,
     labels_context,
     load_template,
@@ -86,18 +85,7 @@ class NERTask(FewShotState, PromptedTask):
         return [self.unaligned_attr]
 
     def _check_examples(self, examples: List[Example]) -> List[Example]:
-        known = {x.name: x for x in self.labels}
-        out = []
-        for i, ex in enumerate(examples):
-            ents = ex.get("entities")
-            if not isinstance(ents, list):
-                raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
-            checked = []
-            for e in ents:
-                label = check_label(e.get("label"), known, example_name(ex, i))
-                checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
-            out.append({"text": ex["text"], "entities": checked})
-        return out
+        return check_entity_examples(examples, self.labels, require_in_text=False)
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self._formatter = formatter
