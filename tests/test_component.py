@@ -272,14 +272,28 @@ def test_int8_quantization_is_an_opt_in_with_its_own_cache_key(tiny_hf):
     a = [d._.llama_logprobs for d in plain.pipe(TEXTS)]
     b = [d._.llama_logprobs for d in quant.pipe(TEXTS)]
     fast = engine.fast
-    assert fast is not None and all(p.qpacked is not None for p in fast.qkv + fast.down)
-    assert fast.lm_head.qpacked is None  # reported log-probabilities come from float logits
+    assert fast is not None and all(p.int8 is not None for p in fast.qkv + fast.down)
+    assert fast.lm_head.int8 is None  # reported log-probabilities come from float logits
     # int8 changes the numbers a little, not the picture
     assert a != b
     first_a, first_b = [x[0] for x in a if x], [x[0] for x in b if x]
     assert first_a == pytest.approx(first_b, abs=0.5)
     ids = [1, 2, 3]
     assert engine.cache_key(ids) != plain.get_pipe("llama").engine.cache_key(ids)
+
+
+def test_int8_scales_each_row_on_its_own():
+    from spacy_llama.generation.decoder import Int8Weight
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 48)
+    x = torch.randn(2, 48)
+    x[1] *= 1000.0  # one token with huge activations in the same batch
+    got, want = Int8Weight(weight)(x), x @ weight.T
+    # a per-tensor scale would round the small row to a handful of int8 levels
+    assert ((got[0] - want[0]).norm() / want[0].norm()).item() < 0.02
+    assert ((got[1] - want[1]).norm() / want[1].norm()).item() < 0.02
+    assert Int8Weight(weight)(x.to(torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_int8_needs_float32_weights(tiny_hf):

@@ -20,7 +20,6 @@ those of transformers up to the order of floating-point sums.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -46,12 +45,11 @@ def can_prepack(model: Any) -> bool:
 
 
 class Projection:
-    """``x @ weight.T``: plain, prepacked for oneDNN, or int8 (``quantize = "int8"``:
-    per-channel int8 weights, activations quantized per call; fbgemm)."""
+    """``x @ weight.T``: plain, prepacked for oneDNN, or int8 (``quantize = "int8"``)."""
 
     def __init__(self, weight: torch.Tensor, *, prepack: bool, int8: bool = False) -> None:
         self.weight = weight
-        self.qpacked = _int8_pack(weight) if int8 else None
+        self.int8 = Int8Weight(weight) if int8 else None
         self.packed = (
             torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 32)
             if prepack and not int8
@@ -59,35 +57,54 @@ class Projection:
         )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.qpacked is not None:
-            return torch.ops.quantized.linear_dynamic(x, self.qpacked, True)
+        if self.int8 is not None:
+            return self.int8(x)
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
         return F.linear(x, self.weight)
 
 
-def _int8_pack(weight: torch.Tensor) -> Any:
-    w = weight.detach().float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-    zeros = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
-        return torch.ops.quantized.linear_prepack(q, None)
+class Int8Weight:
+    """W8A8: int8 weights with one scale per output channel, activations quantized to int8
+    with one scale per *row* (token) at each call, an int8 x int8 -> int32 GEMM
+    (``torch._int_mm``, VNNI on x86), then both scales.
+
+    Why per row: a token with a large activation no longer flattens every other row of the
+    batch to a few int8 levels, as one scale per tensor (fbgemm's dynamic linear) does. On
+    SmolLM2-135M per-tensor scales turned summaries into lists of entity labels; per-row
+    scales keep them summaries (benchmarks/README.md)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        w = weight.detach().float()
+        self.scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # (out,)
+        # (in, out) as the transpose of a contiguous (out, in): the layout _int_mm packs fastest
+        self.q = torch.round(w / self.scale[:, None]).to(torch.int8).t()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        amax = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True)
+        s = amax.clamp_(min=1e-12).div_(127.0)
+        xq = torch.div(rows, s).round_().to(torch.int8)
+        y = torch._int_mm(xq, self.q).float().mul_(s).mul_(self.scale)
+        return y.to(x.dtype).reshape(*x.shape[:-1], -1)
 
 
 def check_int8(model: Any) -> None:
-    """int8 needs fp32 weights on a CPU with a quantized GEMM backend."""
+    """int8 needs float32 weights on a CPU whose torch has the int8 GEMM."""
     param = next(model.parameters())
-    engines = torch.backends.quantized.supported_engines
     if param.device.type != "cpu" or param.dtype != torch.float32:
         raise ValueError(
             f'quantize = "int8" runs on CPU with float32 weights; this model is '
             f'{param.dtype} on {param.device}. Set dtype = "float32" and device = "cpu", or '
             "quantize = null."
         )
-    if not any(e in engines for e in ("fbgemm", "x86")):
-        raise ValueError(f'quantize = "int8" needs fbgemm/x86 in torch; this torch has {engines}.')
+    try:
+        torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+    except (AttributeError, RuntimeError) as exc:
+        raise ValueError(
+            f'quantize = "int8" needs torch._int_mm on CPU (torch >= 2.3); this torch '
+            f"{torch.__version__} has none ({exc}). Set quantize = null."
+        ) from exc
 
 
 def supports_fast_decoder(model: Any) -> bool:

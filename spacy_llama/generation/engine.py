@@ -169,7 +169,8 @@ class Engine:
         h.update(self.model.fingerprint.encode())
         h.update(self.config.fingerprint().encode())
         h.update(",".join(map(str, self._stop_ids)).encode())
-        h.update(f"quantize={self.quantize}".encode() if self.quantize else b"")
+        # "int8" computed per-tensor activation scales before 2026-11-26: old entries differ
+        h.update(f"quantize={self.quantize}/w8a8-row".encode() if self.quantize else b"")
         h.update(b"\0")
         h.update(",".join(map(str, prompt_ids)).encode())
         return h.hexdigest()
