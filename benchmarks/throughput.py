@@ -83,12 +83,20 @@ def machine_limits() -> Dict[str, float]:
     return out
 
 
-def render_prompts(limit: Optional[int], repeat: int = 1) -> Tuple[Any, List[str], List[Any]]:
-    """The default pipeline's prompts for the sample corpus (upstream NER included)."""
+def render_prompts(
+    limit: Optional[int], repeat: int = 1, template: Optional[str] = None
+) -> Tuple[Any, List[str], List[Any]]:
+    """The default pipeline's prompts for the sample corpus (upstream NER included), or
+    ``template`` rendered without a chat template (e.g. ``"{{ text }}"``: short prompts)."""
     import spacy
 
+    overrides: Dict[str, Any] = {}
+    if template is not None:
+        task = "components.llama.task"
+        overrides = {f"{task}.template": template, f"{task}.chat": False}
     nlp = spacy.util.load_model_from_config(
-        spacy.util.load_config(ROOT / "configs" / "default.cfg"), auto_fill=True
+        spacy.util.load_config(ROOT / "configs" / "default.cfg", overrides=overrides),
+        auto_fill=True,
     )
     texts = [json.loads(line)["text"] for line in open(ROOT / "corpus" / "sample.jsonl")]
     texts = texts[:limit] if limit else texts
@@ -163,12 +171,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--repeat", type=int, default=1, help="corpus x N (numbered variants)")
     ap.add_argument("--quantize", choices=["int8"], default=None, help="C with int8 projections")
+    ap.add_argument(
+        "--template",
+        default=None,
+        help='completion template instead of the default pipeline\'s (no chat template), e.g. '
+        '"{{ text }}" for short prompts that the model continues',
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.upper().split(",")))
 
-    nlp, texts, requests = render_prompts(args.limit, args.repeat)
+    nlp, texts, requests = render_prompts(args.limit, args.repeat, args.template)
     pipe = nlp.get_pipe("llama")
     from spacy_llama.models.default import smollm2_model_v1
 
@@ -240,16 +254,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{'of compute bound':>17s} {'incl. prompts':>14s}"
     )
     # The bound above counts generated tokens only; the prompts are work too (here most of
-    # it): 2 x params FLOPs per prompt token + generated token, against the matmul peak.
+    # it). A prompt token runs the layers but not the output head (its logits are never
+    # needed), 2 x body params FLOPs; a generated token costs 2 x (body + head) params.
+    embed = lm.model.get_input_embeddings().weight
+    head = lm.model.get_output_embeddings().weight
+    body = params - embed.numel() - (0 if head.data_ptr() == embed.data_ptr() else head.numel())
+    peak = limits[f"matmul_{key}_gflops"] * 1e9
+
+    def work_seconds(prompt: int, generated: int) -> float:
+        return (2 * body * prompt + 2 * (body + head.numel()) * generated) / peak
+
     prompt_tokens = sum(len(p) for p in prompts)
-    for name, (outs, secs, peak) in rows.items():
+    for name, (outs, secs, rss) in rows.items():
         toks = sum(len(o) for o in outs)
         tps = toks / secs
         base = base or (tps if name.startswith("A") else None)
         ratio = f"{tps / base:5.1f}x" if base else "   - "
         print(
-            f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {peak / 2**20:7.0f}MB {ratio:>6s} "
-            f"{tps / compute_bound:16.0%} {(toks + prompt_tokens) / secs / compute_bound:13.0%}"
+            f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {rss / 2**20:7.0f}MB {ratio:>6s} "
+            f"{tps / compute_bound:16.0%} {work_seconds(prompt_tokens, toks) / secs:13.0%}"
         )
     print(
         f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
@@ -264,22 +287,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"large-batch compute {compute_bound:.0f} tok/s"
     )
     print(f"prompts: {prompt_tokens} tokens in all ({prompt_tokens / len(prompts):.0f} per doc)")
-    # The most any engine could reach on this workload at this dtype: every generated token
-    # and every prompt token except the shared prefix (computed once) at 2 x params FLOPs,
-    # all at the measured matmul peak. Targets above this line are out of reach.
+    # The most any engine could reach on this workload at this dtype: every prompt token
+    # except the shared prefix (computed once) and every generated token, all at the
+    # measured matmul peak. A target above this line is out of reach at this dtype.
     from spacy_llama.generation.continuous import shared_prefix_len
 
     shared = shared_prefix_len(prompts)
-    generated = [sum(len(o) for o in outs) for outs, _, _ in rows.values()]
+    # generated tokens of C (== A's in fp32), else of whichever run there is
+    generated = {k[0]: sum(len(o) for o in v[0]) for k, v in rows.items()}
     if generated:
-        gen = max(generated)
-        work = prompt_tokens - shared * (len(prompts) - 1) + gen
-        ceiling = gen / (work / compute_bound)
+        gen = generated.get("C", generated.get("A", max(generated.values())))
+        ceiling = gen / work_seconds(prompt_tokens - shared * (len(prompts) - 1), gen)
         vs_a = f" = {ceiling / base:.1f}x A" if base else ""
         print(
-            f"ceiling for this workload ({args.dtype}, {shared}-token shared prefix computed "
-            f"once, {gen} generated tokens, all at the matmul peak): {ceiling:.0f} gen tok/s"
-            f"{vs_a}, {ceiling / compute_bound:.0%} of the compute bound"
+            f"ceiling of this workload ({shared}-token shared prefix computed once, {gen} "
+            f"generated tokens, everything at the {args.dtype} matmul peak): "
+            f"{ceiling:.0f} gen tok/s{vs_a}, {ceiling / compute_bound:.0%} of the compute bound"
         )
     named = {k[0]: v[0] for k, v in rows.items()}
     ok = True
