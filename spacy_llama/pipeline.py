@@ -32,6 +32,7 @@ DEFAULT_CONFIG_STR = """
 [llama]
 batch_size = 32
 prefix_cache = true
+prompt_lookup = true
 
 [llama.model]
 @llama_models = "spacy-llama.SmolLM2.v1"
@@ -71,6 +72,7 @@ def make_llama(
     batch_size: int,
     cache: Optional[Any] = None,
     prefix_cache: bool = True,
+    prompt_lookup: bool = True,
     quantize: Optional[Literal["int8"]] = None,
 ) -> LlamaPipe:
     """Run a LLaMA-family model over each Doc and store what the task derives from it."""
@@ -98,6 +100,7 @@ def make_llama(
         batch_size=batch_size,
         cache=cache,
         prefix_cache=prefix_cache,
+        prompt_lookup=prompt_lookup,
         quantize=quantize,
     )
 
@@ -114,6 +117,7 @@ class LlamaPipe(Pipe):
         batch_size: int = 32,
         cache: Optional[Any] = None,
         prefix_cache: bool = True,
+        prompt_lookup: bool = True,
         quantize: Optional[str] = None,
     ) -> None:
         from .generation.engine import Engine
@@ -130,6 +134,7 @@ class LlamaPipe(Pipe):
             batch_size=batch_size,
             cache=cache,
             prefix_cache=prefix_cache,
+            prompt_lookup=prompt_lookup,
             quantize=quantize,
         )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}

@@ -5,7 +5,8 @@ into its place (live slots stay a prefix of the cache, so every step works on vi
 copies), and once a quarter of the slots are free the next prompts are prefilled into them:
 the batch stays full until the queue runs dry. The prompt prefix every request shares
 (chat template, system prompt, instruction, few-shot examples) is computed once and copied
-into each slot instead of being recomputed for every document.
+into each slot instead of being recomputed for every document. In greedy decoding, steps
+with few live sequences also verify tokens drafted by prompt lookup (``lookup.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Deque, List, Optional, Sequence
 import torch
 
 from .decoder import FastLlama, KVCache
+from .lookup import PromptLookup
 from .stopping import SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
@@ -47,13 +49,18 @@ class ContinuousBatcher:
         batch_size: int,
         max_new_tokens: int,
         prefix_cache: bool = True,
+        prompt_lookup: bool = True,
     ) -> None:
         self.fast = fast
         self.stepper = stepper
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
+        # drafts are only checked against the greedy choice
+        self.lookup = PromptLookup() if prompt_lookup and stepper.config.greedy else None
         self.prefill_calls: List[int] = []  # rows per prefill, for tests and benchmarks
+        self.drafted = 0  # drafted tokens fed to the model, and how many were kept
+        self.accepted = 0
 
     def run(
         self,
@@ -67,7 +74,10 @@ class ContinuousBatcher:
         fast = self.fast
         slots = min(self.batch_size, len(prompts))
         start = shared_prefix_len(prompts) if self.prefix_cache else 0
-        capacity = max(len(p) for p in prompts) + self.max_new_tokens
+        # room for a step's drafts past the last position a sequence can reach
+        capacity = max(len(p) for p in prompts) + self.max_new_tokens + 1
+        if self.lookup is not None:
+            capacity += self.lookup.max_draft
         cache = fast.new_cache(slots, capacity)
         prefix: Optional[KVCache] = None
         if start:
@@ -82,6 +92,9 @@ class ContinuousBatcher:
             free = slots - len(live)
             if queue and (free >= refill_at or not live):
                 take = [queue.popleft() for _ in range(min(free, len(queue)))]
+                if self.lookup is not None:
+                    for i in take:
+                        self.lookup.start(i, prompts[i])
                 logits = self._prefill(prompts, take, cache, prefix, start, len(live))
                 live += take
                 lengths += [len(prompts[i]) for i in take]
@@ -89,10 +102,66 @@ class ContinuousBatcher:
                     logits, live, lengths, seqs, cache, on_done, first=len(live) - len(take)
                 )
                 continue
+            drafts = self._drafts(live, seqs)
+            if any(drafts):
+                self._verify(drafts, live, lengths, seqs, cache, on_done)
+                continue
             tokens = torch.tensor([seqs[i].tokens[-1] for i in live], device=fast.device)
             logits = fast.decode(tokens, torch.tensor(lengths), cache)
-            lengths = [n + 1 for n in lengths]
+            lengths[:] = [n + 1 for n in lengths]
             self._advance(logits, live, lengths, seqs, cache, on_done, first=0)
+
+    def _drafts(self, live: List[int], seqs: Sequence[SequenceState]) -> List[List[int]]:
+        lookup = self.lookup
+        if lookup is None or len(live) >= lookup.step_tokens:
+            return []
+        return lookup.allot(
+            [
+                lookup.draft(
+                    i,
+                    seqs[i].tokens,
+                    min(lookup.max_draft, self.max_new_tokens - len(seqs[i].tokens)),
+                )
+                for i in live
+            ]
+        )
+
+    def _verify(
+        self,
+        drafts: List[List[int]],
+        live: List[int],
+        lengths: List[int],
+        seqs: Sequence[SequenceState],
+        cache: KVCache,
+        on_done: Callable[[SequenceState], None],
+    ) -> None:
+        """One pass over each live sequence's last token plus its draft; keep the drafted
+        tokens the greedy choice agrees with, and the choice after the last of them."""
+        width = 1 + max(len(d) for d in drafts)
+        ids = torch.zeros((len(live), width), dtype=torch.long)
+        for row, (i, draft) in enumerate(zip(live, drafts)):
+            ids[row, : 1 + len(draft)] = torch.tensor([seqs[i].tokens[-1], *draft])
+        logits = self.fast.verify(ids.to(self.fast.device), torch.tensor(lengths), cache)
+        finished: List[int] = []
+        rows = list(range(len(live)))
+        fed = [0] * len(live)
+        for j in range(width):
+            done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows])
+            going = []
+            for r, d in zip(rows, done):
+                fed[r] += 1  # the token fed at position j is now in the cache
+                if d:
+                    finished.append(r)
+                elif j < len(drafts[r]) and seqs[live[r]].tokens[-1] == drafts[r][j]:
+                    going.append(r)  # the model chose the drafted token: its logits count
+            rows = going
+            if not rows:
+                break
+        for r, k in enumerate(fed):
+            lengths[r] += k
+        self.drafted += sum(len(d) for d in drafts)
+        self.accepted += sum(fed) - len(fed)
+        self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
 
     def _prefill(
         self,
@@ -141,7 +210,21 @@ class ContinuousBatcher:
         """Choose tokens for slots [first, len(live)); retire finished slots by compaction."""
         done = self.stepper.step(logits, [seqs[i] for i in live[first:]])
         finished = [first + k for k, d in enumerate(done) if d]
+        self._retire(finished, live, lengths, seqs, cache, on_done)
+
+    def _retire(
+        self,
+        finished: List[int],  # ascending slots
+        live: List[int],
+        lengths: List[int],
+        seqs: Sequence[SequenceState],
+        cache: KVCache,
+        on_done: Callable[[SequenceState], None],
+    ) -> None:
+        """Hand finished slots to ``on_done``; the last live slot fills each gap."""
         for slot in reversed(finished):  # descending: the last live slot is never finished
+            if self.lookup is not None:
+                self.lookup.finish(live[slot])
             on_done(seqs[live[slot]])
             last = len(live) - 1
             if slot != last:

@@ -230,6 +230,20 @@ class FastLlama:
         h = self._run(tokens[:, None], positions, mask, cache, None, 0)
         return self.lm_head(self.hf.model.norm(h[:, -1]))
 
+    @torch.inference_mode()
+    def verify(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """``T`` tokens for each of the first ``n`` slots at once (the last chosen token and
+        up to ``T - 1`` drafted ones, right-padded); returns the logits of every position,
+        (n, T, vocab). Keys past a row's accepted tokens are stale but never read: a query
+        only sees keys at or before its own position, and they are overwritten first."""
+        n, T = tokens.shape
+        lengths = lengths.to(self.device)
+        positions = lengths[:, None] + torch.arange(T, device=self.device)[None, :]
+        keys = torch.arange(int(lengths.max()) + T, device=self.device)
+        mask = (keys[None, None, :] <= positions[:, :, None])[:, None]  # (n, 1, T, S)
+        h = self._run(tokens, positions, mask, cache, None, 0)
+        return self.lm_head(self.hf.model.norm(h))
+
     def _run(
         self,
         ids: torch.Tensor,
@@ -272,15 +286,17 @@ class FastLlama:
         rows: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         n, _, T, _ = k.shape
-        if first_slot is None:  # decode: slots 0..n-1, one new key each at its own length
-            pos = positions[:, 0]
+        if first_slot is None:  # decode/verify: slots 0..n-1, T new keys each from its length
             # index_copy_ on a flat view: advanced-index assignment is several times slower
             cap = cache.capacity
             heads = torch.arange(self.n_kv, device=self.device)
-            flat = ((rows[:, None] * self.n_kv + heads[None, :]) * cap + pos[:, None]).reshape(-1)
+            flat = (
+                (rows[:, None, None] * self.n_kv + heads[None, :, None]) * cap
+                + positions[:, None, :]
+            ).reshape(-1)  # (n, kv, T) order, as k/v below
             cache.k[li].view(-1, self.head_dim).index_copy_(0, flat, k.reshape(-1, self.head_dim))
             cache.v[li].view(-1, self.head_dim).index_copy_(0, flat, v.reshape(-1, self.head_dim))
-            width = int(pos.max()) + 1
+            width = int(positions.max()) + 1
             return cache.k[li, :n, :, :width], cache.v[li, :n, :, :width]
         end, s0 = start + T, first_slot
         cache.k[li, s0 : s0 + n, :, start:end] = k

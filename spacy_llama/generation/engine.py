@@ -47,6 +47,8 @@ class EngineStats:
     cache_hits: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    drafted_tokens: int = 0  # prompt lookup: drafted tokens the model checked
+    accepted_drafts: int = 0  # ... and kept (each one a decode step saved)
 
 
 class Engine:
@@ -59,6 +61,7 @@ class Engine:
         cache: Optional[ResponseCache] = None,
         fast_decoder: bool = True,
         prefix_cache: bool = True,
+        prompt_lookup: bool = True,
         quantize: Optional[str] = None,
     ) -> None:
         self.model = model
@@ -71,6 +74,7 @@ class Engine:
         self._scorer: Optional[Any] = None
         self.use_fast_decoder = fast_decoder
         self.prefix_cache = prefix_cache
+        self.prompt_lookup = prompt_lookup  # greedy only: verify drafts from the prompt
         self._fast: Optional[FastLlama] = None
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
         if quantize is not None and not supports_fast_decoder(model.model):
@@ -223,9 +227,14 @@ class Engine:
                     batch_size=self.batch_size,
                     max_new_tokens=cfg.max_new_tokens,
                     prefix_cache=self.prefix_cache,
+                    prompt_lookup=self.prompt_lookup,
                 )
-                batcher.run(prompts, seqs, on_done)
-                self.last_prefill_sizes = batcher.prefill_calls
+                try:
+                    batcher.run(prompts, seqs, on_done)
+                finally:
+                    self.last_prefill_sizes = batcher.prefill_calls
+                    self.stats.drafted_tokens += batcher.drafted
+                    self.stats.accepted_drafts += batcher.accepted
             else:
                 self.last_prefill_sizes = decode_all(
                     self.model.model,

@@ -1,0 +1,101 @@
+"""Prompt-lookup drafting: the drafts, the verify pass, and unchanged greedy outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spacy_llama.generation.decoder import FastLlama
+from spacy_llama.generation.lookup import PromptLookup
+
+from .helpers import tiny_nlp
+
+# Repetitive texts: a tiny random model's greedy output soon loops, and loops copy.
+TEXTS = [
+    "one two three four one two three four one two three four",
+    "red green blue red green blue red green",
+    "The cat sat. The cat sat. The cat",
+    "a b c d e f g a b c d e f g a b c",
+]
+
+
+def test_draft_follows_the_latest_longest_match():
+    lookup = PromptLookup(max_draft=3)
+    lookup.start(7, [5, 1, 2, 9, 1, 2, 3, 4, 1, 2])
+    # the sequence ends with (1, 2): its latest earlier occurrence is followed by 3, 4, 1
+    assert lookup.draft(7, [], limit=3) == [3, 4, 1]
+    # generated tokens count as context too: now it ends with (2, 3), followed by 4, 1, 2
+    assert lookup.draft(7, [3], limit=3) == [4, 1, 2]
+    assert lookup.draft(7, [3], limit=1) == [4]
+    # an n-gram seen nowhere before drafts nothing
+    assert lookup.draft(7, [3, 8], limit=3) == []
+    lookup.finish(7)
+    lookup.start(8, [4, 4])
+    assert lookup.draft(8, [], limit=5) == [4]
+
+
+def test_allot_keeps_the_step_within_its_token_budget():
+    lookup = PromptLookup(max_draft=4, step_tokens=6)
+    # 3 sequences leave room for 3 drafted tokens: one each, in turn
+    assert lookup.allot([[1, 2, 3], [4, 5], [6]]) == [[1], [4], [6]]
+    # a sequence without a draft leaves its share to the others
+    assert lookup.allot([[1, 2, 3], [], [6]]) == [[1, 2], [], [6]]
+    assert lookup.allot([[1, 2, 3, 4, 5, 6, 7]]) == [[1, 2, 3, 4]]
+    assert PromptLookup(step_tokens=2).allot([[1], [2]]) == [[], []]
+
+
+def test_verify_pass_equals_one_decode_step_per_token(tiny_hf):
+    nlp = tiny_nlp(tiny_hf)
+    fast = FastLlama(nlp.get_pipe("llama").model.model)
+    prompts = torch.tensor([[3, 9, 4, 7, 2], [8, 1, 6, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    steps = torch.tensor([[11, 12, 13], [21, 22, 23]])
+
+    def fresh():
+        cache = fast.new_cache(2, 16)
+        fast.prefill(prompts, lengths, cache, torch.tensor([0, 1]), start=0)
+        return cache
+
+    cache = fresh()
+    one_by_one = []
+    for j in range(3):
+        one_by_one.append(fast.decode(steps[:, j], lengths + j, cache))
+    together = fast.verify(steps, lengths, fresh())
+    assert together.shape[:2] == (2, 3)
+    for j in range(3):
+        assert torch.allclose(together[:, j], one_by_one[j], atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_greedy_outputs_and_logprobs_do_not_change(tiny_hf, batch_size):
+    gen = {"max_new_tokens": 24}
+    on = tiny_nlp(tiny_hf, generation=gen, batch_size=batch_size)
+    off = tiny_nlp(tiny_hf, generation=gen, batch_size=batch_size, prompt_lookup=False)
+    a = [(d._.llama_completion, d._.llama_logprobs) for d in on.pipe(TEXTS)]
+    b = [(d._.llama_completion, d._.llama_logprobs) for d in off.pipe(TEXTS)]
+    stats = on.get_pipe("llama").engine.stats
+    assert stats.drafted_tokens > 0 and stats.accepted_drafts > 0  # drafts were checked, kept
+    assert off.get_pipe("llama").engine.stats.drafted_tokens == 0
+    for (ta, la), (tb, lb) in zip(a, b):
+        assert ta == tb
+        assert len(la) == len(lb) <= 24
+        assert la == pytest.approx(lb, abs=1e-4)
+
+
+def test_stop_strings_cut_inside_an_accepted_draft(tiny_hf):
+    free = tiny_nlp(tiny_hf, generation={"max_new_tokens": 24}, batch_size=1)
+    text = free(TEXTS[0])._.llama_completion
+    words = text.split()
+    assert len(words) > 3
+    stop = words[2]
+    gen = {"max_new_tokens": 24, "stop": [stop]}
+    on = tiny_nlp(tiny_hf, generation=gen, batch_size=1)
+    off = tiny_nlp(tiny_hf, generation=gen, batch_size=1, prompt_lookup=False)
+    got = on(TEXTS[0])._.llama_completion
+    assert got == off(TEXTS[0])._.llama_completion == text[: text.find(stop)]
+
+
+def test_sampling_drafts_nothing(tiny_hf):
+    nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 12, "temperature": 0.8}, batch_size=1)
+    list(nlp.pipe(TEXTS))
+    assert nlp.get_pipe("llama").engine.stats.drafted_tokens == 0
