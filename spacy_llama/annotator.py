@@ -75,6 +75,7 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    load_seconds: float = 0.0  # of ``seconds``: reading the config and loading the model
     generated_tokens: int = 0
     model_calls: int = 0
     cache_hits: int = 0
@@ -90,12 +91,13 @@ class Summary:
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def line(self) -> str:
-        secs = max(self.seconds, 1e-9)
+        # rates over the annotation itself: loading a model is paid once per run
+        secs = max(self.seconds - self.load_seconds, 1e-9)
         text = (
             f"{self.done} docs done, {self.skipped} skipped (already done), {self.failed} failed "
-            f"in {self.seconds:.1f}s ({self.done / secs:.1f} docs/s, "
-            f"{self.generated_tokens / secs:.1f} tokens/s; {self.model_calls} model calls, "
-            f"{self.cache_hits} cache hits)"
+            f"in {self.seconds:.1f}s ({self.load_seconds:.1f}s loading the pipeline; then "
+            f"{self.done / secs:.1f} docs/s, {self.generated_tokens / secs:.1f} tokens/s; "
+            f"{self.model_calls} model calls, {self.cache_hits} cache hits)"
         )
         if self.failed:
             text += f". FAILED documents are listed in {self.failed_path}"
@@ -225,7 +227,7 @@ def annotate(opts: AnnotateOptions) -> Summary:
     extensions = pipeline_extensions(nlp)
     prepare_for_run(nlp, n_process=opts.n_process)
     outputs = Outputs(opts, nlp)
-    summary = Summary(failed_path=outputs.failed.path)
+    summary = Summary(failed_path=outputs.failed.path, load_seconds=time.perf_counter() - start)
     try:
         todo = selected - len(outputs.done)
         _process(opts, nlp, outputs, summary, shard=shard, todo=todo, extensions=extensions)
@@ -267,8 +269,14 @@ def _process(
     )
     batch_size = opts.batch_size or default_batch_size(nlp)
     records = _pending(selector(read_corpus(opts.input, vocab=nlp.vocab)), outputs.done, summary)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), where its carriage
+    # returns would interleave with --print's output
     bar = tqdm(
-        total=max(todo, 0), unit="doc", disable=opts.quiet, file=sys.stderr, dynamic_ncols=True
+        total=max(todo, 0),
+        unit="doc",
+        disable=True if opts.quiet else None,
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
     began = time.perf_counter()
     try:
