@@ -1,7 +1,8 @@
 """Throughput of this component against the ways people run a LLaMA model over a corpus.
 
-Runs, in one process and on the same prompts (corpus/sample.jsonl rendered by the default
-completion task, greedy, 64 new tokens):
+Runs, in one process and on the same prompts (corpus/sample.jsonl rendered by the completion
+task: with its defaults, or with ``--prompts pipeline`` as the default pipeline configures it;
+greedy, 64 new tokens):
   A  one ``model.generate`` call per document (what spacy-llm does);
   B  a hand-written batched ``model.generate`` with left padding (what a careful user writes);
   C  this component through ``nlp.pipe``;
@@ -9,7 +10,8 @@ completion task, greedy, 64 new tokens):
 Prints docs/s, generated tokens/s, peak RSS and ratios, plus the machine's measured limits.
 Outputs of A, B and C (same dtype) must be token-identical; the script checks it.
 
-    python benchmarks/throughput.py [--dtype float32|bfloat16] [--batch-size 32] [--repeat 1]
+    python benchmarks/throughput.py [--prompts task|pipeline] [--dtype float32|bfloat16]
+                                    [--batch-size 32] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -84,16 +86,28 @@ def machine_limits() -> Dict[str, float]:
 
 
 def render_prompts(
-    limit: Optional[int], repeat: int = 1, template: Optional[str] = None
+    limit: Optional[int], repeat: int = 1, prompts: str = "task", template: Optional[str] = None
 ) -> Tuple[Any, List[str], List[Any]]:
-    """The default pipeline's prompts for the sample corpus (upstream NER included), or
-    ``template`` rendered without a chat template (e.g. ``"{{ text }}"``: short prompts)."""
+    """The sample corpus rendered by the default pipeline (configs/default.cfg: SmolLM2,
+    en_core_web_sm) with, as its completion task,
+    - ``prompts="task"``: the completion task's own defaults (the text alone, no chat
+      template): short prompts the model continues;
+    - ``prompts="pipeline"``: the default pipeline's task (its summarization instruction,
+      the text, its entities, SmolLM2's chat template);
+    - ``template``: that template, no chat template."""
+    import inspect
+
     import spacy
 
+    from spacy_llama.tasks.completion import completion_task_v1
+
+    task = "components.llama.task"
     overrides: Dict[str, Any] = {}
     if template is not None:
-        task = "components.llama.task"
         overrides = {f"{task}.template": template, f"{task}.chat": False}
+    elif prompts == "task":
+        defaults = inspect.signature(completion_task_v1).parameters
+        overrides = {f"{task}.{k}": defaults[k].default for k in ("template", "chat", "system")}
     nlp = spacy.util.load_model_from_config(
         spacy.util.load_config(ROOT / "configs" / "default.cfg", overrides=overrides),
         auto_fill=True,
@@ -172,17 +186,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="corpus x N (numbered variants)")
     ap.add_argument("--quantize", choices=["int8"], default=None, help="C with int8 projections")
     ap.add_argument(
-        "--template",
-        default=None,
-        help='completion template instead of the default pipeline\'s (no chat template), e.g. '
-        '"{{ text }}" for short prompts that the model continues',
+        "--prompts",
+        choices=["task", "pipeline"],
+        default="task",
+        help="task: the completion task's defaults (the text alone); pipeline: the default "
+        "pipeline's summarization prompts (instruction, text, entities, chat template)",
     )
+    ap.add_argument("--template", default=None, help="any completion template (no chat)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.upper().split(",")))
 
-    nlp, texts, requests = render_prompts(args.limit, args.repeat, args.template)
+    nlp, texts, requests = render_prompts(args.limit, args.repeat, args.prompts, args.template)
     pipe = nlp.get_pipe("llama")
     from spacy_llama.models.default import smollm2_model_v1
 
