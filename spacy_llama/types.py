@@ -82,6 +82,10 @@ class TokenLogprobRequest:
     text: str
     add_special_tokens: bool = True
     label: str = ""
+    # Tokens of context per pass and how far each pass moves on; None: the model's context
+    # length and half of the window (texts that fit run in one pass either way).
+    window: Optional[int] = None
+    stride: Optional[int] = None
 
 
 @dataclass

@@ -109,3 +109,42 @@ def test_smollm2_prefers_the_plausible_word(smollm2):
     assert all(t._.llama_logprob is not None for t in good[1:])
     bos = smollm2.encode("The")[0] != smollm2.encode("The", add_special_tokens=False)[0]
     assert (good[0]._.llama_logprob is not None) == bos
+
+
+def test_v2_window_and_stride_set_the_context(tiny_hf):
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 3)
+    v1 = surprisal_nlp(tiny_model(tiny_hf))
+    model = v1.get_pipe("llama").model
+    n = model.count_tokens(text)
+    # a window wider than the text changes nothing
+    wide = surprisal_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"})
+    wide.get_pipe("llama").task.window = n + 5
+    assert [t._.llama_logprob for t in wide(text)] == pytest.approx(
+        [t._.llama_logprob for t in v1(text)], abs=1e-5
+    )
+    small = surprisal_nlp(
+        tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"}, window=8, stride=3
+    )
+    request = small.get_pipe("llama").task.requests([small.make_doc(text)])[0]
+    assert (request.window, request.stride) == (8, 3)
+    scorer = Scorer(model, batch_size=4)
+    windows = scorer._windows(0, n, window=8, stride=3)
+    assert [(w.begin, w.end) for w in windows[:3]] == [(0, 8), (3, 11), (6, 14)]
+    assert windows[-1].end == n
+    # what the component assigns is the Scorer's per-window values, not full-context ones
+    doc = small(text)
+    full = scorer.token_logprobs([TokenLogprobRequest(text)])[0].logprobs
+    short = scorer.token_logprobs([TokenLogprobRequest(text, window=8, stride=3)])[0].logprobs
+    assert short[:8] == pytest.approx(full[:8], abs=1e-5)  # the first window sees the same
+    assert short[20:] != pytest.approx(full[20:], abs=1e-5)  # later tokens see 5-8, not 20+
+    pieces = [x for x in short if x is not None]
+    assert sum(t._.llama_logprob for t in doc) == pytest.approx(sum(pieces), abs=1e-3)
+
+
+def test_v2_rejects_a_stride_not_below_the_window(tiny_hf):
+    with pytest.raises(ValueError, match="stride = 8 with window = 8"):
+        surprisal_nlp(
+            tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"}, window=8, stride=8
+        )
+    with pytest.raises(ValueError, match="window = 1"):
+        surprisal_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"}, window=1)

@@ -240,7 +240,11 @@ class Scorer:
         """The log-probability of every token of each text (None for the first token)."""
         encoded = [self._encode_text(req) for req in requests]
         logprobs: List[List[Optional[float]]] = [[None] * len(ids) for ids, _ in encoded]
-        windows = [w for i, (ids, _) in enumerate(encoded) for w in self._windows(i, len(ids))]
+        windows = [
+            w
+            for i, ((ids, _), req) in enumerate(zip(encoded, requests))
+            for w in self._windows(i, len(ids), window=req.window, stride=req.stride)
+        ]
         windows.sort(key=lambda w: -(w.end - w.begin))
         for start in range(0, len(windows), self.batch_size):
             chunk = windows[start : start + self.batch_size]
@@ -258,19 +262,30 @@ class Scorer:
         )
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
-    def _windows(self, request: int, n: int) -> List[_Window]:
-        """Overlapping windows; each scores the tokens after the previous window's end."""
+    def _windows(
+        self,
+        request: int,
+        n: int,
+        *,
+        window: Optional[int] = None,
+        stride: Optional[int] = None,
+    ) -> List[_Window]:
+        """Overlapping windows; each scores the tokens after the previous window's end.
+        ``window``/``stride`` (a request's own) override the Scorer's, within the context."""
         if n < 2:
             return []
+        size = self.window if window is None else max(2, min(window, self.model.context_length))
+        step = (size // 2 if window is not None else self.stride) if stride is None else stride
+        step = max(1, min(step, size - 1))
         out: List[_Window] = []
         begin, prev_end = 0, 1
         while True:
-            end = min(begin + self.window, n)
+            end = min(begin + size, n)
             out.append(_Window(request, begin, end, max(prev_end, begin + 1)))
             if end == n:
                 return out
             prev_end = end
-            begin += self.stride
+            begin += step
 
     @torch.inference_mode()
     def _window_logprobs(

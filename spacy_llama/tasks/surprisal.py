@@ -1,4 +1,5 @@
-"""``spacy-llama.Surprisal.v1``: the log-probability of every spaCy token under the model.
+"""``spacy-llama.Surprisal.v1``/``.v2``: the log-probability of every spaCy token under the
+model (v2: with a chosen context window and stride).
 
 The engine returns each model token's log-probability and character span (long documents are
 scored in overlapping windows by the Scorer, so every piece keeps at least half a window of
@@ -26,10 +27,20 @@ from .fewshot import check_names, install_extensions, write_task
 
 
 class SurprisalTask:
-    def __init__(self, *, add_bos: bool, logprob_attr: str, perplexity_attr: str) -> None:
+    def __init__(
+        self,
+        *,
+        add_bos: bool,
+        logprob_attr: str,
+        perplexity_attr: str,
+        window: Optional[int] = None,
+        stride: Optional[int] = None,
+    ) -> None:
         self.add_bos = add_bos
         self.logprob_attr = logprob_attr
         self.perplexity_attr = perplexity_attr
+        self.window = window
+        self.stride = stride
         install_extensions(token=[logprob_attr], doc=[perplexity_attr])
 
     @property
@@ -41,7 +52,13 @@ class SurprisalTask:
 
     def requests(self, docs: Sequence[Doc]) -> List[TokenLogprobRequest]:
         return [
-            TokenLogprobRequest(doc.text, add_special_tokens=self.add_bos, label=doc_label(doc))
+            TokenLogprobRequest(
+                doc.text,
+                add_special_tokens=self.add_bos,
+                label=doc_label(doc),
+                window=self.window,
+                stride=self.stride,
+            )
             for doc in docs
         ]
 
@@ -60,7 +77,7 @@ class SurprisalTask:
         return {"llama_perplexity": sum(values) / len(values) if values else None}
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        write_task(path, {"add_bos": self.add_bos})
+        write_task(path, {"add_bos": self.add_bos, "window": self.window, "stride": self.stride})
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> SurprisalTask:
         return self
@@ -103,4 +120,34 @@ def surprisal_task_v1(
     check_names(logprob_attr=logprob_attr, perplexity_attr=perplexity_attr)
     return SurprisalTask(
         add_bos=add_bos, logprob_attr=logprob_attr, perplexity_attr=perplexity_attr
+    )
+
+
+@llama_tasks("spacy-llama.Surprisal.v2")
+def surprisal_task_v2(
+    *,
+    add_bos: bool = True,
+    window: Optional[int] = None,
+    stride: Optional[int] = None,
+    logprob_attr: str = "llama_logprob",
+    perplexity_attr: str = "llama_perplexity",
+) -> SurprisalTask:
+    """As v1, with the context fixed by config: each pass sees ``window`` tokens (default:
+    the model's context length) and moves on by ``stride`` (default: half the window), so
+    every token after the first window keeps at least ``window - stride`` tokens of context.
+    A fixed window makes perplexities comparable across models and documents."""
+    check_names(logprob_attr=logprob_attr, perplexity_attr=perplexity_attr)
+    if window is not None and window < 2:
+        raise ValueError(f"Surprisal.v2: window = {window}; it needs at least 2 tokens.")
+    if stride is not None and (stride < 1 or (window is not None and stride >= window)):
+        raise ValueError(
+            f"Surprisal.v2: stride = {stride} with window = {window}; the stride must be at "
+            "least 1 and smaller than the window (e.g. half of it), or null."
+        )
+    return SurprisalTask(
+        add_bos=add_bos,
+        logprob_attr=logprob_attr,
+        perplexity_attr=perplexity_attr,
+        window=window,
+        stride=stride,
     )
