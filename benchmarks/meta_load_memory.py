@@ -53,7 +53,7 @@ if mode == "naive":
     weights = sum(t.numel() * t.element_size() for t in merged.values())
 else:
     if mode == "no-release":
-        meta._MADVISE = None
+        meta.paging._MADVISE = None  # where drop_pages reads it
     ckpt = meta.build_meta(folder, dtype=dtype)
     weights = sum(p.numel() * p.element_size() for p in ckpt.model.parameters())
 peak = rss_kb("VmHWM")
