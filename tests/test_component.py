@@ -293,7 +293,12 @@ def test_int8_scales_each_row_on_its_own():
     # a per-tensor scale would round the small row to a handful of int8 levels
     assert ((got[0] - want[0]).norm() / want[0].norm()).item() < 0.02
     assert ((got[1] - want[1]).norm() / want[1].norm()).item() < 0.02
-    assert Int8Weight(weight)(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    half = Int8Weight(weight)(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    assert ((half[0].float() - want[0]).norm() / want[0].norm()).item() < 0.03
+    # a bf16 row whose largest value would round to 128 (and wrap to -128) in bf16 arithmetic
+    row = torch.tensor([[0.7, 0.0, 0.0, 0.0]], dtype=torch.bfloat16)
+    assert Int8Weight(torch.eye(4))(row)[0, 0].item() == pytest.approx(0.7, abs=0.01)
 
 
 def test_int8_needs_float32_weights(tiny_hf):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
+from spacy_llama.generation.config import GenerationConfig
+from spacy_llama.generation.continuous import ContinuousBatcher
 from spacy_llama.generation.decoder import FastLlama
-from spacy_llama.generation.lookup import PromptLookup
+from spacy_llama.generation.lookup import STEP_TOKENS, PromptLookup
 
 from .helpers import tiny_nlp
+from .tiny import tiny_config
 
 # Repetitive texts: a tiny random model's greedy output soon loops, and loops copy.
 TEXTS = [
@@ -38,10 +44,15 @@ def test_allot_keeps_the_step_within_its_token_budget():
     lookup = PromptLookup(max_draft=4, step_tokens=6)
     # 3 sequences leave room for 3 drafted tokens: one each, in turn
     assert lookup.allot([[1, 2, 3], [4, 5], [6]]) == [[1], [4], [6]]
-    # a sequence without a draft leaves its share to the others
-    assert lookup.allot([[1, 2, 3], [], [6]]) == [[1, 2], [], [6]]
+    # the pass pads every sequence to the longest draft: the budget counts the padding
+    assert lookup.allot([[1, 2, 3], [], [6]]) == [[1], [], [6]]
     assert lookup.allot([[1, 2, 3, 4, 5, 6, 7]]) == [[1, 2, 3, 4]]
     assert PromptLookup(step_tokens=2).allot([[1], [2]]) == [[], []]
+    for n in range(1, 20):
+        cut = PromptLookup().allot([[5] * 9 for _ in range(n)])
+        width = 1 + max(len(d) for d in cut)
+        assert n * width <= max(STEP_TOKENS, n)
+        assert (width > 1) == (n <= STEP_TOKENS // 2)
 
 
 def test_verify_pass_equals_one_decode_step_per_token(tiny_hf):
@@ -69,8 +80,11 @@ def test_verify_pass_equals_one_decode_step_per_token(tiny_hf):
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_greedy_outputs_and_logprobs_do_not_change(tiny_hf, batch_size):
     gen = {"max_new_tokens": 24}
-    on = tiny_nlp(tiny_hf, generation=gen, batch_size=batch_size)
-    off = tiny_nlp(tiny_hf, generation=gen, batch_size=batch_size, prompt_lookup=False)
+    template = "Repeat after me, word for word, please: {{ text }}"  # a shared prefix too
+    on = tiny_nlp(tiny_hf, template=template, generation=gen, batch_size=batch_size)
+    off = tiny_nlp(
+        tiny_hf, template=template, generation=gen, batch_size=batch_size, prompt_lookup=False
+    )
     a = [(d._.llama_completion, d._.llama_logprobs) for d in on.pipe(TEXTS)]
     b = [(d._.llama_completion, d._.llama_logprobs) for d in off.pipe(TEXTS)]
     stats = on.get_pipe("llama").engine.stats
@@ -99,3 +113,45 @@ def test_sampling_drafts_nothing(tiny_hf):
     nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 12, "temperature": 0.8}, batch_size=1)
     list(nlp.pipe(TEXTS))
     assert nlp.get_pipe("llama").engine.stats.drafted_tokens == 0
+
+
+def test_fuzz_drafting_changes_nothing_but_the_steps():
+    """Random batches over a 12-token vocabulary (outputs loop, so drafts are often right):
+    shared prefixes, refills, EOS and stop ids and stop strings inside drafts, max_new_tokens
+    reached mid-draft. Tokens, finish reasons, cut texts and logprobs match no drafting."""
+    from spacy_llama.generation.stopping import SequenceState, Stepper
+
+    vocab = 12
+    torch.manual_seed(0)
+    fast = FastLlama(LlamaForCausalLM(tiny_config(vocab)).eval(), prepack=False)
+
+    def decode(tokens):
+        return " ".join(map(str, tokens))
+
+    def run(prompts, batch, most, lookup, stop_ids, stop):
+        stepper = Stepper(GenerationConfig(max_new_tokens=most, stop=stop), stop_ids, decode)
+        seqs = [SequenceState(index=i, prompt_len=len(p)) for i, p in enumerate(prompts)]
+        batcher = ContinuousBatcher(
+            fast, stepper, batch_size=batch, max_new_tokens=most, prompt_lookup=lookup
+        )
+        batcher.run(prompts, seqs, lambda seq: None)
+        return seqs, batcher
+
+    rng = random.Random(0)
+    drafted = accepted = 0
+    for _ in range(60):
+        shared = [rng.randrange(3, vocab) for _ in range(rng.choice([0, 5, 8]))]
+        prompts = [
+            shared + [rng.randrange(3, vocab) for _ in range(rng.randint(1, 14))]
+            for _ in range(rng.randint(1, 7))
+        ]
+        batch, most = rng.randint(1, 5), rng.randint(1, 20)
+        stop_ids = rng.choice([[], [2], [rng.randrange(3, vocab)]])
+        stop = rng.choice([[], [f"{rng.randrange(3, vocab)} {rng.randrange(3, vocab)}"]])
+        got, batcher = run(prompts, batch, most, True, stop_ids, stop)
+        want, _ = run(prompts, batch, most, False, stop_ids, stop)
+        drafted, accepted = drafted + batcher.drafted, accepted + batcher.accepted
+        for a, b in zip(got, want):
+            assert (a.tokens, a.reason, a.text) == (b.tokens, b.reason, b.text)
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    assert drafted > 500 and accepted > 50  # drafting really ran, and often paid

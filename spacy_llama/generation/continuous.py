@@ -120,7 +120,8 @@ class ContinuousBatcher:
                 lookup.draft(
                     i,
                     seqs[i].tokens,
-                    min(lookup.max_draft, self.max_new_tokens - len(seqs[i].tokens)),
+                    # r tokens left: a step chooses at most r, so at most r - 1 drafts count
+                    min(lookup.max_draft, self.max_new_tokens - len(seqs[i].tokens) - 1),
                 )
                 for i in live
             ]

@@ -81,7 +81,8 @@ class Int8Weight:
         self.q = torch.round(w / self.scale[:, None]).to(torch.int8).t()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
+        # float32: in bf16 the rounded scale can send the largest value to 128, which wraps
+        rows = x.reshape(-1, x.shape[-1]).float()
         amax = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True)
         s = amax.clamp_(min=1e-12).div_(127.0)
         xq = torch.div(rows, s).round_().to(torch.int8)
@@ -289,6 +290,9 @@ class FastLlama:
         if first_slot is None:  # decode/verify: slots 0..n-1, T new keys each from its length
             # index_copy_ on a flat view: advanced-index assignment is several times slower
             cap = cache.capacity
+            width = int(positions.max()) + 1
+            if width > cap:  # a flat write past a slot's end would land in the next one
+                raise RuntimeError(f"KV cache overflow: position {width - 1} >= capacity {cap}")
             heads = torch.arange(self.n_kv, device=self.device)
             flat = (
                 (rows[:, None, None] * self.n_kv + heads[None, :, None]) * cap
@@ -296,7 +300,6 @@ class FastLlama:
             ).reshape(-1)  # (n, kv, T) order, as k/v below
             cache.k[li].view(-1, self.head_dim).index_copy_(0, flat, k.reshape(-1, self.head_dim))
             cache.v[li].view(-1, self.head_dim).index_copy_(0, flat, v.reshape(-1, self.head_dim))
-            width = int(positions.max()) + 1
             return cache.k[li, :n, :, :width], cache.v[li, :n, :, :width]
         end, s0 = start + T, first_slot
         cache.k[li, s0 : s0 + n, :, start:end] = k

@@ -8,10 +8,10 @@ token, in one forward pass, and keeps the drafted tokens the model itself would 
 the output is the greedy output, only reached in fewer steps.
 
 A step is worth drafting into only while it is bound by reading the weights, not by
-arithmetic: on a CPU that holds up to about ``STEP_TOKENS`` tokens per step (the weight bytes
-over the memory bandwidth, against the FLOPs per token over the matmul peak; 12-16 here for
-float32, bf16 and int8 alike). So drafts fill the slack of small batches and of the tail of a
-corpus, and a full batch runs as before.
+arithmetic: on a CPU that holds up to about ``STEP_TOKENS`` positions per step (the weight
+bytes over the memory bandwidth, against the FLOPs per token over the matmul peak; 12-16 here
+for float32, bf16 and int8 alike). So drafts fill the slack of small batches (up to 7
+sequences) and of the tail of a corpus, and a fuller batch runs as before.
 """
 
 from __future__ import annotations
@@ -71,16 +71,8 @@ class PromptLookup:
         return []
 
     def allot(self, drafts: List[List[int]]) -> List[List[int]]:
-        """Cut drafts to the step budget: one drafted token per sequence in turn (the first
-        drafted tokens are the likeliest to be accepted), until the step holds
-        ``step_tokens`` tokens."""
-        budget = self.step_tokens - len(drafts)
-        keep = [0] * len(drafts)
-        depth = 0
-        while budget > 0 and depth < self.max_draft:
-            for i, d in enumerate(drafts):
-                if budget > 0 and len(d) > depth:
-                    keep[i] += 1
-                    budget -= 1
-            depth += 1
-        return [d[:k] for d, k in zip(drafts, keep)]
+        """Cut drafts to the step budget. The verify pass pads every sequence to the longest
+        draft, so the step runs ``sequences x (1 + longest)`` positions: that product, not
+        the drafted tokens alone, must stay within ``step_tokens``."""
+        depth = min(self.max_draft, self.step_tokens // max(1, len(drafts)) - 1)
+        return [d[: max(depth, 0)] for d in drafts]
