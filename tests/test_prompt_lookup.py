@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.continuous import ContinuousBatcher
 from spacy_llama.generation.decoder import FastLlama
-from spacy_llama.generation.lookup import STEP_TOKENS, PromptLookup
+from spacy_llama.generation.lookup import DraftStats, PromptLookup
 
 from .helpers import tiny_nlp
 from .tiny import tiny_config
@@ -40,19 +40,24 @@ def test_draft_follows_the_latest_longest_match():
     assert lookup.draft(8, [], limit=5) == [4]
 
 
-def test_allot_keeps_the_step_within_its_token_budget():
-    lookup = PromptLookup(max_draft=4, step_tokens=6)
-    # 3 sequences leave room for 3 drafted tokens: one each, in turn
-    assert lookup.allot([[1, 2, 3], [4, 5], [6]]) == [[1], [4], [6]]
-    # the pass pads every sequence to the longest draft: the budget counts the padding
-    assert lookup.allot([[1, 2, 3], [], [6]]) == [[1], [], [6]]
-    assert lookup.allot([[1, 2, 3, 4, 5, 6, 7]]) == [[1, 2, 3, 4]]
-    assert PromptLookup(step_tokens=2).allot([[1], [2]]) == [[], []]
-    for n in range(1, 20):
-        cut = PromptLookup().allot([[5] * 9 for _ in range(n)])
-        width = 1 + max(len(d) for d in cut)
-        assert n * width <= max(STEP_TOKENS, n)
-        assert (width > 1) == (n <= STEP_TOKENS // 2)
+def test_allot_picks_the_width_with_the_most_tokens_per_unit_of_time():
+    def lookup(kept: int, checked: int) -> PromptLookup:
+        return PromptLookup(max_draft=6, step_tokens=16, stats=DraftStats(checked, kept))
+
+    long = list(range(9))
+    # drafts that are usually right: one sequence drafts all it may
+    assert lookup(95, 100).allot([long]) == [long[:6]]
+    # usually wrong: a plain decode step
+    assert lookup(5, 100).allot([long]) == [[]]
+    # an even rate (the prior before any evidence): a short draft for one sequence ...
+    assert 0 < len(lookup(0, 0).allot([long])[0]) < 6
+    # ... none for a full batch, where a step is bound by arithmetic, not by the weights
+    assert lookup(0, 0).allot([long] * 32) == [[]] * 32
+    # one draft among four sequences would pad all four: not worth it
+    assert lookup(0, 0).allot([long, [], [], []]) == [[], [], [], []]
+    # every sequence is cut to the same width
+    cut = lookup(90, 100).allot([long, long[:2], long])
+    assert [len(d) for d in cut] == [len(cut[0]), 2, len(cut[0])] and len(cut[0]) >= 2
 
 
 def test_verify_pass_equals_one_decode_step_per_token(tiny_hf):

@@ -17,7 +17,7 @@ from typing import Callable, Deque, List, Optional, Sequence
 import torch
 
 from .decoder import FastLlama, KVCache
-from .lookup import PromptLookup
+from .lookup import DraftStats, PromptLookup
 from .stopping import SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
@@ -50,6 +50,7 @@ class ContinuousBatcher:
         max_new_tokens: int,
         prefix_cache: bool = True,
         prompt_lookup: bool = True,
+        draft_stats: Optional[DraftStats] = None,
     ) -> None:
         self.fast = fast
         self.stepper = stepper
@@ -57,7 +58,9 @@ class ContinuousBatcher:
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
         # drafts are only checked against the greedy choice
-        self.lookup = PromptLookup() if prompt_lookup and stepper.config.greedy else None
+        self.lookup = (
+            PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
+        )
         self.prefill_calls: List[int] = []  # rows per prefill, for tests and benchmarks
         self.drafted = 0  # drafted tokens fed to the model, and how many were kept
         self.accepted = 0
@@ -113,7 +116,7 @@ class ContinuousBatcher:
 
     def _drafts(self, live: List[int], seqs: Sequence[SequenceState]) -> List[List[int]]:
         lookup = self.lookup
-        if lookup is None or len(live) >= lookup.step_tokens:
+        if lookup is None:
             return []
         return lookup.allot(
             [
@@ -146,6 +149,7 @@ class ContinuousBatcher:
         finished: List[int] = []
         rows = list(range(len(live)))
         fed = [0] * len(live)
+        checked = 0
         for j in range(width):
             done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows])
             going = []
@@ -153,8 +157,10 @@ class ContinuousBatcher:
                 fed[r] += 1  # the token fed at position j is now in the cache
                 if d:
                     finished.append(r)
-                elif j < len(drafts[r]) and seqs[live[r]].tokens[-1] == drafts[r][j]:
-                    going.append(r)  # the model chose the drafted token: its logits count
+                elif j < len(drafts[r]):
+                    checked += 1
+                    if seqs[live[r]].tokens[-1] == drafts[r][j]:
+                        going.append(r)  # the model chose the drafted token: its logits count
             rows = going
             if not rows:
                 break
@@ -162,6 +168,9 @@ class ContinuousBatcher:
             lengths[r] += k
         self.drafted += sum(len(d) for d in drafts)
         self.accepted += sum(fed) - len(fed)
+        if self.lookup is not None:
+            self.lookup.stats.checked += checked
+            self.lookup.stats.kept += sum(fed) - len(fed)
         self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
 
     def _prefill(

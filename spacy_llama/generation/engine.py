@@ -24,6 +24,7 @@ from ..types import (
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import FastLlama, check_int8, supports_fast_decoder
+from .lookup import DraftStats
 from .sampling import make_generators, request_seed
 from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
@@ -75,6 +76,7 @@ class Engine:
         self.use_fast_decoder = fast_decoder
         self.prefix_cache = prefix_cache
         self.prompt_lookup = prompt_lookup  # greedy only: verify drafts from the prompt
+        self.draft_stats = DraftStats()  # how often drafts are kept, across batches
         self._fast: Optional[FastLlama] = None
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
         if quantize is not None and not supports_fast_decoder(model.model):
@@ -228,6 +230,7 @@ class Engine:
                     max_new_tokens=cfg.max_new_tokens,
                     prefix_cache=self.prefix_cache,
                     prompt_lookup=self.prompt_lookup,
+                    draft_stats=self.draft_stats,
                 )
                 try:
                     batcher.run(prompts, seqs, on_done)

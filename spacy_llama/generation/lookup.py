@@ -7,28 +7,52 @@ next. The engine feeds such a guess (a *draft*) to the model together with the l
 token, in one forward pass, and keeps the drafted tokens the model itself would have chosen:
 the output is the greedy output, only reached in fewer steps.
 
-A step is worth drafting into only while it is bound by reading the weights, not by
-arithmetic: on a CPU that holds up to about ``STEP_TOKENS`` positions per step (the weight
-bytes over the memory bandwidth, against the FLOPs per token over the matmul peak; 12-16 here
-for float32, bf16 and int8 alike). So drafts fill the slack of small batches (up to 7
-sequences) and of the tail of a corpus, and a fuller batch runs as before.
+Drafts cost: the verify pass runs every sequence at the width of the longest draft. A CPU
+step over ``x`` positions takes about ``STEP_TOKENS + x`` time units (reading the weights
+costs as much as ~16 positions of arithmetic: the weight bytes over the memory bandwidth,
+against the FLOPs per position over the matmul peak; 12-17 measured here for float32, bf16
+and int8 alike). Each step picks the draft width with the most expected tokens per unit of
+time, expecting drafted token ``i`` to be kept with probability ``p**i``, where ``p`` is the
+share of checked drafted tokens kept so far (``DraftStats``). So drafting pays on small
+batches and the tail of a corpus when outputs copy their input (summaries, extraction: 2x at
+one sequence), and stops by itself when they do not (free continuation) or the batch is full.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
-STEP_TOKENS = 16  # tokens per decode step, drafts included, before drafting stops paying
+STEP_TOKENS = 16  # a step's fixed cost (reading the weights), in positions of arithmetic
 MAX_DRAFT = 6  # drafted tokens per sequence and step
 NGRAMS = (3, 2, 1)  # the longest match wins; the latest occurrence of it
+
+
+@dataclass
+class DraftStats:
+    """Drafted tokens the model checked and kept; kept by the engine across batches."""
+
+    checked: int = 0
+    kept: int = 0
+
+    @property
+    def keep_rate(self) -> float:
+        return (self.kept + 1) / (self.checked + 2)  # an even prior before any evidence
 
 
 class PromptLookup:
     """Per-request n-gram index of prompt + output, updated as tokens are generated."""
 
-    def __init__(self, *, max_draft: int = MAX_DRAFT, step_tokens: int = STEP_TOKENS) -> None:
+    def __init__(
+        self,
+        *,
+        max_draft: int = MAX_DRAFT,
+        step_tokens: int = STEP_TOKENS,
+        stats: Optional[DraftStats] = None,
+    ) -> None:
         self.max_draft = max_draft
         self.step_tokens = step_tokens
+        self.stats = stats if stats is not None else DraftStats()
         self._ctx: Dict[int, List[int]] = {}
         self._prompt_len: Dict[int, int] = {}
         self._index: Dict[int, Dict[Tuple[int, ...], int]] = {}
@@ -71,8 +95,17 @@ class PromptLookup:
         return []
 
     def allot(self, drafts: List[List[int]]) -> List[List[int]]:
-        """Cut drafts to the step budget. The verify pass pads every sequence to the longest
-        draft, so the step runs ``sequences x (1 + longest)`` positions: that product, not
-        the drafted tokens alone, must stay within ``step_tokens``."""
-        depth = min(self.max_draft, self.step_tokens // max(1, len(drafts)) - 1)
-        return [d[: max(depth, 0)] for d in drafts]
+        """Cut every draft to the width that maximises expected tokens per unit of time (see
+        the module doc); width 1 (no drafts, a plain decode step) when nothing beats it."""
+        n, p = len(drafts), self.stats.keep_rate
+        # gains[k]: expected kept tokens of a draft cut to k tokens: p + p^2 + ... + p^k
+        gains = [0.0]
+        for k in range(1, self.max_draft + 1):
+            gains.append(gains[-1] + p**k)
+        best, best_rate = 1, n / (self.step_tokens + n)
+        for width in range(2, self.max_draft + 2):
+            expected = n + sum(gains[min(len(d), width - 1)] for d in drafts)
+            rate = expected / (self.step_tokens + n * width)
+            if rate > best_rate:
+                best, best_rate = width, rate
+        return [d[: best - 1] for d in drafts]
