@@ -7,7 +7,8 @@ process, one after another:
   B  prompt + candidate sequences batched, right padded, ``--batch-size`` rows per pass;
   C  this component's Scorer: the prompt prefix shared by a doc's candidates (and by all
      docs: the instruction and label definitions) runs once, its KV cache is reused for
-     every candidate, and only the candidates' tokens run again.
+     every candidate, and only the candidates' tokens run again; on the engine's fused
+     decoder (C) and, for comparison, on transformers' forward pass (C-hf).
 Prints candidates/s, the ratio to A, and the largest difference of the summed
 log-probabilities against A (they must agree up to float rounding).
 
@@ -75,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     pipe = nlp.get_pipe("llama")
     requests = pipe.task.requests(docs)
     lm = pipe.model
-    scorer = Scorer(lm, batch_size=args.batch_size)
+    scorer = Scorer(lm, batch_size=args.batch_size, fast=pipe.engine.fast)
+    scorer_hf = Scorer(lm, batch_size=args.batch_size)
     prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]
     rows = [(p.prefix, c, f) for p in prepared for c, f in zip(p.conts, p.first)]
     tokens = sum(len(p) + len(c) for p, c, _ in rows)
@@ -84,6 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with torch.inference_mode():
         full_sequence_scores(lm.model, rows[:2], batch=2, pad=pad)  # warm-up
         scorer.score(requests[:1])
+        scorer_hf.score(requests[:1])
         t = time.perf_counter()
         a = full_sequence_scores(lm.model, rows, batch=1, pad=pad)
         timings["A  one pass per prompt + candidate"] = (time.perf_counter() - t, a)
@@ -97,6 +100,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = scorer.score(requests)
         c = [s for res in results for s in res.sums]
         timings[f"C  spacy-llama Scorer, {args.batch_size} rows"] = (time.perf_counter() - t, c)
+        t = time.perf_counter()
+        results = scorer_hf.score(requests)
+        c = [s for res in results for s in res.sums]
+        timings["C-hf  the same on transformers' forward"] = (time.perf_counter() - t, c)
 
     print(
         f"\n{len(requests)} docs, {len(rows)} candidates, {tokens} prompt+candidate tokens "

@@ -18,6 +18,21 @@ def tiny(tiny_hf) -> LlamaModel:
     return hf_model_v1(path=str(tiny_hf), device="cpu")
 
 
+@pytest.fixture(scope="module")
+def fused(tiny):
+    from spacy_llama.generation.decoder import FastLlama
+
+    return FastLlama(tiny.model)
+
+
+def make_scorer(tiny, fused, decoder: str, batch_size: int) -> Scorer:
+    """The Scorer on transformers' forward pass, or on the engine's fused decoder."""
+    return Scorer(tiny, batch_size=batch_size, fast=fused if decoder == "fused" else None)
+
+
+DECODERS = pytest.mark.parametrize("decoder", ["transformers", "fused"])
+
+
 def direct_logprobs(model: LlamaModel, ids: List[int]) -> List[Optional[float]]:
     """log P(token j | tokens < j) from one plain forward pass over the full row."""
     with torch.inference_mode():
@@ -44,9 +59,10 @@ REQUESTS = [
 ]
 
 
+@DECODERS
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
-def test_score_matches_direct_forward_pass(tiny, batch_size):
-    results = Scorer(tiny, batch_size=batch_size).score(REQUESTS)
+def test_score_matches_direct_forward_pass(tiny, fused, decoder, batch_size):
+    results = make_scorer(tiny, fused, decoder, batch_size).score(REQUESTS)
     assert len(results) == len(REQUESTS)
     for req, res in zip(REQUESTS, results):
         for k, cand in enumerate(req.candidates):
@@ -56,7 +72,8 @@ def test_score_matches_direct_forward_pass(tiny, batch_size):
             assert res.means[k] == pytest.approx(sum(expected) / len(expected), abs=1e-3)
 
 
-def test_requests_sharing_a_prefix_are_grouped(tiny):
+@DECODERS
+def test_requests_sharing_a_prefix_are_grouped(tiny, fused, decoder):
     from spacy_llama.generation.scoring import _groups
 
     shared = "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911. "
@@ -66,7 +83,7 @@ def test_requests_sharing_a_prefix_are_grouped(tiny):
     reqs = [
         ScoreRequest(prompt=p + "\nType:", candidates=[" PERSON", " GPE", " DATE"]) for p in prompts
     ]
-    scorer = Scorer(tiny, batch_size=4)  # several chunks per group
+    scorer = make_scorer(tiny, fused, decoder, 4)  # several chunks per group
     prefixes = sorted(scorer._prepare(i, r).prefix for i, r in enumerate(reqs))
     assert sorted(len(g) for g in _groups(prefixes)) == [2, 3]
     for req, res in zip(reqs, scorer.score(reqs)):
@@ -75,11 +92,12 @@ def test_requests_sharing_a_prefix_are_grouped(tiny):
             assert res.sums[k] == pytest.approx(sum(expected), abs=1e-3)
 
 
-def test_candidate_merging_with_prompt_is_found_by_offsets(tiny):
+@DECODERS
+def test_candidate_merging_with_prompt_is_found_by_offsets(tiny, fused, decoder):
     # "Apple is look" + "ing": the boundary falls inside a word, so the tokenizations of the
     # prompt and of prompt+candidate do not concatenate; offsets still find the right tokens.
     req = ScoreRequest(prompt="Apple is look", candidates=["ing at", "s"])
-    res = Scorer(tiny, batch_size=4).score([req])[0]
+    res = make_scorer(tiny, fused, decoder, 4).score([req])[0]
     for k, cand in enumerate(req.candidates):
         assert res.sums[k] == pytest.approx(sum(direct_candidate(tiny, req.prompt, cand)), abs=1e-3)
 
@@ -130,3 +148,11 @@ def test_long_text_uses_overlapping_windows(tiny):
     expected = direct_logprobs(tiny, ids)
     j = w.score_from + 3
     assert res.logprobs[j] == pytest.approx(expected[j - w.begin], abs=1e-3)
+
+
+def test_engine_scores_on_its_fused_decoder(tiny):
+    from spacy_llama.generation.config import GenerationConfig
+    from spacy_llama.generation.engine import Engine
+
+    engine = Engine(tiny, GenerationConfig(max_new_tokens=1), batch_size=4)
+    assert engine.fast is not None and engine.scorer.fast is engine.fast

@@ -115,7 +115,7 @@ class Engine:
         if self._scorer is None:
             from .scoring import Scorer
 
-            self._scorer = Scorer(self.model, batch_size=self.batch_size)
+            self._scorer = Scorer(self.model, batch_size=self.batch_size, fast=self.fast)
         return self._scorer
 
     @property

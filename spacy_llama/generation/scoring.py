@@ -3,8 +3,10 @@
 Scoring (:meth:`Scorer.score`): each prompt+candidate is tokenised as one string and the
 candidate's tokens are found by character offsets, so a tokenizer that merges across the
 boundary is handled. The token prefix shared by all candidates of a request is run once
-(left padded, KV cache kept), the cache is repeated per candidate, and only the short
-continuations run again (right padded). Log-softmax is taken in float32.
+(KV cache kept), the cache is repeated per candidate, and only the short continuations run
+again (right padded). Log-softmax is taken in float32. LLaMA models run on the engine's
+fused decoder (``FastLlama``: slot KV cache, prepacked GEMMs, a ``verify`` pass for the
+candidates); any other causal LM through its transformers forward pass.
 
 Token log-probabilities (:meth:`Scorer.token_logprobs`): texts longer than the window are cut
 into overlapping windows; every token is scored once, with at least ``window - stride`` tokens
@@ -27,6 +29,7 @@ from ..types import (
     TokenLogprobRequest,
     TokenLogprobResult,
 )
+from .decoder import FastLlama, KVCache
 
 Offsets = List[Tuple[int, int]]
 HEAD_SLICE = 512  # positions per lm_head call in token_logprobs (bounds memory)
@@ -57,8 +60,10 @@ class Scorer:
         batch_size: int,
         window: Optional[int] = None,
         stride: Optional[int] = None,
+        fast: Optional[FastLlama] = None,
     ) -> None:
         self.model = model
+        self.fast = fast  # the fused decoder, when the engine has one for this model
         self.batch_size = max(1, int(batch_size))
         self.window = max(2, min(int(window or model.context_length), model.context_length))
         self.stride = max(1, min(int(stride or self.window // 2), self.window - 1))
@@ -79,10 +84,19 @@ class Scorer:
                 _common_prefix([prepared[i].prefix for i in members]),
                 min(len(prepared[i].prefix) for i in members) - 1,  # each keeps a token to run
             )
-            base = self._run_shared(prepared[members[0]].prefix[:shared]) if shared > 0 else None
+            ids = prepared[members[0]].prefix[:shared]
+            if self.fast is not None:
+                fast_base = self._fast_shared(ids) if shared > 0 else None
+            else:
+                base = self._run_shared(ids) if shared > 0 else None
             for chunk in self._chunks(members, prepared):
                 items = [prepared[i] for i in chunk]
-                for i, lps in zip(chunk, self._score_chunk(items, base, max(shared, 0))):
+                scored = (
+                    self._score_chunk_fast(items, fast_base, max(shared, 0))
+                    if self.fast is not None
+                    else self._score_chunk(items, base, max(shared, 0))
+                )
+                for i, lps in zip(chunk, scored):
                     results[i] = ScoreResult(
                         sums=[float(sum(x)) for x in lps],
                         means=[float(sum(x) / len(x)) for x in lps],
@@ -157,6 +171,61 @@ class Scorer:
                 "and the tokenizer adds no BOS token."
             )
         return ids, start
+
+    def _fast_shared(self, ids: List[int]) -> KVCache:
+        assert self.fast is not None
+        cache = self.fast.new_cache(1, len(ids))
+        self.fast.prefix(ids, cache, 0)
+        return cache
+
+    @torch.inference_mode()
+    def _score_chunk_fast(
+        self, items: List[_Prepared], base: Optional[KVCache], shared: int
+    ) -> List[List[List[float]]]:
+        """As :meth:`_score_chunk`, on the fused decoder: the rest of each request's prefix
+        is prefilled into one slot per request, the slots are repeated per candidate, and one
+        ``verify`` pass returns the logits of every candidate position."""
+        fast = self.fast
+        assert fast is not None
+        device = fast.device
+        n = len(items)
+        rests = [it.prefix[shared:] for it in items]
+        conts = [c for it in items for c in it.conts]
+        owner = [b for b, it in enumerate(items) for _ in it.conts]
+        firsts = [f for it in items for f in it.first]
+        width = max(len(c) for c in conts)
+        cache = fast.new_cache(n, shared + max(len(r) for r in rests) + width + 1)
+        if base is not None:
+            cache.k[:, :, :, :shared] = base.k[:, 0:1]
+            cache.v[:, :, :, :shared] = base.v[:, 0:1]
+        ids = torch.zeros((n, max(len(r) for r in rests)), dtype=torch.long)
+        for row, rest in enumerate(rests):
+            ids[row, : len(rest)] = torch.tensor(rest)
+        lengths = torch.tensor([len(r) for r in rests])
+        slots = torch.arange(n)
+        last = torch.log_softmax(
+            fast.prefill(ids.to(device), lengths, cache, slots, start=shared).float(), -1
+        )
+        idx = torch.tensor(owner, device=device)
+        cache.k, cache.v = cache.k.index_select(1, idx), cache.v.index_select(1, idx)
+        cids = torch.zeros((len(conts), width), dtype=torch.long)
+        for row, cont in enumerate(conts):
+            cids[row, : len(cont)] = torch.tensor(cont)
+        logits = fast.verify(cids.to(device), shared + lengths[owner], cache)
+        per_row: List[List[float]] = []
+        for r, (cont, first) in enumerate(zip(conts, firsts)):
+            # Token j of the continuation is predicted by position j-1 (the prefix's last for 0).
+            values = []
+            for j in range(first, len(cont)):
+                dist = last[owner[r]] if j == 0 else torch.log_softmax(logits[r, j - 1].float(), -1)
+                values.append(float(dist[cont[j]]))
+            per_row.append(values)
+        grouped: List[List[List[float]]] = []
+        k = 0
+        for it in items:
+            grouped.append(per_row[k : k + len(it.conts)])
+            k += len(it.conts)
+        return grouped
 
     @torch.inference_mode()
     def _run_shared(self, ids: List[int]) -> Tuple[Any, ...]:
