@@ -114,9 +114,11 @@ def test_score_errors(tiny):
         scorer.score([ScoreRequest(prompt="", candidates=["a"], add_special_tokens=False)])
 
 
-def test_token_logprobs_match_direct_forward_pass(tiny):
-    texts = ["London is a big city in the United Kingdom.", "Apple", ""]
-    results = Scorer(tiny, batch_size=2).token_logprobs([TokenLogprobRequest(t) for t in texts])
+@DECODERS
+def test_token_logprobs_match_direct_forward_pass(tiny, fused, decoder):
+    texts = ["London is a big city in the United Kingdom.", "Apple", "", "The quick brown fox"]
+    scorer = make_scorer(tiny, fused, decoder, 2)  # rows of different lengths share a pass
+    results = scorer.token_logprobs([TokenLogprobRequest(t) for t in texts])
     for text, res in zip(texts, results):
         enc = tiny.tokenizer(text, return_offsets_mapping=True)
         assert res.token_ids == list(enc["input_ids"])
@@ -127,11 +129,12 @@ def test_token_logprobs_match_direct_forward_pass(tiny):
             assert got == pytest.approx(exp, abs=1e-3)
 
 
-def test_long_text_uses_overlapping_windows(tiny):
+@DECODERS
+def test_long_text_uses_overlapping_windows(tiny, fused, decoder):
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
     n = len(tiny.encode(text))
     assert n > tiny.context_length  # does not fit in one pass
-    scorer = Scorer(tiny, batch_size=4)
+    scorer = make_scorer(tiny, fused, decoder, 4)
     res = scorer.token_logprobs([TokenLogprobRequest(text)])[0]
     assert len(res.logprobs) == n
     assert res.logprobs[0] is None and all(x is not None for x in res.logprobs[1:])

@@ -205,6 +205,27 @@ class FastLlama:
     ) -> torch.Tensor:
         """Run the suffixes, write their keys/values, return each row's last-token logits."""
         n, T = ids.shape
+        positions, mask = self._prefill_mask(n, T, lengths, start)
+        first = int(slots[0])
+        if slots.tolist() != list(range(first, first + n)):
+            raise ValueError(f"prefill writes consecutive slots; got {slots.tolist()}")
+        h = self._run(ids, positions, mask, cache, first, start)
+        last = h[torch.arange(n, device=self.device), (lengths - 1).to(self.device)]
+        return self.lm_head(self.hf.model.norm(last))
+
+    @torch.inference_mode()
+    def hidden_states(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The final-norm hidden state of every position of right-padded rows, (n, T, dim).
+        No KV cache: each layer's keys and values are dropped once the layer is done."""
+        n, T = ids.shape
+        positions, mask = self._prefill_mask(n, T, lengths, 0)
+        return self.hf.model.norm(self._run(ids, positions, mask, None, None, 0))
+
+    def _prefill_mask(
+        self, n: int, T: int, lengths: torch.Tensor, start: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Positions (n, T) and the causal mask over the cached prefix plus each row's own
+        keys (n, 1, T, start + T)."""
         positions = torch.arange(start, start + T, device=self.device).expand(n, T)
         keys = torch.arange(start + T, device=self.device)
         qpos = positions[0]
@@ -212,13 +233,7 @@ class FastLlama:
         real = keys[None, :] < (start + lengths.to(self.device))[:, None]  # (n, S)
         mask = causal[None] & real[:, None, :]
         mask |= keys[None, None, :] == qpos[None, :, None]  # pad queries see themselves: no NaN
-        mask = mask[:, None]  # (n, 1, T, S)
-        first = int(slots[0])
-        if slots.tolist() != list(range(first, first + n)):
-            raise ValueError(f"prefill writes consecutive slots; got {slots.tolist()}")
-        h = self._run(ids, positions, mask, cache, first, start)
-        last = h[torch.arange(n, device=self.device), (lengths - 1).to(self.device)]
-        return self.lm_head(self.hf.model.norm(last))
+        return positions, mask[:, None]
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -250,7 +265,7 @@ class FastLlama:
         ids: torch.Tensor,
         positions: torch.Tensor,
         mask: torch.Tensor,
-        cache: KVCache,
+        cache: Optional[KVCache],  # None: a plain forward pass, keys/values not kept
         first_slot: Optional[int],  # prefill: rows go to slots first_slot..; decode: None
         start: int,
     ) -> torch.Tensor:
@@ -266,7 +281,10 @@ class FastLlama:
             k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            kc, vc = self._store(cache, li, k, v, positions, first_slot, start, rows)
+            if cache is None:
+                kc, vc = k, v
+            else:
+                kc, vc = self._store(cache, li, k, v, positions, first_slot, start, rows)
             attn = self._attend(q, kc, vc, mask)
             x = x + self.o[li](attn)
             h = layer.post_attention_layernorm(x)

@@ -363,11 +363,16 @@ class Scorer:
         lm, device = self.model.model, self.model.device
         ids, mask = _right_pad(rows, self.model.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
-        positions = torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
-        hidden = _decoder(lm)(
-            input_ids=ids, attention_mask=mask, position_ids=positions
-        ).last_hidden_state
-        head = lm.get_output_embeddings()
+        head: Any
+        if self.fast is not None:
+            hidden = self.fast.hidden_states(ids, torch.tensor([len(r) for r in rows]))
+            head = self.fast.lm_head
+        else:
+            positions = torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
+            hidden = _decoder(lm)(
+                input_ids=ids, attention_mask=mask, position_ids=positions
+            ).last_hidden_state
+            head = lm.get_output_embeddings()
         out: List[List[Optional[float]]] = []
         for r, (row, w) in enumerate(zip(rows, windows)):
             values: List[Optional[float]] = []
