@@ -22,50 +22,21 @@ from typing import Dict, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CONFIG = """
-[nlp]
-lang = "en"
-pipeline = ["llama"]
-batch_size = {batch_size}
-
-[components]
-
-[components.llama]
-factory = "llama"
-batch_size = {batch_size}
-
-[components.llama.model]
-@llama_models = "spacy-llama.HF.v1"
-path = {model}
-device = "cpu"
-dtype = "float32"
-
-[components.llama.task]
-@llama_tasks = "spacy-llama.Completion.v1"
-template = "{{{{ text }}}}"
-chat = false
-
-[components.llama.generation]
-max_new_tokens = {max_new_tokens}
-"""
-
 CITIES = ["London", "Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo", "Lisbon"]
 
 
 def write_inputs(folder: Path, *, docs: int, batch_size: int, max_new_tokens: int) -> Path:
+    from tests.helpers import write_config
     from tests.tiny import make_tiny_hf
 
-    model = make_tiny_hf(folder / "tiny")
-    (folder / "tiny.cfg").write_text(
-        CONFIG.format(model=json.dumps(str(model)), batch_size=batch_size,
-                      max_new_tokens=max_new_tokens),
-        encoding="utf-8",
+    config = write_config(
+        folder, make_tiny_hf(folder / "tiny"), batch_size=batch_size, max_new_tokens=max_new_tokens
     )
     with (folder / "in.jsonl").open("w", encoding="utf-8") as f:
         for i in range(docs):
             city = CITIES[i % len(CITIES)]
             f.write(json.dumps({"id": f"d{i}", "text": f"Report {i}: a big day in {city}."}) + "\n")
-    return folder / "tiny.cfg"
+    return config
 
 
 def peak_rss_kib(pid: int) -> Optional[int]:

@@ -20,60 +20,9 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy_llama.annotator import AnnotateOptions, Summary, annotate
 from spacy_llama.cli import main
 
+from .helpers import write_config
+
 ROOT = Path(__file__).parent.parent
-
-CONFIG = """
-[nlp]
-lang = "en"
-pipeline = ["llama"]
-batch_size = {batch_size}
-
-[components]
-
-[components.llama]
-factory = "llama"
-batch_size = {batch_size}
-
-[components.llama.model]
-@llama_models = "spacy-llama.HF.v1"
-path = {model}
-device = "cpu"
-dtype = "float32"
-
-[components.llama.task]
-@llama_tasks = "spacy-llama.Completion.v1"
-template = "{{{{ text }}}}"
-chat = false
-on_overflow = "{on_overflow}"
-
-[components.llama.generation]
-max_new_tokens = {max_new_tokens}
-temperature = 0.0
-"""
-
-
-def write_config(
-    folder: Path,
-    model: Path,
-    *,
-    name: str = "tiny.cfg",
-    max_new_tokens: int = 4,
-    batch_size: int = 8,
-    on_overflow: str = "truncate",
-) -> Path:
-    """A blank "en" pipeline + llama (greedy completion of the text) on the tiny model."""
-    path = folder / name
-    path.write_text(
-        CONFIG.format(
-            model=json.dumps(str(model)),
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            on_overflow=on_overflow,
-        ),
-        encoding="utf-8",
-    )
-    return path
-
 
 def write_jsonl(path: Path, records: List[Dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

@@ -18,7 +18,8 @@ from spacy.util import load_config, load_model_from_config
 from spacy_llama.cache import SQLiteCache, sqlite_cache_v1
 from spacy_llama.registry import llama_caches
 
-from .test_annotate import corpus, read_jsonl, run, write_config, write_jsonl
+from .helpers import write_config
+from .test_annotate import corpus, read_jsonl, run, write_jsonl
 from .tiny import make_tiny_hf
 
 ROOT = Path(__file__).parent.parent

@@ -23,7 +23,8 @@ from spacy_llama.corpus import (
 )
 from spacy_llama.runstate import DocBinSink, JsonlSink, RunStateError, scan_jsonl
 
-from .test_annotate import corpus, read_jsonl, write_config, write_jsonl
+from .helpers import write_config
+from .test_annotate import corpus, read_jsonl, write_jsonl
 
 VOCAB = spacy.blank("en").vocab
 

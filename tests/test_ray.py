@@ -16,35 +16,8 @@ from spacy.vocab import Vocab
 from spacy_llama.annotator import AnnotateError, AnnotateOptions, annotate
 from spacy_llama.ray_runner import RayOptions, annotate_ray, run_cli
 
+from .helpers import write_config
 from .tiny import CORPUS
-
-CONFIG = """
-[nlp]
-lang = "en"
-pipeline = ["llama"]
-batch_size = 4
-
-[components]
-
-[components.llama]
-factory = "llama"
-batch_size = 4
-
-[components.llama.model]
-@llama_models = "spacy-llama.HF.v1"
-path = {model}
-device = "cpu"
-dtype = "float32"
-
-[components.llama.task]
-@llama_tasks = "spacy-llama.Completion.v1"
-template = "{{{{ text }}}}"
-chat = false
-
-[components.llama.generation]
-max_new_tokens = 5
-temperature = 0.0
-"""
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +45,7 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def config_file(folder: Path, model: Path) -> Path:
-    path = folder / "tiny.cfg"
-    path.write_text(CONFIG.format(model=json.dumps(str(model))), encoding="utf-8")
-    return path
+    return write_config(folder, model, batch_size=4, max_new_tokens=5)
 
 
 def options(config: Path, corpus: Path, output: Path, **kwargs: Any) -> AnnotateOptions:

@@ -62,8 +62,6 @@ class ContinuousBatcher:
             PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
         )
         self.prefill_calls: List[int] = []  # rows per prefill, for tests and benchmarks
-        self.drafted = 0  # drafted tokens fed to the model, and how many were kept
-        self.accepted = 0
 
     def run(
         self,
@@ -166,11 +164,11 @@ class ContinuousBatcher:
                 break
         for r, k in enumerate(fed):
             lengths[r] += k
-        self.drafted += sum(len(d) for d in drafts)
-        self.accepted += sum(fed) - len(fed)
-        if self.lookup is not None:
-            self.lookup.stats.checked += checked
-            self.lookup.stats.kept += sum(fed) - len(fed)
+        assert self.lookup is not None  # drafts come from it
+        stats = self.lookup.stats
+        stats.drafted += sum(len(d) for d in drafts)
+        stats.checked += checked
+        stats.kept += sum(fed) - len(fed)
         self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
 
     def _prefill(

@@ -238,13 +238,7 @@ class FastLlama:
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """One token for each of the first ``n`` slots; ``lengths[i]`` keys already cached."""
-        lengths = lengths.to(self.device)
-        positions = lengths[:, None]
-        width = int(lengths.max()) + 1
-        keys = torch.arange(width, device=self.device)
-        mask = (keys[None, :] <= lengths[:, None])[:, None, None, :]  # (n, 1, 1, S)
-        h = self._run(tokens[:, None], positions, mask, cache, None, 0)
-        return self.lm_head(self.hf.model.norm(h[:, -1]))
+        return self.verify(tokens[:, None], lengths, cache)[:, 0]
 
     @torch.inference_mode()
     def verify(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:

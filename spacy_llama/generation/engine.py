@@ -48,8 +48,6 @@ class EngineStats:
     cache_hits: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
-    drafted_tokens: int = 0  # prompt lookup: drafted tokens the model checked
-    accepted_drafts: int = 0  # ... and kept (each one a decode step saved)
 
 
 class Engine:
@@ -232,12 +230,8 @@ class Engine:
                     prompt_lookup=self.prompt_lookup,
                     draft_stats=self.draft_stats,
                 )
-                try:
-                    batcher.run(prompts, seqs, on_done)
-                finally:
-                    self.last_prefill_sizes = batcher.prefill_calls
-                    self.stats.drafted_tokens += batcher.drafted
-                    self.stats.accepted_drafts += batcher.accepted
+                batcher.run(prompts, seqs, on_done)
+                self.last_prefill_sizes = batcher.prefill_calls
             else:
                 self.last_prefill_sizes = decode_all(
                     self.model.model,

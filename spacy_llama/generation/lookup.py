@@ -30,8 +30,10 @@ NGRAMS = (3, 2, 1)  # the longest match wins; the latest occurrence of it
 
 @dataclass
 class DraftStats:
-    """Drafted tokens the model checked and kept; kept by the engine across batches."""
+    """Drafted tokens fed to the model, checked against its choice, and kept (each kept one
+    is a decode step saved); held by the engine across batches."""
 
+    drafted: int = 0
     checked: int = 0
     kept: int = 0
 

@@ -17,7 +17,7 @@ of left context. Logits are computed only for the positions needed, in slices, b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -84,19 +84,14 @@ class Scorer:
                 _common_prefix([prepared[i].prefix for i in members]),
                 min(len(prepared[i].prefix) for i in members) - 1,  # each keeps a token to run
             )
-            ids = prepared[members[0]].prefix[:shared]
+            run_shared: Callable[[List[int]], Any] = self._run_shared
+            score_chunk: Callable[..., List[List[List[float]]]] = self._score_chunk
             if self.fast is not None:
-                fast_base = self._fast_shared(ids) if shared > 0 else None
-            else:
-                base = self._run_shared(ids) if shared > 0 else None
+                run_shared, score_chunk = self._fast_shared, self._score_chunk_fast
+            base = run_shared(prepared[members[0]].prefix[:shared]) if shared > 0 else None
             for chunk in self._chunks(members, prepared):
                 items = [prepared[i] for i in chunk]
-                scored = (
-                    self._score_chunk_fast(items, fast_base, max(shared, 0))
-                    if self.fast is not None
-                    else self._score_chunk(items, base, max(shared, 0))
-                )
-                for i, lps in zip(chunk, scored):
+                for i, lps in zip(chunk, score_chunk(items, base, max(shared, 0))):
                     results[i] = ScoreResult(
                         sums=[float(sum(x)) for x in lps],
                         means=[float(sum(x) / len(x)) for x in lps],
@@ -192,7 +187,6 @@ class Scorer:
         rests = [it.prefix[shared:] for it in items]
         conts = [c for it in items for c in it.conts]
         owner = [b for b, it in enumerate(items) for _ in it.conts]
-        firsts = [f for it in items for f in it.first]
         width = max(len(c) for c in conts)
         cache = fast.new_cache(n, shared + max(len(r) for r in rests) + width + 1)
         if base is not None:
@@ -212,20 +206,7 @@ class Scorer:
         for row, cont in enumerate(conts):
             cids[row, : len(cont)] = torch.tensor(cont)
         logits = fast.verify(cids.to(device), shared + lengths[owner], cache)
-        per_row: List[List[float]] = []
-        for r, (cont, first) in enumerate(zip(conts, firsts)):
-            # Token j of the continuation is predicted by position j-1 (the prefix's last for 0).
-            values = []
-            for j in range(first, len(cont)):
-                dist = last[owner[r]] if j == 0 else torch.log_softmax(logits[r, j - 1].float(), -1)
-                values.append(float(dist[cont[j]]))
-            per_row.append(values)
-        grouped: List[List[List[float]]] = []
-        k = 0
-        for it in items:
-            grouped.append(per_row[k : k + len(it.conts)])
-            k += len(it.conts)
-        return grouped
+        return _candidate_logprobs(items, last, torch.log_softmax(logits.float(), dim=-1))
 
     @torch.inference_mode()
     def _run_shared(self, ids: List[int]) -> Tuple[Any, ...]:
@@ -278,7 +259,6 @@ class Scorer:
         last = torch.log_softmax(head(hidden[torch.arange(n, device=device), ends]).float(), -1)
         owner = [b for b, it in enumerate(items) for _ in it.conts]
         conts = [c for it in items for c in it.conts]
-        firsts = [f for it in items for f in it.first]
         idx = torch.tensor(owner, dtype=torch.long, device=device)
         cache.batch_select_indices(idx)  # one copy of the cache per candidate
         cids, cmask = _right_pad(conts, pad)
@@ -291,18 +271,7 @@ class Scorer:
             past_key_values=cache,
             use_cache=True,
         )
-        clog = torch.log_softmax(out.logits.float(), dim=-1)
-        per_row: List[List[float]] = []
-        for r, (cont, first) in enumerate(zip(conts, firsts)):
-            # Token j of the continuation is predicted by position j-1 (the prefix's last for 0).
-            rows = [last[owner[r]] if j == 0 else clog[r, j - 1] for j in range(first, len(cont))]
-            per_row.append([float(dist[cont[j]]) for dist, j in zip(rows, range(first, len(cont)))])
-        grouped: List[List[List[float]]] = []
-        k = 0
-        for it in items:
-            grouped.append(per_row[k : k + len(it.conts)])
-            k += len(it.conts)
-        return grouped
+        return _candidate_logprobs(items, last, torch.log_softmax(out.logits.float(), dim=-1))
 
     # -- token log-probabilities ----------------------------------------------------------
     def token_logprobs(self, requests: Sequence[TokenLogprobRequest]) -> List[TokenLogprobResult]:
@@ -384,6 +353,25 @@ class Scorer:
                 values.extend(float(x) for x in logp.gather(-1, target)[:, 0].tolist())
             out.append(values)
         return out
+
+
+def _candidate_logprobs(
+    items: List[_Prepared], last: torch.Tensor, clog: torch.Tensor
+) -> List[List[List[float]]]:
+    """Per request, per candidate, the log-probability of each candidate token: ``last``
+    holds each request's prefix-end log-probs, ``clog`` (candidate rows in request order,
+    positions) those of the continuation passes."""
+    grouped: List[List[List[float]]] = []
+    r = 0
+    for b, it in enumerate(items):
+        per_cand = []
+        for cont, first in zip(it.conts, it.first):
+            # Token j of the continuation is predicted by position j-1 (the prefix's last for 0).
+            dists = [last[b] if j == 0 else clog[r, j - 1] for j in range(first, len(cont))]
+            per_cand.append([float(d[cont[j]]) for d, j in zip(dists, range(first, len(cont)))])
+            r += 1
+        grouped.append(per_cand)
+    return grouped
 
 
 def _decoder(lm: Any) -> Any:
