@@ -26,8 +26,8 @@ CITIES = ["London", "Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo", "Lisb
 
 
 def write_inputs(folder: Path, *, docs: int, batch_size: int, max_new_tokens: int) -> Path:
-    from tests.helpers import write_config
-    from tests.tiny import make_tiny_hf
+    from tests.fixtures.helpers import write_config
+    from tests.fixtures.tiny import make_tiny_hf
 
     config = write_config(
         folder, make_tiny_hf(folder / "tiny"), batch_size=batch_size, max_new_tokens=max_new_tokens

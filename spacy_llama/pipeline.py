@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence
 
 import srsly
 from confection import Config, ConfigValidationError
 from pydantic import ValidationError
+from spacy import util
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc
+from spacy.training import Example
 from spacy.util import minibatch
 
+from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
+from .errors import Errors
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .tasks.base import Task
-from .types import AnyResult
+from .types import AnyResult, GenerationRequest
 
 # The instruction comes first: the engine computes the prompt prefix every document shares
 # (chat template, system prompt, instruction) once, not once per document.
@@ -33,6 +39,9 @@ DEFAULT_CONFIG_STR = """
 batch_size = 32
 prefix_cache = true
 prompt_lookup = true
+
+[llama.scorer]
+@scorers = "spacy-llama.task_scorer.v1"
 
 [llama.model]
 @llama_models = "spacy-llama.SmolLM2.v1"
@@ -74,6 +83,7 @@ def make_llama(
     prefix_cache: bool = True,
     prompt_lookup: bool = True,
     quantize: Optional[Literal["int8"]] = None,
+    scorer: Optional[Callable[..., Dict[str, Any]]] = None,
 ) -> LlamaPipe:
     """Run a LLaMA-family model over each Doc and store what the task derives from it."""
     try:
@@ -102,6 +112,7 @@ def make_llama(
         prefix_cache=prefix_cache,
         prompt_lookup=prompt_lookup,
         quantize=quantize,
+        scorer=scorer,
     )
 
 
@@ -119,6 +130,7 @@ class LlamaPipe(Pipe):
         prefix_cache: bool = True,
         prompt_lookup: bool = True,
         quantize: Optional[str] = None,
+        scorer: Optional[Callable[..., Dict[str, Any]]] = None,
     ) -> None:
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
@@ -144,8 +156,8 @@ class LlamaPipe(Pipe):
         )
         if self.engine.remote:
             _check_remote_task(name, task, sample)
-        # spaCy's Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
-        self.scorer = getattr(task, "score", None)
+        # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
+        self.scorer = scorer
 
     @property
     def extensions(self) -> List[str]:
@@ -185,36 +197,91 @@ class LlamaPipe(Pipe):
     ) -> None:
         return None  # nothing to train; the model is loaded from the config
 
-    # Weights never go into a pipeline folder: the config says where they come from.
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """The configured scorer's figures; a scorer that takes ``task`` is given this
+        component's task (spacy-llama.task_scorer.v1 does)."""
+        if self.scorer is None:
+            return {}
+        if _takes_task(self.scorer):
+            kwargs = {"task": self.task, **kwargs}
+        return self.scorer(examples, **kwargs)
+
+    # Weights never go into a pipeline folder: the config says where they come from. What
+    # is saved is this component's settings and what its task learned (few-shot examples).
+    def _saved_cfg(self) -> Dict[str, Any]:
+        return {**self.cfg, "model": self.model.name, "model_fingerprint": self.model.fingerprint}
+
     def to_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(
-            path / "cfg",
-            {**self.cfg, "model": self.model.name, "model_fingerprint": self.model.fingerprint},
-        )
-        self.task.to_disk(path / "task", exclude=exclude)
+        serializers: Dict[str, Callable[[Path], None]] = {
+            "cfg": lambda p: srsly.write_json(p, self._saved_cfg()),
+            "task": lambda p: self.task.to_disk(p, exclude=exclude),
+        }
+        util.to_disk(path, serializers, exclude)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
-        path = Path(path)
-        if (path / "task").exists():
-            self.task.from_disk(path / "task", exclude=exclude)
+        def load_task(p: Path) -> None:
+            if p.exists():
+                self.task.from_disk(p, exclude=exclude)
+
+        util.from_disk(path, {"cfg": lambda p: None, "task": load_task}, exclude)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        return srsly.msgpack_dumps(self.cfg)
+        serializers: Dict[str, Callable[[], bytes]] = {
+            "cfg": lambda: srsly.json_dumps(self._saved_cfg()).encode("utf8"),
+            "task": lambda: _folder_bytes(lambda p: self.task.to_disk(p, exclude=exclude)),
+        }
+        return util.to_bytes(serializers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
+        def load_task(data: bytes) -> None:
+            _from_folder_bytes(data, lambda p: self.task.from_disk(p, exclude=exclude))
+
+        util.from_bytes(bytes_data, {"cfg": lambda b: None, "task": load_task}, exclude)
         return self
+
+
+def _takes_task(scorer: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(scorer).parameters
+    except (TypeError, ValueError):  # a builtin or C callable
+        return False
+    return "task" in params
+
+
+def _folder_bytes(write: Callable[[Path], None]) -> bytes:
+    """What ``write`` puts in a folder, as bytes: the task keeps one serialization (its
+    ``to_disk``) for both the disk and the bytes of a pipeline."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "task"
+        write(root)
+        files = {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+        }
+    return srsly.msgpack_dumps(files)
+
+
+def _from_folder_bytes(data: bytes, read: Callable[[Path], Any]) -> None:
+    files: Dict[str, bytes] = srsly.msgpack_loads(data)
+    if not files:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "task"
+        for name, content in files.items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        read(root)
 
 
 def _check_remote_task(name: str, task: Task, sample: Doc) -> None:
     """A server completes text; scoring needs the weights. Say so now, not at batch one."""
-    kinds = {type(r).__name__ for r in task.requests([sample])}
-    unsupported = kinds - {"GenerationRequest"}
+    unsupported = {
+        type(r).__name__ for r in task.requests([sample]) if not isinstance(r, GenerationRequest)
+    }
     if unsupported:
         raise ValueError(
-            f"Component '{name}': the task {type(task).__name__} scores text "
-            f"({', '.join(sorted(unsupported))}), which a server backend cannot do. Use a local "
-            "model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) for this task."
+            Errors.E050.format(
+                name=name, task=type(task).__name__, kinds=", ".join(sorted(unsupported))
+            )
         )

@@ -48,10 +48,6 @@ class GenerationResult:
         )
 
 
-class PromptTooLongError(ValueError):
-    """A prompt does not fit the model's context; the message names the document."""
-
-
 @dataclass
 class ScoreRequest:
     """Score each candidate continuation of ``prompt`` (no generation).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .tiny import make_tiny_hf
+from .fixtures.tiny import make_tiny_hf
 
 # Keep the GGUF conversion cache away from the user's home, but shared across the test run
 # (converting SmolLM2 takes ~20 s; tests that need it reuse one conversion).

@@ -10,9 +10,9 @@ import torch
 from spacy.tokens import Doc, DocBin
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_llama.types import PromptTooLongError
+from spacy_llama.errors import PromptTooLongError
 
-from .helpers import tiny_llama_config, tiny_nlp
+from .fixtures.helpers import tiny_llama_config, tiny_nlp
 
 TEXTS = [
     "London is a big city in the United Kingdom.",

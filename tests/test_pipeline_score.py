@@ -5,7 +5,7 @@ from __future__ import annotations
 import spacy
 from spacy.training import Example
 
-from .helpers import tiny_llama_config
+from .fixtures.helpers import tiny_llama_config
 
 
 def test_nlp_evaluate_reports_task_scores(tiny_hf):

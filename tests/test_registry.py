@@ -24,9 +24,12 @@ pipe = nlp.add_pipe("llama", config={
 })
 doc = nlp("hello")
 out = {"llama_factory": repr(registry.factories.get("llama")), "n": len(doc._.llama_logprobs)}
-groups = ["spacy_llama_models", "spacy_llama_tasks", "spacy_llama_caches", "spacy_llama_readers"]
+groups = ["spacy_llama_models", "spacy_llama_tasks", "spacy_llama_caches", "spacy_llama_readers",
+          "spacy_scorers"]
 for group in groups:
     for ep in entry_points(group=group):
+        if not ep.value.startswith("spacy_llama"):
+            continue
         reg_name = group[len("spacy_"):]
         func = registry.get(reg_name, ep.name)
         assert callable(func), ep
@@ -54,6 +57,8 @@ def test_entry_points_resolve_in_fresh_interpreter(tiny_hf):
         out["spacy_llama_models"]
     )
     assert "spacy-llama.Completion.v1" in out["spacy_llama_tasks"]
+    assert out["spacy_llama_readers"] == ["spacy-llama.FewShotReader.v1"]
+    assert out["spacy_scorers"] == ["spacy-llama.task_scorer.v1"]
 
 
 def test_setup_cfg_entry_points_match_decorators():
@@ -65,9 +70,10 @@ def test_setup_cfg_entry_points_match_decorators():
     import spacy_llama  # noqa: F401
 
     cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).parent.parent / "setup.cfg")
+    cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     eps = cfg["options.entry_points"]
-    for group in ("spacy_llama_models", "spacy_llama_tasks", "spacy_llama_caches"):
+    ours = ("models", "tasks", "caches", "readers")
+    for group in (*(f"spacy_llama_{g}" for g in ours), "spacy_scorers"):
         for line in filter(None, eps.get(group, "").splitlines()):
             name, target = (s.strip() for s in line.split("="))
             module, attr = target.split(":")

@@ -2,7 +2,10 @@
 
 Each command lives in its own module ``spacy_llama/cli/<command>.py`` that defines
 ``register(subparsers)``: it adds its parser and sets ``func`` (called with the parsed args,
-returns an exit code). Add a command by adding its module name to ``COMMANDS``.
+returns an exit code). Commands only parse arguments and print; the work is done by the
+package's rooms (``batch/``, ``models/``). Turning errors into one message and an exit code
+happens here, once: every :class:`~spacy_llama.errors.SpacyLlamaError` becomes
+``[spacy-llama] <command>: error: <message>`` and the command's ``error_exit`` code.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import importlib
 import sys
 from typing import List, Optional
 
+from ..errors import SpacyLlamaError
+from .exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+
 COMMANDS = ("annotate", "merge", "convert", "evaluate")
 
 
@@ -19,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spacy_llama")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
@@ -35,7 +35,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides_argv = extra
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SpacyLlamaError as e:
+        print(f"[spacy-llama] {args.command}: error: {e}", file=sys.stderr)
+        return int(getattr(args, "error_exit", EXIT_USAGE))
+    except KeyboardInterrupt:
+        hint = getattr(args, "interrupted_hint", "")
+        print(f"[spacy-llama] {args.command}: interrupted.{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

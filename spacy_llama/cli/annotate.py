@@ -11,22 +11,10 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from spacy.cli._util import parse_config_overrides
-
-from ..annotator import (
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    AnnotateError,
-    AnnotateOptions,
-    annotate,
-)
-from ..batch_pipeline import PipelineError
-from ..corpus import CorpusError
-from ..runstate import RunStateError
-
-MESSAGE_ERRORS = (AnnotateError, CorpusError, PipelineError, RunStateError)
+from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .overrides import parse_overrides
 
 
 def register(subparsers: Any) -> None:
@@ -67,7 +55,12 @@ def register(subparsers: Any) -> None:
         "--workers", type=_positive, default=2, help="Ray actors, each loading the pipeline once"
     )
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor")
-    p.set_defaults(func=run, accepts_overrides=True)
+    p.set_defaults(
+        func=run,
+        accepts_overrides=True,
+        interrupted_hint=" Finished batches are saved; run the same command with --resume to "
+        "continue.",
+    )
 
 
 def _positive(text: str) -> int:
@@ -78,9 +71,10 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        overrides = parse_config_overrides(list(getattr(args, "overrides_argv", [])))
-    except SystemExit:
+    from ..batch.options import AnnotateOptions, RayOptions
+
+    overrides = parse_overrides(args)
+    if overrides is None:
         return EXIT_USAGE  # spaCy has printed what is wrong with the override
     opts = AnnotateOptions(
         config=args.config,
@@ -104,34 +98,19 @@ def run(args: argparse.Namespace) -> int:
         if args.quiet:
             warnings.simplefilter("ignore")
         if args.ray:
-            from ..ray_runner import RayOptions, run_cli
+            from ..batch.ray import annotate_ray
 
             ray_opts = RayOptions(
                 address=args.ray_address,
                 workers=args.workers,
                 gpus_per_worker=args.gpus_per_worker,
             )
-            return run_cli(opts, ray_opts)
-        return _run(opts)
+            summary = annotate_ray(opts, ray_opts)
+            name = "annotate --ray"
+        else:
+            from ..batch.local import annotate
 
-
-def _run(
-    opts: AnnotateOptions,
-    runner: Callable[[AnnotateOptions], Any] = annotate,
-    name: str = "annotate",
-) -> int:
-    """Run, print the summary (or a one-line error), and return the exit code."""
-    try:
-        summary = runner(opts)
-    except MESSAGE_ERRORS as e:
-        print(f"[spacy-llama] annotate: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "[spacy-llama] annotate: interrupted. Finished batches are saved; run the same "
-            "command with --resume to continue.",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+            summary = annotate(opts)
+            name = "annotate"
     print(f"[spacy-llama] {name}: {summary.line()}", file=sys.stderr)
-    return summary.exit_code
+    return EXIT_FAILED if summary.failed else EXIT_OK

@@ -5,14 +5,12 @@ and spacy-transformers load directly."""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
+from .exit_codes import EXIT_ERROR, EXIT_OK
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +23,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("dest", type=Path, help="output folder (must not exist, or use --force)")
     parser.add_argument(
         "--dtype",
-        choices=_DTYPES,
+        choices=DTYPES,
         default="auto",
         help="Meta only: dtype of the written weights; auto keeps the checkpoint's (bfloat16).",
     )
@@ -43,86 +41,23 @@ def register(subparsers: Any) -> None:
         help="Meta only: override max_position_embeddings (default: the family's).",
     )
     parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, error_exit=EXIT_ERROR)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.base import ModelLoadError
+    from ..models.convert import convert
 
-    src, dest = Path(args.src).expanduser(), Path(args.dest).expanduser()
-    try:
-        _check_dest(dest, force=args.force)
-        if src.is_file() or src.suffix == ".gguf":
-            _convert_gguf(src, dest, args)
-        else:
-            _convert_meta(src, dest, args)
-    except ModelLoadError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+    dest = Path(args.dest).expanduser()
+    convert(
+        Path(args.src).expanduser(),
+        dest,
+        dtype=args.dtype,
+        tokenizer_path=args.tokenizer_path,
+        context_length=args.context_length,
+        force=args.force,
+    )
     print(
         f"Wrote a Hugging Face folder to {dest}. Load it with "
         f'@llama_models = "spacy-llama.HF.v1" and path = "{dest}".'
     )
-    return 0
-
-
-def _check_dest(dest: Path, *, force: bool) -> None:
-    from ..models.base import ModelLoadError
-
-    if dest.exists() and any(dest.iterdir() if dest.is_dir() else [dest]):
-        if not force:
-            raise ModelLoadError(
-                f"Destination {str(dest)!r} already exists and is not empty. Choose another "
-                "folder or pass --force to replace it."
-            )
-
-
-def _convert_gguf(src: Path, dest: Path, args: argparse.Namespace) -> None:
-    from ..models.base import ModelLoadError
-    from ..models.gguf import check_gguf_file, convert_gguf
-
-    if args.dtype != "auto" or args.tokenizer_path is not None or args.context_length:
-        raise ModelLoadError(
-            "--dtype, --tokenizer-path and --context-length apply to Meta checkpoints only; a "
-            f"GGUF file ({str(src)!r}) is converted as it is (de-quantised to float32)."
-        )
-    file = check_gguf_file(src)
-    _replace(dest, lambda tmp: convert_gguf(file, tmp))
-
-
-def _convert_meta(src: Path, dest: Path, args: argparse.Namespace) -> None:
-    from ..models.meta import convert_meta
-    from ..models.placement import resolve_dtype
-
-    dtype = None if args.dtype == "auto" else resolve_dtype(args.dtype, _cpu())
-    _replace(
-        dest,
-        lambda tmp: convert_meta(
-            src,
-            tmp,
-            tokenizer_path=args.tokenizer_path,
-            dtype=dtype,
-            context_length=args.context_length,
-        ),
-    )
-
-
-def _cpu() -> Any:
-    import torch
-
-    return torch.device("cpu")
-
-
-def _replace(dest: Path, write: Callable[[Path], object]) -> None:
-    """Write into a sibling temp folder, then move it into place: no half-written DEST."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        write(tmp_root / "out")
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        elif dest.exists():
-            dest.unlink()
-        os.replace(tmp_root / "out", dest)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+    return EXIT_OK

@@ -9,20 +9,11 @@ and NER: entities over the task's labels). Exit codes: 0 done, 2 input/config pr
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-import srsly
-from spacy.language import Language
-from spacy.tokens import Doc, DocBin
-from spacy.training import Example
-
-EXIT_USAGE = 2
-
-
-class GoldError(ValueError):
-    """The gold file cannot be read; the message names the file and record."""
+from .exit_codes import EXIT_OK, EXIT_USAGE
+from .overrides import parse_overrides
 
 
 def register(subparsers: Any) -> None:
@@ -40,91 +31,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spacy.cli._util import parse_config_overrides
+    import srsly
 
-    from ..batch_pipeline import PipelineError, load_pipeline
+    from ..batch.evaluate import evaluate, format_scores, read_gold
+    from ..batch.prepare import load_pipeline
 
-    try:
-        overrides = parse_config_overrides(list(getattr(args, "overrides_argv", [])))
-    except SystemExit:
-        return EXIT_USAGE
-    try:
-        nlp = load_pipeline(args.config, overrides=overrides)
-        gold = read_gold(args.gold, nlp)[: args.limit]
-    except (PipelineError, GoldError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    overrides = parse_overrides(args)
+    if overrides is None:
+        return EXIT_USAGE  # spaCy has printed what is wrong with the override
+    nlp = load_pipeline(args.config, overrides=overrides)
+    gold = read_gold(args.gold, nlp)[: args.limit]
     scores = evaluate(nlp, gold)
     print(format_scores(scores))
     if args.output is not None:
         srsly.write_json(args.output, scores)
-    return 0
-
-
-def read_gold(path: Path, nlp: Language) -> List[Doc]:
-    """Gold docs from a DocBin (.spacy) or from JSONL records."""
-    if not path.exists():
-        raise GoldError(f"Gold file {str(path)!r} does not exist.")
-    if path.suffix == ".spacy":
-        return list(DocBin().from_disk(path).get_docs(nlp.vocab))
-    if path.suffix != ".jsonl":
-        raise GoldError(f"Gold file {str(path)!r}: use .spacy or .jsonl.")
-    docs = []
-    for i, rec in enumerate(srsly.read_jsonl(path)):
-        doc = nlp.make_doc(rec["text"])
-        doc.cats = dict(rec.get("cats", {}))
-        spans = [doc.char_span(s, e, label=lab) for s, e, lab in rec.get("ents", [])]
-        if any(s is None for s in spans):
-            raise GoldError(f"Record {i} of {str(path)!r}: an entity is not on token boundaries.")
-        doc.ents = spans  # type: ignore[assignment]
-        docs.append(doc)
-    return docs
-
-
-def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[str, Any]:
-    """Run ``nlp`` on the gold texts and collect the scores of every self-scoring llama task."""
-    predicted = list(nlp.pipe((nlp.make_doc(d.text) for d in gold), batch_size=batch_size))
-    examples = [Example(p, g) for p, g in zip(predicted, gold)]
-    scores: Dict[str, Any] = {"n_docs": len(examples)}
-    for _, proc in nlp.pipeline:
-        score = getattr(getattr(proc, "task", None), "score", None)
-        if score is not None:
-            scores.update(score(examples))
-    return scores
-
-
-def format_scores(scores: Dict[str, Any]) -> str:
-    """Per-label tables for cats and entities, followed by the overall figures."""
-    lines: List[str] = [f"documents: {scores.get('n_docs')}"]
-    if "cats_f_per_type" in scores:
-        lines += ["", "Text classification"]
-        lines += _table(scores["cats_f_per_type"])
-        lines.append(f"macro F {_pct(scores.get('cats_macro_f'))}")
-        lines.append(f"micro F {_pct(scores.get('cats_micro_f'))}")
-    if "ents_per_type" in scores:
-        lines += ["", "Entities (exact match)"]
-        lines += _table(scores["ents_per_type"])
-        lines.append(
-            f"micro P {_pct(scores.get('ents_p'))}  R {_pct(scores.get('ents_r'))}  "
-            f"F {_pct(scores.get('ents_f'))}"
-        )
-    if scores.get("llama_review_acc") is not None:
-        lines.append(
-            f"review label accuracy on exact-match spans: {_pct(scores['llama_review_acc'])} "
-            f"(n={scores['llama_review_n']})"
-        )
-    if scores.get("llama_perplexity") is not None:
-        lines.append(f"mean perplexity: {scores['llama_perplexity']:.2f}")
-    return "\n".join(lines)
-
-
-def _table(per_type: Dict[str, Dict[str, float]]) -> List[str]:
-    rows = [f"{'label':<16}{'P':>8}{'R':>8}{'F':>8}"]
-    for label in sorted(per_type):
-        v = per_type[label]
-        rows.append(f"{label:<16}{_pct(v['p']):>8}{_pct(v['r']):>8}{_pct(v['f']):>8}")
-    return rows
-
-
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    return EXIT_OK

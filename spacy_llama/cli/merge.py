@@ -11,25 +11,11 @@ whole corpus can fill in whatever the shards missed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Set
+from typing import Any
 
-from spacy.tokens import DocBin
-
-from ..runstate import (
-    RunInfo,
-    RunStateError,
-    docbin_parts,
-    fsync_dir,
-    scan_jsonl,
-    side_path,
-)
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from .exit_codes import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -47,123 +33,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        count = merge(args.output, args.shards, partial=args.partial, overwrite=args.overwrite)
-    except RunStateError as e:
-        print(f"[spacy-llama] merge: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    from ..batch.merge import merge
+
+    count = merge(args.output, args.shards, partial=args.partial, overwrite=args.overwrite)
     print(
         f"[spacy-llama] merge: {count} records from {len(args.shards)} shards -> {args.output}",
         file=sys.stderr,
     )
     return EXIT_OK
-
-
-def merge(
-    output: Path, shards: List[Path], *, partial: bool = False, overwrite: bool = False
-) -> int:
-    """Merge ``shards`` into ``output``; returns the number of documents."""
-    kinds = {p.suffix for p in [output, *shards]}
-    if len(kinds) != 1 or kinds - {".jsonl", ".spacy"}:
-        raise RunStateError("OUTPUT and the shards must be all .jsonl files or all .spacy folders.")
-    missing = [str(p) for p in shards if not p.exists()]
-    if missing:
-        raise RunStateError(f"shard output(s) not found: {', '.join(missing)}")
-    if output.exists() and not overwrite:
-        raise RunStateError(f"{output} already exists; pass --overwrite to replace it.")
-    config_hash = check_shards(shards, partial=partial)
-    if output.suffix == ".jsonl":
-        count = merge_jsonl(output, shards)
-    else:
-        count = merge_docbins(output, shards)
-    merge_failed(output, shards)
-    RunInfo(output).write(
-        {
-            "config_hash": config_hash,
-            "shard": None,
-            "finished": True,
-            "merged_from": [str(p) for p in shards],
-        }
-    )
-    return count
-
-
-def check_shards(shards: List[Path], *, partial: bool) -> Optional[str]:
-    """The common config hash; raises if the shards disagree or (unless partial) miss some."""
-    infos = [(p, RunInfo(p).read()) for p in shards]
-    unknown = [str(p) for p, info in infos if info is None]
-    if unknown and not partial:
-        raise RunStateError(
-            f"no .run.json next to {', '.join(unknown)}; pass --partial to merge anyway."
-        )
-    known = [(p, info) for p, info in infos if info is not None]
-    hashes = {info.get("config_hash") for _, info in known}
-    if len(hashes) > 1:
-        raise RunStateError("the shards were annotated with different configs; refusing to merge.")
-    if not partial:
-        check_complete(known)
-    return hashes.pop() if hashes else None
-
-
-def check_complete(known: List[Any]) -> None:
-    specs = [info.get("shard") for _, info in known]
-    ns = {int(s.split("/")[1]) for s in specs if s}
-    seen = {int(s.split("/")[0]) for s in specs if s}
-    if len(ns) > 1:
-        raise RunStateError(f"the shards were cut for different N: {sorted(ns)}.")
-    if ns and seen != set(range(1, ns.pop() + 1)):
-        raise RunStateError(
-            f"shards {sorted(seen)} do not cover 1..N; pass --partial to merge anyway."
-        )
-    unfinished = [str(p) for p, info in known if not info.get("finished")]
-    if unfinished:
-        raise RunStateError(
-            f"unfinished run(s): {', '.join(unfinished)}; resume them first or pass --partial."
-        )
-
-
-def merge_jsonl(output: Path, shards: List[Path]) -> int:
-    seen: Set[str] = set()
-    tmp = output.with_name(f".{output.name}.merging-{os.getpid()}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("wb") as out:
-        for shard in shards:
-            for _, record in scan_jsonl(shard, repair=False):
-                key = str(record["id"])
-                if key in seen:
-                    continue  # the same doc in two shards: keep the first
-                seen.add(key)
-                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, output)
-    fsync_dir(output.parent)
-    return len(seen)
-
-
-def merge_docbins(output: Path, shards: List[Path]) -> int:
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
-    n = docs = 0
-    for shard in shards:
-        for part in docbin_parts(shard):
-            shutil.copyfile(part, output / f"part-{n:05d}.spacy")
-            docs += len(DocBin().from_disk(part))
-            n += 1
-    fsync_dir(output)
-    return docs
-
-
-def merge_failed(output: Path, shards: List[Path]) -> None:
-    lines: List[bytes] = []
-    for shard in shards:
-        failed = side_path(shard, ".failed.jsonl")
-        if failed.exists():
-            raw = failed.read_bytes().splitlines(keepends=True)
-            lines.extend(line for line in raw if line.strip())
-    target = side_path(output, ".failed.jsonl")
-    if lines:
-        target.write_bytes(b"".join(lines))
-    elif target.exists():
-        target.unlink()

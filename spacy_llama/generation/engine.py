@@ -1,23 +1,25 @@
 """The engine: the only place that knows about batching, caches and devices.
 
-It tokenizes requests, answers what it can from the response cache, and decodes the rest
-with continuous batching over the fused decoder (:mod:`.continuous`, :mod:`.decoder`), or
-with the portable transformers loop (:mod:`.transformers_loop`) for other architectures.
-Results come back in request order whatever order they finished in.
+It dispatches a task's requests: generation here, scoring to the Scorer (:mod:`.scoring`).
+For generation it tokenizes, answers what it can from the response cache
+(:mod:`.response_cache`), and decodes the rest with continuous batching over the fused
+decoder (:mod:`.continuous`, :mod:`.decoder`), with the portable transformers loop
+(:mod:`.transformers_loop`) for other architectures, or on a server (:mod:`.remote`).
+Results come back in request order whatever order they finished in, and leave through
+:func:`.output.finish`: a stored result is never changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import Errors, PromptTooLongError
 from ..models.base import LlamaModel
 from ..types import (
     AnyRequest,
     AnyResult,
     GenerationRequest,
     GenerationResult,
-    PromptTooLongError,
     ScoreRequest,
     TokenLogprobRequest,
 )
@@ -25,29 +27,13 @@ from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import FastLlama, check_int8, supports_fast_decoder
 from .lookup import DraftStats
+from .output import finish
+from .remote import complete_remote, is_remote
+from .response_cache import PendingWrites, ResponseCache, lookup, response_key
 from .sampling import make_generators, request_seed
+from .stats import EngineStats
 from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
-
-
-class GenerationError(RuntimeError):
-    """Some requests of a batch failed (e.g. a server kept refusing them)."""
-
-
-class ResponseCache(Protocol):
-    """What the engine needs from a cache (see :mod:`spacy_llama.cache`)."""
-
-    def get_many(self, keys: Sequence[str]) -> Dict[str, dict]: ...
-
-    def put_many(self, items: Dict[str, dict]) -> None: ...
-
-
-@dataclass
-class EngineStats:
-    model_calls: int = 0  # requests that reached the model
-    cache_hits: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
 
 
 class Engine:
@@ -103,7 +89,8 @@ class Engine:
             elif kind is TokenLogprobRequest:
                 outs = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
             else:
-                raise TypeError(f"Unknown request type {kind.__name__}")
+                known = "GenerationRequest, ScoreRequest, TokenLogprobRequest"
+                raise TypeError(Errors.E051.format(kind=kind.__name__, known=known))
             for i, out in zip(idx, outs):
                 results[i] = out
         return results  # type: ignore[return-value]
@@ -118,8 +105,8 @@ class Engine:
 
     @property
     def remote(self) -> bool:
-        """A model served over HTTP (it has ``complete``) decodes on the server."""
-        return callable(getattr(self.model, "complete", None))
+        """A model served over HTTP decodes on the server."""
+        return is_remote(self.model)
 
     def tokenize(self, request: GenerationRequest) -> List[int]:
         if self.remote:
@@ -151,33 +138,31 @@ class Engine:
             else {}
         )
         if self.cache is not None and todo:
-            hits = self.cache.get_many(list(keys.values()))
+            hits = lookup(self.cache, [keys[i] for i in todo])
             remaining = []
             for i in todo:
                 hit = hits.get(keys[i])
                 if hit is not None:
-                    results[i] = self._with_echo(
-                        requests[i], GenerationResult.from_dict(hit, cached=True)
-                    )
+                    results[i] = hit
                     self.stats.cache_hits += 1
                 else:
                     remaining.append(i)
             todo = remaining
         self._decode(requests, ids, todo, keys, results)
-        return [r if r is not None else GenerationResult(text="") for r in results]
+        return [
+            finish(req, res, self.config) if res is not None else GenerationResult(text="")
+            for req, res in zip(requests, results)
+        ]
 
-    def cache_key(self, prompt_ids: Sequence[Any]) -> str:
-        import hashlib
-
-        h = hashlib.sha256()
-        h.update(self.model.fingerprint.encode())
-        h.update(self.config.fingerprint().encode())
-        h.update(",".join(map(str, self._stop_ids)).encode())
-        # "int8" computed per-tensor activation scales before 2026-11-26: old entries differ
-        h.update(f"quantize={self.quantize}/w8a8-row".encode() if self.quantize else b"")
-        h.update(b"\0")
-        h.update(",".join(map(str, prompt_ids)).encode())
-        return h.hexdigest()
+    def cache_key(self, prompt: Sequence[Any]) -> str:
+        """The response-cache key of a prompt (token ids, or the text for a server)."""
+        return response_key(
+            model_fingerprint=self.model.fingerprint,
+            config_fingerprint=self.config.fingerprint(),
+            stop_ids=self._stop_ids,
+            quantize=self.quantize,
+            prompt=prompt,
+        )
 
     # -- decoding ----------------------------------------------------------------
     def _decode(
@@ -188,9 +173,26 @@ class Engine:
         keys: Dict[int, str],
         results: List[Optional[GenerationResult]],
     ) -> None:
-        """Decode ``todo``; each result reaches ``results`` (and the cache) as it finishes,
-        so an interrupted batch keeps what it completed."""
+        """Decode ``todo``; each raw result reaches ``results`` (and the cache) as it
+        finishes, so an interrupted batch keeps what it completed."""
         if not todo:
+            return
+        writes = PendingWrites(self.cache, every=self.batch_size)
+        if self.remote:
+
+            def store(i: int, res: GenerationResult) -> None:
+                results[i] = res
+
+            complete_remote(
+                self.model,
+                self.config,
+                requests,
+                todo,
+                keys=keys,
+                writes=writes,
+                stats=self.stats,
+                on_result=store,
+            )
             return
         cfg = self.config
         seqs = [
@@ -204,20 +206,13 @@ class Engine:
             for i in todo
         ]
         stepper = Stepper(cfg, self._stop_ids, self.model.decode)
-        pending: Dict[str, dict] = {}
 
         def on_done(seq: SequenceState) -> None:
             res = seq.result(self.model.decode)
-            results[seq.index] = self._with_echo(requests[seq.index], res)
-            if self.cache is not None:
-                pending[keys[seq.index]] = res.to_dict()
-                if len(pending) >= self.batch_size:
-                    self.cache.put_many(dict(pending))
-                    pending.clear()
+            results[seq.index] = res
+            if seq.index in keys:
+                writes.add(keys[seq.index], res)
 
-        if self.remote:
-            self._complete_remote(requests, todo, keys, results)
-            return
         prompts = [ids[i] for i in todo]
         try:
             if self.fast is not None:
@@ -243,38 +238,10 @@ class Engine:
                     on_done=on_done,
                 )
         finally:
-            if self.cache is not None and pending:
-                self.cache.put_many(pending)
+            writes.flush()
             self.stats.model_calls += len(todo)
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
-
-    def _complete_remote(
-        self,
-        requests: Sequence[GenerationRequest],
-        todo: List[int],
-        keys: Dict[int, str],
-        results: List[Optional[GenerationResult]],
-    ) -> None:
-        """Send to the server; cache what succeeded, then raise for what did not, so a
-        caller (``annotate``) can retry those documents alone and record them as failed."""
-        remote: Any = self.model  # an OpenAICompatible model (see models/server.py)
-        outs = remote.complete([requests[i] for i in todo], self.config)
-        failed = []
-        done: Dict[str, dict] = {}
-        for i, out in zip(todo, outs):
-            if out.error is not None:
-                failed.append(f"{requests[i].label or f'request {i}'}: {out.error}")
-                continue
-            results[i] = self._with_echo(requests[i], out)
-            if self.cache is not None:
-                done[keys[i]] = out.to_dict()
-            self.stats.generated_tokens += len(out.token_ids) or len(out.logprobs)
-        self.stats.model_calls += len(todo)
-        if self.cache is not None and done:
-            self.cache.put_many(done)
-        if failed:
-            raise GenerationError(f"{len(failed)} request(s) failed: " + "; ".join(failed))
 
     @property
     def fast(self) -> Optional[FastLlama]:
@@ -282,8 +249,3 @@ class Engine:
         if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
             self._fast = FastLlama(self.model.model, quantize=self.quantize)
         return self._fast
-
-    def _with_echo(self, req: GenerationRequest, res: GenerationResult) -> GenerationResult:
-        if self.config.echo:
-            res.text = req.prompt + res.text
-        return res

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import PromptTooLongError
 from ..models.base import LlamaModel
 from ..types import (
-    PromptTooLongError,
     ScoreRequest,
     ScoreResult,
     TokenLogprobRequest,

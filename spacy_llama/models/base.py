@@ -18,10 +18,6 @@ DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class ModelLoadError(ValueError):
-    """A model could not be loaded; the message names the path and the fix."""
-
-
 @dataclass
 class LlamaModel:
     """A loaded LLaMA-family causal LM plus everything the engine needs to drive it."""

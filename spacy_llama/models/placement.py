@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-from .base import ModelLoadError
+from ..errors import ModelLoadError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -14,10 +14,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 def _thinc_gpu_id() -> Optional[int]:
     """The GPU spaCy was told to use (`spacy.require_gpu(i)` / `--gpu-id i`), if any."""
     try:
-        from thinc.api import get_current_ops
+        from thinc.api import CupyOps, get_current_ops
 
-        ops = get_current_ops()
-        if type(ops).__name__ == "CupyOps":  # pragma: no cover - needs a GPU
+        if isinstance(get_current_ops(), CupyOps):  # pragma: no cover - needs a GPU
             import cupy
 
             return int(cupy.cuda.runtime.getDevice())

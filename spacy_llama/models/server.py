@@ -36,10 +36,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+from ..errors import ModelLoadError
 from ..generation.config import GenerationConfig
 from ..registry import llama_models
 from ..types import FinishReason, GenerationRequest, GenerationResult
-from .base import LlamaModel, ModelLoadError
+from .base import LlamaModel
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as down

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import Iterable, List, Optional, Protocol, Sequence, runtime_checkable
 
 from spacy.tokens import Doc
 
@@ -62,32 +62,3 @@ class PromptedTask:
                 f"{type(self).__name__}.initialize(formatter, sample=...) was not called."
             )
         return self._formatter
-
-
-def generation_requests(
-    docs: Sequence[Doc],
-    build: Callable[..., GenerationRequest],
-    formatter: PromptFormatter,
-    *,
-    on_overflow: str,
-) -> List[GenerationRequest]:
-    """One request per doc; empty docs get an empty prompt (no model call), long ones are
-    cut to fit the context (see ``fewshot.fit_doc``)."""
-    from .fewshot import fit_doc
-
-    out = []
-    for doc in docs:
-        name = doc_label(doc)
-        if not doc.text.strip():
-            out.append(GenerationRequest(prompt="", label=name))
-            continue
-        req = fit_doc(
-            doc,
-            build,
-            lambda r: formatter.count(r) <= formatter.budget,
-            on_overflow=on_overflow,  # type: ignore[arg-type]
-            label=name,
-        )
-        req.label = name
-        out.append(req)
-    return out

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Literal, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import srsly
 from spacy.tokens import Doc
 
+from ..errors import TemplateError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter, generation_requests
-from .fewshot import install_extensions
-from .prompt import DocLike, PromptTemplate, TemplateError
-
-Overflow = Literal["truncate", "error"]
+from .base import PromptedTask, PromptFormatter
+from .extensions import install_extensions
+from .fitting import Overflow, generation_requests
+from .prompt import DocLike, PromptTemplate
 
 
 class CompletionTask(PromptedTask):

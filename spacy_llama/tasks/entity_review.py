@@ -15,27 +15,15 @@ from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example as SpacyExample
 
+from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import PromptedTask, PromptFormatter, doc_label
-from .fewshot import (
-    Example,
-    FewShotError,
-    FewShotState,
-    Label,
-    Overflow,
-    check_entity_examples,
-    check_names,
-    content_free_doc,
-    fit_doc,
-    install_extensions,
-    labels_context,
-    load_template,
-    make_labels,
-    token_count,
-)
-from .prompt import DocLike, PromptTemplate
-from .textcat import softmax
+from .examples import Example, FewShotState, check_entity_examples
+from .extensions import check_names, install_extensions
+from .fitting import Overflow, fit_doc, token_count
+from .labels import Label, labels_context, make_labels, softmax
+from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 Context = Literal["doc", "sentence"]
 

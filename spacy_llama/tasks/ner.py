@@ -19,23 +19,15 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example as SpacyExample
 from spacy.util import filter_spans
 
+from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter, doc_label, generation_requests
-from .fewshot import (
-    Example,
-    FewShotError,
-    FewShotState,
-    Label,
-    Overflow,
-    check_entity_examples,
-    check_names,
-    install_extensions,
-    labels_context,
-    load_template,
-    make_labels,
-)
-from .prompt import DocLike, PromptTemplate
+from .base import PromptedTask, PromptFormatter, doc_label
+from .examples import Example, FewShotState, check_entity_examples
+from .extensions import check_names, install_extensions
+from .fitting import Overflow, generation_requests
+from .labels import Label, labels_context, make_labels
+from .prompt import DocLike, PromptTemplate, load_template
 
 logger = logging.getLogger("spacy_llama")
 Merge = Literal["keep_upstream", "prefer_llama", "union", "spans"]

@@ -10,11 +10,10 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from spacy.tokens import Doc, Span
 
+from ..errors import TemplateError
+
 DocLike = Union[Doc, Span]
-
-
-class TemplateError(ValueError):
-    """A prompt template does not compile or does not render; names template and line."""
+TEMPLATES = Path(__file__).parent / "templates"  # the packaged default prompts
 
 
 def _environment() -> SandboxedEnvironment:
@@ -125,3 +124,16 @@ def _sentences(doc: DocLike, base: int) -> List[Dict[str, Any]]:
             }
         )
     return out
+
+
+def load_template(template: Optional[str], template_path: Optional[str], default: str) -> Any:
+    """An inline template, a template file, or the packaged default ``templates/<default>``."""
+    if template is not None:
+        return PromptTemplate.load(template, template_path)
+    return PromptTemplate.load("", template_path or str(TEMPLATES / default))
+
+
+def content_free_doc(vocab: Any, text: str) -> Doc:
+    """A doc of ``text`` (e.g. "N/A") for contextual calibration, without trailing space."""
+    words = text.split() or ["N/A"]
+    return Doc(vocab, words=words, spaces=[True] * (len(words) - 1) + [False])

@@ -15,9 +15,11 @@ from spacy.tokens import Doc
 
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter, generation_requests
-from .fewshot import Overflow, check_names, install_extensions, load_template, write_task
-from .prompt import DocLike, PromptTemplate
+from .base import PromptedTask, PromptFormatter
+from .examples import write_task
+from .extensions import check_names, install_extensions
+from .fitting import Overflow, generation_requests
+from .prompt import DocLike, PromptTemplate, load_template
 
 LEAD = re.compile(r"^\s*(?:summary\s*:)\s*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")

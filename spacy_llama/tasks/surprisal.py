@@ -23,7 +23,8 @@ from spacy.training import Example as SpacyExample
 from ..registry import llama_tasks
 from ..types import TokenLogprobRequest, TokenLogprobResult
 from .base import PromptFormatter, doc_label
-from .fewshot import check_names, install_extensions, write_task
+from .examples import write_task
+from .extensions import check_names, install_extensions
 
 
 class SurprisalTask:

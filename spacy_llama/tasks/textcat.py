@@ -8,32 +8,20 @@ is P(yes) renormalised over {yes, no}.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc
 from spacy.training import Example as SpacyExample
 
+from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import PromptedTask, PromptFormatter, doc_label
-from .fewshot import (
-    Example,
-    FewShotError,
-    FewShotState,
-    Label,
-    Overflow,
-    check_label,
-    content_free_doc,
-    example_name,
-    fit_doc,
-    labels_context,
-    load_template,
-    make_labels,
-    token_count,
-)
-from .prompt import DocLike, PromptTemplate
+from .examples import Example, FewShotState, example_name
+from .fitting import Overflow, fit_doc, token_count
+from .labels import Label, check_label, labels_context, make_labels, softmax
+from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 YES, NO = "yes", "no"
 
@@ -191,13 +179,6 @@ class TextCatTask(FewShotState, PromptedTask):
 
     def _state(self) -> Dict[str, Any]:
         return {**super()._state(), "exclusive": self.exclusive}
-
-
-def softmax(values: Sequence[float]) -> List[float]:
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    total = sum(exps)
-    return [e / total for e in exps]
 
 
 @llama_tasks("spacy-llama.TextCat.v1")

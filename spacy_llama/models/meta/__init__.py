@@ -23,7 +23,7 @@ from typing import Optional, Union
 
 from ...registry import llama_models
 from ..base import DTypeName, LlamaModel
-from ..hf import cached_load
+from ..loading import cached_load
 from .loader import (
     MetaCheckpoint,
     assemble,

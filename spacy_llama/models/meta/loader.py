@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ..base import LlamaModel, ModelLoadError
-from ..hf import finish_model, load_hf_folder
+from ...errors import ModelLoadError
+from ..base import LlamaModel
+from ..loading import finish_model, load_hf_folder
 from .merge import embedding_rows, merge_shards
 from .paging import file_mappings
 from .params import CONTEXT_LENGTHS, MetaParams, read_params
@@ -39,7 +40,7 @@ def build_meta(
     context_length: Optional[int] = None,
 ) -> MetaCheckpoint:
     """Read, merge and assemble a Meta folder on CPU; ``dtype=None`` keeps the checkpoint's."""
-    from ..tokenizers import detect_format
+    from .tokenizer_formats import detect_format
 
     files = shard_files(folder)
     params = read_params(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from ..base import ModelLoadError
+from ...errors import ModelLoadError
 from .paging import drop_pages
 from .params import MetaParams
 from .shards import ShardSet, check_shards

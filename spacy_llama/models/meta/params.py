@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..base import ModelLoadError
+from ...errors import ModelLoadError
 
 # Context lengths Meta trained each family with (params.json does not say).
 CONTEXT_LENGTHS = {

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple, Union
 
-from ..base import ModelLoadError
+from ...errors import ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from ..base import ModelLoadError
+from ...errors import ModelLoadError
 
 
 def tokenizer_files(folder: Path, tokenizer_path: Optional[Path]) -> List[Path]:
@@ -27,7 +27,7 @@ def tokenizer_files(folder: Path, tokenizer_path: Optional[Path]) -> List[Path]:
 
 
 def load_tokenizer(files: List[Path], *, variant: str) -> Tuple[Any, List[int]]:
-    from ..tokenizers import load_meta_tokenizer
+    from .tokenizer_formats import load_meta_tokenizer
 
     if files[0].name == "tokenizer.json" or files[0].name == "tokenizer_config.json":
         return _hf_tokenizer(files[0].parent)

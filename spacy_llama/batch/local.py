@@ -1,0 +1,185 @@
+"""Annotate a corpus with a pipeline in this process (or ``--n-process`` children).
+
+The run reads the input twice: a quick first pass finds bad lines and counts the work
+(before a model is loaded, so input mistakes are reported at once), the second streams
+documents through ``nlp.pipe``. Each batch is written and fsynced before the next one is
+read, so a killed run loses at most the batch in flight, and ``resume`` skips every id
+already written. See :mod:`.sinks` and :mod:`.runinfo` for the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Iterable, Iterator, List, Optional, Set, Tuple
+
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.util import minibatch
+from spacy.vocab import Vocab
+
+from ..errors import AnnotateError, Errors
+from .options import AnnotateOptions
+from .prepare import (
+    config_hash,
+    load_pipeline,
+    prepare_for_run,
+    record_doc,
+    run_batch_size,
+    set_cache,
+)
+from .reader import Record, input_files, parse_shard, read_corpus
+from .records import finished, format_doc, pipeline_extensions
+from .runinfo import RunInfo, run_info
+from .selection import selector_for, survey
+from .sinks import ERROR_KEY, STATS_KEY, Outputs
+from .summary import Summary
+
+ZONE_DOCS = 2000  # docs per spaCy memory zone (with --n-process, workers restart per zone)
+
+
+def check_output(opts: AnnotateOptions) -> None:
+    """Output options that contradict each other or would overwrite a run by accident."""
+    if opts.output.suffix not in (".jsonl", ".spacy"):
+        raise AnnotateError(Errors.E010.format(name=opts.output.name))
+    if opts.docbin is not None and opts.docbin.suffix != ".spacy":
+        raise AnnotateError(Errors.E011)
+    if opts.resume and opts.overwrite:
+        raise AnnotateError(Errors.E012)
+    exists = [p for p in (opts.output, opts.docbin) if p is not None and p.exists()]
+    if exists and not (opts.resume or opts.overwrite):
+        raise AnnotateError(Errors.E013.format(path=exists[0]))
+
+
+def open_outputs(opts: AnnotateOptions, vocab: Vocab) -> Outputs:
+    """The run's sinks (the same for a local and a Ray run, so either resumes the other)."""
+    return Outputs(
+        opts.output, docbin=opts.docbin, resume=opts.resume, vocab=vocab, part_size=opts.part_size
+    )
+
+
+def annotate(opts: AnnotateOptions) -> Summary:
+    """Run the whole annotation; raises the errors of :mod:`spacy_llama.errors` for input
+    and output problems, KeyboardInterrupt after writing what was finished."""
+    start = time.perf_counter()
+    shard = parse_shard(opts.shard)
+    input_files(opts.input)
+    check_output(opts)
+    selected, _ = survey(opts, shard)
+    nlp = load_pipeline(opts.config, overrides=opts.overrides)
+    run_hash = config_hash(nlp)
+    info = RunInfo(opts.output)
+    if opts.resume:
+        info.check(config_hash=run_hash, shard=opts.shard, output=opts.output)
+    info.write(run_info(opts, run_hash, finished=False, runner=None))
+    set_cache(nlp, path=opts.cache_path)
+    extensions = pipeline_extensions(nlp)
+    prepare_for_run(nlp, n_process=opts.n_process)
+    outputs = open_outputs(opts, nlp.vocab)
+    summary = Summary(failed_path=outputs.failed.path, load_seconds=time.perf_counter() - start)
+    try:
+        run = LocalRun(opts, nlp, outputs, summary, extensions=extensions)
+        run.process(shard=shard, todo=selected - len(outputs.done))
+    finally:
+        outputs.close()
+        summary.seconds = time.perf_counter() - start
+    info.write(
+        {**run_info(opts, run_hash, finished=True, runner=None), "summary": summary.to_json()}
+    )
+    return summary
+
+
+@dataclasses.dataclass
+class LocalRun:
+    """The second pass: records -> ``nlp.pipe`` -> the sinks, batch by batch."""
+
+    opts: AnnotateOptions
+    nlp: Language
+    outputs: Outputs
+    summary: Summary
+    extensions: List[str]
+
+    def process(self, *, shard: Optional[Tuple[int, int]], todo: int) -> None:
+        from tqdm import tqdm
+
+        selector = selector_for(self.opts, shard, failed=self.outputs.failed)
+        batch_size = run_batch_size(self.nlp.config, self.opts.batch_size)
+        records = self._pending(selector(read_corpus(self.opts.input, vocab=self.nlp.vocab)))
+        # disable=None: no bar when stderr is not a terminal (logs, CI), where its carriage
+        # returns would interleave with --print's output
+        bar = tqdm(
+            total=max(todo, 0),
+            unit="doc",
+            disable=True if self.opts.quiet else None,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        began = time.perf_counter()
+        try:
+            # Strings and lexemes of a zone's docs are freed when it closes: without zones
+            # the vocab grows with every new word of the corpus.
+            for chunk in minibatch(records, size=max(ZONE_DOCS, batch_size)):
+                with self.nlp.memory_zone():
+                    stream = self.nlp.pipe(
+                        self._docs(chunk),
+                        as_tuples=True,
+                        batch_size=batch_size,
+                        n_process=self.opts.n_process,
+                    )
+                    for batch in minibatch(stream, size=batch_size):
+                        self._write_batch(batch)
+                        bar.update(len(batch))
+                        secs = max(time.perf_counter() - began, 1e-9)
+                        bar.set_postfix_str(
+                            f"{self.summary.generated_tokens / secs:.1f} tok/s", refresh=False
+                        )
+        finally:
+            bar.close()
+            self.summary.failed += selector.bad
+
+    def _pending(self, records: Iterable[Record]) -> Iterator[Record]:
+        done: Set[str] = self.outputs.done
+        for rec in records:
+            if rec.id in done:
+                self.summary.skipped += 1
+            else:
+                yield rec
+
+    def _docs(self, records: Iterable[Record]) -> Iterator[Tuple[Doc, Record]]:
+        for rec in records:
+            # the context is pickled with n_process: it must not carry the doc twice
+            yield record_doc(self.nlp, rec), dataclasses.replace(rec, doc=None)
+
+    def _write_batch(self, batch: List[Tuple[Doc, Record]]) -> None:
+        from tqdm import tqdm
+
+        ok = [(doc, rec) for doc, rec in batch if not self._failed(doc, rec)]
+        self.outputs.write(
+            [
+                finished(
+                    doc,
+                    rec,
+                    extensions=self.extensions,
+                    jsonl=self.outputs.wants_record,
+                    docbin=self.outputs.wants_doc,
+                )
+                for doc, rec in ok
+            ]
+        )
+        self.summary.done += len(ok)
+        if self.opts.print_docs:
+            for doc, rec in ok:
+                text = format_doc(doc, rec, extensions=self.extensions)
+                tqdm.write(text + "\n", file=sys.stdout)
+
+    def _failed(self, doc: Doc, rec: Record) -> bool:
+        self.summary.add_stats(doc.user_data.pop(STATS_KEY, None))
+        error = doc.user_data.pop(ERROR_KEY, None)
+        if error is None:
+            return False
+        self.summary.failed += 1
+        self.outputs.failed.write(
+            {"id": rec.raw_id, "source": rec.source, "error": str(error)[:2000]}
+        )
+        return True

@@ -1,0 +1,127 @@
+"""Join the outputs of ``annotate --shard I/N`` runs into one.
+
+JSONL shards are concatenated (each record once, by id); DocBin folders have their parts
+copied. The shards' ``.run.json`` files must agree on the config and together cover
+1..N; ``partial`` merges an incomplete set anyway. Failed-document lists are joined too.
+The merged output gets a ``.run.json`` without a shard, so ``annotate --resume`` on the
+whole corpus can fill in whatever the shards missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, List, Optional, Set
+
+from spacy.tokens import DocBin
+
+from ..errors import Errors, RunStateError
+from .files import fsync_dir, side_path
+from .runinfo import RunInfo
+from .sinks import docbin_parts, scan_jsonl
+
+
+def merge(
+    output: Path, shards: List[Path], *, partial: bool = False, overwrite: bool = False
+) -> int:
+    """Merge ``shards`` into ``output``; returns the number of documents."""
+    kinds = {p.suffix for p in [output, *shards]}
+    if len(kinds) != 1 or kinds - {".jsonl", ".spacy"}:
+        raise RunStateError(Errors.E030)
+    missing = [str(p) for p in shards if not p.exists()]
+    if missing:
+        raise RunStateError(Errors.E031.format(paths=", ".join(missing)))
+    if output.exists() and not overwrite:
+        raise RunStateError(Errors.E032.format(path=output))
+    config_hash = check_shards(shards, partial=partial)
+    if output.suffix == ".jsonl":
+        count = merge_jsonl(output, shards)
+    else:
+        count = merge_docbins(output, shards)
+    merge_failed(output, shards)
+    RunInfo(output).write(
+        {
+            "config_hash": config_hash,
+            "shard": None,
+            "finished": True,
+            "merged_from": [str(p) for p in shards],
+        }
+    )
+    return count
+
+
+def check_shards(shards: List[Path], *, partial: bool) -> Optional[str]:
+    """The common config hash; raises if the shards disagree or (unless partial) miss some."""
+    infos = [(p, RunInfo(p).read()) for p in shards]
+    unknown = [str(p) for p, info in infos if info is None]
+    if unknown and not partial:
+        raise RunStateError(Errors.E033.format(paths=", ".join(unknown)))
+    known = [(p, info) for p, info in infos if info is not None]
+    hashes = {info.get("config_hash") for _, info in known}
+    if len(hashes) > 1:
+        raise RunStateError(Errors.E034)
+    if not partial:
+        check_complete(known)
+    return hashes.pop() if hashes else None
+
+
+def check_complete(known: List[Any]) -> None:
+    specs = [info.get("shard") for _, info in known]
+    ns = {int(s.split("/")[1]) for s in specs if s}
+    seen = {int(s.split("/")[0]) for s in specs if s}
+    if len(ns) > 1:
+        raise RunStateError(Errors.E035.format(counts=sorted(ns)))
+    if ns and seen != set(range(1, ns.pop() + 1)):
+        raise RunStateError(Errors.E036.format(seen=sorted(seen)))
+    unfinished = [str(p) for p, info in known if not info.get("finished")]
+    if unfinished:
+        raise RunStateError(Errors.E037.format(paths=", ".join(unfinished)))
+
+
+def merge_jsonl(output: Path, shards: List[Path]) -> int:
+    seen: Set[str] = set()
+    tmp = output.with_name(f".{output.name}.merging-{os.getpid()}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tmp.open("wb") as out:
+        for shard in shards:
+            for _, record in scan_jsonl(shard, repair=False):
+                key = str(record["id"])
+                if key in seen:
+                    continue  # the same doc in two shards: keep the first
+                seen.add(key)
+                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, output)
+    fsync_dir(output.parent)
+    return len(seen)
+
+
+def merge_docbins(output: Path, shards: List[Path]) -> int:
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    n = docs = 0
+    for shard in shards:
+        for part in docbin_parts(shard):
+            shutil.copyfile(part, output / f"part-{n:05d}.spacy")
+            docs += len(DocBin().from_disk(part))
+            n += 1
+    fsync_dir(output)
+    return docs
+
+
+def merge_failed(output: Path, shards: List[Path]) -> None:
+    lines: List[bytes] = []
+    for shard in shards:
+        failed = side_path(shard, ".failed.jsonl")
+        if failed.exists():
+            raw = failed.read_bytes().splitlines(keepends=True)
+            lines.extend(line for line in raw if line.strip())
+    target = side_path(output, ".failed.jsonl")
+    if lines:
+        target.write_bytes(b"".join(lines))
+    elif target.exists():
+        target.unlink()

@@ -1,0 +1,180 @@
+"""Preparing a pipeline for a corpus run: load it, fingerprint its config, give its llama
+components a cache, choose the batch size, and make a failing document fail alone.
+
+Failures and engine counts travel on ``doc.user_data`` rather than in this process's
+memory, because with ``--n-process`` the pipeline runs in child processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import spacy
+from confection import Config
+from spacy.language import DEFAULT_CONFIG as SPACY_DEFAULTS
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.util import load_config, load_model_from_config
+
+from ..errors import Errors, PipelineError
+from ..generation.sqlite_cache import SQLiteCache
+from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
+from .reader import ID_KEY, Record
+from .sinks import ERROR_KEY, STATS_KEY
+from .summary import STATS_FIELDS
+
+
+def load_pipeline(path: Union[str, Path], *, overrides: Dict[str, Any]) -> Language:
+    """A .cfg is assembled on the fly (like ``spacy assemble``); a folder is loaded."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(Errors.E018.format(path=str(path)))
+    try:
+        if path.is_dir():
+            return spacy.load(path, config=overrides)
+        config = load_config(path, overrides=overrides, interpolate=False)
+        return load_model_from_config(config, auto_fill=True)
+    except Exception as e:  # config and model errors already explain themselves
+        raise PipelineError(Errors.E019.format(path=path, error=e)) from None
+
+
+def read_run_config(path: Path, *, overrides: Dict[str, Any]) -> Config:
+    """The config of a .cfg or a pipeline folder, without building anything (the Ray
+    driver needs its batch size but must not load a model)."""
+    file = path / "config.cfg" if path.is_dir() else path
+    if not file.exists():
+        raise PipelineError(Errors.E018.format(path=str(path)))
+    try:
+        return load_config(file, overrides=overrides, interpolate=False)
+    except Exception as e:
+        raise PipelineError(Errors.E020.format(path=file, error=e)) from None
+
+
+def run_batch_size(config: Config, requested: Optional[int] = None) -> int:
+    """Docs per batch (and per durable write) unless ``--batch-size`` says otherwise: the
+    smallest of ``[nlp] batch_size`` and the llama components' micro-batches, so progress
+    shows and a kill loses little while the model still sees full batches. Missing
+    settings take spaCy's and the llama factory's defaults, so a filled and an unfilled
+    config of one pipeline give the same size (local and Ray runs agree)."""
+    if requested:
+        return int(requested)
+    nlp_cfg = config.get("nlp", {})
+    sizes = [int(nlp_cfg.get("batch_size") or SPACY_DEFAULTS["nlp"]["batch_size"])]
+    for comp in config.get("components", {}).values():
+        if isinstance(comp, dict) and comp.get("factory") == "llama":
+            sizes.append(int(comp.get("batch_size") or LLAMA_DEFAULTS["batch_size"]))
+    return min(sizes)
+
+
+def llama_engines(nlp: Language) -> List[Any]:
+    engines = [getattr(pipe, "engine", None) for _, pipe in nlp.pipeline]
+    return [e for e in engines if hasattr(e, "cache") and hasattr(e, "stats")]
+
+
+def config_hash(nlp: Language) -> str:
+    """What decides the output: the config (less cache settings) and the model files."""
+    config = nlp.config.copy()
+    for component in config.get("components", {}).values():
+        if isinstance(component, dict):
+            component.pop("cache", None)  # where results are cached does not change them
+    h = hashlib.sha256(config.to_str().encode("utf-8"))
+    for engine in llama_engines(nlp):
+        h.update(engine.model.fingerprint.encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def set_cache(nlp: Language, *, path: Optional[Path]) -> Optional[SQLiteCache]:
+    """Give every llama engine without a cache one at ``path``; ``None`` removes caches."""
+    shared = SQLiteCache(path) if path is not None else None
+    for engine in llama_engines(nlp):
+        if shared is None:
+            engine.cache = None
+        elif engine.cache is None:
+            engine.cache = shared
+    return shared
+
+
+def isolate_failures(name: str, proc: Any, docs: Optional[Sequence[Doc]], error: Exception) -> None:
+    """spaCy error handler: retry a failed batch one doc at a time; mark what still fails.
+    Without docs (a worker process died) nothing can be attributed, so the error stands."""
+    if proc is None or not docs:
+        raise error
+    if len(docs) == 1:
+        docs[0].user_data[ERROR_KEY] = f"{name}: {type(error).__name__}: {error}"
+        return
+    for doc in docs:
+        try:
+            proc(doc)  # a Pipe's __call__ sends its own failure back here with [doc]
+        except Exception as e:
+            doc.user_data[ERROR_KEY] = f"{name}: {type(e).__name__}: {e}"
+
+
+class RunStats:
+    """Last component of a batch run: stamps each doc with the engine counts since the
+    previous doc, so the parent can total them whichever process did the work."""
+
+    def __init__(self, nlp: Language) -> None:
+        self.engines = llama_engines(nlp)
+        self.last = self._totals()
+
+    def _totals(self) -> List[int]:
+        return [sum(getattr(e.stats, f) for e in self.engines) for f in STATS_FIELDS]
+
+    def __call__(self, doc: Doc) -> Doc:
+        now = self._totals()
+        doc.user_data[STATS_KEY] = {f: a - b for f, a, b in zip(STATS_FIELDS, now, self.last)}
+        self.last = now
+        return doc
+
+
+@Language.factory("spacy_llama_run_stats")
+def make_run_stats(nlp: Language, name: str) -> RunStats:
+    return RunStats(nlp)
+
+
+def prepare_for_run(nlp: Language, *, n_process: int = 1) -> None:
+    """Install failure isolation and the stats stamp (after hashing the config)."""
+    nlp.default_error_handler = isolate_failures  # type: ignore[assignment]
+    for _, pipe in nlp.pipeline:
+        try:
+            getattr(pipe, "set_error_handler", lambda handler: None)(isolate_failures)
+        except AttributeError:
+            # Not every component takes one (spaCy's cython parser and NER cannot store it);
+            # those keep raising, which stops the run: finished batches are already saved.
+            pass
+    if "spacy_llama_run_stats" not in nlp.pipe_names:
+        nlp.add_pipe("spacy_llama_run_stats", last=True)
+    if n_process > 1:
+        single_threaded_workers()
+
+
+def record_doc(nlp: Language, rec: Record) -> Doc:
+    """The Doc a record is annotated as: its own (a .spacy input keeps its annotations) or
+    a new one, stamped with the record's id for the tasks' messages."""
+    doc = rec.doc if rec.doc is not None else nlp.make_doc(rec.text)
+    doc.user_data[ID_KEY] = rec.raw_id
+    return doc
+
+
+_FORK_HOOK: List[bool] = []
+
+
+def single_threaded_workers() -> None:
+    """spaCy forks its workers. If torch already ran a parallel op here, a child inherits
+    OpenMP's thread team without its threads and hangs in the next matmul, unless it drops
+    to one thread first; one thread per worker is also what n_process workers want."""
+    if _FORK_HOOK:
+        return
+    _FORK_HOOK.append(True)
+    # Hugging Face tokenizers would otherwise warn at every fork that it turns itself off.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def one_thread() -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    os.register_at_fork(after_in_child=one_thread)

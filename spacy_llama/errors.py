@@ -1,0 +1,125 @@
+"""One catalogue of the package's errors, in the style of spaCy's ``errors.py``.
+
+Every message a user can see is a coded entry of :class:`Errors` (``E...``) or
+:class:`Warnings` (``W...``); reading an entry adds its code, so ``Errors.E001`` is
+``"[E001] ..."``, and a code can be searched for in the docs and the issue tracker. Each
+message names the thing that is wrong and the fix. Fill an entry with ``.format(...)``.
+
+The exception classes live here too. They all derive from :class:`SpacyLlamaError`: an
+error the user can fix, reported by the CLI as one message and an exit code (see
+``cli/__init__.py``), never as a traceback from deep inside. The second base class keeps
+``except ValueError`` (what spaCy and pydantic callers expect) working.
+"""
+
+from __future__ import annotations
+
+
+class ErrorsWithCodes(type):
+    """Reading a class attribute returns ``"[CODE] message"``."""
+
+    def __getattribute__(self, code: str) -> str:
+        msg = super().__getattribute__(code)
+        if code.startswith("__"):  # the class's own machinery
+            return msg
+        return f"[{code}] {msg}"
+
+
+# fmt: off
+class Warnings(metaclass=ErrorsWithCodes):
+    W001 = ("{path}: the last line was half-written (the run was interrupted); it was "
+            "removed and that document will be annotated again.")
+
+
+class Errors(metaclass=ErrorsWithCodes):
+    # -- corpus input (batch/reader.py, batch/selection.py) ------------------------------
+    E001 = "Input {path!r} does not exist."
+    E002 = ("Input {path!r} has an unknown extension; use {suffixes} or a folder of such "
+            "files.")
+    E003 = "Input folder {path!r} holds no {suffixes} files."
+    E004 = "{path!r} is not a readable spaCy DocBin ({error})."
+    E005 = "--shard expects I/N, e.g. 1/4; got {spec!r}."
+    E006 = "--shard {spec}: I must be between 1 and N."
+    E007 = "Input {path!r} contains no documents."
+    E008 = ("{line}. Fix the line, or pass --on-bad-line skip to record it in the failed file "
+            "and go on.")
+    # -- annotate options and outputs (batch/local.py, batch/sinks.py, batch/runinfo.py) -
+    E010 = "OUTPUT must end in .jsonl or .spacy, not {name!r}."
+    E011 = "--docbin must name a folder ending in .spacy."
+    E012 = "--resume and --overwrite exclude each other."
+    E013 = ("{path} already exists: pass --resume to continue that run, or --overwrite to "
+            "start again.")
+    E014 = "{path}:{line} is not a valid record ({reason})."
+    E015 = "{path} exists and is not a folder of DocBin parts."
+    E016 = ("{output} was written with a different config (hash {old}, now {new}). Resuming "
+            "would mix two configs in one output: write to a new OUTPUT, or pass --overwrite "
+            "to start again.")
+    E017 = ("{output} was written for --shard {old}, not {new}; use the same --shard to "
+            "resume it.")
+    E018 = "Config or pipeline {path!r} does not exist."
+    E019 = "Could not build the pipeline from {path}:\n{error}"
+    E020 = "Could not read the config {path}:\n{error}"
+    E021 = "--n-process does not apply with --ray; use --workers N."
+    E022 = "--ray needs Ray Data: {hint}"
+    # -- merge (batch/merge.py) -----------------------------------------------------------
+    E030 = "OUTPUT and the shards must be all .jsonl files or all .spacy folders."
+    E031 = "shard output(s) not found: {paths}"
+    E032 = "{path} already exists; pass --overwrite to replace it."
+    E033 = "no .run.json next to {paths}; pass --partial to merge anyway."
+    E034 = "the shards were annotated with different configs; refusing to merge."
+    E035 = "the shards were cut for different N: {counts}."
+    E036 = "shards {seen} do not cover 1..N; pass --partial to merge anyway."
+    E037 = "unfinished run(s): {paths}; resume them first or pass --partial."
+    # -- evaluate (batch/evaluate.py) -----------------------------------------------------
+    E040 = "Gold file {path!r} does not exist."
+    E041 = "Gold file {path!r}: use .spacy or .jsonl."
+    E042 = "Record {index} of {path!r}: an entity is not on token boundaries."
+    # -- the component (pipeline.py) ------------------------------------------------------
+    E050 = ("Component '{name}': the task {task} scores text ({kinds}), which a server "
+            "backend cannot do. Use a local model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 "
+            "or SmolLM2.v1) for this task.")
+    E051 = "Unknown request type {kind}; the engine answers {known}."
+# fmt: on
+
+
+class SpacyLlamaError(Exception):
+    """A problem the user can fix; its message names the thing and the fix."""
+
+
+class ModelLoadError(SpacyLlamaError, ValueError):
+    """A model could not be loaded; the message names the path and the fix."""
+
+
+class TemplateError(SpacyLlamaError, ValueError):
+    """A prompt template does not compile or render; the message names it and the line."""
+
+
+class FewShotError(SpacyLlamaError, ValueError):
+    """Few-shot examples or labels are malformed; the message names the file and example."""
+
+
+class PromptTooLongError(SpacyLlamaError, ValueError):
+    """A prompt does not fit the model's context; the message names the document."""
+
+
+class GenerationError(SpacyLlamaError, RuntimeError):
+    """Some requests of a batch failed (e.g. a server kept refusing them)."""
+
+
+class CorpusError(SpacyLlamaError):
+    """An input problem of a corpus run (file, line, reason)."""
+
+
+class RunStateError(SpacyLlamaError):
+    """An output problem of a corpus run (existing output, changed config, broken record)."""
+
+
+class PipelineError(SpacyLlamaError):
+    """The pipeline of a corpus run could not be built."""
+
+
+class AnnotateError(SpacyLlamaError):
+    """An option of a corpus run is wrong, or a run cannot start."""
+
+
+class GoldError(SpacyLlamaError, ValueError):
+    """The gold file of ``evaluate`` cannot be read; the message names the file and record."""

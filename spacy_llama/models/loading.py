@@ -1,0 +1,135 @@
+"""Loading a transformers folder into a :class:`LlamaModel`, once per process.
+
+Every local loader ends here: HF.v1 loads the user's folder, GGUF.v1 and Meta.v1 load the
+folder they converted to. :func:`cached_load` keys a loaded model by its source and
+placement, so several pipelines (or a pipeline and its evaluation) share one copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..errors import ModelLoadError
+from .base import LlamaModel
+
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+_LOADED: Dict[Tuple[Any, ...], LlamaModel] = {}
+_LOCK = threading.Lock()
+
+
+def cached_load(key: Tuple[Any, ...], load: Callable[[], LlamaModel]) -> LlamaModel:
+    """Load each (source, device, dtype) once per process: several pipelines share it."""
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = load()
+        return _LOADED[key]
+
+
+def clear_loaded_models() -> None:
+    with _LOCK:
+        _LOADED.clear()
+
+
+def weight_files(folder: Path) -> List[Path]:
+    files: List[Path] = []
+    for pattern in _WEIGHT_PATTERNS:
+        files.extend(sorted(folder.glob(pattern)))
+    return files
+
+
+def load_hf_folder(
+    folder: Path,
+    *,
+    tokenizer_path: Optional[Path] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    device_map: Optional[str] = None,
+    trust_remote_code: bool = False,
+    name: Optional[str] = None,
+    source: Optional[str] = None,
+    fingerprint_files: Optional[List[Path]] = None,
+) -> LlamaModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .placement import place, resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    tok_folder = tokenizer_path or folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(tok_folder), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as e:
+        raise ModelLoadError(
+            f"Could not load a tokenizer from {str(tok_folder)!r}: {e}. The folder needs "
+            "tokenizer.json or tokenizer.model (+ tokenizer_config.json); set `tokenizer_path` "
+            "to point elsewhere."
+        ) from e
+    kwargs: Dict[str, Any] = {
+        "local_files_only": True,
+        "trust_remote_code": trust_remote_code,
+        "torch_dtype": torch_dtype,
+    }
+    if device_map is not None:  # pragma: no cover - multi-GPU
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except Exception as e:
+        raise ModelLoadError(f"Could not load model weights from {str(folder)!r}: {e}") from e
+    if device_map is None:
+        model = place(model, torch_device, torch_dtype)
+    else:  # pragma: no cover - multi-GPU
+        model.eval()
+    return finish_model(
+        model,
+        tokenizer,
+        name=name or folder.name,
+        source=source or str(folder),
+        fingerprint_files=fingerprint_files
+        if fingerprint_files is not None
+        else weight_files(folder),
+    )
+
+
+def finish_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    name: str,
+    source: str,
+    fingerprint_files: Optional[List[Path]] = None,
+    extra_stop_ids: Optional[List[int]] = None,
+) -> LlamaModel:
+    """Collect stop ids, pad id and context length from a loaded transformers model."""
+    stop: List[int] = []
+    candidates: List[Any] = [
+        getattr(model.config, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        tokenizer.eos_token_id,
+        *(extra_stop_ids or []),
+    ]
+    for c in candidates:
+        for i in c if isinstance(c, (list, tuple)) else [c]:
+            if i is not None and int(i) not in stop:
+                stop.append(int(i))
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = stop[0] if stop else 0
+    context = int(
+        getattr(model.config, "max_position_embeddings", None)
+        or getattr(tokenizer, "model_max_length", None)
+        or 2048
+    )
+    return LlamaModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        source=source,
+        context_length=context,
+        stop_token_ids=stop,
+        pad_token_id=int(pad),
+        fingerprint_files=list(fingerprint_files or []),
+    )

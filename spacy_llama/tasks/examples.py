@@ -1,0 +1,115 @@
+"""Few-shot examples: reading them, checking them against a task's labels, and keeping
+them with a saved pipeline.
+
+``spacy-llama.FewShotReader.v1`` (registry ``llama_readers``) reads examples from JSONL, JSON
+or YAML. Each task checks the examples against its own labels, so an unknown label fails when
+the pipeline is built, naming the example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import srsly
+
+from ..errors import FewShotError
+from ..registry import llama_readers
+from .labels import Label, check_label, labels_context
+from .prompt import PromptTemplate
+
+Example = Dict[str, Any]
+
+
+@llama_readers("spacy-llama.FewShotReader.v1")
+def fewshot_reader_v1(*, path: str, limit: Optional[int] = None) -> List[Example]:
+    """Examples from a .jsonl/.json/.yml/.yaml file: a list of objects with a "text"."""
+    file = Path(path)
+    if not file.exists():
+        raise FewShotError(f"Few-shot file {str(file)!r} does not exist (check `path`).")
+    suffix = file.suffix.lower()
+    if suffix == ".jsonl":
+        data: Any = list(srsly.read_jsonl(file))
+    elif suffix == ".json":
+        data = srsly.read_json(file)
+    elif suffix in (".yml", ".yaml"):
+        data = srsly.read_yaml(file)
+    else:
+        raise FewShotError(f"Few-shot file {str(file)!r}: use .jsonl, .json, .yml or .yaml.")
+    if isinstance(data, dict) and "examples" in data:
+        data = data["examples"]  # YAML files often nest the list under a key
+    if not isinstance(data, list):
+        raise FewShotError(f"Few-shot file {str(file)!r} must hold a list of examples.")
+    for i, ex in enumerate(data):
+        if not isinstance(ex, dict) or not isinstance(ex.get("text"), str):
+            raise FewShotError(f'Few-shot example {i} in {str(file)!r} has no "text" string.')
+        ex.setdefault("_source", f"example {i} in {str(file)!r}")
+    return data[:limit] if limit is not None else data
+
+
+def example_name(ex: Example, i: int) -> str:
+    return str(ex.get("_source", f"few-shot example {i}"))
+
+
+def write_task(path: Path, data: Dict[str, Any]) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    srsly.write_json(path / "task.json", data)
+
+
+def read_examples(path: Path) -> Optional[List[Example]]:
+    """The few-shot examples saved with a pipeline, so a saved pipeline is self-contained."""
+    file = Path(path) / "task.json"
+    if not file.exists():
+        return None
+    data = srsly.read_json(file)
+    return list(data["examples"]) if data.get("examples") is not None else None
+
+
+class FewShotState:
+    """``to_disk``/``from_disk`` for tasks that carry labels and few-shot examples: the
+    examples travel with a saved pipeline and are checked against the labels on load."""
+
+    labels: List[Label]
+    examples: List[Example]
+    template: PromptTemplate
+
+    def _check_examples(self, examples: List[Example]) -> List[Example]:
+        raise NotImplementedError
+
+    def _state(self) -> Dict[str, Any]:
+        return {
+            "labels": labels_context(self.labels),
+            "examples": self.examples,
+            "template": self.template.source,
+        }
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        write_task(path, self._state())
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Any:
+        examples = read_examples(path)
+        if examples is not None:
+            self.examples = self._check_examples(examples)
+        return self
+
+
+def check_entity_examples(
+    examples: List[Example], labels: Sequence[Label], *, require_in_text: bool
+) -> List[Example]:
+    """NER-style examples: {"text": ..., "entities": [{"text": ..., "label": ...}]}, each
+    label checked against ``labels`` (and, if asked, each entity found in its text)."""
+    known = {x.name: x for x in labels}
+    out = []
+    for i, ex in enumerate(examples):
+        ents = ex.get("entities")
+        if not isinstance(ents, list):
+            raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
+        checked = []
+        for e in ents:
+            label = check_label(e.get("label"), known, example_name(ex, i))
+            if require_in_text and e.get("text") not in ex["text"]:
+                raise FewShotError(f"{example_name(ex, i)}: {e.get('text')!r} is not in it.")
+            checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
+        out.append({"text": ex["text"], "entities": checked})
+    return out

@@ -1,0 +1,121 @@
+"""``python -m spacy_llama evaluate``: P/R/F per label for the llama tasks of a pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+import srsly
+from spacy.tokens import DocBin
+
+from spacy_llama.batch.evaluate import format_scores
+from spacy_llama.cli import main
+from spacy_llama.generation import scoring
+from spacy_llama.types import ScoreRequest, ScoreResult
+
+LABELS = ["business", "sport"]
+GOLD = [
+    {"text": "Shares fell.", "cats": {"business": 1.0, "sport": 0.0}, "ents": []},
+    {
+        "text": "Arsenal won in London.",
+        "cats": {"business": 0.0, "sport": 1.0},
+        "ents": [[0, 7, "ORG"], [15, 21, "GPE"]],
+    },
+    {"text": "Goal!", "cats": {"business": 0.0, "sport": 1.0}, "ents": []},
+]
+
+
+def write_config(path: Path, tiny_hf: Path, task: str) -> Path:
+    path.write_text(
+        f"""
+[nlp]
+lang = "en"
+pipeline = ["llama"]
+
+[components]
+
+[components.llama]
+factory = "llama"
+
+[components.llama.model]
+@llama_models = "spacy-llama.HF.v1"
+path = "{tiny_hf}"
+device = "cpu"
+
+[components.llama.task]
+{task}
+
+[components.llama.generation]
+max_new_tokens = 1
+"""
+    )
+    return path
+
+
+TEXTCAT = '@llama_tasks = "spacy-llama.TextCat.v1"\nlabels = ["business","sport"]\nchat = false'
+REVIEW = '@llama_tasks = "spacy-llama.EntityReview.v1"\nlabels = ["ORG","GPE"]\nchat = false'
+
+
+def sport_if_goal_or_arsenal(self: scoring.Scorer, reqs: List[ScoreRequest]) -> List[ScoreResult]:
+    """A fake Scorer that is right on two of the three gold docs."""
+    out = []
+    for req in reqs:
+        sport = "Arsenal" in req.prompt or "Shares" in req.prompt
+        values = [-3.0, -0.1] if sport else [-0.1, -3.0]
+        out.append(ScoreResult(sums=values, means=values, n_tokens=[1, 1]))
+    return out
+
+
+def test_textcat_per_label_table(tiny_hf, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(scoring.Scorer, "score", sport_if_goal_or_arsenal)
+    gold = tmp_path / "gold.jsonl"
+    srsly.write_jsonl(gold, GOLD)
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    out_json = tmp_path / "scores.json"
+    assert main(["evaluate", str(cfg), str(gold), "--output", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    scores = srsly.read_json(out_json)
+    # "Shares fell." is called sport, "Goal!" business, "Arsenal won" sport.
+    assert scores["cats_f_per_type"]["sport"] == pytest.approx({"p": 0.5, "r": 0.5, "f": 0.5})
+    assert scores["cats_f_per_type"]["business"] == pytest.approx({"p": 0.0, "r": 0.0, "f": 0.0})
+    assert "documents: 3" in printed
+    assert "sport               50.0    50.0    50.0" in printed
+    assert printed.strip() == format_scores(scores)
+
+
+def test_entity_review_on_docbin_with_limit(tiny_hf, tmp_path, capsys):
+    import spacy
+
+    nlp = spacy.blank("en")
+    docs = []
+    for rec in GOLD:
+        doc = nlp.make_doc(rec["text"])
+        doc.ents = [doc.char_span(s, e, label=lab) for s, e, lab in rec["ents"]]
+        docs.append(doc)
+    DocBin(docs=docs).to_disk(tmp_path / "gold.spacy")
+    cfg = write_config(tmp_path / "review.cfg", tiny_hf, REVIEW)
+    code = main(["evaluate", str(cfg), str(tmp_path / "gold.spacy"), "--limit", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    # A blank pipeline has no upstream NER: nothing to review, recall 0 on both labels.
+    assert "documents: 2" in printed and "Entities (exact match)" in printed
+    assert "GPE                " in printed and "ORG                " in printed
+
+
+def test_overrides_and_errors(tiny_hf, tmp_path, capsys):
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    assert main(["evaluate", str(cfg), str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.cfg"), str(cfg)]) == 2
+    bad = tmp_path / "bad.jsonl"
+    srsly.write_jsonl(bad, [{"text": "Arsenal won.", "ents": [[0, 3, "ORG"]]}])
+    assert main(["evaluate", str(cfg), str(bad)]) == 2
+    assert "not on token boundaries" in capsys.readouterr().err
+    gold = tmp_path / "gold.jsonl"
+    srsly.write_jsonl(gold, GOLD)
+    # A config override reaches the task: a label list without "sport".
+    code = main(["evaluate", str(cfg), str(gold), "--components.llama.task.labels", '["business"]'])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "business" in printed and "sport " not in printed
