@@ -12,7 +12,7 @@ with few live sequences also verify tokens drafted by prompt lookup (``lookup.py
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, List, Optional, Sequence
 
 import torch
 
@@ -40,6 +40,21 @@ def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
+def rope_limit(model: Any) -> Optional[int]:
+    """The first position at which the model's rotary embedding switches a whole call to
+    other frequencies; None when it never does. transformers' dynamic NTK and LongRoPE
+    modules (``dynamic_rope_update``) pick the frequencies of every position in a call from
+    the call's largest position, so one padded position there changes every row's keys."""
+    rope: Any = getattr(getattr(model, "model", None), "rotary_emb", None)
+    kind = str(getattr(rope, "rope_type", "default"))
+    if "dynamic" in kind:  # the same test as dynamic_rope_update's
+        return int(rope.original_max_seq_len)
+    if kind == "longrope":
+        cfg = rope.config
+        return int(getattr(cfg, "original_max_position_embeddings", cfg.max_position_embeddings))
+    return None
+
+
 class ContinuousBatcher:
     def __init__(
         self,
@@ -61,6 +76,7 @@ class ContinuousBatcher:
         self.lookup = (
             PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
         )
+        self.rope_limit = rope_limit(fast.hf)
         self.prefill_calls: List[int] = []  # rows per prefill, for tests and benchmarks
 
     def run(
@@ -103,7 +119,7 @@ class ContinuousBatcher:
                     logits, live, lengths, seqs, cache, on_done, first=len(live) - len(take)
                 )
                 continue
-            drafts = self._drafts(live, seqs)
+            drafts = self._drafts(live, lengths, seqs)
             if any(drafts):
                 self._verify(drafts, live, lengths, seqs, cache, on_done)
                 continue
@@ -112,21 +128,39 @@ class ContinuousBatcher:
             lengths[:] = [n + 1 for n in lengths]
             self._advance(logits, live, lengths, seqs, cache, on_done, first=0)
 
-    def _drafts(self, live: List[int], seqs: Sequence[SequenceState]) -> List[List[int]]:
+    def _drafts(
+        self, live: List[int], lengths: List[int], seqs: Sequence[SequenceState]
+    ) -> List[List[int]]:
         lookup = self.lookup
         if lookup is None:
             return []
+        room = self._room(lengths, lookup.max_draft)
         return lookup.allot(
             [
                 lookup.draft(
                     i,
                     seqs[i].tokens,
                     # r tokens left: a step chooses at most r, so at most r - 1 drafts count
-                    min(lookup.max_draft, self.max_new_tokens - len(seqs[i].tokens) - 1),
+                    min(room, self.max_new_tokens - len(seqs[i].tokens) - 1),
                 )
                 for i in live
             ]
         )
+
+    def _room(self, lengths: List[int], most: int) -> int:
+        """Drafts a step may verify. The pass pads every row to the widest draft, so the
+        longest row's padding must stay below the rotary limit: a padded position at or past
+        it would switch the frequencies of the whole call, every row's queries and cached
+        keys, which decoding the same tokens one by one never does. Costs drafts only in
+        the last few steps before the limit."""
+        top = max(lengths)  # the position the longest row's last token is fed at
+        if self.rope_limit is None or top >= self.rope_limit:
+            # Already past it, that row's own token switches every call, decode or verify.
+            # Only LongRoPE gets here (original_max_position_embeddings below the context;
+            # the engine keeps prompt + max_new_tokens inside dynamic NTK's limit), and its
+            # long frequencies do not depend on the position: padding changes nothing more.
+            return most
+        return min(most, self.rope_limit - 1 - top)
 
     def _verify(
         self,

@@ -164,3 +164,91 @@ def test_fuzz_drafting_changes_nothing_but_the_steps():
             assert (a.tokens, a.reason, a.text) == (b.tokens, b.reason, b.text)
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
     assert drafted > 500 and accepted > 50  # drafting really ran, and often paid
+
+
+ROPE_SCALING = {
+    "dynamic": {"rope_type": "dynamic", "factor": 2.0},
+    # head_dim 16: 8 factors each; long ones far from the short ones, so a switch shows
+    "longrope": {
+        "rope_type": "longrope",
+        "factor": 2.0,
+        "short_factor": [1.0] * 8,
+        "long_factor": [1.0 + i for i in range(8)],
+    },
+}
+
+
+@pytest.mark.parametrize("rope", sorted(ROPE_SCALING))
+def test_drafts_near_the_end_of_the_context_keep_generate_output(rope):
+    """Dynamic NTK and LongRoPE take every position's frequencies from the largest position
+    of the call: a verify pass that pads a row near the end of the context past
+    max_position_embeddings would switch the whole call (and the keys it caches). Greedy
+    tokens and log-probs must equal transformers' generate, one prompt at a time."""
+    from spacy_llama.generation.stopping import SequenceState, Stepper
+
+    vocab, ctx = 12, 64
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab, max_position_embeddings=ctx, rope_scaling=ROPE_SCALING[rope])
+    model = LlamaForCausalLM(cfg).eval()
+
+    def generate(prompt, most):
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=most,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        new = out.sequences[0, len(prompt) :].tolist()
+        lps = [torch.log_softmax(s[0].float(), -1)[t].item() for s, t in zip(out.logits, new)]
+        return new, lps
+
+    cases = []
+    for most in (24, 32):
+        rng = random.Random(0)
+        top = ctx - most  # the longest prompts fill the context
+        prompts = []
+        for n in (top, top - 9, top, top - 2, top, top - 5, top - 14, top - 1):
+            unit = [rng.randrange(3, vocab) for _ in range(rng.randint(2, 5))]
+            prompts.append((unit * n)[:n])  # repeated n-grams: lookup drafts from them
+        cases.append((most, prompts, [generate(p, most) for p in prompts]))
+
+    fast = FastLlama(model, prepack=False)
+    fed: list = []  # the largest position of every call the rotary embedding sees
+    hook = model.model.rotary_emb.register_forward_pre_hook(
+        lambda module, args: fed.append(int(args[1].max()))
+    )
+    stats = DraftStats()
+    try:
+        for most, prompts, want in cases:
+            for batch in (2, 3):
+                stepper = Stepper(GenerationConfig(max_new_tokens=most), [], str)
+                seqs = [SequenceState(index=i, prompt_len=len(p)) for i, p in enumerate(prompts)]
+                ContinuousBatcher(
+                    fast, stepper, batch_size=batch, max_new_tokens=most, draft_stats=stats
+                ).run(prompts, seqs, lambda seq: None)
+                for seq, (tokens, logprobs) in zip(seqs, want):
+                    assert seq.tokens == tokens
+                    assert seq.logprobs == pytest.approx(logprobs, abs=1e-4)
+    finally:
+        hook.remove()
+    assert stats.drafted > 0 and stats.kept > 0  # drafts were verified
+    assert max(fed) < ctx  # no call, not even its padding, reached past the context
+
+
+def test_rope_limit_is_where_the_rotary_embedding_switches():
+    from spacy_llama.generation.continuous import rope_limit
+
+    def limit(rope_scaling, **config):
+        cfg = tiny_config(12, max_position_embeddings=64, rope_scaling=rope_scaling, **config)
+        return rope_limit(LlamaForCausalLM(cfg))
+
+    assert limit(None) is None
+    assert limit({"rope_type": "linear", "factor": 2.0}) is None  # fixed frequencies
+    assert limit(ROPE_SCALING["dynamic"]) == 64
+    assert limit(ROPE_SCALING["longrope"]) == 64
+    # Phi-3 style: LongRoPE switches at the pretraining length, inside the context
+    assert limit(ROPE_SCALING["longrope"], original_max_position_embeddings=32) == 32
