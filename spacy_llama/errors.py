@@ -78,6 +78,11 @@ class Errors(metaclass=ErrorsWithCodes):
             "backend cannot do. Use a local model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 "
             "or SmolLM2.v1) for this task.")
     E051 = "Unknown request type {kind}; the engine answers {known}."
+    # -- corpus-run locks and output paths (batch/lock.py, batch/paths.py): E060-E079 -----
+    # -- bad records and durable outputs (batch/reader.py, records.py, sinks.py): E080-E099
+    # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
+    # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
+    # -- tasks (tasks/): E300-E399 ------------------------------------------------------
 # fmt: on
 
 
