@@ -51,7 +51,7 @@ dtype = "auto"
 [llama.task]
 @llama_tasks = "spacy-llama.Completion.v1"
 template = {template}
-chat = true
+chat = "auto"
 system = null
 
 [llama.generation]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+from typing import Optional, Union
 
 from ..models.base import LlamaModel
 from ..types import GenerationRequest
+
+logger = logging.getLogger("spacy_llama")
 
 
 class ModelPromptFormatter:
@@ -17,8 +20,23 @@ class ModelPromptFormatter:
     def budget(self) -> int:
         return self.model.context_length - self.max_new_tokens
 
-    def format(self, user: str, *, chat: bool, system: Optional[str]) -> GenerationRequest:
-        if chat:
+    def uses_chat(self, chat: Union[bool, str]) -> bool:
+        """``chat = "auto"`` becomes whether the tokenizer has a chat template; the choice is
+        logged, since the same config gives different prompts with different models."""
+        if chat != "auto":
+            return bool(chat)
+        used = self.model.has_chat_template
+        logger.info(
+            '[spacy-llama] chat = "auto": %s for the model at %s.',
+            "using its chat template" if used else "no chat template, so plain prompts",
+            self.model.source,
+        )
+        return used
+
+    def format(
+        self, user: str, *, chat: Union[bool, str], system: Optional[str]
+    ) -> GenerationRequest:
+        if chat is True or (chat == "auto" and self.model.has_chat_template):
             # The chat template writes its own special tokens (BOS, role markers).
             return GenerationRequest(
                 prompt=self.model.apply_chat_template(user, system), add_special_tokens=False

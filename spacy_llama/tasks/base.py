@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import Iterable, List, Literal, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from spacy.tokens import Doc
 
 from ..types import AnyRequest, AnyResult, GenerationRequest
 
+# ``chat = "auto"``: the tokenizer's chat template when it has one, the plain prompt otherwise.
+ChatSetting = Union[bool, Literal["auto"]]
+
 
 class PromptFormatter(Protocol):
     """What a task may ask of the model: format a prompt and count its tokens."""
+
+    def uses_chat(self, chat: ChatSetting) -> bool:
+        """Whether prompts go through the chat template (``"auto"`` resolved, and logged)."""
 
     @property
     def budget(self) -> int:
         """Prompt tokens available (context length minus max_new_tokens)."""
 
-    def format(self, user: str, *, chat: bool, system: Optional[str]) -> GenerationRequest: ...
+    def format(
+        self, user: str, *, chat: ChatSetting, system: Optional[str]
+    ) -> GenerationRequest: ...
 
     def count(self, request: GenerationRequest) -> int: ...
 
@@ -51,9 +59,16 @@ def doc_label(doc: Doc) -> str:
 
 
 class PromptedTask:
-    """Plumbing every prompting task shares: the formatter that ``initialize`` hands over."""
+    """Plumbing every prompting task shares: the formatter that ``initialize`` hands over,
+    and the chat setting, resolved against the model once it is known."""
 
     _formatter: Optional[PromptFormatter] = None
+    chat: ChatSetting = False
+
+    def bind(self, formatter: PromptFormatter) -> None:
+        """Take the formatter; from here on ``self.chat`` is True or False."""
+        self._formatter = formatter
+        self.chat = formatter.uses_chat(self.chat)
 
     @property
     def formatter(self) -> PromptFormatter:

@@ -11,7 +11,7 @@ from spacy.tokens import Doc
 from ..errors import TemplateError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter
+from .base import ChatSetting, PromptedTask, PromptFormatter
 from .extensions import install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate
@@ -22,7 +22,7 @@ class CompletionTask(PromptedTask):
         self,
         template: PromptTemplate,
         *,
-        chat: bool,
+        chat: ChatSetting,
         system: Optional[str],
         on_overflow: Overflow,
         completion_attr: str,
@@ -34,7 +34,6 @@ class CompletionTask(PromptedTask):
         self.on_overflow = on_overflow
         self.completion_attr = completion_attr
         self.logprobs_attr = logprobs_attr
-        self._formatter: Optional[PromptFormatter] = None
         install_extensions(doc=self.extensions)
 
     @property
@@ -42,7 +41,7 @@ class CompletionTask(PromptedTask):
         return [self.completion_attr, self.logprobs_attr]
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        self._formatter = formatter
+        self.bind(formatter)
         # Render once now, so a bad variable or filter fails when the pipeline is built.
         self._request(sample)
 
@@ -76,7 +75,7 @@ def completion_task_v1(
     *,
     template: str = "{{ text }}",
     template_path: Optional[str] = None,
-    chat: bool = False,
+    chat: ChatSetting = False,
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
     completion_attr: str = "llama_completion",

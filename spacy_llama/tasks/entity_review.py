@@ -18,7 +18,7 @@ from spacy.training import Example as SpacyExample
 from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import PromptedTask, PromptFormatter, doc_label
+from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
 from .examples import Example, FewShotState, check_entity_examples
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, fit_doc, token_count
@@ -41,7 +41,7 @@ class EntityReviewTask(FewShotState, PromptedTask):
         delete_none: bool,
         length_normalize: bool,
         examples: List[Example],
-        chat: bool,
+        chat: ChatSetting,
         system: Optional[str],
         candidate_prefix: Optional[str],
         context: Context,
@@ -63,13 +63,12 @@ class EntityReviewTask(FewShotState, PromptedTask):
         self.length_normalize = length_normalize
         self.chat = chat
         self.system = system
-        self.prefix = candidate_prefix if candidate_prefix is not None else ("" if chat else " ")
+        self.candidate_prefix = candidate_prefix
         self.context = context
         self.on_overflow = on_overflow
         self.label_attr = label_attr
         self.scores_attr = scores_attr
         self.examples = self._check_examples(examples)
-        self._formatter: Optional[PromptFormatter] = None
         self._limit = 0
         install_extensions(span=self.extensions)
 
@@ -86,7 +85,11 @@ class EntityReviewTask(FewShotState, PromptedTask):
         return check_entity_examples(examples, self.labels, require_in_text=True)
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        self._formatter = formatter
+        self.bind(formatter)
+        # After a chat template's assistant header the answer starts the line; after a plain
+        # prompt it follows a space.
+        prefix = self.candidate_prefix
+        self.prefix = prefix if prefix is not None else ("" if self.chat else " ")
         self._limit = formatter.budget - max(token_count(formatter, c) for c in self.candidates)
         probe = sample[0:1] if len(sample) else sample[0:0]
         self._request(sample, probe)  # a bad template fails when the pipeline is built
@@ -214,7 +217,7 @@ def entity_review_task_v1(
     examples: Optional[List[Dict[str, Any]]] = None,
     template: Optional[str] = None,
     template_path: Optional[str] = None,
-    chat: bool = True,
+    chat: ChatSetting = True,
     system: Optional[str] = None,
     candidate_prefix: Optional[str] = None,
     context: Context = "doc",

@@ -22,7 +22,7 @@ from spacy.util import filter_spans
 from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter, doc_label
+from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
 from .examples import Example, FewShotState, check_entity_examples
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
@@ -51,7 +51,7 @@ class NERTask(FewShotState, PromptedTask):
         *,
         labels: List[Label],
         examples: List[Example],
-        chat: bool,
+        chat: ChatSetting,
         system: Optional[str],
         merge: Merge,
         spans_key: str,
@@ -67,7 +67,6 @@ class NERTask(FewShotState, PromptedTask):
         self.unaligned_attr = unaligned_attr
         self.on_overflow = on_overflow
         self.examples = self._check_examples(examples)
-        self._formatter: Optional[PromptFormatter] = None
         # The model may answer with the verbalizer or the label name, in any case.
         self._lookup = {k.lower(): x.name for x in labels for k in (x.name, x.answer)}
         install_extensions(doc=self.extensions)
@@ -80,7 +79,7 @@ class NERTask(FewShotState, PromptedTask):
         return check_entity_examples(examples, self.labels, require_in_text=False)
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        self._formatter = formatter
+        self.bind(formatter)
         self._request(sample)  # a bad template fails when the pipeline is built
 
     def _request(self, doc: DocLike) -> GenerationRequest:
@@ -215,7 +214,7 @@ def ner_task_v1(
     examples: Optional[List[Dict[str, Any]]] = None,
     template: Optional[str] = None,
     template_path: Optional[str] = None,
-    chat: bool = True,
+    chat: ChatSetting = True,
     system: Optional[str] = None,
     merge: Merge = "keep_upstream",
     spans_key: str = "llama_ner",

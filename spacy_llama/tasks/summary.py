@@ -15,7 +15,7 @@ from spacy.tokens import Doc
 
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import PromptedTask, PromptFormatter
+from .base import ChatSetting, PromptedTask, PromptFormatter
 from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
@@ -31,7 +31,7 @@ class SummaryTask(PromptedTask):
         template: PromptTemplate,
         *,
         max_words: int,
-        chat: bool,
+        chat: ChatSetting,
         system: Optional[str],
         on_overflow: Overflow,
         summary_attr: str,
@@ -42,7 +42,6 @@ class SummaryTask(PromptedTask):
         self.system = system
         self.on_overflow = on_overflow
         self.summary_attr = summary_attr
-        self._formatter: Optional[PromptFormatter] = None
         install_extensions(doc=self.extensions)
 
     @property
@@ -50,7 +49,7 @@ class SummaryTask(PromptedTask):
         return [self.summary_attr]
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        self._formatter = formatter
+        self.bind(formatter)
         self._request(sample)  # a bad template fails when the pipeline is built
 
     def _request(self, doc: DocLike) -> GenerationRequest:
@@ -89,7 +88,7 @@ def summary_task_v1(
     max_words: int = 40,
     template: Optional[str] = None,
     template_path: Optional[str] = None,
-    chat: bool = True,
+    chat: ChatSetting = True,
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
     summary_attr: str = "llama_summary",

@@ -17,7 +17,7 @@ from spacy.training import Example as SpacyExample
 from ..errors import FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import PromptedTask, PromptFormatter, doc_label
+from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
 from .examples import Example, FewShotState, example_name
 from .fitting import Overflow, fit_doc, token_count
 from .labels import Label, check_label, labels_context, make_labels, softmax
@@ -35,7 +35,7 @@ class TextCatTask(FewShotState, PromptedTask):
         exclusive: bool,
         length_normalize: bool,
         examples: List[Example],
-        chat: bool,
+        chat: ChatSetting,
         system: Optional[str],
         candidate_prefix: Optional[str],
         threshold: float,
@@ -51,13 +51,10 @@ class TextCatTask(FewShotState, PromptedTask):
         self.length_normalize = length_normalize
         self.chat = chat
         self.system = system
-        # After a chat template's assistant header the answer starts the line; after a plain
-        # "Category:" it follows a space.
-        self.prefix = candidate_prefix if candidate_prefix is not None else ("" if chat else " ")
+        self.candidate_prefix = candidate_prefix  # None: chosen in initialize
         self.threshold = threshold
         self.on_overflow = on_overflow
         self.examples = self._check_examples(examples)
-        self._formatter: Optional[PromptFormatter] = None
         self._limit = 0  # prompt tokens left once the longest candidate is appended
 
     @property
@@ -88,7 +85,11 @@ class TextCatTask(FewShotState, PromptedTask):
         return out
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        self._formatter = formatter
+        self.bind(formatter)
+        # After a chat template's assistant header the answer starts the line; after a plain
+        # "Category:" it follows a space.
+        prefix = self.candidate_prefix
+        self.prefix = prefix if prefix is not None else ("" if self.chat else " ")
         self._limit = formatter.budget - max(
             token_count(formatter, c) for c in self.candidates(self.labels[0])
         )
@@ -192,7 +193,7 @@ def textcat_task_v1(
     examples: Optional[List[Dict[str, Any]]] = None,
     template: Optional[str] = None,
     template_path: Optional[str] = None,
-    chat: bool = True,
+    chat: ChatSetting = True,
     system: Optional[str] = None,
     candidate_prefix: Optional[str] = None,
     threshold: Optional[float] = None,
