@@ -83,6 +83,37 @@ class Errors(metaclass=ErrorsWithCodes):
     # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------
+    E300 = ("{task}.initialize(formatter, sample=...) was not called; the llama component "
+            "calls it when the pipeline is built.")
+    E301 = "completion_attr and logprobs_attr must be two different names."
+    E302 = "none_label {none_label!r} must not also be in `labels`."
+    E303 = "delete_none = true needs a none_label (the answer meaning 'none')."
+    E304 = "Few-shot file {path!r} does not exist (check `path`)."
+    E305 = "Few-shot file {path!r}: use .jsonl, .json, .yml or .yaml."
+    E306 = "Few-shot file {path!r} must hold a list of examples."
+    E307 = 'Few-shot example {index} in {path!r} has no "text" string.'
+    E308 = ('{example} has no "entities" list; give it e.g. "entities": [{{"text": "Paris", '
+            '"label": "GPE"}}].')
+    E309 = ("{example}: {entity!r} is not in its text; copy each entity string exactly from "
+            "the example's text.")
+    E310 = "The task needs at least one label (`labels` is empty)."
+    E311 = "Labels must be unique, non-empty strings; got {labels}."
+    E312 = "`{what}` names unknown labels {stray}; labels are {labels}."
+    E313 = "Two labels share a verbalizer: {answers}."
+    E314 = ("Unknown label {label!r} in {where}; the task's labels are {known}. Fix the "
+            "example or add the label to `labels`.")
+    E315 = "Extension names must be distinct identifiers; got {names}."
+    E316 = ("The prompt for {label} does not fit the model's context. Shorten the document or "
+            "set on_overflow = \"truncate\" in the task config.")
+    E317 = ("The prompt template alone (without {label}'s text) does not fit the model's "
+            "context; shorten the template, the label definitions or the few-shot examples.")
+    E318 = "spans_key must be a non-empty string."
+    E319 = "max_words must be at least 1; got {max_words}."
+    E320 = "Surprisal.v2: window = {window}; it needs at least 2 tokens."
+    E321 = ("Surprisal.v2: stride = {stride} with window = {window}; the stride must be at "
+            "least 1 and smaller than the window (e.g. half of it), or null.")
+    E322 = '{example} has no "label", "labels" or "cats".'
+    E323 = "{example} needs exactly one label; got {names}."
 # fmt: on
 
 

@@ -7,6 +7,7 @@ from typing import Iterable, List, Literal, Optional, Protocol, Sequence, Union,
 
 from spacy.tokens import Doc
 
+from ..errors import Errors
 from ..types import AnyRequest, AnyResult, GenerationRequest
 
 # ``chat = "auto"``: the tokenizer's chat template when it has one, the plain prompt otherwise.
@@ -73,7 +74,5 @@ class PromptedTask:
     @property
     def formatter(self) -> PromptFormatter:
         if self._formatter is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.initialize(formatter, sample=...) was not called."
-            )
+            raise RuntimeError(Errors.E300.format(task=type(self).__name__))
         return self._formatter

@@ -8,7 +8,7 @@ from typing import Iterable, List, Optional, Sequence
 import srsly
 from spacy.tokens import Doc
 
-from ..errors import TemplateError
+from ..errors import Errors, TemplateError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
@@ -83,7 +83,7 @@ def completion_task_v1(
 ) -> CompletionTask:
     """Free-form completion of a prompt rendered from each Doc."""
     if not completion_attr or not logprobs_attr or completion_attr == logprobs_attr:
-        raise TemplateError("completion_attr and logprobs_attr must be two different names.")
+        raise TemplateError(Errors.E301)
     return CompletionTask(
         PromptTemplate.load(template, template_path),
         chat=chat,

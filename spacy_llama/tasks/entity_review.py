@@ -15,7 +15,7 @@ from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example as SpacyExample
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
@@ -230,11 +230,11 @@ def entity_review_task_v1(
     """Review upstream entities: label probabilities per entity, optional relabelling."""
     check_names(label_attr=label_attr, scores_attr=scores_attr)
     if not labels:
-        raise FewShotError("The task needs at least one label (`labels` is empty).")
+        raise FewShotError(Errors.E310)
     if none_label is not None and none_label in labels:
-        raise FewShotError(f"none_label {none_label!r} must not also be in `labels`.")
+        raise FewShotError(Errors.E302.format(none_label=none_label))
     if delete_none and none_label is None:
-        raise FewShotError("delete_none = true needs a none_label (the answer meaning 'none').")
+        raise FewShotError(Errors.E303)
     all_labels = list(labels) + ([none_label] if none_label is not None else [])
     return EntityReviewTask(
         load_template(template, template_path, "entity_review.jinja"),

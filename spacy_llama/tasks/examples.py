@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import srsly
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 from ..registry import llama_readers
 from .labels import Label, check_label, labels_context
 from .prompt import PromptTemplate
@@ -26,7 +26,7 @@ def fewshot_reader_v1(*, path: str, limit: Optional[int] = None) -> List[Example
     """Examples from a .jsonl/.json/.yml/.yaml file: a list of objects with a "text"."""
     file = Path(path)
     if not file.exists():
-        raise FewShotError(f"Few-shot file {str(file)!r} does not exist (check `path`).")
+        raise FewShotError(Errors.E304.format(path=str(file)))
     suffix = file.suffix.lower()
     if suffix == ".jsonl":
         data: Any = list(srsly.read_jsonl(file))
@@ -35,14 +35,14 @@ def fewshot_reader_v1(*, path: str, limit: Optional[int] = None) -> List[Example
     elif suffix in (".yml", ".yaml"):
         data = srsly.read_yaml(file)
     else:
-        raise FewShotError(f"Few-shot file {str(file)!r}: use .jsonl, .json, .yml or .yaml.")
+        raise FewShotError(Errors.E305.format(path=str(file)))
     if isinstance(data, dict) and "examples" in data:
         data = data["examples"]  # YAML files often nest the list under a key
     if not isinstance(data, list):
-        raise FewShotError(f"Few-shot file {str(file)!r} must hold a list of examples.")
+        raise FewShotError(Errors.E306.format(path=str(file)))
     for i, ex in enumerate(data):
         if not isinstance(ex, dict) or not isinstance(ex.get("text"), str):
-            raise FewShotError(f'Few-shot example {i} in {str(file)!r} has no "text" string.')
+            raise FewShotError(Errors.E307.format(index=i, path=str(file)))
         ex.setdefault("_source", f"example {i} in {str(file)!r}")
     return data[:limit] if limit is not None else data
 
@@ -104,12 +104,14 @@ def check_entity_examples(
     for i, ex in enumerate(examples):
         ents = ex.get("entities")
         if not isinstance(ents, list):
-            raise FewShotError(f'{example_name(ex, i)} has no "entities" list.')
+            raise FewShotError(Errors.E308.format(example=example_name(ex, i)))
         checked = []
         for e in ents:
             label = check_label(e.get("label"), known, example_name(ex, i))
             if require_in_text and e.get("text") not in ex["text"]:
-                raise FewShotError(f"{example_name(ex, i)}: {e.get('text')!r} is not in it.")
+                raise FewShotError(
+                    Errors.E309.format(example=example_name(ex, i), entity=e.get("text"))
+                )
             checked.append({"text": e["text"], "label": label.name, "answer": label.answer})
         out.append({"text": ex["text"], "entities": checked})
     return out

@@ -7,7 +7,7 @@ from typing import Iterable
 
 from spacy.tokens import Doc, Span, Token
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 
 
 def install_extensions(
@@ -25,4 +25,4 @@ def check_names(**names: str) -> None:
     values = list(names.values())
     bad = [k for k, v in names.items() if not v or not v.isidentifier()]
     if bad or len(set(values)) != len(values):
-        raise FewShotError(f"Extension names must be distinct identifiers; got {names}.")
+        raise FewShotError(Errors.E315.format(names=names))

@@ -9,7 +9,7 @@ from typing import Callable, List, Literal, Sequence, TypeVar
 
 from spacy.tokens import Doc
 
-from ..errors import PromptTooLongError
+from ..errors import Errors, PromptTooLongError
 from ..types import GenerationRequest
 from .base import PromptFormatter, doc_label
 from .prompt import DocLike
@@ -36,10 +36,7 @@ def fit_doc(
     if fits(full):
         return full
     if on_overflow == "error":
-        raise PromptTooLongError(
-            f"The prompt for {label} does not fit the model's context. Shorten the document "
-            'or set on_overflow = "truncate" in the task config.'
-        )
+        raise PromptTooLongError(Errors.E316.format(label=label))
     lo, hi, best = 0, len(doc) - 1, None
     while lo <= hi:  # the largest k with doc[:k] fitting
         mid = (lo + hi) // 2
@@ -49,10 +46,7 @@ def fit_doc(
         else:
             hi = mid - 1
     if best is None:
-        raise PromptTooLongError(
-            f"The prompt template alone (without {label}'s text) does not fit the model's "
-            "context; shorten the template, the label definitions or the few-shot examples."
-        )
+        raise PromptTooLongError(Errors.E317.format(label=label))
     warnings.warn(
         f"[spacy-llama] The prompt for {label} did not fit the model's context; the document "
         f"was truncated to its first {lo - 1} of {len(doc)} tokens.",

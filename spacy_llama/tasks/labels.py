@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Sequence
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 
 
 @dataclass(frozen=True)
@@ -25,17 +25,17 @@ def make_labels(
 ) -> List[Label]:
     """Validate the label config: non-empty, unique, and no stray verbalizer or definition."""
     if not labels:
-        raise FewShotError("The task needs at least one label (`labels` is empty).")
+        raise FewShotError(Errors.E310)
     if len(set(labels)) != len(labels) or any(not str(x).strip() for x in labels):
-        raise FewShotError(f"Labels must be unique, non-empty strings; got {list(labels)}.")
+        raise FewShotError(Errors.E311.format(labels=list(labels)))
     for what, table in (("verbalizers", verbalizers), ("label_definitions", definitions)):
         stray = sorted(set(table) - set(labels))
         if stray:
-            raise FewShotError(f"`{what}` names unknown labels {stray}; labels are {labels}.")
+            raise FewShotError(Errors.E312.format(what=what, stray=stray, labels=labels))
     out = [Label(x, verbalizers.get(x, x), definitions.get(x, "")) for x in labels]
     answers = [x.answer for x in out]
     if len(set(answers)) != len(answers):
-        raise FewShotError(f"Two labels share a verbalizer: {answers}.")
+        raise FewShotError(Errors.E313.format(answers=answers))
     return out
 
 
@@ -45,10 +45,7 @@ def labels_context(labels: Sequence[Label]) -> List[Dict[str, str]]:
 
 def check_label(label: Any, known: Dict[str, Label], where: str) -> Label:
     if label not in known:
-        raise FewShotError(
-            f"Unknown label {label!r} in {where}; the task's labels are {sorted(known)}. "
-            "Fix the example or add the label to `labels`."
-        )
+        raise FewShotError(Errors.E314.format(label=label, where=where, known=sorted(known)))
     return known[label]
 
 

@@ -19,7 +19,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example as SpacyExample
 from spacy.util import filter_spans
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
@@ -224,7 +224,7 @@ def ner_task_v1(
     """Generative NER, aligned to tokens and merged with the upstream entities."""
     check_names(unaligned_attr=unaligned_attr)
     if not spans_key:
-        raise FewShotError("spans_key must be a non-empty string.")
+        raise FewShotError(Errors.E318)
     return NERTask(
         load_template(template, template_path, "ner.jinja"),
         labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),

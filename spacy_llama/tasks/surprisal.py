@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc
 from spacy.training import Example as SpacyExample
 
+from ..errors import Errors
 from ..registry import llama_tasks
 from ..types import TokenLogprobRequest, TokenLogprobResult
 from .base import PromptFormatter, doc_label
@@ -139,12 +140,9 @@ def surprisal_task_v2(
     A fixed window makes perplexities comparable across models and documents."""
     check_names(logprob_attr=logprob_attr, perplexity_attr=perplexity_attr)
     if window is not None and window < 2:
-        raise ValueError(f"Surprisal.v2: window = {window}; it needs at least 2 tokens.")
+        raise ValueError(Errors.E320.format(window=window))
     if stride is not None and (stride < 1 or (window is not None and stride >= window)):
-        raise ValueError(
-            f"Surprisal.v2: stride = {stride} with window = {window}; the stride must be at "
-            "least 1 and smaller than the window (e.g. half of it), or null."
-        )
+        raise ValueError(Errors.E321.format(stride=stride, window=window))
     return SurprisalTask(
         add_bos=add_bos,
         logprob_attr=logprob_attr,

@@ -14,7 +14,7 @@ from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc
 from spacy.training import Example as SpacyExample
 
-from ..errors import FewShotError
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
@@ -77,9 +77,11 @@ class TextCatTask(FewShotState, PromptedTask):
             elif "cats" in ex:
                 names = [k for k, v in ex["cats"].items() if v >= 0.5]
             else:
-                raise FewShotError(f'{example_name(ex, i)} has no "label", "labels" or "cats".')
+                raise FewShotError(Errors.E322.format(example=example_name(ex, i)))
             if self.exclusive and len(names) != 1:
-                raise FewShotError(f"{example_name(ex, i)} needs exactly one label; got {names}.")
+                raise FewShotError(
+                    Errors.E323.format(example=example_name(ex, i), names=names)
+                )
             found = [check_label(n, known, example_name(ex, i)) for n in names]
             out.append({"text": ex["text"], "labels": [x.name for x in found]})
         return out
