@@ -80,6 +80,26 @@ class Errors(metaclass=ErrorsWithCodes):
     E051 = "Unknown request type {kind}; the engine answers {known}."
     # -- corpus-run locks and output paths (batch/lock.py, batch/paths.py): E060-E079 -----
     # -- bad records and durable outputs (batch/reader.py, records.py, sinks.py): E080-E099
+    E080 = ("{where} holds a lone surrogate ({char}), which no UTF-8 output can hold; fix the "
+            "escape (\\ud800-\\udbff must be followed by \\udc00-\\udfff) or remove it")
+    E081 = ("{where} is nested deeper than {limit} levels, more than the outputs can hold; "
+            "flatten it")
+    E082 = "a number with more than {limit} digits cannot be read; write it as a string"
+    E083 = ("{where} holds an integer beyond 64 bits ({bits} bits), which a DocBin cannot hold; "
+            "write it as a string")
+    E084 = ("{where} holds {kind}, which JSON cannot hold; store only strings, numbers, "
+            "booleans, None, lists and dicts with string keys in doc.user_data[{key!r}]")
+    E085 = ("doc.user_data[{key!r}] must be a string or an integer, got {value}; set it to "
+            "the document's id, or remove it to use the file and position")
+    E086 = ("the text has {length} characters, more than the pipeline's nlp.max_length "
+            "({limit}); split the document, or raise nlp.max_length (and check the memory)")
+    E087 = ("{output} has records but {path} is missing, so a resume cannot check that they "
+            "were made with this config. Pass --overwrite to start again, or write to a new "
+            "OUTPUT.")
+    E088 = ("{path} is not a readable run record ({reason}), so a resume cannot check that "
+            "{output} was made with this config. Pass --overwrite to start again, or write "
+            "to a new OUTPUT.")
+    E089 = "the text could not be made into a Doc ({error}); fix or remove the document"
     # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------

@@ -99,13 +99,16 @@ def set_cache(nlp: Language, *, path: Optional[Path]) -> Optional[SQLiteCache]:
 
 def isolate_failures(name: str, proc: Any, docs: Optional[Sequence[Doc]], error: Exception) -> None:
     """spaCy error handler: retry a failed batch one doc at a time; mark what still fails.
-    Without docs (a worker process died) nothing can be attributed, so the error stands."""
+    Without docs (a worker process died) nothing can be attributed, so the error stands.
+    A doc that already failed (see :func:`record_doc`) keeps its first reason."""
     if proc is None or not docs:
         raise error
     if len(docs) == 1:
-        docs[0].user_data[ERROR_KEY] = f"{name}: {type(error).__name__}: {error}"
+        docs[0].user_data.setdefault(ERROR_KEY, f"{name}: {type(error).__name__}: {error}")
         return
     for doc in docs:
+        if ERROR_KEY in doc.user_data:
+            continue
         try:
             proc(doc)  # a Pipe's __call__ sends its own failure back here with [doc]
         except Exception as e:
@@ -153,9 +156,26 @@ def prepare_for_run(nlp: Language, *, n_process: int = 1) -> None:
 
 def record_doc(nlp: Language, rec: Record) -> Doc:
     """The Doc a record is annotated as: its own (a .spacy input keeps its annotations) or
-    a new one, stamped with the record's id for the tasks' messages."""
-    doc = rec.doc if rec.doc is not None else nlp.make_doc(rec.text)
+    a new one, stamped with the record's id for the tasks' messages. A text that cannot
+    become a Doc (longer than ``nlp.max_length``, or the tokenizer fails) becomes an empty
+    stand-in marked as failed, so it is recorded in the failed list with its reason and
+    the rest of its batch is written."""
+    if rec.doc is not None:
+        doc = rec.doc
+    elif len(rec.text) > nlp.max_length:
+        doc = _failed_doc(nlp, Errors.E086.format(length=len(rec.text), limit=nlp.max_length))
+    else:
+        try:
+            doc = nlp.make_doc(rec.text)
+        except Exception as e:  # one bad text must not stop the run
+            doc = _failed_doc(nlp, Errors.E089.format(error=f"{type(e).__name__}: {e}"))
     doc.user_data[ID_KEY] = rec.raw_id
+    return doc
+
+
+def _failed_doc(nlp: Language, reason: str) -> Doc:
+    doc = Doc(nlp.vocab, words=[])
+    doc.user_data[ERROR_KEY] = reason
     return doc
 
 

@@ -3,13 +3,18 @@
 Every document gets an id that stays the same from run to run (the one in the input, or
 ``<file>:<line>``), because resuming and sharding both work by id. Readers are generators,
 so a corpus of any size is read in constant memory. A line that cannot be used is yielded
-as a :class:`BadLine` naming its file and line, and the caller decides to stop or skip.
+as a :class:`BadLine` naming its file and line, and the caller decides to stop or skip:
+invalid JSON or UTF-8, and any value that could not reach every output unchanged (a lone
+surrogate, nesting deeper than :data:`MAX_DEPTH`, an integer beyond 64 bits, a .spacy
+input's non-JSON field), so no record stops a run when its batch is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -115,16 +120,24 @@ def parse_json_line(line: str, *, source: str) -> Item:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         return BadLine(source, f"invalid JSON ({e.msg} at column {e.colno})")
+    except RecursionError:  # the decoder recurses per level: thousands of [ or {
+        return BadLine(source, Errors.E081.format(where="the line", limit=MAX_DEPTH))
+    except ValueError:  # an integer literal longer than Python converts
+        return BadLine(source, Errors.E082.format(limit=_max_int_digits()))
     if not isinstance(obj, dict):
         return BadLine(source, f"expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
     if not isinstance(text, str):
         return BadLine(source, 'no "text" string field')
-    raw_id = obj.pop("id", None)
+    raw_id = obj.get("id")
+    if raw_id is not None and not _is_id(raw_id):
+        return BadLine(source, f'"id" must be a string or an integer, got {raw_id!r}')
+    problem = fields_problem(obj)
+    if problem is not None:
+        return BadLine(source, problem)
+    obj.pop("id", None)
     if raw_id is None:
         raw_id = source
-    elif not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-        return BadLine(source, f'"id" must be a string or an integer, got {raw_id!r}')
     return Record(id=str(raw_id), raw_id=raw_id, text=text, fields=obj, source=source)
 
 
@@ -134,13 +147,106 @@ def read_docbin(file: Path, *, name: str, vocab: Vocab) -> Iterator[Item]:
     except Exception as e:  # msgpack/zlib errors: the file is not a DocBin
         raise CorpusError(Errors.E004.format(path=str(file), error=e)) from None
     for index, doc in enumerate(docbin.get_docs(vocab), 1):
-        source = f"{name}#{index}"
-        raw_id = doc.user_data.get(ID_KEY, source)
-        fields = dict(doc.user_data.get(FIELDS_KEY) or {})
-        fields["text"] = doc.text
-        yield Record(
-            id=str(raw_id), raw_id=raw_id, text=doc.text, fields=fields, source=source, doc=doc
+        yield docbin_record(doc, source=f"{name}#{index}")
+
+
+def docbin_record(doc: Doc, *, source: str) -> Item:
+    """A Doc of a .spacy input as a record, or a bad line when its id or input fields
+    (from ``doc.user_data``, which holds any msgpack value) cannot go to a JSON output."""
+    raw_id = doc.user_data.get(ID_KEY)
+    if raw_id is None:
+        raw_id = source
+    elif not _is_id(raw_id):
+        return BadLine(source, Errors.E085.format(key=ID_KEY, value=reprlib.repr(raw_id)))
+    stored = doc.user_data.get(FIELDS_KEY) or {}
+    if not isinstance(stored, dict):
+        where = f"doc.user_data[{FIELDS_KEY!r}]"
+        kind = f"a {type(stored).__name__}, not a dict,"
+        return BadLine(source, Errors.E084.format(where=where, kind=kind, key=FIELDS_KEY))
+    fields = {**stored, "text": doc.text}
+    problem = value_problem(raw_id, 'field "id"') or fields_problem(fields)
+    if problem is not None:
+        return BadLine(source, problem)
+    return Record(
+        id=str(raw_id), raw_id=raw_id, text=doc.text, fields=fields, source=source, doc=doc
+    )
+
+
+# -- what a record may hold ---------------------------------------------------------------
+# Every record must reach every output unchanged: JSONL (UTF-8 JSON, read back by a resume
+# and merge) and a DocBin (msgpack, which packs 64-bit integers and nests about 500 deep).
+MAX_DEPTH = 100
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _max_int_digits() -> int:
+    return int(getattr(sys, "get_int_max_str_digits", lambda: 4300)())
+
+
+def fields_problem(fields: Dict[Any, Any]) -> Optional[str]:
+    """Why a record's fields cannot be written unchanged to every output, or None."""
+    for key, value in fields.items():
+        if not isinstance(key, str):
+            kind = f"a {type(key).__name__} key ({reprlib.repr(key)})"
+            return Errors.E084.format(where="the record", kind=kind, key=FIELDS_KEY)
+        problem = _surrogate(key, "a key of the record") or value_problem(
+            value, f"field {json.dumps(key)}"
         )
+        if problem is not None:
+            return problem
+    return None
+
+
+def value_problem(value: Any, where: str) -> Optional[str]:
+    """Why ``value`` (``where`` names it) cannot be written unchanged, or None. Walks with
+    a stack, not recursion, so no nesting can exhaust Python's stack here."""
+    stack: List[Tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return Errors.E081.format(where=where, limit=MAX_DEPTH)
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    kind = f"a {type(key).__name__} key ({reprlib.repr(key)})"
+                    return Errors.E084.format(where=where, kind=kind, key=FIELDS_KEY)
+                problem = _surrogate(key, f"a key in {where}")
+                if problem is not None:
+                    return problem
+                stack.append((sub, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, depth + 1) for sub in item)
+        else:
+            problem = _scalar_problem(item, where)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _scalar_problem(item: Any, where: str) -> Optional[str]:
+    if isinstance(item, str):
+        return _surrogate(item, where)
+    if item is None or isinstance(item, (bool, float)):
+        return None
+    if isinstance(item, int):
+        if INT_MIN <= item <= INT_MAX:
+            return None
+        return Errors.E083.format(where=where, bits=item.bit_length())
+    kind = f"a {type(item).__name__} value"
+    return Errors.E084.format(where=where, kind=kind, key=FIELDS_KEY)
+
+
+def _surrogate(text: str, where: str) -> Optional[str]:
+    """A lone surrogate (a JSON escape such as \\ud800 without its pair) has no UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return Errors.E080.format(where=where, char=ascii(text[e.start])[1:-1])
+    return None
 
 
 # -- sharding ---------------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 * :class:`JsonlSink` appends a whole batch of records with one ``write`` and fsyncs it;
   on resume it reads the ids already there and cuts off a half-written last line.
-* :class:`DocBinSink` writes ``part-NNNNN.spacy`` files into a folder, each atomically
-  (temporary file, fsync, rename), so memory holds at most one part.
+* :class:`DocBinSink` writes each batch it is given as ``part-NNNNN.spacy`` files in a
+  folder (one part per batch, split at ``part_size`` docs), each atomically (temporary
+  file, fsync, rename), so a killed run loses no batch that was written.
 * :class:`FailedSink` lists documents and input lines that could not be annotated.
 * :class:`Outputs` holds the sinks of one run, local or Ray: a doc is done once every
   sink has it.
+
+A string UTF-8 cannot hold (a lone surrogate) is written as a JSON escape rather than
+stopping the run: the reader turns such input lines away, but the failed list must be
+writable whatever an error message or a bad line holds.
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ def scan_jsonl(path: Path, *, repair: bool) -> Iterator[Tuple[int, Dict[str, Any
             os.fsync(f.fileno())
 
 
+def json_line(record: Dict[str, Any]) -> bytes:
+    """One JSONL line: readable UTF-8, or all-ASCII escapes when a string has no UTF-8
+    (a lone surrogate). Both read back as the same record."""
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def _parse_record(raw: bytes) -> Union[Dict[str, Any], str]:
     if not raw.endswith(b"\n"):
         return "unfinished line"
@@ -80,8 +94,7 @@ class JsonlSink:
         new = [(i, r) for i, r in items if i not in self.done]
         if not new:
             return
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for _, r in new)
-        self._file.write(data.encode("utf-8"))
+        self._file.write(b"".join(json_line(r) for _, r in new))
         self._file.flush()
         os.fsync(self._file.fileno())
         self.done.update(i for i, _ in new)
@@ -96,16 +109,25 @@ STATS_KEY = "spacy_llama_stats"  # engine counts accrued since the previous doc
 PRIVATE_KEYS = (ERROR_KEY, STATS_KEY)  # run bookkeeping on doc.user_data, not output
 
 
+def part_index(path: Path) -> int:
+    return int(path.stem[len("part-") :])
+
+
 def docbin_parts(folder: Path) -> List[Path]:
-    return sorted(folder.glob("part-*.spacy"))
+    """The parts of a DocBin folder in the order they were written: by number, since a run
+    with a part per batch can pass part-99999 (and part-100000 sorts before it as text)."""
+    parts = [p for p in folder.glob("part-*.spacy") if p.stem[len("part-") :].isdigit()]
+    return sorted(parts, key=part_index)
 
 
 class DocBinSink:
+    """A folder of DocBin parts; every ``write`` that adds docs ends with them on disk."""
+
     def __init__(
         self, folder: PathLike, *, resume: bool, vocab: Vocab, part_size: int = 1000
     ) -> None:
         self.folder = Path(folder)
-        self.part_size = max(1, part_size)
+        self.part_size = max(1, part_size)  # the most docs in one part (a batch is split)
         self.done: Set[str] = set()
         if self.folder.exists() and not self.folder.is_dir():
             raise RunStateError(Errors.E015.format(path=self.folder))
@@ -118,32 +140,30 @@ class DocBinSink:
         for part in parts:
             docs = DocBin(store_user_data=True).from_disk(part).get_docs(vocab)
             self.done.update(str(doc.user_data.get(ID_KEY)) for doc in docs)
-        self._next = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
-        self._bin = DocBin(store_user_data=True)
-        self._pending: Set[str] = set()
+        self._next = part_index(parts[-1]) + 1 if parts else 0
 
     def write(self, items: Sequence[Tuple[str, Doc]]) -> None:
+        """Write the docs not yet in the folder as parts of at most ``part_size`` docs."""
+        new: Dict[str, Doc] = {}
         for doc_id, doc in items:
-            if doc_id in self.done or doc_id in self._pending:
-                continue
+            if doc_id not in self.done and doc_id not in new:
+                new[doc_id] = doc
+        ids = list(new)
+        for start in range(0, len(ids), self.part_size):
+            self._write_part({i: new[i] for i in ids[start : start + self.part_size]})
+
+    def _write_part(self, docs: Dict[str, Doc]) -> None:
+        docbin = DocBin(store_user_data=True)
+        for doc in docs.values():
             for key in PRIVATE_KEYS:
                 doc.user_data.pop(key, None)
-            self._bin.add(doc)
-            self._pending.add(doc_id)
-            if len(self._pending) >= self.part_size:
-                self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        write_atomic(self.folder / f"part-{self._next:05d}.spacy", self._bin.to_bytes())
-        self.done.update(self._pending)
+            docbin.add(doc)
+        write_atomic(self.folder / f"part-{self._next:05d}.spacy", docbin.to_bytes())
         self._next += 1
-        self._bin = DocBin(store_user_data=True)
-        self._pending = set()
+        self.done.update(docs)
 
     def close(self) -> None:
-        self.flush()
+        """Nothing is buffered: every part was written by the ``write`` that got its docs."""
 
 
 # -- failures ----------------------------------------------------------------------------
@@ -159,7 +179,7 @@ class FailedSink:
     def write(self, record: Dict[str, Any]) -> None:
         self.count += 1
         with self.path.open("ab") as f:
-            f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            f.write(json_line(record))
             f.flush()
             os.fsync(f.fileno())
 

@@ -92,6 +92,9 @@ def test_resume_repairs_half_written_last_record(setup: Dict[str, Path]) -> None
     data = full.read_bytes()
     lines = data.splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:12]) + lines[12][:25])  # killed mid-record 13
+    # a killed run has its run.json: it is written before the first batch
+    run_json = (setup["dir"] / "full.jsonl.run.json").read_bytes()
+    (setup["dir"] / "cut.jsonl.run.json").write_bytes(run_json)
     with pytest.warns(UserWarning, match="half-written"):
         summary = run(setup["config"], inp, out, resume=True)
     assert (summary.skipped, summary.done) == (12, 8)
