@@ -79,6 +79,27 @@ class Errors(metaclass=ErrorsWithCodes):
             "or SmolLM2.v1) for this task.")
     E051 = "Unknown request type {kind}; the engine answers {known}."
     # -- corpus-run locks and output paths (batch/lock.py, batch/paths.py): E060-E079 -----
+    E060 = ("{path} is in use by another run: pid {pid} on host {host}, started {started} "
+            "({command}). Two runs on one output would corrupt it: wait for that run to finish "
+            "or stop it, or write to another OUTPUT. (A killed run holds no lock: the system "
+            "releases it when the process ends.)")
+    E061 = ("{path} is in use by another run, which has not written its pid into {lock} yet. "
+            "Two runs on one output would corrupt it: wait for that run to finish or stop it, "
+            "or write to another OUTPUT.")
+    E062 = ("Cannot lock {path} through {lock}: {reason}. Write OUTPUT to a folder you can "
+            "write to, on a filesystem with file locks (a local disk or NFS).")
+    E063 = ("{what} {path} is the input {input}: writing it would destroy the input. Choose "
+            "another path for {what}.")
+    E064 = ("{what} {path} lies inside the input folder {input}, which this run reads. Choose "
+            "a path for {what} outside the input folder.")
+    E065 = ("The input {input} lies inside {what} {path}, which this run writes (and "
+            "replaces with --overwrite). Choose a path for {what} that does not contain the "
+            "input.")
+    E066 = ("Cannot write {what} {path}: {reason}. Choose a path in a folder you can write "
+            "to, or fix the folder's permissions.")
+    E067 = ("Writing {path} failed: {reason}. Every batch finished before is saved and the "
+            "batch in progress is not counted as done: fix the cause (free disk space, "
+            "permissions), then run the same command with --resume to continue.")
     # -- bad records and durable outputs (batch/reader.py, records.py, sinks.py): E080-E099
     E080 = ("{where} holds a lone surrogate ({char}), which no UTF-8 output can hold; fix the "
             "escape (\\ud800-\\udbff must be followed by \\udc00-\\udfff) or remove it")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Iterable, Iterator, List, Optional, Set, Tuple
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -20,7 +22,9 @@ from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..errors import AnnotateError, Errors
+from .lock import locked
 from .options import AnnotateOptions
+from .paths import check_not_input, check_writable, io_errors, lock_targets
 from .prepare import (
     config_hash,
     load_pipeline,
@@ -33,30 +37,79 @@ from .reader import Record, input_files, parse_shard, read_corpus
 from .records import finished, format_doc, pipeline_extensions
 from .runinfo import RunInfo, run_info
 from .selection import selector_for, survey
-from .sinks import ERROR_KEY, STATS_KEY, Outputs
+from .sinks import ERROR_KEY, STATS_KEY, Finished, Outputs
 from .summary import Summary
 
 ZONE_DOCS = 2000  # docs per spaCy memory zone (with --n-process, workers restart per zone)
 
 
 def check_output(opts: AnnotateOptions) -> None:
-    """Output options that contradict each other or would overwrite a run by accident."""
+    """Output options that contradict each other."""
     if opts.output.suffix not in (".jsonl", ".spacy"):
         raise AnnotateError(Errors.E010.format(name=opts.output.name))
     if opts.docbin is not None and opts.docbin.suffix != ".spacy":
         raise AnnotateError(Errors.E011)
     if opts.resume and opts.overwrite:
         raise AnnotateError(Errors.E012)
+
+
+def check_existing(opts: AnnotateOptions) -> None:
+    """An existing output is only continued or replaced when asked to. Checked under the
+    lock: a run that finished just before we locked has written its output by then."""
     exists = [p for p in (opts.output, opts.docbin) if p is not None and p.exists()]
     if exists and not (opts.resume or opts.overwrite):
         raise AnnotateError(Errors.E013.format(path=exists[0]))
 
 
+@contextmanager
+def claimed_outputs(opts: AnnotateOptions) -> Iterator[None]:
+    """Check the run's output paths (not the input, writable) and hold their locks for the
+    whole run, local or Ray; all before a model is loaded. The input must exist."""
+    check_output(opts)
+    check_not_input(opts)
+    check_writable(opts)
+    with locked(lock_targets(opts)):
+        check_existing(opts)
+        yield
+
+
 def open_outputs(opts: AnnotateOptions, vocab: Vocab) -> Outputs:
     """The run's sinks (the same for a local and a Ray run, so either resumes the other)."""
-    return Outputs(
-        opts.output, docbin=opts.docbin, resume=opts.resume, vocab=vocab, part_size=opts.part_size
-    )
+    with io_errors([opts.output]):
+        return Outputs(
+            opts.output,
+            docbin=opts.docbin,
+            resume=opts.resume,
+            vocab=vocab,
+            part_size=opts.part_size,
+        )
+
+
+def output_files(outputs: Outputs) -> List[Path]:
+    sinks = [outputs.jsonl.path if outputs.jsonl is not None else None]
+    sinks.append(outputs.docbin.folder if outputs.docbin is not None else None)
+    return [p for p in sinks if p is not None]
+
+
+def write_finished(outputs: Outputs, items: Sequence[Finished]) -> None:
+    """One durable write of a batch; a failing write (a full disk) becomes one message."""
+    with io_errors(output_files(outputs)):
+        outputs.write(items)
+
+
+def write_failed(outputs: Outputs, record: Dict[str, Any]) -> None:
+    with io_errors([outputs.failed.path]):
+        outputs.failed.write(record)
+
+
+def close_outputs(outputs: Outputs) -> None:
+    with io_errors(output_files(outputs)):
+        outputs.close()
+
+
+def write_info(info: RunInfo, record: Dict[str, Any]) -> None:
+    with io_errors([info.path]):
+        info.write(record)
 
 
 def annotate(opts: AnnotateOptions) -> Summary:
@@ -65,14 +118,20 @@ def annotate(opts: AnnotateOptions) -> Summary:
     start = time.perf_counter()
     shard = parse_shard(opts.shard)
     input_files(opts.input)
-    check_output(opts)
-    selected, _ = survey(opts, shard)
+    with claimed_outputs(opts):
+        selected, _ = survey(opts, shard)
+        return _annotate(opts, shard, selected=selected, start=start)
+
+
+def _annotate(
+    opts: AnnotateOptions, shard: Optional[Tuple[int, int]], *, selected: int, start: float
+) -> Summary:
     nlp = load_pipeline(opts.config, overrides=opts.overrides)
     run_hash = config_hash(nlp)
     info = RunInfo(opts.output)
     if opts.resume:
         info.check(config_hash=run_hash, shard=opts.shard, output=opts.output)
-    info.write(run_info(opts, run_hash, finished=False, runner=None))
+    write_info(info, run_info(opts, run_hash, finished=False, runner=None))
     set_cache(nlp, path=opts.cache_path)
     extensions = pipeline_extensions(nlp)
     prepare_for_run(nlp, n_process=opts.n_process)
@@ -82,11 +141,10 @@ def annotate(opts: AnnotateOptions) -> Summary:
         run = LocalRun(opts, nlp, outputs, summary, extensions=extensions)
         run.process(shard=shard, todo=selected - len(outputs.done))
     finally:
-        outputs.close()
+        close_outputs(outputs)
         summary.seconds = time.perf_counter() - start
-    info.write(
-        {**run_info(opts, run_hash, finished=True, runner=None), "summary": summary.to_json()}
-    )
+    record = {**run_info(opts, run_hash, finished=True, runner=None), "summary": summary.to_json()}
+    write_info(info, record)
     return summary
 
 
@@ -155,7 +213,8 @@ class LocalRun:
         from tqdm import tqdm
 
         ok = [(doc, rec) for doc, rec in batch if not self._failed(doc, rec)]
-        self.outputs.write(
+        write_finished(
+            self.outputs,
             [
                 finished(
                     doc,
@@ -165,7 +224,7 @@ class LocalRun:
                     docbin=self.outputs.wants_doc,
                 )
                 for doc, rec in ok
-            ]
+            ],
         )
         self.summary.done += len(ok)
         if self.opts.print_docs:
@@ -179,7 +238,6 @@ class LocalRun:
         if error is None:
             return False
         self.summary.failed += 1
-        self.outputs.failed.write(
-            {"id": rec.raw_id, "source": rec.source, "error": str(error)[:2000]}
-        )
+        failed = {"id": rec.raw_id, "source": rec.source, "error": str(error)[:2000]}
+        write_failed(self.outputs, failed)
         return True

@@ -19,6 +19,7 @@ from spacy.tokens import DocBin
 
 from ..errors import Errors, RunStateError
 from .files import fsync_dir, side_path
+from .lock import locked
 from .runinfo import RunInfo
 from .sinks import docbin_parts, scan_jsonl
 
@@ -26,7 +27,13 @@ from .sinks import docbin_parts, scan_jsonl
 def merge(
     output: Path, shards: List[Path], *, partial: bool = False, overwrite: bool = False
 ) -> int:
-    """Merge ``shards`` into ``output``; returns the number of documents."""
+    """Merge ``shards`` into ``output``; returns the number of documents. ``output`` is
+    locked as ``annotate`` locks it, so neither writes it while the other does."""
+    with locked([output]):
+        return _merge(output, shards, partial=partial, overwrite=overwrite)
+
+
+def _merge(output: Path, shards: List[Path], *, partial: bool, overwrite: bool) -> int:
     kinds = {p.suffix for p in [output, *shards]}
     if len(kinds) != 1 or kinds - {".jsonl", ".spacy"}:
         raise RunStateError(Errors.E030)

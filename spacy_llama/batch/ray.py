@@ -26,7 +26,14 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from ..errors import AnnotateError, CorpusError, Errors, PipelineError
-from .local import check_output, open_outputs
+from .local import (
+    claimed_outputs,
+    close_outputs,
+    open_outputs,
+    write_failed,
+    write_finished,
+    write_info,
+)
 from .options import AnnotateOptions, RayOptions
 from .prepare import (
     config_hash,
@@ -55,11 +62,22 @@ def annotate_ray(opts: AnnotateOptions, ray_opts: RayOptions) -> Summary:
         raise AnnotateError(Errors.E021)
     shard = parse_shard(opts.shard)
     input_files(opts.input)
-    check_output(opts)
-    survey(opts, shard)
-    batch_size = run_batch_size(
-        read_run_config(opts.config, overrides=opts.overrides), opts.batch_size
-    )
+    with claimed_outputs(opts):  # the driver writes the files: it holds the lock
+        survey(opts, shard)
+        batch_size = run_batch_size(
+            read_run_config(opts.config, overrides=opts.overrides), opts.batch_size
+        )
+        return _annotate_ray(opts, ray_opts, shard, batch_size=batch_size, start=start)
+
+
+def _annotate_ray(
+    opts: AnnotateOptions,
+    ray_opts: RayOptions,
+    shard: Optional[Tuple[int, int]],
+    *,
+    batch_size: int,
+    start: float,
+) -> Summary:
     outputs = open_outputs(opts, Vocab())
     summary = Summary(failed_path=outputs.failed.path)
     info = RunInfo(opts.output)
@@ -72,7 +90,7 @@ def annotate_ray(opts: AnnotateOptions, ray_opts: RayOptions) -> Summary:
                 rows = annotated_rows(opts, ray_opts, selected, batch_size=batch_size)
                 write_all(opts, rows, outputs, summary, run)
     finally:
-        outputs.close()
+        close_outputs(outputs)
         summary.seconds = time.perf_counter() - start
     run.finish(summary)
     return summary
@@ -112,11 +130,11 @@ class RunHash:
         if self.opts.resume:
             self.info.check(config_hash=config_hash, shard=self.opts.shard, output=self.opts.output)
         self.known, self.checked = config_hash, True
-        self.info.write(run_info(self.opts, self.known, finished=False, runner=RUNNER))
+        write_info(self.info, run_info(self.opts, self.known, finished=False, runner=RUNNER))
 
     def finish(self, summary: Summary) -> None:
         info = run_info(self.opts, self.known, finished=True, runner=RUNNER)
-        self.info.write({**info, "summary": summary.to_json()})
+        write_info(self.info, {**info, "summary": summary.to_json()})
 
 
 def write_all(
@@ -135,8 +153,8 @@ def write_all(
             if r["error"]:
                 summary.failed += 1
                 failed = {"id": json.loads(r["raw_id"]), "source": r["source"], "error": r["error"]}
-                outputs.failed.write(failed)
-        outputs.write([finished_row(r, vocab) for r in ok])
+                write_failed(outputs, failed)
+        write_finished(outputs, [finished_row(r, vocab) for r in ok])
         summary.done += len(ok)
         if opts.print_docs:
             for r in ok:
