@@ -78,10 +78,10 @@ def _annotate_ray(
     batch_size: int,
     start: float,
 ) -> Summary:
+    info = RunInfo(opts.output)
+    old_hash = (info.resumable(opts.output) or {}).get("config_hash") if opts.resume else None
     outputs = open_outputs(opts, Vocab())
     summary = Summary(failed_path=outputs.failed.path)
-    info = RunInfo(opts.output)
-    old_hash = (info.read() or {}).get("config_hash") if opts.resume else None
     run = RunHash(info=info, opts=opts, known=old_hash)
     try:
         selected = select(opts, shard, outputs, summary)

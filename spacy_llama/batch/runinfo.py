@@ -63,18 +63,24 @@ class RunInfo:
             return None, f"a JSON {type(data).__name__}, not an object"
         return data, ""
 
-    def check(self, *, config_hash: str, shard: Optional[str], output: Path) -> None:
-        """Refuse a resume that would add to ``output`` with another config or shard, or
-        that cannot tell: records there, but no readable run.json to compare with."""
+    def resumable(self, output: Path) -> Optional[Dict[str, Any]]:
+        """The record a resume of ``output`` is checked against; refuses (before any model
+        is loaded) when ``output`` has records but no readable run.json to compare with."""
         old, problem = self._load()
-        if old is None:
-            if not has_records(output):
-                return  # nothing to mix with (e.g. a run killed before its first batch)
+        if old is None and has_records(output):
             if problem:
                 raise RunStateError(
                     Errors.E088.format(path=self.path, reason=problem, output=output)
                 )
             raise RunStateError(Errors.E087.format(output=output, path=self.path))
+        return old  # None: nothing to mix with (e.g. a run killed before its first batch)
+
+    def check(self, *, config_hash: str, shard: Optional[str], output: Path) -> None:
+        """Refuse a resume that would add to ``output`` with another config or shard, or
+        that cannot tell: records there, but no readable run.json to compare with."""
+        old = self.resumable(output)
+        if old is None:
+            return
         if old.get("config_hash") != config_hash:
             raise RunStateError(
                 Errors.E016.format(output=output, old=old.get("config_hash"), new=config_hash)
