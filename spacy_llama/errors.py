@@ -81,6 +81,10 @@ class Errors(metaclass=ErrorsWithCodes):
     # -- corpus-run locks and output paths (batch/lock.py, batch/paths.py): E060-E079 -----
     # -- bad records and durable outputs (batch/reader.py, records.py, sinks.py): E080-E099
     # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
+    E100 = ("The files of the model {source} changed after it was loaded: {files}. Its "
+            "fingerprint would describe files the loaded model does not hold, and cached "
+            "answers of the old files would be mixed with new ones. Run again, so the model "
+            "is loaded from the changed files (and do not edit a model while it runs).")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------
 # fmt: on
