@@ -85,6 +85,9 @@ class Errors(metaclass=ErrorsWithCodes):
             "fingerprint would describe files the loaded model does not hold, and cached "
             "answers of the old files would be mixed with new ones. Run again, so the model "
             "is loaded from the changed files (and do not edit a model while it runs).")
+    E101 = ("Could not read {path!r}, named by `{setting}` in the config, to include its "
+            "contents in the run's config hash: {error}. Make the file readable, or fix "
+            "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------
 # fmt: on
