@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import spacy
 from confection import Config
@@ -23,6 +23,7 @@ from ..errors import Errors, PipelineError
 from ..generation.sqlite_cache import SQLiteCache
 from ..models.fingerprint import file_digest
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
+from .named_files import interpolated, named_files
 from .reader import ID_KEY, Record
 from .sinks import ERROR_KEY, STATS_KEY
 from .summary import STATS_FIELDS
@@ -83,39 +84,11 @@ def config_hash(nlp: Language) -> str:
         if isinstance(component, dict):
             component.pop("cache", None)  # where results are cached does not change them
     h = hashlib.sha256(config.to_str().encode("utf-8"))
-    for setting, path in named_files(_interpolated(config)):
+    for setting, path in named_files(interpolated(config)):
         h.update(f"\0{setting}\0{_contents_digest(setting, path)}".encode())
     for engine in llama_engines(nlp):
         h.update(engine.model.fingerprint.encode("utf-8"))
     return h.hexdigest()[:16]
-
-
-# Sections that build the pipeline (training's corpora and [initialize] do not run here).
-_BUILD_SECTIONS = ("nlp", "components")
-# Blocks whose files other hashes cover: a model's (its fingerprint) and a cache's.
-_SKIPPED_BLOCKS = ("@llama_models", "@llama_caches")
-
-
-def named_files(config: Dict[str, Any]) -> List[Tuple[str, Path]]:
-    """(setting, file) for every string of the pipeline's sections that names an existing
-    file, in config order; a config's contents decide the answers as much as its text."""
-    found: List[Tuple[str, Path]] = []
-
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, dict):
-            if any(key in node for key in _SKIPPED_BLOCKS):
-                return
-            for key, value in node.items():
-                walk(value, f"{where}.{key}" if where else str(key))
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]")
-        elif isinstance(node, str) and _is_file(node):
-            found.append((where, Path(node).expanduser()))
-
-    for section in _BUILD_SECTIONS:
-        walk(config.get(section, {}), section)
-    return found
 
 
 def _contents_digest(setting: str, path: Path) -> str:
@@ -123,23 +96,6 @@ def _contents_digest(setting: str, path: Path) -> str:
         return file_digest(path)
     except OSError as e:
         raise PipelineError(Errors.E101.format(path=str(path), setting=setting, error=e)) from None
-
-
-def _is_file(value: str) -> bool:
-    if not value or "\n" in value or len(value) > 4096:  # inline templates, not paths
-        return False
-    try:
-        return Path(value).expanduser().is_file()
-    except (OSError, ValueError):  # too long for the OS, a NUL byte: not a path
-        return False
-
-
-def _interpolated(config: Config) -> Dict[str, Any]:
-    """``${paths.x}`` resolved, so a file named through a variable is found."""
-    try:
-        return dict(config.interpolate())
-    except Exception:  # it built, so this should not happen; the raw text still counts
-        return dict(config)
 
 
 def set_cache(nlp: Language, *, path: Optional[Path]) -> Optional[SQLiteCache]:
