@@ -122,6 +122,13 @@ class Errors(metaclass=ErrorsWithCodes):
             "to a new OUTPUT.")
     E089 = "the text could not be made into a Doc ({error}); fix or remove the document"
     # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
+    E100 = ("The files of the model {source} changed after it was loaded: {files}. Its "
+            "fingerprint would describe files the loaded model does not hold, and cached "
+            "answers of the old files would be mixed with new ones. Run again, so the model "
+            "is loaded from the changed files (and do not edit a model while it runs).")
+    E101 = ("Could not read {path!r}, named by `{setting}` in the config, to include its "
+            "contents in the run's config hash: {error}. Make the file readable, or fix "
+            "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------
     E300 = ("{task}.initialize(formatter, sample=...) was not called; the llama component "

@@ -21,7 +21,9 @@ from spacy.util import load_config, load_model_from_config
 
 from ..errors import Errors, PipelineError
 from ..generation.sqlite_cache import SQLiteCache
+from ..models.fingerprint import file_digest
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
+from .named_files import interpolated, named_files
 from .reader import ID_KEY, Record
 from .sinks import ERROR_KEY, STATS_KEY
 from .summary import STATS_FIELDS
@@ -75,15 +77,25 @@ def llama_engines(nlp: Language) -> List[Any]:
 
 
 def config_hash(nlp: Language) -> str:
-    """What decides the output: the config (less cache settings) and the model files."""
+    """What decides the output: the config (less cache settings), the contents of every
+    file it names (templates, few-shot examples...) and the models' fingerprints."""
     config = nlp.config.copy()
     for component in config.get("components", {}).values():
         if isinstance(component, dict):
             component.pop("cache", None)  # where results are cached does not change them
     h = hashlib.sha256(config.to_str().encode("utf-8"))
+    for setting, path in named_files(interpolated(config)):
+        h.update(f"\0{setting}\0{_contents_digest(setting, path)}".encode())
     for engine in llama_engines(nlp):
         h.update(engine.model.fingerprint.encode("utf-8"))
     return h.hexdigest()[:16]
+
+
+def _contents_digest(setting: str, path: Path) -> str:
+    try:
+        return file_digest(path)
+    except OSError as e:
+        raise PipelineError(Errors.E101.format(path=str(path), setting=setting, error=e)) from None
 
 
 def set_cache(nlp: Language, *, path: Optional[Path]) -> Optional[SQLiteCache]:

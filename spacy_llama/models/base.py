@@ -6,10 +6,12 @@ Models never see a Doc. The engine talks to a model only through this dataclass.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Tuple
+
+from ..errors import Errors, ModelLoadError
+from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,6 +33,10 @@ class LlamaModel:
     pad_token_id: int
     fingerprint_files: List[Path] = field(default_factory=list)
     extra_fingerprint: str = ""
+    # Taken when the model was loaded (by loading.finish_model): the digest of what was
+    # loaded, and the versions of fingerprint_files then (the digests are taken lazily).
+    loaded_state: str = ""
+    loaded_stamps: Tuple[FileStamp, ...] = ()
     _fingerprint: Optional[str] = field(default=None, repr=False)
 
     @property
@@ -47,13 +53,20 @@ class LlamaModel:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of the weights' identity (file contents, not names) and the dtype."""
+        """A hash of everything that decides the answers: the contents (not the names or
+        location) of the files the model was loaded from, what was loaded (configs and
+        tokenizer, see :func:`.fingerprint.loaded_state_digest`), and the dtype."""
         if self._fingerprint is None:
+            changed = changed_files(self.loaded_stamps)
+            if changed:
+                raise ModelLoadError(Errors.E100.format(source=self.source, files=changed))
             h = hashlib.sha256()
-            for path in sorted(self.fingerprint_files):
-                h.update(file_digest(path).encode())
+            for digest in sorted(file_digest(path) for path in self.fingerprint_files):
+                h.update(digest.encode())
             if not self.fingerprint_files:
                 h.update(_tensor_digest(self.model).encode())
+            state = self.loaded_state or loaded_state_digest(self.model, self.tokenizer)
+            h.update(state.encode())
             h.update(self.extra_fingerprint.encode())
             h.update(str(self.dtype).encode())
             self._fingerprint = h.hexdigest()
@@ -83,25 +96,6 @@ class LlamaModel:
         return str(
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
-
-
-_DIGESTS: Dict[Tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's contents, memoised per (path, size, mtime) in this process."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while True:
-                block = f.read(chunk)
-                if not block:
-                    break
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
 
 
 def _tensor_digest(module: Any) -> str:

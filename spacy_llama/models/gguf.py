@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 from ..errors import ModelLoadError
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel, file_digest
+from .fingerprint import source_stamps
 from .loading import cached_load, load_hf_folder
 
 GGUF_MAGIC = b"GGUF"
@@ -43,7 +44,9 @@ def gguf_model_v1(
     file = check_gguf_file(path)
     key = ("gguf", str(file.resolve()), device, dtype, str(cache_dir))
     return cached_load(
-        key, lambda: load_gguf(file, device=device, dtype=dtype, cache_dir=cache_dir)
+        key,
+        lambda: load_gguf(file, device=device, dtype=dtype, cache_dir=cache_dir),
+        stamps=source_stamps(file),
     )
 
 
@@ -158,5 +161,7 @@ def load_gguf(
         name=file.stem,
         source=str(file),
         fingerprint_files=[file],
+        # the file's hash covers what it holds; this covers what our conversion makes of it
+        extra_fingerprint=f"gguf-conversion={CONVERSION_VERSION}",
     )
     return model

@@ -9,6 +9,7 @@ from typing import Optional, Union
 from ..errors import ModelLoadError
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel
+from .fingerprint import source_stamps
 from .loading import cached_load, load_hf_folder, weight_files
 
 
@@ -36,6 +37,7 @@ def hf_model_v1(
             device_map=device_map,
             trust_remote_code=trust_remote_code,
         ),
+        stamps=source_stamps(folder, tok_folder if tokenizer_path is not None else None),
     )
 
 

@@ -2,7 +2,8 @@
 
 Every local loader ends here: HF.v1 loads the user's folder, GGUF.v1 and Meta.v1 load the
 folder they converted to. :func:`cached_load` keys a loaded model by its source and
-placement, so several pipelines (or a pipeline and its evaluation) share one copy.
+placement, so several pipelines (or a pipeline and its evaluation) share one copy, until the
+source's files change: then it is loaded again.
 """
 
 from __future__ import annotations
@@ -13,18 +14,27 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ModelLoadError
 from .base import LlamaModel
+from .fingerprint import FileStamp, file_stamps, hf_inputs, loaded_state_digest
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-_LOADED: Dict[Tuple[Any, ...], LlamaModel] = {}
+_LOADED: Dict[Tuple[Any, ...], Tuple[Tuple[FileStamp, ...], LlamaModel]] = {}
 _LOCK = threading.Lock()
 
 
-def cached_load(key: Tuple[Any, ...], load: Callable[[], LlamaModel]) -> LlamaModel:
-    """Load each (source, device, dtype) once per process: several pipelines share it."""
+def cached_load(
+    key: Tuple[Any, ...],
+    load: Callable[[], LlamaModel],
+    *,
+    stamps: Tuple[FileStamp, ...] = (),
+) -> LlamaModel:
+    """Load each (source, device, dtype) once per process: several pipelines share it.
+    ``stamps`` are the versions of the source's files (:func:`.fingerprint.source_stamps`):
+    once they differ, the source was edited, and it is loaded again (replacing the old)."""
     with _LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = load()
-        return _LOADED[key]
+        cached = _LOADED.get(key)
+        if cached is None or cached[0] != stamps:
+            _LOADED[key] = (stamps, load())
+        return _LOADED[key][1]
 
 
 def clear_loaded_models() -> None:
@@ -50,7 +60,10 @@ def load_hf_folder(
     name: Optional[str] = None,
     source: Optional[str] = None,
     fingerprint_files: Optional[List[Path]] = None,
+    extra_fingerprint: str = "",
 ) -> LlamaModel:
+    """``fingerprint_files`` default to the folders' own (:func:`.fingerprint.hf_inputs`);
+    a converting loader names its source files instead."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .placement import place, resolve_device, resolve_dtype
@@ -58,6 +71,9 @@ def load_hf_folder(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     tok_folder = tokenizer_path or folder
+    if fingerprint_files is None:
+        fingerprint_files = hf_inputs(folder, tok_folder)
+    stamps = file_stamps(fingerprint_files)  # before reading: an edit while loading counts
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(tok_folder), local_files_only=True, trust_remote_code=trust_remote_code
@@ -88,9 +104,9 @@ def load_hf_folder(
         tokenizer,
         name=name or folder.name,
         source=source or str(folder),
-        fingerprint_files=fingerprint_files
-        if fingerprint_files is not None
-        else weight_files(folder),
+        fingerprint_files=fingerprint_files,
+        extra_fingerprint=extra_fingerprint,
+        loaded_stamps=stamps,
     )
 
 
@@ -102,8 +118,12 @@ def finish_model(
     source: str,
     fingerprint_files: Optional[List[Path]] = None,
     extra_stop_ids: Optional[List[int]] = None,
+    extra_fingerprint: str = "",
+    loaded_stamps: Optional[Tuple[FileStamp, ...]] = None,
 ) -> LlamaModel:
-    """Collect stop ids, pad id and context length from a loaded transformers model."""
+    """Collect stop ids, pad id and context length from a loaded transformers model, and
+    what its fingerprint needs: the versions of its files and the digest of what was
+    loaded (taken now, before anything can change the model or tokenizer in memory)."""
     stop: List[int] = []
     candidates: List[Any] = [
         getattr(model.config, "eos_token_id", None),
@@ -132,4 +152,9 @@ def finish_model(
         stop_token_ids=stop,
         pad_token_id=int(pad),
         fingerprint_files=list(fingerprint_files or []),
+        extra_fingerprint=extra_fingerprint,
+        loaded_state=loaded_state_digest(model, tokenizer),
+        loaded_stamps=(
+            loaded_stamps if loaded_stamps is not None else file_stamps(fingerprint_files or [])
+        ),
     )

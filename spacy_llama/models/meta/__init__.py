@@ -23,6 +23,7 @@ from typing import Optional, Union
 
 from ...registry import llama_models
 from ..base import DTypeName, LlamaModel
+from ..fingerprint import source_stamps
 from ..loading import cached_load
 from .loader import (
     MetaCheckpoint,
@@ -89,4 +90,5 @@ def meta_model_v1(
             device_map=device_map,
             context_length=context_length,
         ),
+        stamps=source_stamps(folder, tok),
     )

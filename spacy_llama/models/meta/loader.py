@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ...errors import ModelLoadError
 from ..base import LlamaModel
+from ..fingerprint import TOKENIZER_PATTERNS, folder_inputs
 from ..loading import finish_model, load_hf_folder
 from .merge import embedding_rows, merge_shards
 from .paging import file_mappings
@@ -70,7 +71,16 @@ def build_meta(
     )
     model = assemble(config, state)
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
-    return MetaCheckpoint(model, tokenizer, stops, [*files, folder / "params.json", *tok_files])
+    inputs = [*files, folder / "params.json", *tokenizer_inputs(tok_files)]
+    return MetaCheckpoint(model, tokenizer, stops, inputs)
+
+
+def tokenizer_inputs(tok_files: List[Path]) -> List[Path]:
+    """A Hugging Face tokenizer is more than the two files that identify it: its special
+    tokens map, chat template and added tokens decide answers too."""
+    if tok_files[0].name in ("tokenizer.json", "tokenizer_config.json"):
+        return folder_inputs(tok_files[0].parent, TOKENIZER_PATTERNS)
+    return tok_files
 
 
 def _untie_duplicate_output(state: Dict[str, torch.Tensor]) -> bool:
