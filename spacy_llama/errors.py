@@ -100,6 +100,10 @@ class Errors(metaclass=ErrorsWithCodes):
     E067 = ("Writing {path} failed: {reason}. Every batch finished before is saved and the "
             "batch in progress is not counted as done: fix the cause (free disk space, "
             "permissions), then run the same command with --resume to continue.")
+    E068 = ("{what} {path} is also {other}: a run writes each of them in its own way, so they "
+            "would overwrite each other. Choose another path for {what}.")
+    E069 = ("Cannot write the response cache {path}: {reason}. Pass --cache with a file in a "
+            "folder you can write to, or --no-cache to run without a cache.")
     # -- bad records and durable outputs (batch/reader.py, records.py, sinks.py): E080-E099
     E080 = ("{where} holds a lone surrogate ({char}), which no UTF-8 output can hold; fix the "
             "escape (\\ud800-\\udbff must be followed by \\udc00-\\udfff) or remove it")

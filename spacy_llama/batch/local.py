@@ -4,7 +4,9 @@ The run reads the input twice: a quick first pass finds bad lines and counts the
 (before a model is loaded, so input mistakes are reported at once), the second streams
 documents through ``nlp.pipe``. Each batch is written and fsynced before the next one is
 read, so a killed run loses at most the batch in flight, and ``resume`` skips every id
-already written. See :mod:`.sinks` and :mod:`.runinfo` for the files.
+already written. See :mod:`.sinks` and :mod:`.runinfo` for the files. Before the model is
+loaded, the output paths are checked (:mod:`.paths`: not the input, writable) and locked
+for the whole run (:mod:`.lock`: one writer per output); the Ray runner does the same.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from spacy.vocab import Vocab
 from ..errors import AnnotateError, Errors
 from .lock import locked
 from .options import AnnotateOptions
-from .paths import check_not_input, check_writable, io_errors, lock_targets
+from .paths import check_paths, io_errors, lock_targets
 from .prepare import (
     config_hash,
     load_pipeline,
@@ -66,8 +68,7 @@ def claimed_outputs(opts: AnnotateOptions) -> Iterator[None]:
     """Check the run's output paths (not the input, writable) and hold their locks for the
     whole run, local or Ray; all before a model is loaded. The input must exist."""
     check_output(opts)
-    check_not_input(opts)
-    check_writable(opts)
+    check_paths(opts)
     with locked(lock_targets(opts)):
         check_existing(opts)
         yield

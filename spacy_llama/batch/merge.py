@@ -20,6 +20,7 @@ from spacy.tokens import DocBin
 from ..errors import Errors, RunStateError
 from .files import fsync_dir, side_path
 from .lock import locked
+from .paths import same_path
 from .runinfo import RunInfo
 from .sinks import docbin_parts, scan_jsonl
 
@@ -42,6 +43,9 @@ def _merge(output: Path, shards: List[Path], *, partial: bool, overwrite: bool) 
         raise RunStateError(Errors.E031.format(paths=", ".join(missing)))
     if output.exists() and not overwrite:
         raise RunStateError(Errors.E032.format(path=output))
+    for shard in shards:  # replacing OUTPUT would destroy that shard before it is read
+        if same_path(output, shard):
+            raise RunStateError(Errors.E063.format(what="OUTPUT", path=output, input=shard))
     config_hash = check_shards(shards, partial=partial)
     if output.suffix == ".jsonl":
         count = merge_jsonl(output, shards)

@@ -49,13 +49,33 @@ def lock_targets(opts: AnnotateOptions) -> List[Path]:
     return [opts.output] + ([opts.docbin] if opts.docbin is not None else [])
 
 
+def check_paths(opts: AnnotateOptions) -> None:
+    """Everything about the output paths that can be known before the run starts."""
+    check_distinct(opts)
+    check_not_input(opts)
+    check_writable(opts)
+
+
+def check_distinct(opts: AnnotateOptions) -> None:
+    """Two outputs of one run on one path (``--cache OUTPUT``, ``--docbin OUTPUT``) would
+    overwrite each other."""
+    seen: List[OutputPath] = []
+    for out in output_paths(opts):
+        for other in seen:
+            if same_path(out.path, other.path):
+                raise AnnotateError(
+                    Errors.E068.format(what=out.what, path=out.path, other=other.what)
+                )
+        seen.append(out)
+
+
 # -- outputs vs the input ------------------------------------------------------------------
 def check_not_input(opts: AnnotateOptions) -> None:
     """Refuse an output that is the input, lies in the input folder, or contains the input
     (symlinks resolved; hard links caught by ``samefile`` where both exist)."""
     source = Path(opts.input)
     for out in output_paths(opts):
-        if _same(out.path, source):
+        if same_path(out.path, source):
             raise AnnotateError(Errors.E063.format(what=out.what, path=out.path, input=source))
         if source.is_dir() and _inside(out.path, source):
             raise AnnotateError(Errors.E064.format(what=out.what, path=out.path, input=source))
@@ -63,7 +83,8 @@ def check_not_input(opts: AnnotateOptions) -> None:
             raise AnnotateError(Errors.E065.format(what=out.what, path=out.path, input=source))
 
 
-def _same(a: Path, b: Path) -> bool:
+def same_path(a: Path, b: Path) -> bool:
+    """One file or folder: the same inode where both exist, else the same resolved path."""
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
@@ -92,18 +113,14 @@ def check_writable(opts: AnnotateOptions) -> None:
 def _probe_folder(out: OutputPath, folder: Path) -> None:
     blocker = _file_in_the_way(folder)
     if blocker is not None:
-        reason = f"{blocker} is a file, not a folder"
-        raise AnnotateError(Errors.E066.format(what=out.what, path=out.path, reason=reason))
+        raise _unwritable(out, f"{blocker} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".spacy-llama-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        reason = os_reason(e)
-        raise AnnotateError(
-            Errors.E066.format(what=out.what, path=out.path, reason=reason)
-        ) from None
+        raise _unwritable(out, os_reason(e)) from None
 
 
 def _probe_file(out: OutputPath) -> None:
@@ -111,10 +128,13 @@ def _probe_file(out: OutputPath) -> None:
         with out.path.open("ab"):  # appending nothing changes nothing
             pass
     except OSError as e:
-        reason = os_reason(e)
-        raise AnnotateError(
-            Errors.E066.format(what=out.what, path=out.path, reason=reason)
-        ) from None
+        raise _unwritable(out, os_reason(e)) from None
+
+
+def _unwritable(out: OutputPath, reason: str) -> AnnotateError:
+    if out.what == "--cache":  # the one output a run can do without
+        return AnnotateError(Errors.E069.format(path=out.path, reason=reason))
+    return AnnotateError(Errors.E066.format(what=out.what, path=out.path, reason=reason))
 
 
 def _file_in_the_way(folder: Path) -> Optional[Path]:

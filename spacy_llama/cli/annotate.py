@@ -1,8 +1,11 @@
 """``python -m spacy_llama annotate CONFIG_OR_PIPELINE INPUT OUTPUT [options] [--sec.key val]``
 
 Annotates a corpus in batches, writing each batch durably, so an interrupted run resumes
-where it stopped (``--resume``). Exit codes: 0 all done, 2 input/config/output problem,
-3 some documents failed (listed in OUTPUT.failed.jsonl), 130 interrupted.
+where it stopped (``--resume``). One run at a time writes an OUTPUT (it holds
+OUTPUT.lock; a second run stops at once and names the first). No output may be or lie in
+the input. Exit codes: 0 all done, 2 input/config/output problem (also a full disk: the
+finished batches are kept, --resume continues), 3 some documents failed (listed in
+OUTPUT.failed.jsonl), 130 interrupted.
 """
 
 from __future__ import annotations

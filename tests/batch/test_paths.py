@@ -159,7 +159,8 @@ def test_unwritable_output_is_reported_before_the_model_loads(
         extra = [which, str(bad / ("docs.spacy" if which == "--docbin" else "cache.sqlite"))]
     argv = ["annotate", str(config), str(inp), str(out), "--quiet", *extra]
     try:
-        check_refused(capsys, argv, "[E066]", f"Cannot write {which}", str(bad.parent))
+        wanted = ["[E069]", "--no-cache"] if which == "--cache" else ["[E066]", f"write {which}"]
+        check_refused(capsys, argv, *wanted, str(bad.parent))
     finally:
         if bad.is_dir():
             bad.chmod(0o755)
@@ -198,3 +199,44 @@ def _complete_records(path: Path) -> List[Dict[str, Any]]:
 
     lines = path.read_bytes().split(b"\n")
     return [json.loads(line) for line in lines[:-1]]
+
+
+# -- outputs on one path ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "output, extra, fragment",
+    [
+        ("out.jsonl", ["--cache", "out.jsonl"], "--cache"),
+        ("out.spacy", ["--docbin", "out.spacy"], "--docbin"),
+        ("out.jsonl", ["--cache", "out.jsonl.failed.jsonl"], "--cache"),
+    ],
+)
+def test_two_outputs_on_one_path_are_refused(
+    tmp_path: Path, tiny_hf: Path, capsys: Any, output: str, extra: List[str], fragment: str
+) -> None:
+    config = write_config(tmp_path, tiny_hf)
+    inp = write_jsonl(tmp_path / "in.jsonl", corpus(3))
+    other = tmp_path / extra[1]
+    argv = [
+        "annotate",
+        str(config),
+        str(inp),
+        str(tmp_path / output),
+        "--quiet",
+        extra[0],
+        str(other),
+    ]
+    check_refused(capsys, argv, "[E068]", f"{fragment} {other} is also")
+    assert not (tmp_path / output).exists()
+
+
+def test_merge_into_one_of_its_shards_is_refused(tmp_path: Path, capsys: Any) -> None:
+    shards = []
+    for name in ("a.spacy", "b.spacy"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "part-00000.spacy").write_bytes(_docbin_bytes())
+        shards.append(folder)
+    before = snapshot(tmp_path)
+    argv = ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "--overwrite", "--partial"]
+    check_refused(capsys, argv, "[E063]", f"OUTPUT {shards[0]} is the input {shards[0]}")
+    assert snapshot(tmp_path) == before
