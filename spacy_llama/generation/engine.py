@@ -29,6 +29,8 @@ from .sampling import make_generators, request_seed
 from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
 
+REDUCED_DTYPES = ("torch.bfloat16", "torch.float16")
+
 
 class GenerationError(RuntimeError):
     """Some requests of a batch failed (e.g. a server kept refusing them)."""
@@ -175,6 +177,8 @@ class Engine:
         h.update(",".join(map(str, self._stop_ids)).encode())
         # "int8" computed per-tensor activation scales before 2026-11-26: old entries differ
         h.update(f"quantize={self.quantize}/w8a8-row".encode() if self.quantize else b"")
+        # bf16/fp16 decoded with the rotary inv_freq cast to that dtype before 2026-11-26
+        h.update(b"rope-fp32" if str(self.model.dtype) in REDUCED_DTYPES else b"")
         h.update(b"\0")
         h.update(",".join(map(str, prompt_ids)).encode())
         return h.hexdigest()

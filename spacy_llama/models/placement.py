@@ -68,7 +68,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def place(model: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Cast the parameters to ``dtype``, not the float32 buffers. transformers keeps the
+    rotary ``inv_freq`` in float32 at every dtype (``from_pretrained(torch_dtype=...)`` does);
+    cast to bf16 it keeps 3 significant digits, the rotary angles drift with the position and
+    greedy outputs part from transformers' after a few tokens."""
+    kept = [
+        (name, buf)
+        for name, buf in model.named_buffers(remove_duplicate=False)
+        if buf.dtype == torch.float32
+    ]
     model = model.to(dtype=dtype)
+    for name, buf in kept:
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = buf
     if device.type != "cpu":  # pragma: no cover - needs an accelerator
         model = model.to(device)
     model.eval()
