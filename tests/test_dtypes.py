@@ -1,9 +1,14 @@
 """bfloat16 and float16 on CPU: greedy outputs against transformers' own ``generate`` at the
-same dtype, through the component (fused decoder, prefix cache and prompt lookup on)."""
+same dtype, through the component (fused decoder, prefix cache and prompt lookup on); bf16
+on a CPU where oneDNN has no bf16 path (AVX2 only); what ``cpu_features`` answers."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import pytest
@@ -12,7 +17,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from spacy_llama.generation.continuous import MIN_SHARED_PREFIX, shared_prefix_len
+from spacy_llama.generation.scoring import Scorer
+from spacy_llama.models import cpu_features as cpu
 from spacy_llama.models.hf import hf_model_v1
+from spacy_llama.models.placement import place, resolve_dtype
+from spacy_llama.types import ScoreRequest, TokenLogprobRequest
 
 from .helpers import tiny_llama_config
 
@@ -32,6 +41,8 @@ TEXTS = [
 TEMPLATE = "Repeat after me, word for word, please: {{ text }}"
 NEW_TOKENS = 24
 REDUCED = pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+ROOT = Path(__file__).resolve().parent.parent
+AVX2_ONLY = "fpu,sse,sse2,ssse3,sse4_1,sse4_2,popcnt,avx,f16c,fma,bmi1,bmi2,avx2"
 
 Reference = Tuple[List[int], List[torch.Tensor]]  # greedy tokens, the logits of each step
 
@@ -122,6 +133,8 @@ def test_reduced_precision_greedy_equals_transformers_generate(tiny_hf, dtype, b
     results = pipe.engine.run(requests)
     engine = pipe.engine
     assert engine.fast is not None and engine.fast.dtype == getattr(torch, dtype)
+    # the path this CPU runs: oneDNN-prepacked bf16 where it has a bf16 path; fp16 plain
+    assert engine.fast.prepacked == (dtype == "bfloat16" and cpu.cpu_features().onednn_bf16)
     assert engine.prefix_cache and shared_prefix_len(prompts) >= MIN_SHARED_PREFIX
     assert engine.draft_stats.checked > 0  # prompt lookup drafted and verified
     compared = [
@@ -130,3 +143,101 @@ def test_reduced_precision_greedy_equals_transformers_generate(tiny_hf, dtype, b
     ]
     # splits at ties are rare: most documents match transformers token for token
     assert sum(n == NEW_TOKENS for n in compared) >= len(TEXTS) - 2, compared
+
+
+# -- bf16 where oneDNN has no bf16 path -------------------------------------------------------
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """This process as on an AVX2-only CPU: cpu_features() says so, and oneDNN's bf16
+    prepacking raises as it does there."""
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+
+    def refuse_bf16(weight, *args):
+        if weight.dtype == torch.bfloat16:
+            raise RuntimeError(
+                "mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert "
+                "or avx512bw, avx512vl and avx512dq"
+            )
+        return reorder(weight, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse_bf16)
+    monkeypatch.setenv(cpu.ENV, AVX2_ONLY)
+    cpu.cpu_features.cache_clear()
+    yield
+    cpu.cpu_features.cache_clear()  # monkeypatch restores the variable after this
+
+
+def check_bf16_on_plain_weights(folder) -> None:
+    """A bf16 pipeline on a CPU without oneDNN bf16: built without prepacking, it generates
+    transformers' greedy tokens and scores as transformers' forward pass does."""
+    assert not cpu.cpu_features().onednn_bf16
+    nlp = dtype_nlp(folder, "bfloat16", batch_size=4)
+    pipe = nlp.get_pipe("llama")
+    engine = pipe.engine
+    requests = pipe.task.requests([nlp.make_doc(t) for t in TEXTS[:6]])
+    prompts = [pipe.model.encode(r.prompt) for r in requests]
+    results = engine.run(requests)  # used to raise here: "bf16 path needs the cpu support ..."
+    assert engine.prepack is False  # decided when the pipeline was built
+    fast = engine.fast
+    assert fast is not None and not fast.prepacked
+    assert all(p.packed is None for p in [*fast.qkv, *fast.o, *fast.gate_up, *fast.down])
+    assert fast.lm_head.packed is None
+    refs = hf_reference(folder, "bfloat16", prompts)
+    for r, ref in zip(results, refs):
+        assert_same_greedy(r.token_ids, r.logprobs, ref, "bfloat16")
+    score = ScoreRequest(prompt="London is a big city in the", candidates=[" United", " dog"])
+    text = TokenLogprobRequest("Marie Curie won the Nobel Prize in Physics.")
+    fused_score, fused_lps = engine.run_all([score, text])
+    plain = Scorer(pipe.model, batch_size=4)  # transformers' forward pass
+    assert fused_score.sums == pytest.approx(plain.score([score])[0].sums, abs=0.1)
+    want = plain.token_logprobs([text])[0].logprobs
+    assert fused_lps.logprobs[1:] == pytest.approx(want[1:], abs=0.1)
+
+
+def test_bf16_without_onednn_bf16_runs_plain_weights(tiny_hf, avx2_cpu):
+    check_bf16_on_plain_weights(tiny_hf)
+
+
+CHILD = """
+import sys
+from tests.test_dtypes import check_bf16_on_plain_weights
+check_bf16_on_plain_weights(sys.argv[1])
+"""
+
+
+def test_bf16_where_onednn_itself_refuses_bf16(tiny_hf):
+    """No simulation in this process: oneDNN capped at AVX2 raises for bf16 prepacking just
+    as on an AVX2-only CPU, and torch's own check (which cpu_features asks) says so."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop(cpu.ENV, None)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tiny_hf)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_cpu_features_of_an_avx2_only_cpu(avx2_cpu):
+    features = cpu.cpu_features()
+    assert not features.onednn_bf16 and not features.onednn_fp16 and not features.int8_vnni
+    assert not features.fast_matmul(torch.bfloat16) and features.fast_matmul(torch.float32)
+    assert "AVX-512" in features.why_slow(torch.bfloat16)
+    # auto never picks what the CPU runs on reference kernels
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.warns(UserWarning, match="reference kernels"):
+        place(torch.nn.Linear(4, 4), torch.device("cpu"), torch.bfloat16)
+
+
+def test_cpu_features_override_only_takes_away(monkeypatch):
+    real = cpu.cpu_features()
+    assert cpu.cpu_features() is real  # cached
+    for flags, bf16 in [("avx512f,avx512bw,avx512vl,avx512dq", True), ("avx_ne_convert", True)]:
+        monkeypatch.setenv(cpu.ENV, flags + ",avx512_vnni")
+        cpu.cpu_features.cache_clear()
+        features = cpu.cpu_features()
+        assert features.onednn_bf16 == (bf16 and real.onednn_bf16)  # never more than torch's
+        assert features.int8_vnni
+    monkeypatch.setenv(cpu.ENV, "")  # empty: not set
+    cpu.cpu_features.cache_clear()
+    assert cpu.cpu_features() == real
+    cpu.cpu_features.cache_clear()

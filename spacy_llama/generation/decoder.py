@@ -13,7 +13,8 @@ dominated by overheads that this file removes, without changing the arithmetic:
 - on CPUs with oneDNN, the projection weights are repacked once into oneDNN's blocked layout
   (``torch.ops.mkldnn``): at the small row counts of decoding (one row per sequence) those
   GEMMs run 1.3-2.4x faster than ``F.linear`` on the plain weights. This keeps a second,
-  packed copy of the projection weights, so it is only done up to ``PREPACK_MAX_BYTES``.
+  packed copy of the projection weights, so it is only done up to ``PREPACK_MAX_BYTES``,
+  and bf16 weights only where oneDNN has a bf16 path (``models/cpu_features.py``).
 Norms, rotary embeddings and activations are the model's own modules, so the numbers are
 those of transformers up to the order of floating-point sums.
 """
@@ -26,17 +27,23 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from ..models.cpu_features import cpu_features
+
 PREPACK_MAX_BYTES = 4 << 30
 
 
 def can_prepack(model: Any) -> bool:
-    """oneDNN prepacking: CPU only, and only while a packed copy of the weights is cheap."""
+    """oneDNN prepacking: CPU only, and only while a packed copy of the weights is cheap.
+    bf16 only where oneDNN has a bf16 path: elsewhere ``_reorder_linear_weight`` raises
+    ("bf16 path needs the cpu support avx_ne_convert or avx512bw, ...") and plain weights
+    (``F.linear``) are what works."""
     param = next(model.parameters())
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     ops = getattr(torch.ops, "mkldnn", None)
+    bf16 = param.dtype == torch.bfloat16 and cpu_features().onednn_bf16
     return (
         param.device.type == "cpu"
-        and param.dtype in (torch.float32, torch.bfloat16)
+        and (param.dtype == torch.float32 or bf16)
         and size <= PREPACK_MAX_BYTES
         and torch.backends.mkldnn.is_available()
         and hasattr(ops, "_reorder_linear_weight")

@@ -23,7 +23,7 @@ from ..types import (
 )
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
-from .decoder import FastLlama, check_int8, supports_fast_decoder
+from .decoder import FastLlama, can_prepack, check_int8, supports_fast_decoder
 from .lookup import DraftStats
 from .sampling import make_generators, request_seed
 from .stopping import SequenceState, Stepper
@@ -86,6 +86,9 @@ class Engine:
             )
         if quantize is not None:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
+        # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
+        # decided when the pipeline is built rather than at the first document
+        self.prepack = supports_fast_decoder(model.model) and can_prepack(model.model)
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
 
     # -- public ----------------------------------------------------------------
@@ -284,7 +287,7 @@ class Engine:
     def fast(self) -> Optional[FastLlama]:
         """The fused decoder, built on first use when the architecture supports it."""
         if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
-            self._fast = FastLlama(self.model.model, quantize=self.quantize)
+            self._fast = FastLlama(self.model.model, prepack=self.prepack, quantize=self.quantize)
         return self._fast
 
     def _with_echo(self, req: GenerationRequest, res: GenerationResult) -> GenerationResult:
