@@ -23,7 +23,13 @@ from ..types import (
 )
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
-from .decoder import FastLlama, can_prepack, check_int8, supports_fast_decoder
+from .decoder import (
+    FastLlama,
+    can_prepack,
+    check_int8,
+    fused_decoder,
+    supports_fast_decoder,
+)
 from .lookup import DraftStats
 from .sampling import make_generators, request_seed
 from .stopping import SequenceState, Stepper
@@ -287,7 +293,10 @@ class Engine:
     def fast(self) -> Optional[FastLlama]:
         """The fused decoder, built on first use when the architecture supports it."""
         if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
-            self._fast = FastLlama(self.model.model, prepack=self.prepack, quantize=self.quantize)
+            # shared by every engine on this model: one fused (and packed) copy of the weights
+            self._fast = fused_decoder(
+                self.model.model, prepack=self.prepack, quantize=self.quantize
+            )
         return self._fast
 
     def _with_echo(self, req: GenerationRequest, res: GenerationResult) -> GenerationResult:
