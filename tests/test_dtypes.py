@@ -42,7 +42,6 @@ TEMPLATE = "Repeat after me, word for word, please: {{ text }}"
 NEW_TOKENS = 24
 REDUCED = pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 ROOT = Path(__file__).resolve().parent.parent
-AVX2_ONLY = "fpu,sse,sse2,ssse3,sse4_1,sse4_2,popcnt,avx,f16c,fma,bmi1,bmi2,avx2"
 
 Reference = Tuple[List[int], List[torch.Tensor]]  # greedy tokens, the logits of each step
 
@@ -145,28 +144,7 @@ def test_reduced_precision_greedy_equals_transformers_generate(tiny_hf, dtype, b
     assert sum(n == NEW_TOKENS for n in compared) >= len(TEXTS) - 2, compared
 
 
-# -- bf16 where oneDNN has no bf16 path -------------------------------------------------------
-@pytest.fixture
-def avx2_cpu(monkeypatch):
-    """This process as on an AVX2-only CPU: cpu_features() says so, and oneDNN's bf16
-    prepacking raises as it does there."""
-    reorder = torch.ops.mkldnn._reorder_linear_weight
-
-    def refuse_bf16(weight, *args):
-        if weight.dtype == torch.bfloat16:
-            raise RuntimeError(
-                "mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert "
-                "or avx512bw, avx512vl and avx512dq"
-            )
-        return reorder(weight, *args)
-
-    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse_bf16)
-    monkeypatch.setenv(cpu.ENV, AVX2_ONLY)
-    cpu.cpu_features.cache_clear()
-    yield
-    cpu.cpu_features.cache_clear()  # monkeypatch restores the variable after this
-
-
+# -- bf16 where oneDNN has no bf16 path (the avx2_cpu fixture: conftest.py) ----------------
 def check_bf16_on_plain_weights(folder) -> None:
     """A bf16 pipeline on a CPU without oneDNN bf16: built without prepacking, it generates
     transformers' greedy tokens and scores as transformers' forward pass does."""
