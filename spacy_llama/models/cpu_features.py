@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Optional
+from typing import FrozenSet
 
 import torch
 
@@ -63,28 +63,19 @@ class CpuFeatures:
 def cpu_features() -> CpuFeatures:
     """This process's answer (cached); see the module docstring."""
     override = os.environ.get(ENV) or None  # set but empty: not set
-    flags = _parse(override) if override is not None else _cpuinfo_flags()
-    source = f"{ENV}={override}" if override is not None else "as torch's oneDNN reports it"
-    # Without an override torch's checks decide alone: /proc/cpuinfo may be missing (macOS).
-    limit = flags if override is not None else None
+    limit = _parse(override) if override else None  # None: torch's checks decide alone
+    flags = limit if limit is not None else _cpuinfo_flags()
+    bf16, fp16 = (_torch_says(f"_is_mkldnn_{t}_supported") for t in ("bf16", "fp16"))
     return CpuFeatures(
-        onednn_bf16=_torch_says("_is_mkldnn_bf16_supported") and _allows(limit, _bf16),
-        onednn_fp16=_torch_says("_is_mkldnn_fp16_supported") and _allows(limit, _fp16),
-        int8_vnni=bool(flags and flags & INT8_FLAGS),
-        source=source,
+        onednn_bf16=bf16 and (limit is None or _bf16(limit)),
+        onednn_fp16=fp16 and (limit is None or bool(limit & FP16_FLAGS)),
+        int8_vnni=bool(flags & INT8_FLAGS),
+        source=f"{ENV}={override}" if override else "as torch's oneDNN reports it",
     )
 
 
 def _bf16(flags: FrozenSet[str]) -> bool:
     return AVX512_CORE <= flags or bool(flags & BF16_FLAGS)
-
-
-def _fp16(flags: FrozenSet[str]) -> bool:
-    return bool(flags & FP16_FLAGS)
-
-
-def _allows(flags: Optional[FrozenSet[str]], rule: Callable[[FrozenSet[str]], bool]) -> bool:
-    return flags is None or rule(flags)
 
 
 def _torch_says(check: str) -> bool:
@@ -97,8 +88,8 @@ def _torch_says(check: str) -> bool:
         return False
 
 
-def _cpuinfo_flags() -> Optional[FrozenSet[str]]:
-    """The first ``flags`` (x86) or ``Features`` (Arm) line of /proc/cpuinfo; None if absent."""
+def _cpuinfo_flags() -> FrozenSet[str]:
+    """The first ``flags`` (x86) or ``Features`` (Arm) line of /proc/cpuinfo (none on macOS)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -106,8 +97,8 @@ def _cpuinfo_flags() -> Optional[FrozenSet[str]]:
                 if key.strip() in ("flags", "Features"):
                     return frozenset(value.split())
     except OSError:
-        return None
-    return None
+        pass
+    return frozenset()
 
 
 def _parse(value: str) -> FrozenSet[str]:
