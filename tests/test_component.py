@@ -78,7 +78,7 @@ def test_output_order_and_same_doc_objects(tiny_hf):
     assert all(isinstance(d._.llama_completion, str) for d in out)
 
 
-def test_engine_batches_sorted_by_length(tiny_hf):
+def test_engine_batches_sorted_by_length(tiny_hf, monkeypatch):
     """At most batch_size sequences decode together, prompts are taken longest first, and
     freed slots are refilled while the others keep decoding."""
     nlp = tiny_nlp(tiny_hf, batch_size=4)
@@ -92,7 +92,8 @@ def test_engine_batches_sorted_by_length(tiny_hf):
         seen.append((lengths.tolist(), slots.tolist()))
         return original(ids, lengths, cache, slots, start=start)
 
-    fast.prefill = spy  # type: ignore[method-assign]
+    # monkeypatch: the fused decoder is shared by every pipeline on this model
+    monkeypatch.setattr(fast, "prefill", spy)
     list(nlp.pipe(TEXTS, batch_size=100))
     assert sum(len(lengths) for lengths, _ in seen) == len(TEXTS)
     assert all(max(slots) < 4 for _, slots in seen)
@@ -114,7 +115,7 @@ def test_fast_decoder_equals_transformers_loop(tiny_hf):
         assert la == pytest.approx(lb, abs=1e-4)
 
 
-def test_shared_prefix_is_computed_once(tiny_hf):
+def test_shared_prefix_is_computed_once(tiny_hf, monkeypatch):
     template = "Summarize the text in one short sentence. Text: {{ text }}"
     with_prefix = tiny_nlp(tiny_hf, template=template, generation={"max_new_tokens": 10})
     without = tiny_nlp(
@@ -129,7 +130,7 @@ def test_shared_prefix_is_computed_once(tiny_hf):
         calls.append(list(ids))
         return original(ids, cache, slot)
 
-    engine.fast.prefix = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(engine.fast, "prefix", spy)  # shared with `without`, which never calls it
     a = [d._.llama_completion for d in with_prefix.pipe(TEXTS)]
     b = [d._.llama_completion for d in without.pipe(TEXTS)]
     assert len(calls) == 1 and len(calls[0]) >= 8  # "<s>Summarize the text ..." once

@@ -8,35 +8,46 @@ dominated by overheads that this file removes, without changing the arithmetic:
   are folded into the query-length dimension of one SDPA call;
 - fused q/k/v and gate/up projections (one GEMM instead of three, one instead of two); the
   module weights become views of the fused tensors, so memory does not grow and the
-  transformers model keeps working;
+  transformers model keeps working; engines share one FastLlama per model
+  (``fused_decoder``), so a second pipeline on a cached model adds no copies either;
 - logits only for the positions that choose a token;
 - on CPUs with oneDNN, the projection weights are repacked once into oneDNN's blocked layout
   (``torch.ops.mkldnn``): at the small row counts of decoding (one row per sequence) those
   GEMMs run 1.3-2.4x faster than ``F.linear`` on the plain weights. This keeps a second,
-  packed copy of the projection weights, so it is only done up to ``PREPACK_MAX_BYTES``.
+  packed copy of the projection weights, so it is only done up to ``PREPACK_MAX_BYTES``,
+  and bf16 weights only where oneDNN has a bf16 path (``models/cpu_features.py``).
 Norms, rotary embeddings and activations are the model's own modules, so the numbers are
 those of transformers up to the order of floating-point sums.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from ..models.cpu_features import cpu_features
+
 PREPACK_MAX_BYTES = 4 << 30
+_SHARED_ATTR = "_spacy_llama_fused_decoders"  # on the transformers model: see fused_decoder
+_SHARED_LOCK = threading.Lock()
 
 
 def can_prepack(model: Any) -> bool:
-    """oneDNN prepacking: CPU only, and only while a packed copy of the weights is cheap."""
+    """oneDNN prepacking: CPU only, and only while a packed copy of the weights is cheap.
+    bf16 only where oneDNN has a bf16 path: elsewhere ``_reorder_linear_weight`` raises
+    ("bf16 path needs the cpu support avx_ne_convert or avx512bw, ...") and plain weights
+    (``F.linear``) are what works."""
     param = next(model.parameters())
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     ops = getattr(torch.ops, "mkldnn", None)
+    bf16 = param.dtype == torch.bfloat16 and cpu_features().onednn_bf16
     return (
         param.device.type == "cpu"
-        and param.dtype in (torch.float32, torch.bfloat16)
+        and (param.dtype == torch.float32 or bf16)
         and size <= PREPACK_MAX_BYTES
         and torch.backends.mkldnn.is_available()
         and hasattr(ops, "_reorder_linear_weight")
@@ -119,15 +130,55 @@ def supports_fast_decoder(model: Any) -> bool:
     )
 
 
+def fused_decoder(model: Any, *, prepack: bool, quantize: Optional[str] = None) -> FastLlama:
+    """The one FastLlama of ``model`` at its dtype and device, with this prepacking and
+    quantization: every Engine and pipeline on a shared (cached) model uses it instead of
+    fusing and packing its own copy of the weights.
+
+    It is kept in an attribute of the model, so it goes when the model goes (a reference
+    cycle, freed by the garbage collector). A WeakKeyDictionary keyed on the model would keep
+    both forever: the FastLlama refers to its model."""
+    param = next(model.parameters())
+    key = (param.dtype, param.device, prepack, quantize)
+    with _SHARED_LOCK:
+        decoders: Dict[Any, FastLlama] = vars(model).setdefault(_SHARED_ATTR, {})
+        if key not in decoders:
+            decoders[key] = FastLlama(model, prepack=prepack, quantize=quantize)
+        return decoders[key]
+
+
 def _fuse(linears: Sequence[torch.nn.Linear]) -> torch.Tensor:
-    """Concatenate Linear weights along the output dim; make each Linear a view of it."""
-    fused = torch.cat([lin.weight.data for lin in linears], dim=0).contiguous()
+    """Concatenate Linear weights along the output dim; make each Linear a view of it.
+    Weights that are already consecutive views of one tensor (an earlier FastLlama fused
+    them) are that tensor: no second copy."""
+    weights = [lin.weight.data for lin in linears]
+    done = _fused_view(weights)
+    if done is not None:
+        return done
+    fused = torch.cat(weights, dim=0).contiguous()
     start = 0
     for lin in linears:
         rows = lin.weight.shape[0]
         lin.weight.data = fused[start : start + rows]
         start += rows
     return fused
+
+
+def _fused_view(weights: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The (sum of rows, cols) tensor whose consecutive rows ``weights`` are, if they are."""
+    first = weights[0]
+    storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    for w in weights:
+        if not (
+            w.is_contiguous()
+            and w.untyped_storage().data_ptr() == storage
+            and w.storage_offset() == offset
+            and w.shape[1:] == first.shape[1:]
+        ):
+            return None
+        offset += w.numel()
+    rows, cols = sum(w.shape[0] for w in weights), first.shape[1]
+    return first.as_strided((rows, cols), (cols, 1))
 
 
 class KVCache:

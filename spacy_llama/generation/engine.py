@@ -25,7 +25,13 @@ from ..types import (
 )
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
-from .decoder import FastLlama, check_int8, supports_fast_decoder
+from .decoder import (
+    FastLlama,
+    can_prepack,
+    check_int8,
+    fused_decoder,
+    supports_fast_decoder,
+)
 from .lookup import DraftStats
 from .output import finish
 from .remote import complete_remote, is_remote
@@ -34,6 +40,8 @@ from .sampling import make_generators, request_seed
 from .stats import EngineStats
 from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
+
+REDUCED_DTYPES = ("torch.bfloat16", "torch.float16")
 
 
 class Engine:
@@ -70,6 +78,9 @@ class Engine:
             )
         if quantize is not None:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
+        # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
+        # decided when the pipeline is built rather than at the first document
+        self.prepack = supports_fast_decoder(model.model) and can_prepack(model.model)
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
 
     # -- public ----------------------------------------------------------------
@@ -161,6 +172,7 @@ class Engine:
             config_fingerprint=self.config.fingerprint(),
             stop_ids=self._stop_ids,
             quantize=self.quantize,
+            reduced_precision=str(self.model.dtype) in REDUCED_DTYPES,
             prompt=prompt,
         )
 
@@ -247,5 +259,8 @@ class Engine:
     def fast(self) -> Optional[FastLlama]:
         """The fused decoder, built on first use when the architecture supports it."""
         if self._fast is None and self.use_fast_decoder and supports_fast_decoder(self.model.model):
-            self._fast = FastLlama(self.model.model, quantize=self.quantize)
+            # shared by every engine on this model: one fused (and packed) copy of the weights
+            self._fast = fused_decoder(
+                self.model.model, prepack=self.prepack, quantize=self.quantize
+            )
         return self._fast

@@ -31,6 +31,7 @@ def response_key(
     config_fingerprint: str,
     stop_ids: Sequence[int],
     quantize: Optional[str],
+    reduced_precision: bool,
     prompt: Sequence[Any],
 ) -> str:
     h = hashlib.sha256()
@@ -39,6 +40,8 @@ def response_key(
     h.update(",".join(map(str, stop_ids)).encode())
     # "int8" computed per-tensor activation scales before 2026-11-26: old entries differ
     h.update(f"quantize={quantize}/w8a8-row".encode() if quantize else b"")
+    # bf16/fp16 decoded with the rotary inv_freq cast to that dtype before 2026-12-01
+    h.update(b"rope-fp32" if reduced_precision else b"")
     h.update(b"\0")
     h.update(",".join(map(str, prompt)).encode())
     return h.hexdigest()

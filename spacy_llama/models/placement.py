@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
 
 from ..errors import ModelLoadError
+from .cpu_features import cpu_features
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -50,15 +52,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# What ``auto`` may pick on a CPU, best first; each must pass this CPU's check. float32 alone:
+# exact, and the one dtype every CPU runs on optimized kernels (bf16 would halve the bytes
+# read per step where oneDNN runs it, but it changes the numbers).
+AUTO_CPU_DTYPES = (torch.float32,)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: fp32 on CPU (exact, and fp16 matmuls are slow or missing there);
-    bf16 on CUDA when supported, else fp16; fp16 on MPS."""
+    """``auto``: fp32 on CPU (see ``AUTO_CPU_DTYPES``); bf16 on CUDA when supported, else
+    fp16; fp16 on MPS."""
     if name == "auto":
         if device.type == "cuda":  # pragma: no cover - needs a GPU
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "mps":  # pragma: no cover - needs a Mac
             return torch.float16
-        return torch.float32
+        return next(d for d in AUTO_CPU_DTYPES if cpu_features().fast_matmul(d))
     if name not in _DTYPES:
         raise ModelLoadError(
             f"Unknown dtype {name!r}: use 'auto', 'float32', 'bfloat16' or 'float16'."
@@ -67,8 +75,32 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def place(model: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Cast the parameters to ``dtype``, not the float32 buffers. transformers keeps the
+    rotary ``inv_freq`` in float32 at every dtype (``from_pretrained(torch_dtype=...)`` does);
+    cast to bf16 it keeps 3 significant digits, the rotary angles drift with the position and
+    greedy outputs part from transformers' after a few tokens."""
+    kept = [
+        (name, buf)
+        for name, buf in model.named_buffers(remove_duplicate=False)
+        if buf.dtype == torch.float32
+    ]
+    _warn_if_slow(device, dtype)
     model = model.to(dtype=dtype)
+    for name, buf in kept:
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = buf
     if device.type != "cpu":  # pragma: no cover - needs an accelerator
         model = model.to(device)
     model.eval()
     return model
+
+
+def _warn_if_slow(device: torch.device, dtype: torch.dtype) -> None:
+    """It runs, but a bf16 model on an AVX2-only CPU decodes tens of times slower than fp32."""
+    features = cpu_features()
+    if device.type == "cpu" and not features.fast_matmul(dtype):
+        warnings.warn(
+            f"[spacy-llama] dtype {str(dtype).replace('torch.', '')}: "
+            f'{features.why_slow(dtype)}. Use dtype = "float32" (or "auto").',
+            stacklevel=3,
+        )
