@@ -166,6 +166,46 @@ class Errors(metaclass=ErrorsWithCodes):
             "least 1 and smaller than the window (e.g. half of it), or null.")
     E322 = '{example} has no "label", "labels" or "cats".'
     E323 = "{example} needs exactly one label; got {names}."
+    # -- generation (generation/): E400-E449 ------------------------------------------
+    E400 = ("quantize = \"int8\" runs on CPU with float32 weights; this model is {dtype} on "
+            "{device}. Set dtype = \"float32\" and device = \"cpu\", or quantize = null.")
+    E401 = ("quantize = \"int8\" needs torch._int_mm on CPU (torch >= 2.3); this torch "
+            "{version} has none ({error}). Set quantize = null.")
+    E402 = ("quantize = \"{quantize}\" needs the fused LLaMA decoder, which does not support "
+            "the model at {source}. Set quantize = null.")
+    E403 = ("The prompt for {label} has {n} tokens, more than the model's context ({context}) "
+            "minus max_new_tokens ({max_new}). Set on_overflow = \"truncate\" in the task, "
+            "shorten the template, or lower max_new_tokens.")
+    E404 = "{n} request(s) failed: {reasons}"
+    E405 = ("An empty candidate string was given for {name}; every label needs a non-empty "
+            "answer (verbalizer).")
+    E406 = ("The prompt plus candidate {cand!r} for {name} has {n} tokens, more than the "
+            "model's context ({context}). Shorten the template or the label definitions.")
+    E407 = ("The candidates of {name} share no prompt token to condition on; the prompt must "
+            "not be empty.")
+    E408 = ("Candidate {cand!r} of {name} has no tokens; use a label answer the tokenizer can "
+            "encode.")
+    E409 = ("Candidate {cand!r} of {name} has nothing to condition on: the prompt is empty "
+            "and the tokenizer adds no BOS token.")
+    # -- model folders and the LlamaModel (models/base.py, loading.py, hf.py): E450-E479
+    E450 = ("The model at {source} has no chat template, so `chat = true` cannot be used. Set "
+            "`chat = \"auto\"` or `chat = false` in [components.llama.task], or load a "
+            "tokenizer that has one.")
+    E451 = ("Could not load a tokenizer from {path!r}: {error}. The folder needs "
+            "tokenizer.json or tokenizer.model (+ tokenizer_config.json); set "
+            "`tokenizer_path` to point elsewhere.")
+    E452 = "Could not load model weights from {path!r}: {error}"
+    E453 = ("Model path {path!r} does not exist. Set `path` in [components.llama.model] to a "
+            "local Hugging Face model folder (with config.json and *.safetensors), or use "
+            "@llama_models = \"spacy-llama.GGUF.v1\" for a .gguf file.")
+    E454 = ("Model path {path!r} is a file, but spacy-llama.HF.v1 expects a folder with "
+            "config.json and weights.{hint}")
+    E455 = ("{path!r} is not a Hugging Face model folder: no config.json (found: {found}). "
+            "For Meta's consolidated.*.pth use spacy-llama.Meta.v1; for a .gguf file use "
+            "spacy-llama.GGUF.v1.")
+    E456 = "{path!r} is not valid JSON: {error}"
+    E457 = ("{path!r} has a config.json but no weights (*.safetensors or pytorch_model*.bin); "
+            "found: {found}.")
 # fmt: on
 
 

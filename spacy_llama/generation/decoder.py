@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from ..errors import Errors
 from ..models.cpu_features import cpu_features
 
 PREPACK_MAX_BYTES = 4 << 30
@@ -105,18 +106,11 @@ def check_int8(model: Any) -> None:
     """int8 needs float32 weights on a CPU whose torch has the int8 GEMM."""
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
-        raise ValueError(
-            f'quantize = "int8" runs on CPU with float32 weights; this model is '
-            f'{param.dtype} on {param.device}. Set dtype = "float32" and device = "cpu", or '
-            "quantize = null."
-        )
+        raise ValueError(Errors.E400.format(dtype=param.dtype, device=param.device))
     try:
         torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
     except (AttributeError, RuntimeError) as exc:
-        raise ValueError(
-            f'quantize = "int8" needs torch._int_mm on CPU (torch >= 2.3); this torch '
-            f"{torch.__version__} has none ({exc}). Set quantize = null."
-        ) from exc
+        raise ValueError(Errors.E401.format(version=torch.__version__, error=exc)) from exc
 
 
 def supports_fast_decoder(model: Any) -> bool:

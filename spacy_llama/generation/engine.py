@@ -72,10 +72,7 @@ class Engine:
         self._fast: Optional[FastLlama] = None
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
         if quantize is not None and not supports_fast_decoder(model.model):
-            raise ValueError(
-                f'quantize = "{quantize}" needs the fused LLaMA decoder, which does not support '
-                f"the model at {model.source}. Set quantize = null."
-            )
+            raise ValueError(Errors.E402.format(quantize=quantize, source=model.source))
         if quantize is not None:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
         # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
@@ -138,9 +135,12 @@ class Engine:
                 continue
             if len(prompt_ids) > limit:
                 raise PromptTooLongError(
-                    f"The prompt for {req.label or f'request {i}'} has {len(prompt_ids)} tokens, "
-                    f"more than the model's context ({self.model.context_length}) minus "
-                    f"max_new_tokens ({self.config.max_new_tokens})."
+                    Errors.E403.format(
+                        label=req.label or f"request {i}",
+                        n=len(prompt_ids),
+                        context=self.model.context_length,
+                        max_new=self.config.max_new_tokens,
+                    )
                 )
             todo.append(i)
         keys = (

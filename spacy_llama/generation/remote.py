@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import GenerationError
+from ..errors import Errors, GenerationError
 from ..types import GenerationRequest, GenerationResult
 from .config import GenerationConfig
 from .response_cache import PendingWrites
@@ -44,4 +44,4 @@ def complete_remote(
         stats.generated_tokens += len(out.token_ids) or len(out.logprobs)
     writes.flush()
     if failed:
-        raise GenerationError(f"{len(failed)} request(s) failed: " + "; ".join(failed))
+        raise GenerationError(Errors.E404.format(n=len(failed), reasons="; ".join(failed)))

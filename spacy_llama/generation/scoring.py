@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import PromptTooLongError
+from ..errors import Errors, PromptTooLongError
 from ..models.base import LlamaModel
 from ..types import (
     ScoreRequest,
@@ -118,21 +118,22 @@ class Scorer:
         if not req.candidates:
             return _Prepared(prefix=[], conts=[], first=[])
         if any(not c for c in req.candidates):
-            raise ValueError(f"An empty candidate string was given for {name}.")
+            raise ValueError(Errors.E405.format(name=name))
         rows: List[List[int]] = []
         starts: List[int] = []
         for cand in req.candidates:
             ids, start = self._encode_candidate(req, cand, name)
             if len(ids) > self.model.context_length:
                 raise PromptTooLongError(
-                    f"The prompt plus candidate {cand!r} for {name} has {len(ids)} tokens, more "
-                    f"than the model's context ({self.model.context_length})."
+                    Errors.E406.format(
+                        cand=cand, name=name, n=len(ids), context=self.model.context_length
+                    )
                 )
             rows.append(ids)
             starts.append(start)
         shared = min(_common_prefix(rows), min(starts))
         if shared < 1:
-            raise ValueError(f"The candidates of {name} share no prompt token to condition on.")
+            raise ValueError(Errors.E407.format(name=name))
         return _Prepared(
             prefix=rows[0][:shared],
             conts=[row[shared:] for row in rows],
@@ -153,7 +154,7 @@ class Scorer:
             # the boundary is scored with the candidate. Added specials ((0, 0)) never are.
             mine = [j for j, (_, end) in enumerate(offsets) if end > len(req.prompt)]
             if not mine:
-                raise ValueError(f"Candidate {cand!r} of {name} has no tokens.")
+                raise ValueError(Errors.E408.format(cand=cand, name=name))
             start, stop = mine[0], mine[-1] + 1
             ids = ids[:stop]
         else:  # slow tokenizers have no offsets: assume the tokenizations concatenate
@@ -161,10 +162,7 @@ class Scorer:
             ids = head + self.model.encode(cand, add_special_tokens=False)
             start = len(head)
         if start == 0:
-            raise ValueError(
-                f"Candidate {cand!r} of {name} has nothing to condition on: the prompt is empty "
-                "and the tokenizer adds no BOS token."
-            )
+            raise ValueError(Errors.E409.format(cand=cand, name=name))
         return ids, start
 
     def _fast_shared(self, ids: List[int]) -> KVCache:

@@ -84,11 +84,7 @@ class LlamaModel:
 
     def apply_chat_template(self, user: str, system: Optional[str]) -> str:
         if not self.has_chat_template:
-            raise ValueError(
-                f"The model at {self.source} has no chat template, so `chat = true` cannot be "
-                "used. Set `chat = false` in [components.llama.task] or load a tokenizer "
-                "that has one."
-            )
+            raise ValueError(Errors.E450.format(source=self.source))
         messages: List[Dict[str, str]] = []
         if system is not None:
             messages.append({"role": "system", "content": system})

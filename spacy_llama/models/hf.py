@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel
 from .fingerprint import source_stamps
@@ -44,36 +44,22 @@ def hf_model_v1(
 def check_hf_folder(path: Union[str, Path]) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise ModelLoadError(
-            f"Model path {str(folder)!r} does not exist. Set `path` in "
-            "[components.llama.model] to a local Hugging Face model folder (with config.json "
-            'and *.safetensors), or use @llama_models = "spacy-llama.GGUF.v1" for a .gguf file.'
-        )
+        raise ModelLoadError(Errors.E453.format(path=str(folder)))
     if folder.is_file():
         hint = (
             ' It is a file: for GGUF use @llama_models = "spacy-llama.GGUF.v1".'
             if folder.suffix == ".gguf"
             else ""
         )
-        raise ModelLoadError(
-            f"Model path {str(folder)!r} is a file, but spacy-llama.HF.v1 expects a folder "
-            f"with config.json and weights.{hint}"
-        )
+        raise ModelLoadError(Errors.E454.format(path=str(folder), hint=hint))
     config = folder / "config.json"
     found = sorted(p.name for p in folder.iterdir())[:10]
     if not config.exists():
-        raise ModelLoadError(
-            f"{str(folder)!r} is not a Hugging Face model folder: no config.json (found: "
-            f"{found or 'nothing'}). For Meta's consolidated.*.pth use spacy-llama.Meta.v1; "
-            "for a .gguf file use spacy-llama.GGUF.v1."
-        )
+        raise ModelLoadError(Errors.E455.format(path=str(folder), found=found or "nothing"))
     try:
         json.loads(config.read_text(encoding="utf8"))
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{str(config)!r} is not valid JSON: {e}") from e
+        raise ModelLoadError(Errors.E456.format(path=str(config), error=e)) from e
     if not weight_files(folder):
-        raise ModelLoadError(
-            f"{str(folder)!r} has a config.json but no weights (*.safetensors or "
-            f"pytorch_model*.bin); found: {found}."
-        )
+        raise ModelLoadError(Errors.E457.format(path=str(folder), found=found))
     return folder

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 from .base import LlamaModel
 from .fingerprint import FileStamp, file_stamps, hf_inputs, loaded_state_digest
 
@@ -79,11 +79,7 @@ def load_hf_folder(
             str(tok_folder), local_files_only=True, trust_remote_code=trust_remote_code
         )
     except Exception as e:
-        raise ModelLoadError(
-            f"Could not load a tokenizer from {str(tok_folder)!r}: {e}. The folder needs "
-            "tokenizer.json or tokenizer.model (+ tokenizer_config.json); set `tokenizer_path` "
-            "to point elsewhere."
-        ) from e
+        raise ModelLoadError(Errors.E451.format(path=str(tok_folder), error=e)) from e
     kwargs: Dict[str, Any] = {
         "local_files_only": True,
         "trust_remote_code": trust_remote_code,
@@ -94,7 +90,7 @@ def load_hf_folder(
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except Exception as e:
-        raise ModelLoadError(f"Could not load model weights from {str(folder)!r}: {e}") from e
+        raise ModelLoadError(Errors.E452.format(path=str(folder), error=e)) from e
     if device_map is None:
         model = place(model, torch_device, torch_dtype)
     else:  # pragma: no cover - multi-GPU
