@@ -20,10 +20,7 @@ from typing import IO, Iterator, List, Optional
 
 import pytest
 
-INSTALL_HINT = (
-    "pip install --find-links ../shared/wheels 'llama-cpp-python[server]==0.3.36' "
-    "(or pip install -e '.[server]')"
-)
+INSTALL_HINT = "run `make install-test` (or pip install -e '.[server]')"
 
 
 def free_port() -> int:
