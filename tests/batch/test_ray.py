@@ -28,7 +28,7 @@ def ray_cluster() -> Iterator[Any]:
     try:
         import ray
     except ImportError:
-        pytest.fail("Ray Data is not installed: pip install 'ray[data]>=2.9'")
+        pytest.fail("Ray Data is not installed: run `make install-test`")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
