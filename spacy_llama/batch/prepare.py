@@ -22,6 +22,7 @@ from spacy.util import load_config, load_model_from_config
 from ..errors import Errors, PipelineError
 from ..generation.sqlite_cache import SQLiteCache
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
+from .parent_watch import exit_with_parent_after_fork
 from .reader import ID_KEY, Record
 from .sinks import ERROR_KEY, STATS_KEY
 from .summary import STATS_FIELDS
@@ -165,10 +166,13 @@ _FORK_HOOK: List[bool] = []
 def single_threaded_workers() -> None:
     """spaCy forks its workers. If torch already ran a parallel op here, a child inherits
     OpenMP's thread team without its threads and hangs in the next matmul, unless it drops
-    to one thread first; one thread per worker is also what n_process workers want."""
+    to one thread first; one thread per worker is also what n_process workers want. A
+    worker also exits when this process dies (see parent_watch.py): killed with kill -9,
+    its workers would otherwise wait for work forever."""
     if _FORK_HOOK:
         return
     _FORK_HOOK.append(True)
+    exit_with_parent_after_fork()
     # Hugging Face tokenizers would otherwise warn at every fork that it turns itself off.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
