@@ -555,10 +555,10 @@ def gguf_tokenizer(file: Path) -> Any:
     """Reuse GGUF.v1's conversion if it exists (fast); else read the file's metadata."""
     from transformers import AutoTokenizer
 
-    from .gguf import converted_folder, fix_special_tokens
+    from .gguf import cache_problem, converted_folder, fix_special_tokens
 
     folder = converted_folder(file)
-    if (folder / "tokenizer_config.json").exists():
+    if folder.exists() and cache_problem(folder) is None:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     fix_special_tokens(tokenizer, file)
