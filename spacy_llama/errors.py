@@ -121,11 +121,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E139 = "The completions endpoint of {url} failed a one-token test: {error}"
     E140 = ("Could not load a tokenizer from tokenizer_path = {path!r}: {error}. Point it at a "
             "Hugging Face folder with tokenizer.json/tokenizer_config.json, or a .gguf file.")
-    E141 = ("completion not sent to {url}: its last {failures} completion attempts in a row "
-            "failed or timed out (last: {last}). Completions are paused for {cooldown:g} s "
-            "(breaker_cooldown in [components.llama.model]), then one request tests the server "
-            "again. Fix or restart the server, then run annotate --resume to redo the failed "
-            "documents.")
+    E141 = ("{kind} request not sent to {url}: the last {failures} {kind} attempts in a row "
+            "failed without an answer (last: {last}). {kind} requests are paused for "
+            "{cooldown:g} s (breaker_cooldown in [components.llama.model]), then one request "
+            "tests the server again. Fix or restart the server, then run annotate --resume to "
+            "redo the failed documents.")
     # GGUF files, the default model, devices and dtypes (models/gguf.py, default.py,
     # placement.py)
     E150 = ("GGUF file {path!r} does not exist. Set `path` in [components.llama.model] to a "

@@ -26,6 +26,7 @@ from typing import Callable, Optional, Union
 class BreakerOpen:
     """Why an attempt was refused: the count and last error that opened the breaker."""
 
+    kind: str
     failures: int
     last: str
     cooldown: float
@@ -35,6 +36,7 @@ class BreakerOpen:
 class CircuitBreaker:
     threshold: int  # failures without an answer, in a row, that open the breaker
     cooldown: float  # seconds to refuse attempts before one probe is let through
+    kind: str = "completion"  # what it guards, for messages
     clock: Callable[[], float] = time.monotonic
     _failures: int = 0
     _last: str = ""
@@ -53,7 +55,7 @@ class CircuitBreaker:
             if self._opened_at is None:
                 return False
             if self._probing or self.clock() - self._opened_at < self.cooldown:
-                return BreakerOpen(self._failures, self._last, self.cooldown)
+                return BreakerOpen(self.kind, self._failures, self._last, self.cooldown)
             self._probing = True
             return True
 

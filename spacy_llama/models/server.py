@@ -213,7 +213,9 @@ class ServerModel(LlamaModel):
     # One breaker per kind of call: only a successful completion says completions work
     # again (a server whose completions hang may still answer /tokenize at once).
     completions_breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5, 60.0))
-    tokenize_breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5, 60.0))
+    tokenize_breaker: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(5, 60.0, kind="tokenize")
+    )
 
     @property
     def http(self) -> HttpClient:
@@ -364,7 +366,7 @@ class ServerModel(LlamaModel):
 
     def _open_message(self, state: BreakerOpen) -> str:
         return Errors.E141.format(
-            url=self.http.base_url, failures=state.failures, last=state.last,
+            kind=state.kind, url=self.http.base_url, failures=state.failures, last=state.last,
             cooldown=state.cooldown,
         )  # fmt: skip
 
@@ -437,7 +439,7 @@ def openai_compatible_v1(
         logprobs=logprobs,
         extra_body=dict(extra_body or {}),
         completions_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
-        tokenize_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
+        tokenize_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown, kind="tokenize"),
     )
     if tokenizer is None:
         result.route = find_tokenize_route(client, served)

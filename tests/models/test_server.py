@@ -411,3 +411,18 @@ def test_completion_text_that_is_not_a_string_fails_the_request(text: Any) -> No
             engine.run(requests_for(["hello again"]))
     assert result.error is not None and result.text == ""
     assert f"is {type(text).__name__}" in result.error and "not a string" in result.error
+
+
+def test_a_dead_tokenize_endpoint_trips_its_own_breaker() -> None:
+    """Without a local tokenizer, token counts go to /tokenize: once that stops answering,
+    its breaker opens (the third attempt is not sent), and the message says which kind of
+    request it refused; the completions breaker is not affected."""
+    with FakeServer() as fake:
+        model = server_model(fake.url, timeout=0.2, max_retries=5, retry_backoff=0.01,
+                             breaker_threshold=2)  # fmt: skip
+        assert model.encode("two words") == [0, 1]
+    for text in ("x", "y"):  # the server is gone: refused connections count like timeouts
+        with pytest.raises(Exception, match=r"\[E141\] tokenize request not sent") as e:
+            model.encode(text)
+        assert "last 2 tokenize attempts" in str(e.value) and "refused" in str(e.value)
+    assert model.tokenize_breaker.is_open and not model.completions_breaker.is_open
