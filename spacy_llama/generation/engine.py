@@ -77,7 +77,11 @@ class Engine:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
         # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
         # decided when the pipeline is built rather than at the first document
-        self.prepack = supports_fast_decoder(model.model) and can_prepack(model.model)
+        self.prepack = (
+            not is_remote(model)
+            and supports_fast_decoder(model.model)
+            and can_prepack(model.model)
+        )
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
 
     # -- public ----------------------------------------------------------------

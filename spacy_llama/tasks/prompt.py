@@ -10,7 +10,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from spacy.tokens import Doc, Span
 
-from ..errors import TemplateError
+from ..errors import Errors, TemplateError
 
 DocLike = Union[Doc, Span]
 TEMPLATES = Path(__file__).parent / "templates"  # the packaged default prompts
@@ -31,7 +31,7 @@ class PromptTemplate:
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as e:
             raise TemplateError(
-                f"Prompt template {name} has a syntax error at line {e.lineno}: {e.message}"
+                Errors.E200.format(name=name, line=e.lineno, error=e.message)
             ) from e
         self._template.name = name  # tracebacks then carry the template's name
 
@@ -43,25 +43,39 @@ class PromptTemplate:
             return cls(template, name="'template' (inline in the config)")
         path = Path(template_path)
         if not path.exists():
-            raise TemplateError(
-                f"Prompt template file {str(path)!r} does not exist. Fix `template_path` in "
-                "the task config, or remove it and put the template inline as `template`."
-            )
-        return cls(path.read_text(encoding="utf8"), name=repr(str(path)))
+            raise TemplateError(Errors.E201.format(path=str(path)))
+        return cls(read_template_file(path), name=repr(str(path)))
 
     def render(self, **context: Any) -> str:
         try:
             return self._template.render(**context)
-        except jinja2.TemplateError as e:
+        except Exception as e:  # Jinja's own errors, and Python's ({{ 1/0 }}, {{ x + 1 }})
             line = _template_line(e, self.name)
             where = f" at line {line}" if line is not None else ""
             raise TemplateError(
-                f"Prompt template {self.name} failed to render{where}: {type(e).__name__}: {e}. "
-                f"Available variables: {sorted(context)}."
+                Errors.E202.format(
+                    name=self.name,
+                    where=where,
+                    error=f"{type(e).__name__}: {e}",
+                    variables=sorted(context),
+                )
             ) from e
 
     def render_doc(self, doc: DocLike, **extra: Any) -> str:
         return self.render(**doc_context(doc), **extra)
+
+
+def read_template_file(path: Path) -> str:
+    """The template's text; a file that is not UTF-8 is reported with its line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # a folder, no permission
+        raise TemplateError(Errors.E204.format(path=str(path), error=e)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise TemplateError(Errors.E203.format(path=str(path), line=line, byte=e.start)) from None
 
 
 def _template_line(error: BaseException, name: str) -> Optional[int]:

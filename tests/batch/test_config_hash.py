@@ -181,3 +181,29 @@ def test_unreadable_named_file_is_a_coded_error(
     monkeypatch.setattr(prepare, "file_digest", unreadable)
     with pytest.raises(PipelineError, match=r"\[E101\].*prompt\.jinja.*template_path"):
         config_hash(nlp)
+
+
+def test_server_call_settings_do_not_change_the_hash_but_the_served_model_does() -> None:
+    """A resume with a longer timeout (or other retries, concurrency, breaker) is the same
+    run; another served model is not."""
+    import spacy
+
+    from ..fixtures.fake_server import FakeServer
+
+    def hashed(**model: Any) -> str:
+        nlp = spacy.blank("en")
+        block = {"@llama_models": "spacy-llama.OpenAICompatible.v1", "context_length": 512}
+        nlp.add_pipe(
+            "llama",
+            config={
+                "model": {**block, **model},
+                "task": {"@llama_tasks": "spacy-llama.Completion.v1", "chat": False},
+            },
+        )
+        return config_hash(nlp)
+
+    with FakeServer() as fake:
+        base = hashed(base_url=fake.url)
+        patient = hashed(base_url=fake.url, timeout=600.0, max_retries=9, max_concurrency=2)
+        assert patient == base
+        assert hashed(base_url=fake.url, logprobs=False) != base

@@ -119,3 +119,58 @@ def test_overrides_and_errors(tiny_hf, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "business" in printed and "sport " not in printed
+
+
+GOOD_LINE = b'{"text": "Arsenal won.", "ents": [[0, 7, "ORG"]]}\n'
+
+
+@pytest.mark.parametrize(
+    "line,code,expected",
+    [
+        (b'{"text": "Arsenal won."\n', "E220", "invalid JSON"),
+        (b'{"cats": {"sport": 1.0}}\n', "E220", 'no "text" string field'),
+        (b'["Arsenal won."]\n', "E220", "expected a JSON object"),
+        (b'{"text": "Arsenal w\xf6n."}\n', "E220", "not valid UTF-8"),
+        (b'{"text": "Arsenal won.", "ents": [[0, 70, "ORG"]]}\n', "E224", "outside the text"),
+        (b'{"text": "Arsenal won.", "ents": [[-1, 7, "ORG"]]}\n', "E224", "outside the text"),
+        (b'{"text": "Arsenal won.", "ents": [["0", 7, "ORG"]]}\n', "E223", "integer start"),
+        (b'{"text": "Arsenal won.", "ents": [[0.0, 7, "ORG"]]}\n', "E223", "integer start"),
+        (b'{"text": "Arsenal won.", "ents": [[0, 7, 5]]}\n', "E223", "string label"),
+        (b'{"text": "Arsenal won.", "ents": [[0, 7]]}\n', "E222", "[start, end, label]"),
+        (b'{"text": "Arsenal won.", "ents": {"ORG": [0, 7]}}\n', "E222", "[start, end, label]"),
+        (b'{"text": "Arsenal won.", "ents": [[0, 3, "ORG"]]}\n', "E225", "token boundaries"),
+        (
+            b'{"text": "Arsenal won.", "ents": [[0, 7, "ORG"], [0, 11, "X"]]}\n',
+            "E226",
+            "overlap",
+        ),
+        (b'{"text": "Arsenal won.", "cats": ["sport"]}\n', "E221", "label: score"),
+        (b'{"text": "Arsenal won.", "cats": {"sport": "yes"}}\n', "E221", "label: score"),
+    ],
+)
+def test_bad_gold_line_names_file_line_and_fix(
+    tiny_hf, tmp_path, capsys, line: bytes, code: str, expected: str
+):
+    """Each of these raised a traceback (KeyError, TypeError, ValueError, UnicodeDecodeError)
+    or was misreported, or (floats, int labels) was silently accepted."""
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(GOOD_LINE + b"\n" + line)  # the bad record is on line 3
+    assert main(["evaluate", str(cfg), str(gold)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("[spacy-llama] evaluate: error: ") and len(err.splitlines()) == 1
+    assert f"[{code}] Gold file {gold}:3: " in err and expected in err
+    assert "Fix" in err or "Move" in err or "Keep one" in err
+
+
+def test_garbage_docbin_and_folder_gold(tiny_hf, tmp_path, capsys):
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    garbage = tmp_path / "gold.spacy"
+    garbage.write_bytes(b"\x00not a docbin\xff" * 10)
+    assert main(["evaluate", str(cfg), str(garbage)]) == 2
+    err = capsys.readouterr().err
+    assert "[E227]" in err and str(garbage) in err and "not a readable spaCy DocBin" in err
+    folder = tmp_path / "parts.spacy"
+    folder.mkdir()
+    assert main(["evaluate", str(cfg), str(folder)]) == 2
+    assert "[E228]" in capsys.readouterr().err

@@ -123,3 +123,16 @@ def test_python_m_entry_point(llama2: TinyMeta, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "spacy-llama.HF.v1" in done.stdout
     assert (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_convert_dest_under_a_file(llama2: TinyMeta, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """DEST=somefile/out raised FileExistsError from mkdir, after the conversion's work."""
+    somefile = tmp_path / "somefile"
+    somefile.write_text("keep me")
+    for dest in (somefile / "out", somefile / "deeper" / "out"):
+        assert main(["convert", str(llama2.folder), str(dest)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("[spacy-llama] convert: error: [E162]")
+        assert repr(str(somefile)) in err and "is a file, not a folder" in err
+    assert somefile.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]  # nothing left behind

@@ -56,3 +56,43 @@ def test_three_loaders_agree(tiny_hf: Path, tiny_gguf: Path, tmp_path: Path) -> 
                 assert (other.model(batch).logits - want).abs().max().item() < 1e-4
     assert from_gguf.decode(hf.encode(TEXTS[0])) == TEXTS[0]
     assert hf.stop_token_ids[0] == from_gguf.stop_token_ids[0] == meta.stop_token_ids[0] == 2
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.unlink()  # a new file: the first model still memory-maps the old one
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (lambda f: _truncate(f / "model.safetensors"), "model.safetensors has"),
+        (lambda f: (f / "tokenizer.json").unlink(), "tokenizer.json is missing"),
+        (lambda f: (f / "spacy_llama_conversion.json").unlink(), "no completion marker"),
+        (lambda f: (f / "spacy_llama_conversion.json").write_text("{"), "unreadable"),
+    ],
+)
+def test_damaged_conversion_cache_is_rebuilt(
+    tiny_hf: Path, tiny_gguf: Path, tmp_path: Path, damage, reason: str
+) -> None:
+    """A truncated or missing file in the cache used to be loaded as it was (an error, or
+    a tokenizer rebuilt from whatever files were left); now it is converted again."""
+    from spacy_llama.models.gguf import cache_problem, converted_folder
+    from spacy_llama.models.loading import clear_loaded_models
+
+    first = gguf_model_v1(tiny_gguf, device="cpu", dtype="float32", cache_dir=tmp_path)
+    folder = converted_folder(tiny_gguf, tmp_path)
+    assert cache_problem(folder) is None
+    damage(folder)
+    assert reason in str(cache_problem(folder))
+    clear_loaded_models()  # a new process, as far as the loader knows
+    with pytest.warns(UserWarning, match=r"\[W120\].*incomplete or damaged.*" + reason):
+        again = gguf_model_v1(tiny_gguf, device="cpu", dtype="float32", cache_dir=tmp_path)
+    assert cache_problem(folder) is None
+    ids = first.encode(TEXTS[1])
+    assert again.encode(TEXTS[1]) == ids
+    with torch.no_grad():
+        batch = torch.tensor([ids])
+        assert torch.equal(again.model(batch).logits, first.model(batch).logits)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no leftovers

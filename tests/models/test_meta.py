@@ -390,3 +390,23 @@ def test_shard_pages_released_only_inside_file_mappings(build) -> None:
     anonymous = torch.ones(1 << 16)
     drop_pages(anonymous, mapped)  # outside the mappings: left alone (would zero otherwise)
     assert bool((anonymous == 1).all())
+
+
+@pytest.mark.parametrize("key", ["layers.1.ffn_norm.weight", "norm.weight"])
+def test_error_shard_from_another_model(build, tmp_path: Path, key: str) -> None:
+    """Shard 01 of another model of the same size has the same keys and shapes; its copies
+    of the replicated norms differ. It used to merge silently into a broken model."""
+    folder = _copy(build("llama2", 2, 2).folder, tmp_path)
+    other = make_meta_checkpoint(tmp_path / "other", style="llama2", mp=2, n_kv_heads=2, seed=1)
+    foreign = torch.load(other.folder / "consolidated.01.pth", weights_only=True)
+    ours = torch.load(folder / "consolidated.01.pth", weights_only=True)
+    assert foreign.keys() == ours.keys()
+    assert all(foreign[k].shape == ours[k].shape for k in ours)
+    # A random init sets every norm to 1; a trained model's norms are its own.
+    foreign[key] = foreign[key] * 1.5
+    torch.save(foreign, folder / "consolidated.01.pth")
+    with pytest.raises(ModelLoadError, match=r"\[E182\].*do not belong together") as e:
+        _load(folder)
+    message = str(e.value)
+    assert str(folder / "consolidated.00.pth") in message
+    assert str(folder / "consolidated.01.pth") in message and repr(key) in message

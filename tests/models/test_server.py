@@ -312,3 +312,117 @@ def test_sampling_parameters_reach_the_server() -> None:
     }  # fmt: skip
     assert body["seed"] == 11 and body["stop"] == ["\n"] and body["logprobs"] == 0
     assert body["repeat_penalty"] == 1.0 and body["min_p"] == 0.0
+
+
+# -- a server whose completions hang (the circuit breaker) --------------------------------------
+HUNG_CONFIG = """
+[nlp]
+lang = "en"
+pipeline = ["llama"]
+
+[components]
+
+[components.llama]
+factory = "llama"
+batch_size = 4
+
+[components.llama.model]
+@llama_models = "spacy-llama.OpenAICompatible.v1"
+base_url = "{url}"
+context_length = 512
+max_concurrency = 2
+timeout = 0.2
+max_retries = 3
+retry_backoff = 0.01
+breaker_threshold = 2
+breaker_cooldown = 600
+logprobs = false
+
+[components.llama.task]
+@llama_tasks = "spacy-llama.Completion.v1"
+template = "{{{{ text }}}}"
+chat = false
+
+[components.llama.generation]
+max_new_tokens = 2
+"""
+
+
+def test_hung_completions_fail_fast_though_tokenize_answers(tmp_path: Path) -> None:
+    """Completions hang, /tokenize answers. Without the breaker every doc paid all its
+    retries twice (batch, then doc by doc): 8 docs x 4 attempts x 2 = 64 completions. With
+    it the server sees at most breaker_threshold + max_concurrency - 1 = 3, and the docs
+    fail with the reason (exit 3, each listed in the failed file)."""
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": f"doc {i}"}) + "\n" for i in range(8)))
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as fake:
+        config = tmp_path / "hung.cfg"
+        config.write_text(HUNG_CONFIG.format(url=fake.url), encoding="utf-8")
+        fake.state.hang_after = 1  # the start-up check's one-token completion is answered
+        code = main(["annotate", str(config), str(corpus), str(out), "--quiet", "--no-cache"])
+        attempts = len(fake.state.completions) - 1
+    assert code == 3
+    assert 1 <= attempts <= 3
+    failed = [json.loads(x) for x in (tmp_path / "out.jsonl.failed.jsonl").read_text().splitlines()]
+    assert sorted(f["id"] for f in failed) == list(range(8))
+    assert all("[E141]" in f["error"] and "timed out" in f["error"] for f in failed[1:])
+
+
+def test_only_a_completion_closes_the_breaker(monkeypatch) -> None:
+    """After the cool-down one probe goes out; tokenize answering meanwhile does not close
+    the breaker, a successful completion does."""
+    from spacy_llama.models.breaker import CircuitBreaker
+
+    now = [0.0]
+    with FakeServer() as fake:
+        model = server_model(fake.url, timeout=0.2, max_retries=5, retry_backoff=0.01)
+        model.completions_breaker = CircuitBreaker(2, 10.0, clock=lambda: now[0])
+        start = len(fake.state.completions)
+        fake.state.hang_after = start
+        cfg = GenerationConfig(max_new_tokens=1)
+        first = model.complete(requests_for(["a b"]), cfg)
+        assert len(fake.state.completions) - start == 2  # two timeouts open it; no 3rd try
+        assert model.encode("still answers") == [0, 1]  # /tokenize works...
+        again = model.complete(requests_for(["c", "d"]), cfg)
+        assert len(fake.state.completions) - start == 2  # ...but the breaker stays open
+        assert all("[E141]" in str(r.error) for r in again) and "timed out" in str(first[0].error)
+        now[0] = 11.0  # the cool-down is over: one probe, which hangs too
+        probe = model.complete(requests_for(["e"]), cfg)
+        assert len(fake.state.completions) - start == 3 and "timed out" in str(probe[0].error)
+        refused = model.complete(requests_for(["f"]), cfg)  # a new cool-down began
+        assert len(fake.state.completions) - start == 3 and "[E141]" in str(refused[0].error)
+        fake.state.hang_after = None
+        now[0] = 22.0
+        [ok] = model.complete(requests_for(["g"]), cfg)
+        assert ok.error is None and ok.text == " g"
+        results = model.complete(requests_for(["h", "i"]), cfg)  # closed again
+    assert [r.text for r in results] == [" h", " i"]
+
+
+@pytest.mark.parametrize("text", [None, 5, ["x"]])
+def test_completion_text_that_is_not_a_string_fails_the_request(text: Any) -> None:
+    with FakeServer() as fake:
+        model = server_model(fake.url, logprobs=False)
+        fake.state.reply = {"choices": [{"text": text, "finish_reason": "length"}]}
+        [result] = model.complete(requests_for(["hello"]), GenerationConfig(max_new_tokens=1))
+        engine = Engine(model, GenerationConfig(max_new_tokens=1))
+        with pytest.raises(GenerationError, match=r"\[E128\].*not a string"):
+            engine.run(requests_for(["hello again"]))
+    assert result.error is not None and result.text == ""
+    assert f"is {type(text).__name__}" in result.error and "not a string" in result.error
+
+
+def test_a_dead_tokenize_endpoint_trips_its_own_breaker() -> None:
+    """Without a local tokenizer, token counts go to /tokenize: once that stops answering,
+    its breaker opens (the third attempt is not sent), and the message says which kind of
+    request it refused; the completions breaker is not affected."""
+    with FakeServer() as fake:
+        model = server_model(fake.url, timeout=0.2, max_retries=5, retry_backoff=0.01,
+                             breaker_threshold=2)  # fmt: skip
+        assert model.encode("two words") == [0, 1]
+    for text in ("x", "y"):  # the server is gone: refused connections count like timeouts
+        with pytest.raises(Exception, match=r"\[E141\] tokenize request not sent") as e:
+            model.encode(text)
+        assert "last 2 tokenize attempts" in str(e.value) and "refused" in str(e.value)
+    assert model.tokenize_breaker.is_open and not model.completions_breaker.is_open

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 from ..base import LlamaModel
 from ..fingerprint import TOKENIZER_PATTERNS, folder_inputs
 from ..loading import finish_model, load_hf_folder
@@ -150,8 +150,7 @@ def assemble(config: Any, state: Dict[str, torch.Tensor]) -> Any:
     ]
     if missing or result.unexpected_keys:  # pragma: no cover - guarded by check_shapes
         raise ModelLoadError(
-            f"Internal mapping error: missing {missing[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]}."
+            Errors.E198.format(missing=missing[:5], unexpected=result.unexpected_keys[:5])
         )
     if config.tie_word_embeddings:
         model.tie_weights()

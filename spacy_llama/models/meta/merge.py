@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 from .paging import drop_pages
 from .params import MetaParams
 from .shards import ShardSet, check_shards
@@ -36,6 +36,7 @@ def merge_shards(
 ) -> Dict[str, torch.Tensor]:
     """Meta's shards -> one transformers state dict (q/k permuted), one tensor at a time."""
     check_shards(shards)
+    check_replicated(shards)
     state: Dict[str, torch.Tensor] = {}
     state["model.embed_tokens.weight"] = _merge(
         shards.parts("tok_embeddings.weight"),
@@ -51,8 +52,9 @@ def merge_shards(
             meta_key = f"layers.{layer}.{suffix}"
             if meta_key not in shards.tensors[0]:
                 raise ModelLoadError(
-                    f"{str(shards.files[0])!r} has no {meta_key!r}, but params.json says "
-                    f"n_layers={params.n_layers}. params.json belongs to another model."
+                    Errors.E183.format(
+                        path=str(shards.files[0]), key=meta_key, n_layers=params.n_layers
+                    )
                 )
             parts = shards.parts(meta_key)
             if suffix in ("attention.wk.weight", "attention.wv.weight"):
@@ -67,6 +69,28 @@ def merge_shards(
     return state
 
 
+def check_replicated(shards: ShardSet) -> None:
+    """Tensors every shard holds a copy of (the norms) must be equal on every shard.
+
+    Keys and shapes cannot tell a shard of another model of the same size; its norms can.
+    They are small, so reading them costs little."""
+    import torch
+
+    present = shards.tensors[0]
+    layer_suffixes = tuple(s for s, (_, dim) in _LAYER_MAP.items() if dim is None)
+    keys = [k for k, (_, dim) in _TOP_MAP.items() if dim is None and k in present]
+    keys += sorted(k for k in present if k.startswith("layers.") and k.endswith(layer_suffixes))
+    for key in keys:
+        first, *others = shards.parts(key)
+        for file, part in zip(shards.files[1:], others):
+            if not torch.equal(first, part):
+                raise ModelLoadError(
+                    Errors.E182.format(first=str(shards.files[0]), other=str(file), key=key)
+                )
+        for part in others:  # only the first copy is kept (see _merge)
+            drop_pages(part, shards.mapped)
+
+
 def _embedding_dim(shards: ShardSet, params: MetaParams) -> Optional[int]:
     """Llama 1/2 split the embedding by columns (dim 1), Llama 3 by rows (dim 0)."""
     if len(shards.files) == 1:
@@ -77,9 +101,13 @@ def _embedding_dim(shards: ShardSet, params: MetaParams) -> Optional[int]:
     if cols * len(shards.files) == params.dim:
         return 1
     raise ModelLoadError(
-        f"tok_embeddings.weight in {str(shards.files[0])!r} has {cols} columns; with "
-        f"{len(shards.files)} shards and dim={params.dim} (params.json) expected {params.dim} "
-        f"or {params.dim // len(shards.files)}. params.json belongs to another model."
+        Errors.E184.format(
+            path=str(shards.files[0]),
+            cols=cols,
+            n_shards=len(shards.files),
+            dim=params.dim,
+            split=params.dim // len(shards.files),
+        )
     )
 
 
@@ -96,9 +124,15 @@ def _dedup_kv(
     repeat = total // rows
     if total % rows or len(parts) % repeat:
         raise ModelLoadError(
-            f"{key!r} has {total} rows over {len(parts)} shards in {str(shards.folder)!r}; "
-            f"n_kv_heads={params.n_kv_heads} x head_dim={params.head_dim} (params.json) needs "
-            f"{rows}. params.json and the shards do not belong together."
+            Errors.E185.format(
+                key=key,
+                total=total,
+                n_shards=len(parts),
+                folder=str(shards.folder),
+                n_kv_heads=params.n_kv_heads,
+                head_dim=params.head_dim,
+                rows=rows,
+            )
         )
     kept = parts[::repeat]
     for i, part in enumerate(parts):
@@ -106,9 +140,13 @@ def _dedup_kv(
             continue
         if not torch.equal(part, kept[i // repeat]):
             raise ModelLoadError(
-                f"{key!r}: {shards.files[i].name} should replicate the kv head of "
-                f"{shards.files[i - i % repeat].name} ({len(parts)} shards, "
-                f"{params.n_kv_heads} kv heads) but differs. The checkpoint is corrupt."
+                Errors.E186.format(
+                    key=key,
+                    path=shards.files[i].name,
+                    source=shards.files[i - i % repeat].name,
+                    n_shards=len(parts),
+                    n_kv_heads=params.n_kv_heads,
+                )
             )
         drop_pages(part, shards.mapped)
     return kept
@@ -164,11 +202,18 @@ def check_shapes(state: Dict[str, torch.Tensor], params: MetaParams, folder: Pat
         got = tuple(state[key].shape)
         if got != shape:
             raise ModelLoadError(
-                f"{key} merged from {str(folder)!r} has shape {got}, but params.json implies "
-                f"{shape} (dim={params.dim}, n_heads={params.n_heads}, n_kv_heads="
-                f"{params.n_kv_heads}, ffn size {params.ffn_dim} from multiple_of="
-                f"{params.multiple_of}, ffn_dim_multiplier={params.ffn_dim_multiplier}). "
-                "params.json belongs to another model: copy the one from the same download."
+                Errors.E187.format(
+                    key=key,
+                    folder=str(folder),
+                    got=got,
+                    shape=shape,
+                    dim=params.dim,
+                    n_heads=params.n_heads,
+                    n_kv_heads=params.n_kv_heads,
+                    ffn_dim=params.ffn_dim,
+                    multiple_of=params.multiple_of,
+                    ffn_dim_multiplier=params.ffn_dim_multiplier,
+                )
             )
 
 

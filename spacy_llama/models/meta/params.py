@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 
 # Context lengths Meta trained each family with (params.json does not say).
 CONTEXT_LENGTHS = {
@@ -63,26 +63,17 @@ class MetaParams:
 def read_params(folder: Path) -> MetaParams:
     file = folder / "params.json"
     if not file.exists():
-        raise ModelLoadError(
-            f"{str(folder)!r} has consolidated.*.pth shards but no params.json. Copy params.json "
-            "from the same Meta download into the folder (it holds dim, n_layers, n_heads...)."
-        )
+        raise ModelLoadError(Errors.E188.format(path=str(folder)))
     try:
         raw = json.loads(file.read_text(encoding="utf8"))
     except (OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"{str(file)!r} is not valid JSON ({e}). Copy params.json from the Meta download again."
-        ) from e
+        raise ModelLoadError(Errors.E189.format(path=str(file), error=e)) from e
     if not isinstance(raw, dict):
-        raise ModelLoadError(f"{str(file)!r} must hold a JSON object, got {type(raw).__name__}.")
+        raise ModelLoadError(Errors.E190.format(path=str(file), kind=type(raw).__name__))
     try:
         return _params_from_dict(raw)
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelLoadError(
-            f"{str(file)!r} is malformed: {e}. It needs integers dim, n_layers, n_heads (and "
-            "optionally n_kv_heads, vocab_size, multiple_of, ffn_dim_multiplier, norm_eps, "
-            "rope_theta, use_scaled_rope). Copy params.json from the Meta download again."
-        ) from e
+        raise ModelLoadError(Errors.E191.format(path=str(file), error=e)) from e
 
 
 def _params_from_dict(raw: Dict[str, Any]) -> MetaParams:

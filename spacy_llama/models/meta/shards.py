@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple, Union
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -22,16 +22,9 @@ _IGNORED_KEYS = ("rope.freqs",)
 def check_meta_folder(path: Union[str, Path]) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise ModelLoadError(
-            f"Meta checkpoint path {str(folder)!r} does not exist. Set `path` in "
-            "[components.llama.model] to the folder holding consolidated.00.pth, params.json "
-            "and tokenizer.model."
-        )
+        raise ModelLoadError(Errors.E170.format(path=str(folder)))
     if not folder.is_dir():
-        raise ModelLoadError(
-            f"Meta checkpoint path {str(folder)!r} is a file; point `path` at the folder that "
-            "holds consolidated.*.pth, params.json and tokenizer.model."
-        )
+        raise ModelLoadError(Errors.E171.format(path=str(folder)))
     shard_files(folder)  # fail early, before any heavy import
     return folder
 
@@ -41,28 +34,17 @@ def shard_files(folder: Path) -> List[Path]:
     pths = sorted(folder.glob("*.pth"))
     if not pths:
         found = sorted(p.name for p in folder.iterdir())[:10]
-        raise ModelLoadError(
-            f"{str(folder)!r} holds no *.pth checkpoint shards (found: {found or 'nothing'}). "
-            "spacy-llama.Meta.v1 needs Meta's consolidated.00.pth (.01.pth...), params.json and "
-            "tokenizer.model; for a Hugging Face folder use spacy-llama.HF.v1, for a .gguf "
-            "file spacy-llama.GGUF.v1."
-        )
+        raise ModelLoadError(Errors.E172.format(path=str(folder), found=found or "nothing"))
     numbered = {int(m.group(1)): p for p in pths if (m := _SHARD_RE.match(p.name))}
     if not numbered:
         if len(pths) == 1:
             return pths
-        raise ModelLoadError(
-            f"{str(folder)!r} holds several *.pth files but none named consolidated.NN.pth: "
-            f"{[p.name for p in pths]}. Keep only Meta's shards in the folder."
-        )
+        raise ModelLoadError(Errors.E173.format(path=str(folder), names=[p.name for p in pths]))
     missing = [i for i in range(max(numbered) + 1) if i not in numbered]
     if missing:
         names = ", ".join(f"consolidated.{i:02d}.pth" for i in missing)
-        raise ModelLoadError(
-            f"{str(folder)!r} is missing shard(s) {names} (found "
-            f"{[numbered[i].name for i in sorted(numbered)]}). A model-parallel checkpoint "
-            "needs every shard: download the missing ones."
-        )
+        found_names = [numbered[i].name for i in sorted(numbered)]
+        raise ModelLoadError(Errors.E174.format(path=str(folder), missing=names, found=found_names))
     return [numbered[i] for i in sorted(numbered)]
 
 
@@ -73,17 +55,11 @@ def load_shard(file: Path) -> Dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ModelLoadError(
-            f"Refusing to load {str(file)!r}: it contains Python objects other than tensors, "
-            "which could run code when unpickled. Meta's shards hold only tensors; re-download "
-            f"the checkpoint from a trusted source. (torch said: {str(e).splitlines()[0]})"
-        ) from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelLoadError(Errors.E175.format(path=str(file), error=first)) from e
     except RuntimeError as e:
         if "_use_new_zipfile_serialization" in str(e):
-            raise ModelLoadError(
-                f"{str(file)!r} uses torch's legacy (pre-1.6) serialization, which cannot be "
-                "memory-mapped. Re-save it once: torch.save(torch.load(f, weights_only=True), f)."
-            ) from e
+            raise ModelLoadError(Errors.E176.format(path=str(file))) from e
         raise _unreadable(file, e) from e
     except (EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise _unreadable(file, e) from e
@@ -92,11 +68,7 @@ def load_shard(file: Path) -> Dict[str, torch.Tensor]:
 
 def _unreadable(file: Path, e: BaseException) -> ModelLoadError:
     first = str(e).splitlines()[0] if str(e) else ""
-    return ModelLoadError(
-        f"Could not read {str(file)!r} ({type(e).__name__}: {first}). The file is truncated "
-        "or corrupt (an interrupted download?); download it again and check it against "
-        "Meta's checklist.chk."
-    )
+    return ModelLoadError(Errors.E177.format(path=str(file), error=f"{type(e).__name__}: {first}"))
 
 
 def _only_tensors(file: Path, obj: Any) -> Dict[str, torch.Tensor]:
@@ -104,16 +76,10 @@ def _only_tensors(file: Path, obj: Any) -> Dict[str, torch.Tensor]:
     import torch
 
     if not isinstance(obj, dict):
-        raise ModelLoadError(
-            f"Refusing {str(file)!r}: expected a mapping of parameter names to tensors, got "
-            f"{type(obj).__name__}. Is this a Meta consolidated.*.pth shard?"
-        )
+        raise ModelLoadError(Errors.E178.format(path=str(file), kind=type(obj).__name__))
     bad = [str(k) for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))]
     if bad:
-        raise ModelLoadError(
-            f"Refusing {str(file)!r}: entries {bad[:5]} are not tensors. A Meta shard holds only "
-            "parameter tensors (training checkpoints with optimizer state are not supported)."
-        )
+        raise ModelLoadError(Errors.E179.format(path=str(file), keys=bad[:5]))
     return {k: v for k, v in obj.items() if k not in _IGNORED_KEYS}
 
 
@@ -141,16 +107,14 @@ def check_shards(shards: ShardSet) -> None:
             missing = sorted(keys0 - set(tensors))[:5]
             extra = sorted(set(tensors) - keys0)[:5]
             raise ModelLoadError(
-                f"Shard {str(file)!r} does not match {shards.files[0].name}: missing keys "
-                f"{missing}, extra keys {extra}. The shards come from different checkpoints; "
-                "download the folder again."
+                Errors.E180.format(
+                    path=str(file), first=shards.files[0].name, missing=missing, extra=extra
+                )
             )
     for key in sorted(keys0):
         shapes = [tuple(t[key].shape) for t in shards.tensors]
         if len(set(shapes)) != 1:
             per_file = ", ".join(f"{f.name}: {s}" for f, s in zip(shards.files, shapes))
             raise ModelLoadError(
-                f"Inconsistent shapes for {key!r} across the shards in {str(shards.folder)!r} "
-                f"({per_file}). The shards come from different checkpoints or a different "
-                "model-parallel split; download the folder again."
+                Errors.E181.format(key=key, folder=str(shards.folder), shapes=per_file)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 
 
 def tokenizer_files(folder: Path, tokenizer_path: Optional[Path]) -> List[Path]:
@@ -20,10 +20,7 @@ def tokenizer_files(folder: Path, tokenizer_path: Optional[Path]) -> List[Path]:
         return hf
     if (where / "tokenizer.model").is_file():
         return [where / "tokenizer.model"]
-    raise ModelLoadError(
-        f"No tokenizer.model in {str(where)!r}. Copy tokenizer.model from the Meta download "
-        "into the folder, or set `tokenizer_path` to it (or to a Hugging Face tokenizer folder)."
-    )
+    raise ModelLoadError(Errors.E192.format(path=str(where)))
 
 
 def load_tokenizer(files: List[Path], *, variant: str) -> Tuple[Any, List[int]]:
@@ -40,7 +37,7 @@ def _hf_tokenizer(folder: Path) -> Tuple[Any, List[int]]:
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:
-        raise ModelLoadError(f"Could not load a tokenizer from {str(folder)!r}: {e}") from e
+        raise ModelLoadError(Errors.E193.format(path=str(folder), error=e)) from e
     stops = [tok.eos_token_id] + [
         tok.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|eom_id|>") if t in tok.get_vocab()
     ]
@@ -51,7 +48,7 @@ def check_vocab(tokenizer: Any, rows: int, tok_file: Path, folder: Path) -> None
     """Checked before merging, so a wrong tokenizer fails in seconds, not minutes."""
     if len(tokenizer) != rows:
         raise ModelLoadError(
-            f"The tokenizer {str(tok_file)!r} has {len(tokenizer)} tokens but the embedding "
-            f"in {str(folder)!r} has {rows} rows. The tokenizer belongs to another model: use "
-            "the tokenizer.model from the same download (or fix `tokenizer_path`)."
+            Errors.E194.format(
+                path=str(tok_file), n_tokens=len(tokenizer), folder=str(folder), rows=rows
+            )
         )

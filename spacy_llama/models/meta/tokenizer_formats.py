@@ -17,7 +17,7 @@ import binascii
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
-from ...errors import ModelLoadError
+from ...errors import Errors, ModelLoadError
 
 TokenizerFormat = Literal["sentencepiece", "tiktoken"]
 
@@ -101,11 +101,8 @@ def _load_sentencepiece(path: Path) -> Any:
     try:
         return spm.SentencePieceProcessor(model_file=str(path))
     except Exception as e:
-        raise ModelLoadError(
-            f"{str(path)!r} is neither a tiktoken rank file nor a readable sentencepiece "
-            f"model ({type(e).__name__}: {e}). Copy tokenizer.model from the original Meta "
-            "download again, or set `tokenizer_path` to the right file."
-        ) from e
+        error = f"{type(e).__name__}: {e}"
+        raise ModelLoadError(Errors.E195.format(path=str(path), error=error)) from e
 
 
 def _fast_from_sentencepiece(sp: Any) -> Any:
@@ -163,14 +160,10 @@ def read_tiktoken_ranks(path: Path) -> Dict[bytes, int]:
                 ranks[base64.b64decode(token, validate=True)] = int(rank)
             except (ValueError, binascii.Error) as e:
                 raise ModelLoadError(
-                    f"{str(path)!r} line {lineno} is not `base64 rank` ({e}). The tiktoken "
-                    "tokenizer file is damaged; copy tokenizer.model from the download again."
+                    Errors.E196.format(path=str(path), line=lineno, error=e)
                 ) from e
     if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ModelLoadError(
-            f"{str(path)!r}: tiktoken ranks are not 0..{len(ranks) - 1} without gaps or "
-            "duplicates; the file is damaged. Copy tokenizer.model from the download again."
-        )
+        raise ModelLoadError(Errors.E197.format(path=str(path), last=len(ranks) - 1))
     return ranks
 
 
