@@ -390,6 +390,38 @@ class Errors(metaclass=ErrorsWithCodes):
     E456 = "{path!r} is not valid JSON: {error}"
     E457 = ("{path!r} has a config.json but no weights (*.safetensors or pytorch_model*.bin); "
             "found: {found}.")
+    # -- training (training/, the trainable component): E500-E549
+    E500 = ("Component '{name}': [components.{name}.adapter] has {setting} = {value!r}; "
+            "{expected}.")
+    E501 = ("Component '{name}': LoRA adapters train the model's own weights, but the model "
+            "{source} is served over HTTP. Remove [components.{name}.adapter], or load the "
+            "weights locally (spacy-llama.HF.v1, GGUF.v1 or SmolLM2.v1).")
+    E502 = ("Component '{name}': adapters cannot be trained with quantize = {quantize!r} "
+            "(int8 projections have no gradients). Remove `quantize` or the adapter block.")
+    E503 = ("Component '{name}': the task {task} cannot be trained (no loss for it); "
+            "trainable tasks are TextCat, Completion and Summary. Remove "
+            "[components.{name}.adapter] or use one of those tasks.")
+    E504 = ("Component '{name}': [components.{name}.adapter] target_modules {targets} match "
+            "no module of the model {source} (its projections: {known}). Use names such as "
+            "\"q_proj\", \"v_proj\".")
+    E505 = ("Component '{name}' ({task}) was given no training example with a non-empty "
+            "text. Check --paths.train: the corpus must hold docs with text and gold "
+            "annotations.")
+    E506 = ("Component '{name}' ({task}): {where} has no gold {attr} for the task's labels "
+            "{labels} (found {found}). Give each training doc {attr}, e.g. "
+            "doc.cats = {example}.")
+    E507 = ("Component '{name}' ({task}): {where} has {count} labels at >= 0.5 in doc.cats "
+            "({cats}), but the task is exclusive (exactly one). Fix the data, or set "
+            "exclusive = false in [components.{name}.task].")
+    E508 = ("Component '{name}' ({task}): {where} has no reference text in doc._.{attr}. "
+            "Training needs the answer to learn: set doc._.{attr} = \"the expected "
+            "answer\" on each reference doc (and save the DocBin with "
+            "store_user_data=True).")
+    E509 = ("The adapter in {path} was trained on a different base model: saved for "
+            "{saved}, but the config loads {current}. Load the base model it was trained on, "
+            "or train the adapter again for this one.")
+    E510 = ("{path} holds no adapter weights (adapter_model.safetensors). Save the pipeline "
+            "again with nlp.to_disk, or remove [components.{name}.adapter] from its config.")
 # fmt: on
 
 
@@ -431,6 +463,10 @@ class PipelineError(SpacyLlamaError):
 
 class AnnotateError(SpacyLlamaError):
     """An option of a corpus run is wrong, or a run cannot start."""
+
+
+class TrainingError(SpacyLlamaError, ValueError):
+    """Adapters or training data are wrong; the message names the setting or example."""
 
 
 class GoldError(SpacyLlamaError, ValueError):

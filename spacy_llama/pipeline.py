@@ -5,7 +5,19 @@ from __future__ import annotations
 import inspect
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import srsly
 from confection import Config, ConfigValidationError
@@ -22,7 +34,13 @@ from .errors import Errors
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .tasks.base import Task
+from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .types import AnyResult, GenerationRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinc.api import Optimizer
+
+    from .training.adapters import Adapter
 
 # The instruction comes first: the engine computes the prompt prefix every document shares
 # (chat template, system prompt, instruction) once, not once per document.
@@ -84,8 +102,11 @@ def make_llama(
     prompt_lookup: bool = True,
     quantize: Optional[Literal["int8"]] = None,
     scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+    adapter: Optional[LoRASettings] = None,
 ) -> LlamaPipe:
-    """Run a LLaMA-family model over each Doc and store what the task derives from it."""
+    """Run a LLaMA-family model over each Doc and store what the task derives from it.
+    With an ``adapter`` block the component is trainable (``spacy train``): LoRA adapters
+    on its own copy of the model."""
     try:
         gen = GenerationConfig(**generation)
     except ValidationError as e:
@@ -113,6 +134,7 @@ def make_llama(
         prompt_lookup=prompt_lookup,
         quantize=quantize,
         scorer=scorer,
+        adapter=adapter,
     )
 
 
@@ -131,10 +153,17 @@ class LlamaPipe(Pipe):
         prompt_lookup: bool = True,
         quantize: Optional[str] = None,
         scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+        adapter: Optional[LoRASettings] = None,
     ) -> None:
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
 
+        self.adapter: Optional[Adapter] = None
+        if adapter is not None:
+            from .training.adapters import build_adapter
+
+            self.adapter = build_adapter(name, model, task, adapter, quantize)
+            model = self.adapter.model  # its own copy, with the adapters merged in
         self.name = name
         self.model = model
         self.task = task
@@ -184,6 +213,7 @@ class LlamaPipe(Pipe):
 
     def predict(self, docs: Sequence[Doc]) -> List[AnyResult]:
         """The task's requests (any number per doc), answered in order by the engine."""
+        self._sync_adapter()
         return self.engine.run_all(self.task.requests(docs))
 
     def set_annotations(self, docs: Sequence[Doc], results: Sequence[AnyResult]) -> None:
@@ -195,7 +225,67 @@ class LlamaPipe(Pipe):
         *,
         nlp: Optional[Language] = None,
     ) -> None:
-        return None  # nothing to train; the model is loaded from the config
+        """Without an adapter there is nothing to train (the model comes from the config);
+        with one, the training data is checked for what the task learns from."""
+        if self.adapter is not None and get_examples is not None:
+            from .training.gold import check_examples
+
+            check_examples(self.name, self.task, get_examples())
+
+    # -- training (only with an adapter block; spaCy's TrainablePipe contract) -----------
+    @property
+    def is_trainable(self) -> bool:
+        return self.adapter is not None
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Add the gradients of the task's loss to the adapter weights; with ``sgd``, step.
+        ``drop`` is not used: LoRA's own dropout is the adapter block's ``dropout``."""
+        losses = {} if losses is None else losses
+        if self.adapter is None:
+            return losses
+        losses.setdefault(self.name, 0.0)
+        value, loss = self.get_loss(list(examples))
+        if loss is not None:
+            loss.backward()  # accumulates in .grad until finish_update
+        losses[self.name] += value
+        if sgd is not None:
+            self.finish_update(sgd)
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Any = None) -> Tuple[float, Any]:
+        """The task's loss on ``examples`` (its value, and the torch tensor to backpropagate;
+        None when every doc was empty). ``scores`` is unused: the loss runs its own
+        teacher-forced forward pass."""
+        if self.adapter is None:
+            return 0.0, None
+        from .training.losses import task_loss
+
+        peft = self.adapter.peft
+        peft.train()
+        try:
+            loss, _ = task_loss(self.task, self.model, peft, examples)
+        finally:
+            peft.eval()
+        return (float(loss.detach()) if loss is not None else 0.0), loss
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """One optimizer step on the adapter weights (the only ones with gradients); the
+        merged inference weights follow at the next prediction."""
+        if self.adapter is None:
+            return
+        self.adapter.shim.finish_update(sgd)
+        self.adapter.stale = True
+
+    def _sync_adapter(self) -> None:
+        if self.adapter is not None and self.adapter.refresh():
+            self.engine.weights_changed()
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         """The configured scorer's figures; a scorer that takes ``task`` is given this
@@ -209,6 +299,7 @@ class LlamaPipe(Pipe):
     # Weights never go into a pipeline folder: the config says where they come from. What
     # is saved is this component's settings and what its task learned (few-shot examples).
     def _saved_cfg(self) -> Dict[str, Any]:
+        self._sync_adapter()
         return {**self.cfg, "model": self.model.name, "model_fingerprint": self.model.fingerprint}
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> None:
@@ -216,6 +307,8 @@ class LlamaPipe(Pipe):
             "cfg": lambda p: srsly.write_json(p, self._saved_cfg()),
             "task": lambda p: self.task.to_disk(p, exclude=exclude),
         }
+        if self.adapter is not None:
+            serializers["adapter"] = self.adapter.to_disk
         util.to_disk(path, serializers, exclude)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
@@ -223,7 +316,10 @@ class LlamaPipe(Pipe):
             if p.exists():
                 self.task.from_disk(p, exclude=exclude)
 
-        util.from_disk(path, {"cfg": lambda p: None, "task": load_task}, exclude)
+        readers: Dict[str, Callable[[Path], Any]] = {"cfg": lambda p: None, "task": load_task}
+        if self.adapter is not None:
+            readers["adapter"] = self.adapter.from_disk
+        util.from_disk(path, readers, exclude)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
@@ -231,13 +327,19 @@ class LlamaPipe(Pipe):
             "cfg": lambda: srsly.json_dumps(self._saved_cfg()).encode("utf8"),
             "task": lambda: _folder_bytes(lambda p: self.task.to_disk(p, exclude=exclude)),
         }
+        if self.adapter is not None:
+            serializers["adapter"] = lambda: _folder_bytes(self.adapter.to_disk)  # type: ignore[union-attr]
         return util.to_bytes(serializers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> LlamaPipe:
         def load_task(data: bytes) -> None:
             _from_folder_bytes(data, lambda p: self.task.from_disk(p, exclude=exclude))
 
-        util.from_bytes(bytes_data, {"cfg": lambda b: None, "task": load_task}, exclude)
+        readers: Dict[str, Callable[[bytes], Any]] = {"cfg": lambda b: None, "task": load_task}
+        if self.adapter is not None:
+            adapter = self.adapter
+            readers["adapter"] = lambda b: _from_folder_bytes(b, adapter.from_disk)
+        util.from_bytes(bytes_data, readers, exclude)
         return self
 
 

@@ -141,6 +141,13 @@ def fused_decoder(model: Any, *, prepack: bool, quantize: Optional[str] = None) 
         return decoders[key]
 
 
+def drop_fused_decoders(model: Any) -> None:
+    """Forget the fused decoders of ``model``: its weights changed (trained adapters were
+    merged into them), so the next ``fused_decoder`` call fuses and packs them again."""
+    with _SHARED_LOCK:
+        vars(model).pop(_SHARED_ATTR, None)
+
+
 def _fuse(linears: Sequence[torch.nn.Linear]) -> torch.Tensor:
     """Concatenate Linear weights along the output dim; make each Linear a view of it.
     Weights that are already consecutive views of one tensor (an earlier FastLlama fused

@@ -259,6 +259,12 @@ class Engine:
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
 
+    def weights_changed(self) -> None:
+        """The model's weights were replaced (merged adapters): build the fused decoder and
+        the scorer on it again at the next request."""
+        self._fast = None
+        self._scorer = None
+
     @property
     def fast(self) -> Optional[FastLlama]:
         """The fused decoder, built on first use when the architecture supports it."""

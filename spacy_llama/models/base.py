@@ -37,6 +37,8 @@ class LlamaModel:
     # loaded, and the versions of fingerprint_files then (the digests are taken lazily).
     loaded_state: str = ""
     loaded_stamps: Tuple[FileStamp, ...] = ()
+    # A digest of trained adapter weights merged into ``model`` ("" without an adapter).
+    adapter_digest: str = ""
     _fingerprint: Optional[str] = field(default=None, repr=False)
 
     @property
@@ -69,8 +71,15 @@ class LlamaModel:
             h.update(state.encode())
             h.update(self.extra_fingerprint.encode())
             h.update(str(self.dtype).encode())
+            if self.adapter_digest:  # unchanged fingerprints (cache keys) without adapters
+                h.update(b"adapter:" + self.adapter_digest.encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def set_adapter_digest(self, digest: str) -> None:
+        """The adapter weights merged into ``model`` changed: so does the fingerprint."""
+        self.adapter_digest = digest
+        self._fingerprint = None
 
     # -- tokenizer helpers (kept here so tasks never import transformers) --
     def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:

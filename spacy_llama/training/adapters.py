@@ -1,0 +1,195 @@
+"""A component's LoRA adapter (peft): its own module trees, merging, digest, save and load.
+
+The loaded model is cached per process and shared by every pipeline on it
+(``models/loading.cached_load``), so an adapter never touches it. It builds two module trees
+of its own that *share the frozen base tensors* (nothing writes to them in place; a
+full copy would double the memory):
+
+- the training tree, into which peft injects the LoRA layers (a plain teacher-forced
+  forward with autograd: the fused decoder is inference-only);
+- the inference tree, a plain transformers model whose adapted projections hold merged
+  weights ``W + B A * scale`` (new tensors). The engine runs it with the fused decoder, at the
+  speed of an untrained model; after an optimizer step the merged weights are recomputed and
+  its fused decoder is rebuilt.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..errors import Errors, TrainingError
+
+# the attribute that caches a model's fused decoders: the copies must not share them
+from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
+from ..models.base import LlamaModel
+from .settings import LoRASettings
+
+WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
+ADAPTER = "default"  # peft's adapter name
+
+
+def own_tree(module: Any) -> Any:
+    """A new module tree over the same (frozen) tensors: new Module and Parameter objects,
+    so flags, replaced submodules and re-pointed ``.data`` stay in this tree. The fused
+    decoders cached on ``module`` are not copied (each tree fuses its own)."""
+    memo: Dict[int, Any] = {
+        id(p): torch.nn.Parameter(p.data, requires_grad=False) for p in module.parameters()
+    }
+    memo.update({id(b): b for b in module.buffers()})
+    shared = vars(module).get(_SHARED_ATTR)
+    if shared is not None:
+        memo[id(shared)] = {}
+    return copy.deepcopy(module, memo)
+
+
+class Adapter:
+    def __init__(self, base: LlamaModel, settings: LoRASettings, *, name: str) -> None:
+        from peft import LoraConfig, get_peft_model
+        from thinc.api import PyTorchShim
+
+        self.name = name
+        self.settings = settings
+        self.base_fingerprint = base.fingerprint
+        self.base_source = base.source
+        infer = own_tree(base.model)
+        train = own_tree(base.model)
+        cfg = train.config
+        config = LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft scales by alpha / r
+            lora_dropout=settings.dropout,
+            target_modules=list(settings.target_modules),
+            layers_to_transform=settings.layer_ids(name, cfg.num_hidden_layers),
+            bias="none",
+        )
+        _check_targets(name, train, settings, base.source)
+        self.peft = get_peft_model(train, config)
+        self.peft.eval()
+        self.infer = infer
+        # The engine's model: the merged inference tree; its fingerprint covers the adapter.
+        self.model = dataclasses.replace(base, model=infer, _fingerprint=None)
+        self.shim = PyTorchShim(self.peft, device=base.device)
+        self.stale = True  # merged weights and digest not yet computed
+
+    def trainable(self) -> List[torch.nn.Parameter]:
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
+    def state(self) -> Dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.peft).items()}
+
+    def digest(self) -> str:
+        h = hashlib.sha256(json.dumps(self.settings.as_dict(), sort_keys=True).encode())
+        for key, tensor in sorted(self.state().items()):
+            h.update(key.encode())
+            h.update(tensor.float().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def refresh(self) -> bool:
+        """Merge the current adapter weights into the inference tree, drop its fused
+        decoder and renew the fingerprint. Returns whether anything was stale."""
+        if not self.stale:
+            return False
+        from peft.tuners.lora import LoraLayer
+
+        with torch.no_grad():
+            for path, module in self.peft.get_base_model().named_modules():
+                if not isinstance(module, LoraLayer) or ADAPTER not in module.lora_A:
+                    continue
+                layer: Any = module  # a peft lora.Linear
+                weight = layer.get_base_layer().weight
+                delta = layer.get_delta_weight(ADAPTER).to(weight.dtype)
+                target: Any = self.infer.get_submodule(path)
+                target.weight = torch.nn.Parameter(weight.detach() + delta, requires_grad=False)
+        drop_fused_decoders(self.infer)
+        self.model.set_adapter_digest(self.digest())
+        self.stale = False
+        return True
+
+    # -- saving: the adapter weights and settings only, never base weights ---------------
+    def to_disk(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.cpu() for k, v in self.state().items()}, str(path / WEIGHTS_FILE))
+        cfg: Any = self.peft.get_base_model().config
+        meta = {
+            **self.settings.as_dict(),
+            "base_fingerprint": self.base_fingerprint,
+            "base_source": self.base_source,
+            "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_hidden_layers,
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf8")
+
+    def from_disk(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        if not (path / WEIGHTS_FILE).exists():
+            raise TrainingError(Errors.E510.format(path=str(path), name=self.name))
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf8"))
+        self._check_base(path, meta)
+        weights = load_file(str(path / WEIGHTS_FILE), device=str(self.model.device))
+        set_peft_model_state_dict(self.peft, weights)
+        self.stale = True
+
+    def _check_base(self, path: Path, meta: Dict[str, Any]) -> None:
+        cfg: Any = self.peft.get_base_model().config
+        now = {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers}
+        saved = {k: meta.get(k) for k in now}
+        same_shape = saved == now
+        if not same_shape or meta.get("base_fingerprint") != self.base_fingerprint:
+            raise TrainingError(
+                Errors.E509.format(
+                    path=str(path),
+                    saved=f"{meta.get('base_source')} (fingerprint "
+                    f"{str(meta.get('base_fingerprint'))[:12]}, {saved})",
+                    current=f"{self.base_source} (fingerprint {self.base_fingerprint[:12]}, {now})",
+                )
+            )
+
+
+def _check_targets(name: str, module: Any, settings: LoRASettings, source: str) -> None:
+    """Fail with the model's projection names rather than peft's ValueError."""
+    linears = [path for path, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    leaves = {path.rsplit(".", 1)[-1] for path in linears}
+    missing = sorted(set(settings.target_modules) - leaves)
+    if missing:
+        raise TrainingError(
+            Errors.E504.format(name=name, targets=missing, source=source, known=sorted(leaves))
+        )
+
+
+def check_adapter_model(name: str, model: Any, quantize: Optional[str]) -> None:
+    """An adapter needs local weights with gradients: no server, no int8."""
+    from ..generation.remote import is_remote
+
+    if is_remote(model):
+        raise TrainingError(Errors.E501.format(name=name, source=getattr(model, "source", model)))
+    if quantize is not None:
+        raise TrainingError(Errors.E502.format(name=name, quantize=quantize))
+
+
+def build_adapter(
+    name: str, model: Any, task: Any, settings: LoRASettings, quantize: Optional[str]
+) -> Adapter:
+    """The component's adapter, after the checks that make a bad block a build-time error."""
+    from .gold import trainable
+
+    check_adapter_model(name, model, quantize)
+    settings.check(name)
+    if not trainable(task):
+        raise TrainingError(Errors.E503.format(name=name, task=type(task).__name__))
+    adapter = Adapter(model, settings, name=name)
+    adapter.refresh()
+    return adapter
