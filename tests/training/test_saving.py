@@ -91,3 +91,49 @@ def test_adapter_on_a_different_base_model_is_refused(tiny_hf, tmp_path) -> None
     pipe = textcat_nlp(wider, adapter=adapter_block()).get_pipe("llama")
     with pytest.raises(TrainingError, match=r"\[E509\].*'hidden_size': 64.*'hidden_size': 128"):
         pipe.from_disk(tmp_path / "llama")
+
+
+@pytest.mark.parametrize("prompt_lookup", [True, False])
+def test_generation_after_update_equals_generate_of_the_merged_model(
+    tiny_hf, prompt_lookup: bool
+) -> None:
+    """Trained Completion: the fused decoder on the merged weights decodes token for token
+    what transformers' generate decodes with peft's own merge (EOS off: length decides)."""
+    from spacy_llama.types import GenerationRequest
+
+    from .builders import answer_examples
+
+    torch.manual_seed(0)
+    nlp = spacy.blank("en")
+    model = {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"}
+    nlp.add_pipe(
+        "llama",
+        config={
+            "model": model,
+            "task": {"@llama_tasks": "spacy-llama.Completion.v1", "chat": False},
+            "generation": {"max_new_tokens": 8},
+            "prompt_lookup": prompt_lookup,
+            "adapter": adapter_block(),
+        },
+    )
+    pipe = nlp.get_pipe("llama")
+    pipe.engine._stop_ids = []
+    before = pipe.engine.run([GenerationRequest(prompt=TEXTS[0])])[0].token_ids
+    opt = SGD(0.05, L2=0.0, grad_clip=0.0)
+    examples = answer_examples(nlp, "llama_completion", ["Paris Paris Paris."] * len(TEXTS))
+    for _ in range(5):
+        nlp.update(examples, sgd=opt)
+    nlp("sync")  # the next prediction merges the adapters
+    merged = copy.deepcopy(pipe.adapter.peft).merge_and_unload().eval()
+    tok = pipe.model.tokenizer
+    outputs = []
+    for text in TEXTS:
+        got = pipe.engine.run([GenerationRequest(prompt=text)])[0].token_ids
+        ids = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            out = merged.generate(
+                **ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0
+            )
+        assert got == out[0, ids["input_ids"].shape[1] :].tolist()
+        outputs.append(got)
+    assert outputs[0] != before  # training changed what it writes
