@@ -37,14 +37,47 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Union
 
 from ..errors import Errors, ModelLoadError
-from ..generation.config import GenerationConfig
 from ..registry import llama_models
 from ..types import FinishReason, GenerationRequest, GenerationResult
 from .base import LlamaModel
 from .breaker import BreakerOpen, CircuitBreaker
+
+
+class GenerationConfig(Protocol):
+    """The sampling settings a server request carries (``generation.config.GenerationConfig``
+    has them; models sit below the engine, so they name only what they read)."""
+
+    @property
+    def max_new_tokens(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def stop(self) -> List[str]: ...
+    @property
+    def stop_token_ids(self) -> List[int]: ...
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """One greedy token: what the start-up check asks of the server."""
+
+    max_new_tokens: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    stop: List[str] = field(default_factory=list)
+    stop_token_ids: List[int] = field(default_factory=list)
+
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as down
@@ -531,9 +564,7 @@ def find_tokenize_route(client: HttpClient, served: str) -> Optional[TokenizeRou
 
 def check_completions(model: ServerModel) -> None:
     """One-token completion: the endpoint works and, if asked for, returns logprobs."""
-    body = model.completion_body(
-        "Hello", GenerationConfig(max_new_tokens=1, temperature=0.0, top_p=1.0, top_k=0)
-    )
+    body = model.completion_body("Hello", ProbeSettings())
     try:
         model.parse_completion(model.http.post("/completions", body))
     except ServerError as e:
