@@ -19,19 +19,10 @@ from spacy.tokens import Doc, DocBin, Span
 
 from spacy_llama.cli import main
 
-from ..fixtures.corpus_files import corpus, read_jsonl, run, write_jsonl
+from ..fixtures.corpus_files import assert_same_records, corpus, read_jsonl, run, write_jsonl
 from ..fixtures.helpers import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-def assert_same_records(got: List[Dict[str, Any]], want: List[Dict[str, Any]]) -> None:
-    """Equal records; logprobs to float tolerance (batch composition changes the padding)."""
-    assert [r["id"] for r in got] == [r["id"] for r in want]
-    for g, w in zip(got, want):
-        g, w = dict(g), dict(w)
-        assert g.pop("llama_logprobs") == pytest.approx(w.pop("llama_logprobs"), rel=1e-4, abs=1e-5)
-        assert g == w
-
 
 @pytest.fixture
 def setup(tmp_path: Path, tiny_hf: Path) -> Dict[str, Path]:

@@ -19,6 +19,7 @@ from spacy_llama.batch.ray import annotate_ray
 from spacy_llama.cli import main
 from spacy_llama.errors import AnnotateError, PipelineError
 
+from ..fixtures.corpus_files import assert_same_records
 from ..fixtures.helpers import write_config
 from ..fixtures.tiny import CORPUS
 
@@ -80,7 +81,9 @@ def test_ray_run_equals_local_run_and_resumes(
     )
     expected = read_jsonl(tmp_path / "local.jsonl")
     assert local.done == summary.done == 12 and summary.failed == 0
-    assert read_jsonl(out) == expected  # same records, same order
+    # same records, same order; log-probs to float tolerance: which docs a batch holds
+    # (cache hits leave it, and which actor hits first is timing) changes the padding
+    assert_same_records(read_jsonl(out), expected)
     # CORPUS repeats texts: repeats are cache hits (which actor hits first is timing).
     assert summary.model_calls + summary.cache_hits == 12 and summary.model_calls >= 7
     assert docbin_docs(tmp_path / "r.spacy") == docbin_docs(tmp_path / "l.spacy")
@@ -94,7 +97,7 @@ def test_ray_run_equals_local_run_and_resumes(
     resumed = annotate_ray(options(config, corpus, out, resume=True), RayOptions(workers=2))
     assert (resumed.skipped, resumed.done, resumed.failed) == (5, 7, 0)
     assert resumed.model_calls + resumed.cache_hits == 7
-    assert read_jsonl(out) == expected
+    assert_same_records(read_jsonl(out), expected)
 
 
 def docbin_docs(folder: Path) -> List[Any]:

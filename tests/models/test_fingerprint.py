@@ -179,7 +179,9 @@ def test_meta_inputs_change_the_fingerprint(meta_copy: Path, model_copy: Path, e
 
         shard = meta_copy / "consolidated.00.pth"
         tensors = torch.load(shard, weights_only=True)
-        tensors["norm.weight"] = tensors["norm.weight"] * 2
+        # a sharded tensor (a replicated one would now fail the shards-belong-together check)
+        key = next(k for k in tensors if k.endswith("attention.wq.weight"))
+        tensors[key] = tensors[key] * 2
         torch.save(tensors, shard)
     else:
         (model_copy / "chat_template.jinja").write_text("{{ messages }}", encoding="utf8")
