@@ -6,8 +6,9 @@ into ``doc.cats``. Multi-label: one yes/no ScoreRequest per (doc, label); ``doc.
 is P(yes) renormalised over {yes, no}.
 
 v1 scores each label's mean token log-prob (contextual calibration optional). v2 scores,
-by default, the PMI of each label (its summed log-prob minus that after a content-free text,
-see calibration.py) with a plain prompt; ``label_score`` can also be "mean" or "first_word".
+by default, the PMI of each label (its summed log-prob minus its mean after three
+content-free texts, see calibration.py) with a plain prompt; ``label_score`` can also be
+"mean" or "first_word". v1 is kept exactly as released.
 """
 
 from __future__ import annotations
