@@ -350,6 +350,13 @@ class Errors(metaclass=ErrorsWithCodes):
             "least 1 and smaller than the window (e.g. half of it), or null.")
     E322 = '{example} has no "label", "labels" or "cats".'
     E323 = "{example} needs exactly one label; got {names}."
+    # -- TextCat.v2 (tasks/textcat.py): E330-E349 ----------------------------------------
+    E330 = ("TextCat.v2: label_score = {value!r} is not one of {allowed}; use \"sum\" "
+            "(the default) unless you have measured another on your own labels.")
+    E331 = ("TextCat.v2: calibrate = true needs at least one content-free text; set "
+            "content_free = \"N/A\" (or a list of such texts), or calibrate = false.")
+    E332 = ("TextCat.v2: content_free must be a string or a list of strings; got {bad}. "
+            "Quote each content-free text, e.g. content_free = [\"N/A\", \"\"].")
     # -- generation (generation/): E400-E449 ------------------------------------------
     E400 = ("quantize = \"int8\" runs on CPU with float32 weights; this model is {dtype} on "
             "{device}. Set dtype = \"float32\" and device = \"cpu\", or quantize = null.")

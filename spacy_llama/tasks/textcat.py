@@ -1,14 +1,19 @@
-"""``spacy-llama.TextCat.v1``: zero- and few-shot text classification by scoring labels.
+"""``spacy-llama.TextCat.v1``/``.v2``: zero- and few-shot text classification by scoring labels.
 
 No text is generated. Exclusive classes: one ScoreRequest per doc whose candidates are the
 labels' verbalizers; the (optionally length-normalised) log-likelihoods go through a softmax
 into ``doc.cats``. Multi-label: one yes/no ScoreRequest per (doc, label); ``doc.cats[label]``
 is P(yes) renormalised over {yes, no}.
+
+v1 scores each label's mean token log-prob (contextual calibration optional). v2 scores,
+by default, the PMI of each label (its summed log-prob minus its mean after three
+content-free texts, see calibration.py) with a plain prompt; ``label_score`` can also be
+"mean" or "first_word". v1 is kept exactly as released.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc
@@ -18,6 +23,15 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .calibration import (
+    check_label_score,
+    content_free_texts,
+    label_values,
+    pmi,
+    prior_values,
+    probe_doc,
+    scored_parts,
+)
 from .examples import Example, FewShotState, example_name
 from .fitting import Overflow, fit_doc, token_count
 from .labels import Label, check_label, labels_context, make_labels, softmax
@@ -135,6 +149,10 @@ class TextCatTask(FewShotState, PromptedTask):
             # text measures the model's prior for each answer; assign() divides it out.
             probe = content_free_doc(docs[0].vocab, self.content_free)
             out += [self._request(probe, q) for q in self._questions()]
+        return out + self._doc_requests(docs)
+
+    def _doc_requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+        out = []
         for doc in docs:
             name = doc_label(doc)
             for label in self._questions():
@@ -184,6 +202,64 @@ class TextCatTask(FewShotState, PromptedTask):
         return {**super()._state(), "exclusive": self.exclusive}
 
 
+class TextCatV2Task(TextCatTask):
+    """TextCat.v2: ``label_score`` says which part of each answer is scored and how its token
+    log-probs are aggregated; with ``calibrate`` the mean score of the same answer after each
+    content-free text is subtracted (PMI, see calibration.py) before the softmax."""
+
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        label_score: str,
+        calibrate: bool,
+        content_free: List[str],
+        **kwargs: Any,
+    ) -> None:
+        self.label_score = check_label_score(label_score)
+        self.content_free_texts = content_free
+        super().__init__(
+            template,
+            length_normalize=self.label_score == "mean",
+            calibrate=calibrate,
+            content_free=content_free[0] if content_free else "N/A",
+            **kwargs,
+        )
+
+    def candidates(self, label: Label) -> List[str]:
+        if not self.exclusive:
+            return super().candidates(label)
+        parts = scored_parts([x.answer for x in self.labels], self.label_score)
+        return [self.prefix + x for x in parts]
+
+    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+        """Per batch, one probe per content-free text (per question), then the docs'."""
+        out = []
+        if self.calibrate and docs:
+            for text in self.content_free_texts:
+                probe = probe_doc(docs[0].vocab, text)
+                out += [self._request(probe, q) for q in self._questions()]
+        return out + self._doc_requests(docs)
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
+        per = len(self._questions())
+        n_probes = per * len(self.content_free_texts) if self.calibrate and docs else 0
+        probes, results = results[:n_probes], results[n_probes:]
+        priors = [prior_values(probes[q::per], self.label_score) for q in range(per)]
+        for k, doc in enumerate(docs):
+            mine = results[k * per : (k + 1) * per]
+            if self.exclusive:
+                probs = softmax(pmi(label_values(mine[0], self.label_score), priors[0]))
+                doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
+            else:
+                for label, res, prior in zip(self.labels, mine, priors):
+                    values = pmi(label_values(res, self.label_score), prior)
+                    doc.cats[label.name] = softmax(values)[0]
+
+    def _state(self) -> Dict[str, Any]:
+        return {**super()._state(), "label_score": self.label_score}
+
+
 @llama_tasks("spacy-llama.TextCat.v1")
 def textcat_task_v1(
     *,
@@ -219,4 +295,46 @@ def textcat_task_v1(
         on_overflow=on_overflow,
         calibrate=calibrate,
         content_free=content_free,
+    )
+
+
+@llama_tasks("spacy-llama.TextCat.v2")
+def textcat_task_v2(
+    *,
+    labels: List[str],
+    verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
+    label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
+    exclusive: bool = True,
+    label_score: str = "sum",
+    calibrate: bool = True,
+    content_free: Union[str, List[str]] = ["N/A", "", "[MASK]"],  # noqa: B006 - read only
+    examples: Optional[List[Dict[str, Any]]] = None,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: ChatSetting = False,
+    system: Optional[str] = None,
+    candidate_prefix: Optional[str] = None,
+    threshold: Optional[float] = None,
+    on_overflow: Overflow = "truncate",
+) -> TextCatV2Task:
+    """Text classification from label log-likelihoods: by default the PMI of each label's
+    summed log-probs against three content-free texts ("N/A", "", "[MASK]", averaged), with
+    a plain (non-chat) prompt. The defaults were chosen on the dev half of corpus/gold.jsonl
+    (benchmarks/EVAL.md): with SmolLM2 a chat reply starts a line, where a label such as
+    "sport" is split into rare word pieces, and v1's length-normalised mean favours an answer
+    whose later words follow from its first."""
+    default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
+    return TextCatV2Task(
+        load_template(template, template_path, default),
+        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        exclusive=exclusive,
+        label_score=label_score,
+        calibrate=calibrate,
+        content_free=content_free_texts(content_free, calibrate),
+        examples=list(examples or []),
+        chat=chat,
+        system=system,
+        candidate_prefix=candidate_prefix,
+        threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
+        on_overflow=on_overflow,
     )

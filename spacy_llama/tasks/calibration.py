@@ -1,0 +1,95 @@
+"""How ``spacy-llama.TextCat.v2`` turns the Scorer's candidate log-likelihoods into label
+scores: which part of each answer is scored, which aggregate of its token log-probs counts,
+and the content-free baseline that is subtracted (PMI).
+
+PMI (pointwise mutual information between the text and the answer):
+``score(label) = log p(answer | prompt(text)) - mean_c log p(answer | prompt(c))`` over the
+content-free texts ``c`` (e.g. "N/A"). Subtracting the answer's likelihood without the text
+removes what a label gets for its surface form alone: a prior for the first listed label, a
+rare word piece, or later words of a multi-word answer that follow from its first word.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Literal, Optional, Sequence, Union
+
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
+
+from ..errors import Errors, FewShotError
+from ..types import ScoreResult
+
+# "sum": the answer's summed token log-probs; "mean": their mean (TextCat.v1's
+# length_normalize); "first_word": the summed log-probs of the answer's first word only.
+LabelScore = Literal["sum", "mean", "first_word"]
+LABEL_SCORES = ("sum", "mean", "first_word")
+_WORD = re.compile(r"\S+")
+
+
+def check_label_score(label_score: str) -> LabelScore:
+    if label_score not in LABEL_SCORES:
+        raise FewShotError(Errors.E330.format(value=label_score, allowed=list(LABEL_SCORES)))
+    return label_score  # type: ignore[return-value]
+
+
+def content_free_texts(content_free: Union[str, Sequence[str]], calibrate: bool) -> List[str]:
+    """The content-free texts as a list (one string is a list of one)."""
+    texts = [content_free] if isinstance(content_free, str) else list(content_free)
+    if calibrate and not texts:
+        raise FewShotError(Errors.E331)
+    bad = [t for t in texts if not isinstance(t, str)]
+    if bad:
+        raise FewShotError(Errors.E332.format(bad=bad))
+    return texts
+
+
+def probe_doc(vocab: Vocab, text: str) -> Doc:
+    """A doc of ``text`` (may be empty) standing in for the document in a content-free prompt."""
+    words = text.split()
+    return Doc(vocab, words=words, spaces=[True] * (len(words) - 1) + [False] if words else [])
+
+
+def scored_parts(answers: Sequence[str], label_score: LabelScore) -> List[str]:
+    """The part of each answer that is scored. For ``first_word``: the first word, or, where
+    answers share it, as many leading words as tell them apart (the whole answer at most)."""
+    if label_score != "first_word":
+        return list(answers)
+    ends = [[m.end() for m in _WORD.finditer(a)] or [len(a)] for a in answers]
+    out = []
+    for i, answer in enumerate(answers):
+        others = [a for j, a in enumerate(answers) if j != i]
+        for end in ends[i]:
+            part = answer[:end]
+            if not any(_starts_with_words(o, part) for o in others):
+                break
+        else:
+            part = answer
+        out.append(part)
+    return out
+
+
+def _starts_with_words(answer: str, part: str) -> bool:
+    """Whether ``part`` is a whole-word prefix of ``answer``."""
+    return answer.startswith(part) and (len(answer) == len(part) or answer[len(part)].isspace())
+
+
+def label_values(res: ScoreResult, label_score: LabelScore) -> List[float]:
+    """One value per candidate: the mean for ``mean``, else the sum (``first_word``'s
+    candidates are already cut to the first word)."""
+    return list(res.means if label_score == "mean" else res.sums)
+
+
+def prior_values(priors: Sequence[ScoreResult], label_score: LabelScore) -> Optional[List[float]]:
+    """The content-free baseline: per candidate, the mean value over the probes."""
+    if not priors:
+        return None
+    rows = [label_values(p, label_score) for p in priors]
+    return [sum(col) / len(rows) for col in zip(*rows)]
+
+
+def pmi(values: Sequence[float], prior: Optional[Sequence[float]]) -> List[float]:
+    """``values`` minus the content-free baseline (unchanged without one)."""
+    if prior is None:
+        return list(values)
+    return [v - b for v, b in zip(values, prior)]
