@@ -11,7 +11,6 @@ from spacy_llama.models.cpu_features import cpu_features
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-REAL_CPU = cpu_features()  # before any test simulates another CPU
 
 
 @pytest.mark.parametrize("prompts", ["task", "pipeline"])
@@ -44,9 +43,9 @@ def test_machine_limits_skip_what_the_cpu_runs_on_reference_kernels(avx2_cpu, ca
 
 
 def test_throughput_report_without_a_peak_for_its_dtype(smollm2, avx2_cpu, capsys):
-    """A bf16 run on a CPU without oneDNN bf16: its compute bounds are unknown, not a crash."""
-    if not REAL_CPU.onednn_bf16:
-        pytest.skip("bf16 itself runs on reference kernels here: minutes for this run")
+    """A bf16 run on a CPU without oneDNN bf16: its compute bounds are unknown, not a crash.
+    On a real AVX2-only CPU this runs bf16 on the reference kernels: one doc, two tokens, about
+    10-25 s (measured here under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)."""
     from benchmarks import throughput
 
     argv = ["--limit", "1", "--max-new-tokens", "2", "--skip", "A,B,D", "--dtype", "bfloat16"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import spacy
@@ -310,23 +309,13 @@ def test_int8_needs_float32_weights(tiny_hf):
         spacy.blank("en").add_pipe("llama", config=cfg)
 
 
-def _without_chat_template(folder: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    tok.chat_template = None
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    tok.save_pretrained(str(folder))
-    return folder
-
-
 def test_default_chat_is_auto_and_works_on_a_base_model(tmp_path, caplog):
     """Swapping in a model without a chat template needs no other setting (chat = "auto")."""
     import logging
 
-    from .fixtures.tiny import make_tiny_hf
+    from .fixtures.tiny import make_tiny_hf, without_chat_template
 
-    base = _without_chat_template(make_tiny_hf(tmp_path / "base"))
+    base = without_chat_template(make_tiny_hf(tmp_path / "base"))
     model = {"@llama_models": "spacy-llama.HF.v1", "path": str(base), "device": "cpu"}
     nlp = spacy.blank("en")
     with caplog.at_level(logging.INFO, logger="spacy_llama"):
@@ -352,9 +341,9 @@ def test_chat_auto_uses_the_template_when_there_is_one(tiny_hf, caplog):
 
 
 def test_chat_true_still_requires_a_template_and_false_is_plain(tmp_path):
-    from .fixtures.tiny import make_tiny_hf
+    from .fixtures.tiny import make_tiny_hf, without_chat_template
 
-    base = _without_chat_template(make_tiny_hf(tmp_path / "base"))
+    base = without_chat_template(make_tiny_hf(tmp_path / "base"))
     with pytest.raises(ValueError, match="no chat template"):
         spacy.blank("en").add_pipe("llama", config=tiny_llama_config(base, chat=True))
     nlp = spacy.blank("en")
@@ -363,9 +352,9 @@ def test_chat_true_still_requires_a_template_and_false_is_plain(tmp_path):
 
 
 def test_textcat_chat_auto_picks_the_candidate_prefix(tmp_path, tiny_hf):
-    from .fixtures.tiny import make_tiny_hf
+    from .fixtures.tiny import make_tiny_hf, without_chat_template
 
-    base = _without_chat_template(make_tiny_hf(tmp_path / "base"))
+    base = without_chat_template(make_tiny_hf(tmp_path / "base"))
     for folder, prefix in ((base, " "), (tiny_hf, "")):
         nlp = spacy.blank("en")
         model = {"@llama_models": "spacy-llama.HF.v1", "path": str(folder), "device": "cpu"}

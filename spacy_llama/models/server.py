@@ -46,7 +46,7 @@ from .base import LlamaModel
 from .breaker import BreakerOpen, CircuitBreaker
 
 
-class GenerationConfig(Protocol):
+class SamplingSettings(Protocol):
     """The sampling settings a server request carries (``generation.config.GenerationConfig``
     has them; models sit below the engine, so they name only what they read)."""
 
@@ -303,7 +303,7 @@ class ServerModel(LlamaModel):
 
     # -- generation -----------------------------------------------------------------------
     def complete(
-        self, requests: Sequence[GenerationRequest], config: GenerationConfig
+        self, requests: Sequence[GenerationRequest], config: SamplingSettings
     ) -> List[GenerationResult]:
         """Complete every request (concurrently); failures come back with ``error`` set."""
         if not requests:
@@ -313,7 +313,7 @@ class ServerModel(LlamaModel):
             return list(ex.map(lambda r: self._complete_one(r, config), requests))
 
     def _complete_one(
-        self, request: GenerationRequest, config: GenerationConfig
+        self, request: GenerationRequest, config: SamplingSettings
     ) -> GenerationResult:
         body = self.completion_body(request.prompt, config)
         # Parsed inside the call: only a usable completion closes the breaker.
@@ -323,7 +323,7 @@ class ServerModel(LlamaModel):
         except ServerError as e:
             return GenerationResult(text="", finish_reason="error", error=str(e))
 
-    def completion_body(self, prompt: str, config: GenerationConfig) -> Dict[str, Any]:
+    def completion_body(self, prompt: str, config: SamplingSettings) -> Dict[str, Any]:
         body: Dict[str, Any] = {
             "model": self.served_model,
             "prompt": prompt,

@@ -126,15 +126,9 @@ def test_bad_dtype_is_config_error(tiny_hf):
 
 
 def test_chat_without_chat_template(tmp_path):
-    from transformers import AutoTokenizer
+    from ..fixtures.tiny import make_tiny_hf, without_chat_template
 
-    from ..fixtures.tiny import make_tiny_hf
-
-    folder = make_tiny_hf(tmp_path / "m")
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    tok.chat_template = None
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    tok.save_pretrained(str(folder))
+    folder = without_chat_template(make_tiny_hf(tmp_path / "m"))
     cfg = tiny_llama_config(folder, chat=True)
     with pytest.raises(ValueError, match="no chat template"):
         spacy.blank("en").add_pipe("llama", config=cfg)
