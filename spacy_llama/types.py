@@ -8,13 +8,29 @@ from typing import List, Literal, Optional, Tuple, Union
 FinishReason = Literal["stop", "length", "eos", "empty", "error"]
 
 
+ConstraintKind = Literal["json_schema", "regex", "choices"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a completion must match, checked token by token while decoding (structured
+    output). ``spec`` is text so that requests stay plain, hashable data: the JSON schema as
+    JSON text, the regular expression, or the choices as a JSON list of strings."""
+
+    kind: ConstraintKind
+    spec: str
+
+
 @dataclass
 class GenerationRequest:
-    """One prompt to complete. ``prompt`` is fully formatted (chat template applied)."""
+    """One prompt to complete. ``prompt`` is fully formatted (chat template applied).
+    ``constraint`` (per document, e.g. a schema naming the doc's own substrings) takes the
+    place of the generation config's constraint for this request."""
 
     prompt: str
     add_special_tokens: bool = True
     label: str = ""  # names the document in warnings and errors
+    constraint: Optional[Constraint] = None
 
 
 @dataclass
