@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional, Tuple, Union
 
 FinishReason = Literal["stop", "length", "eos", "empty", "error"]
+# doc.user_data key of a doc that failed: a batch run lists it in OUTPUT.failed.jsonl with
+# this reason. Tasks set it for a doc whose answer they cannot use (e.g. a constrained
+# answer cut off by max_new_tokens) instead of raising for the whole batch.
+DOC_ERROR_KEY = "spacy_llama_error"
 
 
 ConstraintKind = Literal["json_schema", "regex", "choices"]

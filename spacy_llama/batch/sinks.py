@@ -27,6 +27,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 from ..errors import Errors, RunStateError, Warnings
+from ..types import DOC_ERROR_KEY
 from .files import PathLike, side_path, write_atomic
 from .reader import ID_KEY
 
@@ -104,7 +105,7 @@ class JsonlSink:
 
 
 # -- DocBin ------------------------------------------------------------------------------
-ERROR_KEY = "spacy_llama_error"  # set on a doc that failed even when processed alone
+ERROR_KEY = DOC_ERROR_KEY  # set on a doc that failed even when processed alone
 STATS_KEY = "spacy_llama_stats"  # engine counts accrued since the previous doc
 PRIVATE_KEYS = (ERROR_KEY, STATS_KEY)  # run bookkeeping on doc.user_data, not output
 
