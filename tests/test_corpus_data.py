@@ -147,3 +147,49 @@ def test_fewshot_examples_not_in_gold(gold_records):
             assert ent["label"] in build_gold.LABELS
     for ex in textcat + ner:
         assert ex["text"] not in gold_texts
+
+
+def _load_split_gold():
+    spec = importlib.util.spec_from_file_location("split_gold", CORPUS / "split_gold.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_splits_are_disjoint_complete_and_committed(tmp_path, gold_docs):
+    """The committed train/dev/test DocBins are what split_gold.py writes, they partition
+    each set, and gold's test part is the half evaluate_tasks.py calls test (never tuned on)."""
+    split_gold = _load_split_gold()
+    assert split_gold.main(["--output", str(tmp_path)]) == 0
+    vocab = spacy.blank("en").vocab
+    for name, total in (("gold", len(gold_docs)), ("unseen", 50)):
+        ids = {}
+        for split in split_gold.SPLITS:
+            path = tmp_path / f"{name}_{split}.spacy"
+            committed = CORPUS / "splits" / path.name
+            docs = list(DocBin().from_disk(committed).get_docs(vocab))
+            assert [d.text for d in docs] == [
+                d.text for d in DocBin().from_disk(path).get_docs(vocab)
+            ]
+            ids[split] = {d.user_data["spacy_llama_id"] for d in docs}
+            assert all(d.cats for d in docs)
+        assert sum(len(v) for v in ids.values()) == total
+        assert not (
+            ids["train"] & ids["dev"] or ids["train"] & ids["test"] or ids["dev"] & ids["test"]
+        )
+    evaluate_spec = importlib.util.spec_from_file_location(
+        "evaluate_tasks", CORPUS.parent / "benchmarks" / "evaluate_tasks.py"
+    )
+    assert evaluate_spec is not None and evaluate_spec.loader is not None
+    evaluate_tasks = importlib.util.module_from_spec(evaluate_spec)
+    evaluate_spec.loader.exec_module(evaluate_tasks)
+    test_ids = {
+        d.user_data["spacy_llama_id"] for d in gold_docs if evaluate_tasks.split_of(d) == "test"
+    }
+    assert test_ids == ids_of(CORPUS / "splits" / "gold_test.spacy")
+
+
+def ids_of(path: Path) -> set:
+    docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
+    return {d.user_data["spacy_llama_id"] for d in docs}
