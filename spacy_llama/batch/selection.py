@@ -13,6 +13,7 @@ from spacy.vocab import Vocab
 
 from ..errors import CorpusError, Errors
 from .options import AnnotateOptions
+from .paths import io_errors
 from .reader import BadLine, Item, Record, in_shard, read_corpus
 from .sinks import FailedSink
 
@@ -49,7 +50,8 @@ class Selector:
             raise CorpusError(Errors.E008.format(line=bad.message()))
         self.bad += 1
         if self.failed is not None:
-            self.failed.write({"source": bad.source, "error": bad.reason})
+            with io_errors([self.failed.path]):  # a full disk is one message, as for outputs
+                self.failed.write({"source": bad.source, "error": bad.reason})
 
 
 def selector_for(

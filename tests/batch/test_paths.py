@@ -240,3 +240,23 @@ def test_merge_into_one_of_its_shards_is_refused(tmp_path: Path, capsys: Any) ->
     argv = ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "--overwrite", "--partial"]
     check_refused(capsys, argv, "[E063]", f"OUTPUT {shards[0]} is the input {shards[0]}")
     assert snapshot(tmp_path) == before
+
+
+def test_full_disk_writing_a_skipped_bad_line_is_one_message(
+    tmp_path: Path, tiny_hf: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    """--on-bad-line skip lists the bad line in OUTPUT.failed.jsonl before any model runs;
+    a full disk there is the same one-line E067 as for the outputs, not a traceback."""
+    from spacy_llama.batch.sinks import FailedSink
+
+    config = write_config(tmp_path, tiny_hf)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "d0", "text": "one"}\nnot json\n', encoding="utf8")
+    out = tmp_path / "out.jsonl"
+
+    def disk_full(self: FailedSink, record: Dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(FailedSink, "write", disk_full)
+    argv = ["annotate", str(config), str(inp), str(out), "--on-bad-line", "skip", "--quiet"]
+    check_refused(capsys, argv, "[E067]", "out.jsonl.failed.jsonl", "(ENOSPC)")
