@@ -23,6 +23,7 @@ from ..errors import Errors, PipelineError
 from ..generation.sqlite_cache import SQLiteCache
 from ..models.fingerprint import file_digest
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
+from ..tasks.prompt import PromptTemplate
 from .named_files import interpolated, named_files
 from .parent_watch import exit_with_parent_after_fork
 from .reader import ID_KEY, Record
@@ -101,7 +102,22 @@ def config_hash(nlp: Language) -> str:
         h.update(f"\0{setting}\0{_contents_digest(setting, path)}".encode())
     for engine in llama_engines(nlp):
         h.update(engine.model.fingerprint.encode("utf-8"))
+    for source in template_sources(nlp):
+        h.update(f"\0template\0{source}".encode())
     return h.hexdigest()[:16]
+
+
+def template_sources(nlp: Language) -> List[str]:
+    """The text of every prompt template the llama tasks render, the package's own defaults
+    included: a config that names no template still changes output when an upgrade of the
+    package changes the default, and a resumed run must notice."""
+    out = []
+    for _, pipe in nlp.pipeline:
+        task = getattr(pipe, "task", None)
+        for value in vars(task).values() if task is not None else ():
+            if isinstance(value, PromptTemplate):
+                out.append(value.source)
+    return out
 
 
 def _contents_digest(setting: str, path: Path) -> str:

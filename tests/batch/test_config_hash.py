@@ -207,3 +207,18 @@ def test_server_call_settings_do_not_change_the_hash_but_the_served_model_does()
         patient = hashed(base_url=fake.url, timeout=600.0, max_retries=9, max_concurrency=2)
         assert patient == base
         assert hashed(base_url=fake.url, logprobs=False) != base
+
+
+def test_hash_follows_the_packaged_default_template(tmp_path: Path, tiny_hf: Path) -> None:
+    """No template in the config: the package's default renders the prompt, so a package
+    upgrade that edits it must change the hash (and refuse a --resume across it)."""
+    from spacy_llama.tasks.prompt import PromptTemplate
+
+    config = write_config(tmp_path, tiny_hf)
+    nlp = load_pipeline(config, overrides={})
+    first = config_hash(nlp)
+    task = nlp.get_pipe("llama").task  # type: ignore[attr-defined]
+    assert isinstance(task.template, PromptTemplate)
+    assert config_hash(nlp) == first
+    task.template = PromptTemplate(task.template.source + "\nAnswer briefly.")
+    assert config_hash(nlp) != first
