@@ -2,7 +2,9 @@
 
 A record holds the document's ``id``, its input fields unchanged, each extension the
 pipeline's llama components write (under its own name), ``ents`` as
-``[start_char, end_char, label]`` and ``cats`` when the pipeline sets any.
+``[start_char, end_char, label]``, ``spans`` (each ``doc.spans`` group the same way, e.g. the
+entities of NER with ``merge = "spans"`` or Extract's span fields) and ``cats`` when the
+pipeline sets any.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def doc_record(doc: Doc, record: Record, *, extensions: Sequence[str]) -> Dict[s
         if Doc.has_extension(name):
             out[name] = to_jsonable(doc._.get(name))
     out["ents"] = [[e.start_char, e.end_char, e.label_] for e in doc.ents]
+    groups = {key: group for key, group in doc.spans.items() if len(group)}
+    if groups:
+        out["spans"] = {
+            key: [[s.start_char, s.end_char, s.label_] for s in group]
+            for key, group in groups.items()
+        }
     if doc.cats:
         out["cats"] = dict(doc.cats)
     return out
