@@ -1,0 +1,92 @@
+"""Running a decoder over rows of piece ids so that each row's hidden states are the same
+whatever batch, padding or order it comes in.
+
+Three things make that so: rows are padded on the right (a causal model's real pieces never
+see the pads after them), every row's positions start at 0 (rotary angles depend on the
+position, and a left-padded row would start later), and attention runs in transformers'
+eager implementation for the call. SDPA is not batch-invariant on CPU: an unpadded batch
+takes its ``is_causal`` kernel, a padded one the masked kernel, and the two differ in the
+last bits; eager attention adds the masked positions as exact zeros. Rows are run in
+length-sorted sub-batches of at most ``batch_tokens`` padded pieces (less padding, bounded
+memory), and copied into one right-padded grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Iterator, List, Sequence, Tuple, Union
+
+import numpy
+import torch
+
+_ATTN_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Eager attention for the duration of the call; the model's setting is restored after
+    (the module may be shared with the ``llama`` component, which keeps its own)."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    with _ATTN_LOCK:
+        saved = {key: getattr(c, "_attn_implementation", None) for key, c in configs.items()}
+        try:
+            for config in configs.values():
+                config._attn_implementation = "eager"
+            yield
+        finally:
+            for key, config in configs.items():
+                config._attn_implementation = saved[key]
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Input ids and the attention mask of ``rows``, padded on the right."""
+    width = max((len(r) for r in rows), default=0)
+    ids = numpy.full((len(rows), width), pad_id, dtype="int64")
+    mask = numpy.zeros((len(rows), width), dtype="int64")
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
+    """Row indices, longest first, grouped so each group's padded size fits the budget
+    (a row longer than the budget runs alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: List[List[int]] = []
+    for i in order:
+        if groups and lengths[groups[-1][0]] * (len(groups[-1]) + 1) <= batch_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def hidden_states(
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
+) -> numpy.ndarray:  # fmt: skip
+    """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
+    layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
+    ids, mask = pad_right(rows, pad_id)
+    out: Any = None
+    with torch.inference_mode(), eager_attention(base):
+        for group in sub_batches([len(r) for r in rows], batch_tokens):
+            width = max(1, max(len(rows[i]) for i in group))
+            g_ids = torch.from_numpy(ids[group, :width])
+            g_mask = torch.from_numpy(mask[group, :width])
+            positions = torch.arange(width).expand(len(group), width)
+            result = base(
+                input_ids=g_ids, attention_mask=g_mask, position_ids=positions,
+                output_hidden_states=True, use_cache=False,
+            )  # fmt: skip
+            states = result.hidden_states
+            picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
+            picked = picked.float().cpu().numpy()
+            if out is None:
+                out = numpy.zeros((picked.shape[0], len(rows), ids.shape[1], picked.shape[-1]), "f")
+            out[:, group, :width] = picked
+    if out is None:
+        out = numpy.zeros((1, 0, 0, 0), "f")
+    return out if layers == "mix" else out[0]
