@@ -7,12 +7,13 @@ is turned back into the bytes it stands for (SentencePiece: "▁" is a space and
 byte-fallback byte; byte-level BPE as in Llama 3 / GPT-2: the byte-to-unicode table), the
 bytes are decoded once, and every piece gets the characters its bytes fall in (a multi-byte
 character split over pieces belongs to all of them). The decoded text is then mapped onto
-the span's text (equal, or with the one leading space SentencePiece adds; otherwise a
-character alignment).
+the span's text (equal, or with the one leading space SentencePiece adds; otherwise a diff
+of the two strings).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -91,10 +92,18 @@ def decoded_to_text(decoded: str, text: str) -> List[List[int]]:
         return [[i] for i in range(len(text))]
     if decoded == " " + text:  # SentencePiece's dummy prefix
         return [[]] + [[i] for i in range(len(text))]
-    from spacy_alignments import get_alignments
-
-    a2b, _ = get_alignments(list(decoded), list(text))
-    return [list(x) for x in a2b]
+    # Otherwise (normalisation, an unknown piece, lost spaces): a diff of the two strings.
+    # Equal runs map one to one, a replaced run to the whole run it replaces (a normalised
+    # character still gets its pieces), extra decoded characters to nothing.
+    out: List[List[int]] = [[] for _ in decoded]
+    matcher = difflib.SequenceMatcher(None, decoded, text, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        for i in range(i1, i2):
+            if op == "equal":
+                out[i] = [j1 + i - i1]
+            elif op == "replace":
+                out[i] = list(range(j1, j2))
+    return out
 
 
 def align_span(span: Span, ids: Sequence[int], reader: PieceReader, source: str) -> List[List[int]]:

@@ -6,7 +6,10 @@ see the pads after them), every row's positions start at 0 (rotary angles depend
 position, and a left-padded row would start later), and attention runs in transformers'
 eager implementation for the call. SDPA is not batch-invariant on CPU: an unpadded batch
 takes its ``is_causal`` kernel, a padded one the masked kernel, and the two differ in the
-last bits; eager attention adds the masked positions as exact zeros. Rows are run in
+last bits; eager attention adds the masked positions as exact zeros. And every matmul
+has at least 8 rows: rows are padded to a multiple of ``PAD_MULTIPLE`` pieces, because BLAS
+takes another kernel for a product of fewer than 8 rows (a lone 5-piece span would not
+match itself inside a batch). Rows are run in
 length-sorted sub-batches of at most ``batch_tokens`` padded pieces (less padding, bounded
 memory), and copied into one right-padded grid.
 """
@@ -21,6 +24,13 @@ import numpy
 import torch
 
 _ATTN_LOCK = threading.RLock()
+PAD_MULTIPLE = 8
+
+
+def grid_width(rows: Sequence[Sequence[int]]) -> int:
+    """The padded width of ``rows``: the longest, rounded up to ``PAD_MULTIPLE``."""
+    longest = max((len(r) for r in rows), default=0)
+    return -(-max(longest, 1) // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 @contextlib.contextmanager
@@ -41,7 +51,7 @@ def eager_attention(model: Any) -> Iterator[None]:
 
 def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """Input ids and the attention mask of ``rows``, padded on the right."""
-    width = max((len(r) for r in rows), default=0)
+    width = grid_width(rows)
     ids = numpy.full((len(rows), width), pad_id, dtype="int64")
     mask = numpy.zeros((len(rows), width), dtype="int64")
     for i, row in enumerate(rows):
@@ -56,7 +66,8 @@ def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: List[List[int]] = []
     for i in order:
-        if groups and lengths[groups[-1][0]] * (len(groups[-1]) + 1) <= batch_tokens:
+        longest = max(lengths[groups[-1][0]], PAD_MULTIPLE) if groups else 0
+        if groups and longest * (len(groups[-1]) + 1) <= batch_tokens:
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -73,7 +84,7 @@ def hidden_states(
     out: Any = None
     with torch.inference_mode(), eager_attention(base):
         for group in sub_batches([len(r) for r in rows], batch_tokens):
-            width = max(1, max(len(rows[i]) for i in group))
+            width = grid_width([rows[i] for i in group])
             g_ids = torch.from_numpy(ids[group, :width])
             g_mask = torch.from_numpy(mask[group, :width])
             positions = torch.arange(width).expand(len(group), width)

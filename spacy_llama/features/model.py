@@ -31,7 +31,7 @@ from ..errors import Errors, FeatureError
 from ..models.base import LlamaModel
 from ..models.server import NoLocalWeights, ServerModel
 from .alignment import PieceReader, align_span
-from .batching import hidden_states
+from .batching import grid_width, hidden_states
 from .layers import scalar_mix
 
 SpanGetter = Callable[[List[Doc]], List[List[Span]]]
@@ -155,7 +155,7 @@ def build_alignment(
 
 
 def wordpiece_batch(model: LlamaFeatures, rows: Sequence[Sequence[int]]) -> WordpieceBatch:
-    width = max((len(r) for r in rows), default=0)
+    width = grid_width(rows)
     pad = model.llama.pad_token_id
     ids: Any = numpy.full((len(rows), width), pad, dtype="i")
     mask: Any = numpy.zeros((len(rows), width), dtype="f")
@@ -174,7 +174,7 @@ def forward(
     check_coverage(docs, nested, getter_name(get_spans))
     flat = [span for spans in nested for span in spans]
     rows = encode_spans(model, flat)
-    width = max((len(r) for r in rows), default=0)
+    width = grid_width(rows)
     align = build_alignment(model, flat, rows, width)
     layer = model.attrs["layer"]
     base = model.llama.model.base_model
