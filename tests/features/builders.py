@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import spacy
+from spacy.training import Example
 from thinc.api import Config
 
 import spacy_llama.features.model  # noqa: F401  (registers the architecture)
@@ -77,6 +78,13 @@ def listener_config(path: Path, overrides: Optional[Dict[str, Any]] = None) -> C
             node = node[key]
         node[leaf] = value
     return config
+
+
+def examples(nlp: Any) -> List[Example]:
+    return [
+        Example.from_dict(nlp.make_doc(t), {"cats": {"A": float(i % 2), "B": float(1 - i % 2)}})
+        for i, t in enumerate(TEXTS)
+    ]
 
 
 def listener_nlp(path: Path, overrides: Optional[Dict[str, Any]] = None) -> Any:

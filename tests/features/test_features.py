@@ -8,11 +8,10 @@ from typing import List
 
 import numpy
 import torch
-from spacy.training import Example
 
 from spacy_llama.features import batching
 
-from .builders import TEXTS, listener_nlp
+from .builders import TEXTS, examples, listener_nlp
 
 
 def span_states(nlp, texts: List[str]) -> List[List[numpy.ndarray]]:
@@ -65,10 +64,7 @@ def test_every_token_is_aligned_across_strided_windows(tiny_hf) -> None:
 def test_frozen_features_build_no_graph_and_only_the_mix_learns(tiny_hf) -> None:
     nlp = listener_nlp(tiny_hf, {"components.transformer.model.layer": "mix"})
     docs = [nlp.make_doc(t) for t in TEXTS]
-    egs = [
-        Example.from_dict(d, {"cats": {"A": float(i % 2), "B": float(1 - i % 2)}})
-        for i, d in enumerate(docs)
-    ]
+    egs = examples(nlp)
     optimizer = nlp.initialize(lambda: egs)
     trf = nlp.get_pipe("transformer").model
     llama_params = {n: p.detach().clone() for n, p in trf.llama.model.named_parameters()}
