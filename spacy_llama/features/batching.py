@@ -36,7 +36,9 @@ def grid_width(rows: Sequence[Sequence[int]]) -> int:
 @contextlib.contextmanager
 def eager_attention(model: Any) -> Iterator[None]:
     """Eager attention for the duration of the call; the model's setting is restored after
-    (the module may be shared with the ``llama`` component, which keeps its own)."""
+    (the module may be shared with the ``llama`` component, which keeps its own). The switch
+    is on the shared config: a ``llama`` component generating on the same module in another
+    thread at that moment would run eager too (slower, and rounded as eager rounds)."""
     configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
     with _ATTN_LOCK:
         saved = {key: getattr(c, "_attn_implementation", None) for key, c in configs.items()}

@@ -123,7 +123,9 @@ def encode_spans(model: LlamaFeatures, flat: Sequence[Span]) -> List[List[int]]:
     """Piece ids of each span (with the tokenizer's special pieces, e.g. BOS); a span longer
     than the context raises, naming the doc and the span getter."""
     llama = model.llama
-    rows = [list(llama.tokenizer(span.text, add_special_tokens=True)["input_ids"]) for span in flat]
+    texts = [span.text for span in flat]
+    encoded = llama.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+    rows = [list(ids) for ids in encoded]
     for span, row in zip(flat, rows):
         if len(row) > llama.context_length:
             window = max(1, int(len(span) * llama.context_length / len(row) * 0.9))
