@@ -448,11 +448,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E554 = ("Doc {doc!r}: token {token!r} (character {idx}) aligns to no piece of the "
             "tokenizer of {source} (the pieces decode to {decoded!r}); its features would "
             "be zeros. Report the text with the tokenizer's name.")
-    E555 = ("spacy-llama.TransformerModel.v1: freeze = false (training the LLaMA behind the "
-            "listeners) is not implemented yet; set freeze = true (frozen features; the "
-            "listening components still train).")
+    E555 = ("spacy-llama.TransformerModel.v1: freeze = false trains LoRA adapters on the "
+            "LLaMA behind the listeners, but there is no adapter block. Add "
+            "[components.transformer.model.adapter] with @llama_adapters = "
+            "\"spacy-llama.LoRA.v1\" (e.g. r = 8), or set freeze = true (frozen features; "
+            "the listening components still train).")
     E556 = ("spacy-llama.TransformerModel.v1: batch_tokens = {value!r}; use a positive "
             "number of padded pieces per forward pass (e.g. 4096).")
+    E557 = ("spacy-llama.TransformerModel.v1: freeze = true, but "
+            "[components.transformer.model.adapter] is set: a frozen model trains no adapter. "
+            "Set freeze = false to train it, or remove the adapter block.")
 # fmt: on
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
 
 import numpy
 import torch
@@ -76,15 +76,17 @@ def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
     return groups
 
 
-def hidden_states(
-    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
-    batch_tokens: int,
-) -> numpy.ndarray:  # fmt: skip
-    """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
-    layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
-    ids, mask = pad_right(rows, pad_id)
-    out: Any = None
-    with torch.inference_mode(), eager_attention(base):
+Parts = List[Tuple[List[int], int, "torch.Tensor"]]
+
+
+def _run_groups(
+    base: Any, rows: Sequence[Sequence[int]], ids: numpy.ndarray, mask: numpy.ndarray,
+    layers: Union[int, str], batch_tokens: int,
+) -> Parts:  # fmt: skip
+    """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
+    as torch tensors (with a graph, if autograd is on)."""
+    parts: Parts = []
+    with eager_attention(base):
         for group in sub_batches([len(r) for r in rows], batch_tokens):
             width = grid_width([rows[i] for i in group])
             g_ids = torch.from_numpy(ids[group, :width])
@@ -96,10 +98,59 @@ def hidden_states(
             )  # fmt: skip
             states = result.hidden_states
             picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
-            picked = picked.float().cpu().numpy()
-            if out is None:
-                out = numpy.zeros((picked.shape[0], len(rows), ids.shape[1], picked.shape[-1]), "f")
-            out[:, group, :width] = picked
+            parts.append((group, width, picked.float()))
+    return parts
+
+
+def _grid(parts: Parts, n_rows: int, width: int, layers: Union[int, str]) -> numpy.ndarray:
+    """The sub-batches' states copied (detached) into one right-padded numpy grid."""
+    out: Any = None
+    for group, g_width, picked in parts:
+        data = picked.detach().cpu().numpy()
+        if out is None:
+            out = numpy.zeros((data.shape[0], n_rows, width, data.shape[-1]), "f")
+        out[:, group, :g_width] = data
     if out is None:
         out = numpy.zeros((1, 0, 0, 0), "f")
-    return out if layers == "mix" else out[0]
+    return out if layers == "mix" else out[0]  # type: ignore[no-any-return]
+
+
+def hidden_states(
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
+) -> numpy.ndarray:  # fmt: skip
+    """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
+    layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
+    ids, mask = pad_right(rows, pad_id)
+    with torch.inference_mode():
+        parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
+        return _grid(parts, len(rows), ids.shape[1], layers)
+
+
+StatesBackprop = Callable[[numpy.ndarray], None]
+
+
+def trainable_hidden_states(
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
+) -> Tuple[numpy.ndarray, StatesBackprop]:  # fmt: skip
+    """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
+    graph kept: the backprop takes d(states), shaped as the states, and accumulates the
+    gradients in the parameters that require them (the LoRA weights). Call it once."""
+    ids, mask = pad_right(rows, pad_id)
+    parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
+    states = _grid(parts, len(rows), ids.shape[1], layers)
+
+    def backprop(d_states: numpy.ndarray) -> None:
+        d_grid = d_states if layers == "mix" else d_states[None]
+        tensors = [picked for _, _, picked in parts if picked.requires_grad]
+        grads = [
+            torch.from_numpy(numpy.ascontiguousarray(d_grid[:, group, :width], dtype="f"))
+            for group, width, picked in parts
+            if picked.requires_grad
+        ]
+        if tensors:
+            torch.autograd.backward(tensors, grads)
+        parts.clear()  # the graph is freed by backward; drop the tensors too
+
+    return states, backprop

@@ -1,8 +1,9 @@
 """A learned scalar mix of hidden layers: ``gamma * sum_l softmax(w)_l * H_l``.
 
 A decoder's middle layers are usually better features than its last; the mix learns which,
-from the listeners' gradients, while the LLaMA stays frozen. Weights start equal (w = 0),
-gamma at 1. Plain numpy: the layers arrive as numpy arrays, and the mix is tiny.
+from the listeners' gradients (and passes them on to the layers when LoRA adapters train).
+Weights start equal (w = 0), gamma at 1. Plain numpy: the layers arrive as numpy arrays, and
+the mix is tiny.
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ def scalar_mix(
         return d_w.astype("f"), d_gamma
 
     return out, backprop
+
+
+def mix_layer_grads(
+    weights: numpy.ndarray, gamma: numpy.ndarray, d_out: numpy.ndarray
+) -> numpy.ndarray:
+    """d(layers) of the mix: (L, ...) = gamma * softmax(w)_l * d(mix), for training the
+    LLaMA behind it (``weights`` and ``gamma`` as they were in the forward pass)."""
+    s = softmax(weights).astype("f")
+    shape = (len(s),) + (1,) * d_out.ndim
+    return (gamma[0] * s.reshape(shape) * d_out[None]).astype("f")  # type: ignore[no-any-return]

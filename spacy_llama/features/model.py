@@ -6,16 +6,25 @@ token-to-piece alignment), so the stock ``spacy-transformers.TransformerListener
 them to tagger, parser, ner, textcat or spancat unchanged. The weights come from any
 ``@llama_models`` block (the same cached load as the ``llama`` component: one copy).
 
-Frozen: the hidden states are computed under ``torch.inference_mode`` and backprop returns
-nothing into the LLaMA; only the scalar mix (``layer = "mix"``) learns. Serialised, the model
-is its few mix parameters: no base weights (the thinc model has no torch shim), and
-``spacy.load`` rebuilds it from the config's model block.
+Frozen (``freeze = true``): the hidden states are computed under ``torch.inference_mode``
+and backprop returns nothing into the LLaMA; only the scalar mix (``layer = "mix"``) learns.
+Trainable (``freeze = false`` with an ``adapter`` block, ``spacy-llama.LoRA.v1``): the
+adapter of training/adapters.py (the one the ``llama`` component trains) builds its own
+module trees over the shared frozen base tensors; in training the forward runs through its
+LoRA tree with autograd and the listeners' gradients reach the LoRA weights, which thinc's
+``finish_update`` steps through the adapter's shim; predictions run the merged tree with no
+graph. The base weights are never written, so a ``llama`` component on the same cached
+model keeps seeing them unchanged (one copy in memory).
+
+Serialised, the model is its few mix parameters plus, when trained, the adapter's
+safetensors weights and config (the shim's bytes): no base weights, and ``spacy.load``
+rebuilds the model from the config's model block and puts the adapter back on it.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
 import torch
@@ -30,20 +39,30 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..errors import Errors, FeatureError
 from ..models.base import LlamaModel
 from ..models.server import NoLocalWeights, ServerModel
+from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .alignment import PieceReader, align_span
-from .batching import grid_width, hidden_states
-from .layers import scalar_mix
+from .batching import StatesBackprop, grid_width, hidden_states, trainable_hidden_states
+from .layers import mix_layer_grads, scalar_mix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..training.adapters import Adapter
+
+# The adapter's name in its messages: its block is [components.transformer.model.adapter].
+ADAPTER_NAME = "transformer.model"
 
 SpanGetter = Callable[[List[Doc]], List[List[Span]]]
 Layer = Union[int, str]
 
 
 class LlamaFeatures(Model):
-    """The thinc model; the LlamaModel is a plain attribute (never serialised)."""
+    """The thinc model; the LlamaModel is a plain attribute (never serialised). With an
+    adapter, ``llama`` is the adapter's merged copy (its fingerprint covers the adapter
+    weights) and the adapter's shim is the model's only shim."""
 
     def __init__(
-        self, llama: LlamaModel, get_spans: SpanGetter, layer: Layer, batch_tokens: int
-    ) -> None:
+        self, llama: LlamaModel, get_spans: SpanGetter, layer: Layer, batch_tokens: int,
+        adapter: Optional[Adapter] = None,
+    ) -> None:  # fmt: skip
         n_states = int(llama.model.config.num_hidden_layers) + 1
         params: Dict[str, Any] = {}
         if layer == "mix":
@@ -57,10 +76,20 @@ class LlamaFeatures(Model):
             init=lambda model, X=None, Y=None: model,
             dims={"nO": int(llama.model.config.hidden_size)},
             params=params,
+            shims=[] if adapter is None else [adapter.shim],
             attrs={"get_spans": get_spans, "layer": layer, "batch_tokens": batch_tokens},
         )
-        self.llama = llama
+        self.adapter = adapter
+        self.llama = llama if adapter is None else adapter.model
         self.reader = PieceReader(llama.tokenizer)
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the weights the features come from: the base model's, and
+        with an adapter also its current weights (as the ``llama`` component's)."""
+        if self.adapter is not None:
+            self.adapter.refresh()
+        return self.llama.fingerprint
 
 
 @registry.architectures("spacy-llama.TransformerModel.v1")
@@ -70,17 +99,27 @@ def llama_transformer_v1(
     layer: Layer = -1,
     freeze: bool = True,
     batch_tokens: int = 4096,
+    adapter: Optional[LoRASettings] = None,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """Hidden states of ``model`` (any @llama_models block with local weights) at ``layer``
     (0 = the embeddings, -1 = the last layer, "mix" = a learned mix of all), one row per
-    span of ``get_spans`` (e.g. spacy-transformers.strided_spans.v1)."""
+    span of ``get_spans`` (e.g. spacy-transformers.strided_spans.v1). ``freeze = false``
+    trains the LoRA ``adapter`` (spacy-llama.LoRA.v1) from the listeners' gradients."""
     if isinstance(model, ServerModel) or isinstance(model.model, NoLocalWeights):
         raise FeatureError(Errors.E550.format(source=model.source))
-    if not freeze:
+    if not freeze and adapter is None:
         raise FeatureError(Errors.E555)
+    if freeze and adapter is not None:
+        raise FeatureError(Errors.E557)
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
         raise FeatureError(Errors.E556.format(value=batch_tokens))
-    return LlamaFeatures(model, get_spans, check_layer(layer, model), batch_tokens)
+    checked = check_layer(layer, model)
+    lora = None
+    if adapter is not None:
+        from ..training.adapters import new_adapter
+
+        lora = new_adapter(ADAPTER_NAME, model, adapter)
+    return LlamaFeatures(model, get_spans, checked, batch_tokens, lora)
 
 
 def check_layer(layer: Any, model: LlamaModel) -> Layer:
@@ -168,6 +207,29 @@ def wordpiece_batch(model: LlamaFeatures, rows: Sequence[Sequence[int]]) -> Word
     return WordpieceBatch(strings, ids, mask, [len(r) for r in rows], None)
 
 
+def compute_states(
+    model: LlamaFeatures, rows: Sequence[Sequence[int]], is_train: bool
+) -> Tuple[numpy.ndarray, Optional[StatesBackprop]]:
+    """The hidden states of ``rows``; with an adapter in training, through its LoRA tree
+    with autograd (and a backprop into the LoRA weights), else with no graph (the adapter's
+    merged tree, refreshed after an optimizer step)."""
+    layer, budget = model.attrs["layer"], model.attrs["batch_tokens"]
+    pad = model.llama.pad_token_id
+    adapter = model.adapter
+    if adapter is not None and is_train:
+        peft = adapter.peft
+        peft.train()  # LoRA dropout
+        try:
+            return trainable_hidden_states(
+                peft.get_base_model().base_model, rows, pad, layer, budget
+            )
+        finally:
+            peft.eval()
+    if adapter is not None:
+        adapter.refresh()
+    return hidden_states(model.llama.model.base_model, rows, pad, layer, budget), None
+
+
 def forward(
     model: LlamaFeatures, docs: List[Doc], is_train: bool
 ) -> Tuple[FullTransformerBatch, Callable[[FullTransformerBatch], List[Doc]]]:
@@ -176,18 +238,17 @@ def forward(
     check_coverage(docs, nested, getter_name(get_spans))
     flat = [span for spans in nested for span in spans]
     rows = encode_spans(model, flat)
-    width = grid_width(rows)
-    align = build_alignment(model, flat, rows, width)
-    layer = model.attrs["layer"]
-    base = model.llama.model.base_model
-    states = hidden_states(base, rows, model.llama.pad_token_id, layer, model.attrs["batch_tokens"])
+    align = build_alignment(model, flat, rows, grid_width(rows))
+    states, bp_states = compute_states(model, rows, is_train)
     bp_mix = None
-    if layer == "mix":
-        states, bp_mix = scalar_mix(
-            states,
-            cast(Any, model.get_param("mix_weights")),
-            cast(Any, model.get_param("mix_gamma")),
-        )
+    if model.attrs["layer"] == "mix":
+        weights = cast(Any, model.get_param("mix_weights")).copy()
+        gamma = cast(Any, model.get_param("mix_gamma")).copy()
+        layers_bp = bp_states
+        bp_states = None if layers_bp is None else (
+            lambda d: layers_bp(mix_layer_grads(weights, gamma, d))
+        )  # fmt: skip
+        states, bp_mix = scalar_mix(states, weights, gamma)
     output = FullTransformerBatch(
         spans=nested,
         wordpieces=wordpiece_batch(model, rows),
@@ -196,12 +257,18 @@ def forward(
     )
 
     def backprop(d_output: FullTransformerBatch) -> List[Doc]:
-        """Frozen: nothing flows into the LLaMA; the mix (if any) gets its gradient."""
-        if bp_mix is not None and len(d_output.model_output):
-            d_states = next(iter(d_output.model_output.values()))
-            d_w, d_gamma = bp_mix(numpy.asarray(d_states.detach().cpu().numpy(), dtype="f"))
+        """The mix (if any) gets its gradient; with a training adapter, so do its LoRA
+        weights (frozen: nothing flows into the LLaMA)."""
+        if not len(d_output.model_output):
+            return docs
+        d_states = next(iter(d_output.model_output.values()))
+        d_np = numpy.asarray(d_states.detach().cpu().numpy(), dtype="f")
+        if bp_mix is not None:
+            d_w, d_gamma = bp_mix(d_np)
             model.inc_grad("mix_weights", cast(Any, d_w))
             model.inc_grad("mix_gamma", cast(Any, d_gamma))
+        if bp_states is not None:
+            bp_states(d_np)
         return docs
 
     return output, backprop
