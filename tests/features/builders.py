@@ -89,3 +89,29 @@ def examples(nlp: Any) -> List[Example]:
 
 def listener_nlp(path: Path, overrides: Optional[Dict[str, Any]] = None) -> Any:
     return spacy.util.load_model_from_config(listener_config(path, overrides), auto_fill=True)
+
+
+LORA = {"@llama_adapters": "spacy-llama.LoRA.v1", "r": 4, "alpha": 8}
+
+
+def lora_overrides(layer: Any = -1, **settings: Any) -> Dict[str, Any]:
+    """freeze = false with a small LoRA adapter block (and the given layer)."""
+    return {
+        "components.transformer.model.freeze": False,
+        "components.transformer.model.adapter": {**LORA, **settings},
+        "components.transformer.model.layer": layer,
+    }
+
+
+def train_steps(nlp: Any, egs: List[Example], optimizer: Any, steps: int) -> List[Dict[str, float]]:
+    """``steps`` updates as ``spacy train`` makes them: every component's update, then one
+    finish_update each. Returns each step's losses."""
+    history = []
+    for _ in range(steps):
+        losses: Dict[str, float] = {}
+        nlp.update(egs, sgd=False, losses=losses)
+        for _, proc in nlp.pipeline:
+            if getattr(proc, "is_trainable", False):
+                proc.finish_update(optimizer)
+        history.append(losses)
+    return history

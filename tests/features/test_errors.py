@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from spacy.util import registry
 
-from spacy_llama.errors import FeatureError
+from spacy_llama.errors import FeatureError, TrainingError
 
 from ..fixtures.fake_server import FakeServer
-from .builders import examples, listener_nlp
+from .builders import examples, listener_nlp, lora_overrides
 
 
 def test_a_server_model_block_is_a_config_error(tiny_hf) -> None:
@@ -26,9 +26,21 @@ def test_a_layer_out_of_range_names_the_range(tiny_hf, layer) -> None:
         listener_nlp(tiny_hf, {"components.transformer.model.layer": layer})
 
 
-def test_freeze_false_is_refused(tiny_hf) -> None:
-    with pytest.raises(FeatureError, match=r"\[E555\]"):
+def test_freeze_false_without_an_adapter_block_names_the_block(tiny_hf) -> None:
+    with pytest.raises(FeatureError, match=r"\[E555\].*no adapter block.*spacy-llama.LoRA.v1"):
         listener_nlp(tiny_hf, {"components.transformer.model.freeze": False})
+
+
+def test_an_adapter_block_with_freeze_true_is_refused(tiny_hf) -> None:
+    overrides = {**lora_overrides(), "components.transformer.model.freeze": True}
+    with pytest.raises(FeatureError, match=r"\[E557\].*freeze = false"):
+        listener_nlp(tiny_hf, overrides)
+
+
+def test_bad_adapter_settings_name_the_features_block(tiny_hf) -> None:
+    match = r"\[E500\].*components.transformer.model.adapter.*r = 0"
+    with pytest.raises(TrainingError, match=match):
+        listener_nlp(tiny_hf, lora_overrides(r=0))
 
 
 def test_a_doc_longer_than_the_context_names_the_doc_and_the_setting(tiny_hf) -> None:
