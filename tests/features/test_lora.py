@@ -76,6 +76,8 @@ def test_predictions_use_the_merged_adapter_with_no_graph(tiny_hf) -> None:
     untrained = _states(trf, TEXTS[:2], nlp).clone()
     train_steps(nlp, egs, optimizer, steps=3)
     assert not numpy.array_equal(trf.get_param("mix_weights"), numpy.zeros((3,), "f"))
+    lora_b = [p for n, p in _lora(trf).items() if ".lora_B." in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # the mix passed its gradient on
     predicted = _states(trf, TEXTS[:2], nlp)
     assert not predicted.requires_grad
     assert all(p.grad is None or not p.grad.any() for p in trf.adapter.peft.parameters())
