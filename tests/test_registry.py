@@ -68,12 +68,13 @@ def test_setup_cfg_entry_points_match_decorators():
     from spacy.util import registry
 
     import spacy_llama  # noqa: F401
+    import spacy_llama.features.model  # noqa: F401  (heavy: not imported by spacy_llama)
 
     cfg = configparser.ConfigParser()
     cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     eps = cfg["options.entry_points"]
     ours = ("models", "tasks", "caches", "readers")
-    for group in (*(f"spacy_llama_{g}" for g in ours), "spacy_scorers"):
+    for group in (*(f"spacy_llama_{g}" for g in ours), "spacy_scorers", "spacy_architectures"):
         for line in filter(None, eps.get(group, "").splitlines()):
             name, target = (s.strip() for s in line.split("="))
             module, attr = target.split(":")

@@ -11,6 +11,11 @@ full copy would double the memory):
   weights ``W + B A * scale`` (new tensors). The engine runs it with the fused decoder, at the
   speed of an untrained model; after an optimizer step the merged weights are recomputed and
   its fused decoder is rebuilt.
+
+The same adapter serves the ``llama`` component (a task loss) and the listener features
+(``spacy-llama.TransformerModel.v1`` with ``freeze = false``: the listeners' gradients).
+Its shim steps the LoRA weights with thinc's optimizer and, inside a thinc model, serialises
+as the adapter's two files (safetensors weights + their config), never the base weights.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import srsly
 import torch
+from thinc.api import PyTorchShim
 
 from ..errors import Errors, TrainingError
 
@@ -50,10 +57,30 @@ def own_tree(module: Any) -> Any:
     return copy.deepcopy(module, memo)
 
 
+class AdapterShim(PyTorchShim):
+    """thinc's PyTorchShim over the adapter's training tree: ``finish_update`` steps the
+    parameters with gradients (only the LoRA weights have any) and marks the merged weights
+    stale; ``to_bytes``/``from_bytes`` are the adapter's files, not the tree's state_dict."""
+
+    def __init__(self, adapter: Adapter, device: Any) -> None:
+        super().__init__(adapter.peft, device=device)
+        self.adapter = adapter
+
+    def finish_update(self, optimizer: Any) -> None:
+        super().finish_update(optimizer)
+        self.adapter.stale = True
+
+    def to_bytes(self) -> bytes:
+        return self.adapter.to_bytes()
+
+    def from_bytes(self, bytes_data: bytes) -> AdapterShim:
+        self.adapter.from_bytes(bytes_data)
+        return self
+
+
 class Adapter:
     def __init__(self, base: LlamaModel, settings: LoRASettings, *, name: str) -> None:
         from peft import LoraConfig, get_peft_model
-        from thinc.api import PyTorchShim
 
         self.name = name
         self.settings = settings
@@ -76,7 +103,7 @@ class Adapter:
         self.infer = infer
         # The engine's model: the merged inference tree; its fingerprint covers the adapter.
         self.model = dataclasses.replace(base, model=infer, _fingerprint=None)
-        self.shim = PyTorchShim(self.peft, device=base.device)
+        self.shim = AdapterShim(self, device=base.device)
         self.stale = True  # merged weights and digest not yet computed
 
     def trainable(self) -> List[torch.nn.Parameter]:
@@ -116,11 +143,10 @@ class Adapter:
         return True
 
     # -- saving: the adapter weights and settings only, never base weights ---------------
-    def to_disk(self, path: Path) -> None:
-        from safetensors.torch import save_file
+    def files(self) -> Dict[str, bytes]:
+        """The adapter as its two files: safetensors weights and their config (JSON)."""
+        from safetensors.torch import save
 
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.cpu() for k, v in self.state().items()}, str(path / WEIGHTS_FILE))
         cfg: Any = self.peft.get_base_model().config
         meta = {
             **self.settings.as_dict(),
@@ -129,21 +155,42 @@ class Adapter:
             "hidden_size": cfg.hidden_size,
             "num_hidden_layers": cfg.num_hidden_layers,
         }
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf8")
+        return {
+            WEIGHTS_FILE: save({k: v.cpu() for k, v in self.state().items()}),
+            CONFIG_FILE: json.dumps(meta, indent=2).encode("utf8"),
+        }
 
-    def from_disk(self, path: Path) -> None:
+    def load_files(self, files: Dict[str, bytes], where: str) -> None:
+        """Put saved adapter weights on this adapter's base (``where`` names them in
+        messages); the base they were trained on must be this one."""
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        if not (path / WEIGHTS_FILE).exists():
-            raise TrainingError(Errors.E510.format(path=str(path), name=self.name))
-        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf8"))
-        self._check_base(path, meta)
-        weights = load_file(str(path / WEIGHTS_FILE), device=str(self.model.device))
+        if WEIGHTS_FILE not in files:
+            raise TrainingError(Errors.E510.format(path=where, name=self.name))
+        meta = json.loads(files[CONFIG_FILE].decode("utf8")) if CONFIG_FILE in files else {}
+        self._check_base(where, meta)
+        weights = {k: v.to(self.model.device) for k, v in load(files[WEIGHTS_FILE]).items()}
         set_peft_model_state_dict(self.peft, weights)
         self.stale = True
 
-    def _check_base(self, path: Path, meta: Dict[str, Any]) -> None:
+    def to_disk(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        for file_name, data in self.files().items():
+            (path / file_name).write_bytes(data)
+
+    def from_disk(self, path: Path) -> None:
+        names = [n for n in (WEIGHTS_FILE, CONFIG_FILE) if (path / n).exists()]
+        files = {n: (path / n).read_bytes() for n in names}
+        self.load_files(files, str(path))
+
+    def to_bytes(self) -> bytes:
+        return srsly.msgpack_dumps(self.files())  # type: ignore[no-any-return]
+
+    def from_bytes(self, data: bytes) -> None:
+        self.load_files(srsly.msgpack_loads(data), f"the saved model of {self.name!r}")
+
+    def _check_base(self, where: str, meta: Dict[str, Any]) -> None:
         cfg: Any = self.peft.get_base_model().config
         now = {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers}
         saved = {k: meta.get(k) for k in now}
@@ -151,7 +198,7 @@ class Adapter:
         if not same_shape or meta.get("base_fingerprint") != self.base_fingerprint:
             raise TrainingError(
                 Errors.E509.format(
-                    path=str(path),
+                    path=where,
                     saved=f"{meta.get('base_source')} (fingerprint "
                     f"{str(meta.get('base_fingerprint'))[:12]}, {saved})",
                     current=f"{self.base_source} (fingerprint {self.base_fingerprint[:12]}, {now})",
@@ -186,10 +233,18 @@ def build_adapter(
     """The component's adapter, after the checks that make a bad block a build-time error."""
     from .gold import trainable
 
-    check_adapter_model(name, model, quantize)
-    settings.check(name)
     if not trainable(task):
         raise TrainingError(Errors.E503.format(name=name, task=type(task).__name__))
+    return new_adapter(name, model, settings, quantize)
+
+
+def new_adapter(
+    name: str, model: Any, settings: LoRASettings, quantize: Optional[str] = None
+) -> Adapter:
+    """An adapter on ``model`` for any trainer (a task loss, or listener features), after
+    the checks on the model and the settings; its merged weights are ready."""
+    check_adapter_model(name, model, quantize)
+    settings.check(name)
     adapter = Adapter(model, settings, name=name)
     adapter.refresh()
     return adapter

@@ -1,0 +1,156 @@
+"""Running a decoder over rows of piece ids so that each row's hidden states are the same
+whatever batch, padding or order it comes in.
+
+Three things make that so: rows are padded on the right (a causal model's real pieces never
+see the pads after them), every row's positions start at 0 (rotary angles depend on the
+position, and a left-padded row would start later), and attention runs in transformers'
+eager implementation for the call. SDPA is not batch-invariant on CPU: an unpadded batch
+takes its ``is_causal`` kernel, a padded one the masked kernel, and the two differ in the
+last bits; eager attention adds the masked positions as exact zeros. And every matmul
+has at least 8 rows: rows are padded to a multiple of ``PAD_MULTIPLE`` pieces, because BLAS
+takes another kernel for a product of fewer than 8 rows (a lone 5-piece span would not
+match itself inside a batch). Rows are run in
+length-sorted sub-batches of at most ``batch_tokens`` padded pieces (less padding, bounded
+memory), and copied into one right-padded grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
+
+import numpy
+import torch
+
+_ATTN_LOCK = threading.RLock()
+PAD_MULTIPLE = 8
+
+
+def grid_width(rows: Sequence[Sequence[int]]) -> int:
+    """The padded width of ``rows``: the longest, rounded up to ``PAD_MULTIPLE``."""
+    longest = max((len(r) for r in rows), default=0)
+    return -(-max(longest, 1) // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Eager attention for the duration of the call; the model's setting is restored after
+    (the module may be shared with the ``llama`` component, which keeps its own). The switch
+    is on the shared config: a ``llama`` component generating on the same module in another
+    thread at that moment would run eager too (slower, and rounded as eager rounds)."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    with _ATTN_LOCK:
+        saved = {key: getattr(c, "_attn_implementation", None) for key, c in configs.items()}
+        try:
+            for config in configs.values():
+                config._attn_implementation = "eager"
+            yield
+        finally:
+            for key, config in configs.items():
+                config._attn_implementation = saved[key]
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Input ids and the attention mask of ``rows``, padded on the right."""
+    width = grid_width(rows)
+    ids = numpy.full((len(rows), width), pad_id, dtype="int64")
+    mask = numpy.zeros((len(rows), width), dtype="int64")
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
+    """Row indices, longest first, grouped so each group's padded size fits the budget
+    (a row longer than the budget runs alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: List[List[int]] = []
+    for i in order:
+        longest = max(lengths[groups[-1][0]], PAD_MULTIPLE) if groups else 0
+        if groups and longest * (len(groups[-1]) + 1) <= batch_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+Parts = List[Tuple[List[int], int, "torch.Tensor"]]
+
+
+def _run_groups(
+    base: Any, rows: Sequence[Sequence[int]], ids: numpy.ndarray, mask: numpy.ndarray,
+    layers: Union[int, str], batch_tokens: int,
+) -> Parts:  # fmt: skip
+    """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
+    as torch tensors (with a graph, if autograd is on)."""
+    parts: Parts = []
+    with eager_attention(base):
+        for group in sub_batches([len(r) for r in rows], batch_tokens):
+            width = grid_width([rows[i] for i in group])
+            g_ids = torch.from_numpy(ids[group, :width])
+            g_mask = torch.from_numpy(mask[group, :width])
+            positions = torch.arange(width).expand(len(group), width)
+            result = base(
+                input_ids=g_ids, attention_mask=g_mask, position_ids=positions,
+                output_hidden_states=True, use_cache=False,
+            )  # fmt: skip
+            states = result.hidden_states
+            picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
+            parts.append((group, width, picked.float()))
+    return parts
+
+
+def _grid(parts: Parts, n_rows: int, width: int, layers: Union[int, str]) -> numpy.ndarray:
+    """The sub-batches' states copied (detached) into one right-padded numpy grid."""
+    out: Any = None
+    for group, g_width, picked in parts:
+        data = picked.detach().cpu().numpy()
+        if out is None:
+            out = numpy.zeros((data.shape[0], n_rows, width, data.shape[-1]), "f")
+        out[:, group, :g_width] = data
+    if out is None:
+        out = numpy.zeros((1, 0, 0, 0), "f")
+    return out if layers == "mix" else out[0]  # type: ignore[no-any-return]
+
+
+def hidden_states(
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
+) -> numpy.ndarray:  # fmt: skip
+    """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
+    layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
+    ids, mask = pad_right(rows, pad_id)
+    with torch.inference_mode():
+        parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
+        return _grid(parts, len(rows), ids.shape[1], layers)
+
+
+StatesBackprop = Callable[[numpy.ndarray], None]
+
+
+def trainable_hidden_states(
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
+) -> Tuple[numpy.ndarray, StatesBackprop]:  # fmt: skip
+    """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
+    graph kept: the backprop takes d(states), shaped as the states, and accumulates the
+    gradients in the parameters that require them (the LoRA weights). Call it once."""
+    ids, mask = pad_right(rows, pad_id)
+    parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
+    states = _grid(parts, len(rows), ids.shape[1], layers)
+
+    def backprop(d_states: numpy.ndarray) -> None:
+        d_grid = d_states if layers == "mix" else d_states[None]
+        tensors = [picked for _, _, picked in parts if picked.requires_grad]
+        grads = [
+            torch.from_numpy(numpy.ascontiguousarray(d_grid[:, group, :width], dtype="f"))
+            for group, width, picked in parts
+            if picked.requires_grad
+        ]
+        if tensors:
+            torch.autograd.backward(tensors, grads)
+        parts.clear()  # the graph is freed by backward; drop the tensors too
+
+    return states, backprop
