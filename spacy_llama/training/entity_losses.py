@@ -40,10 +40,13 @@ def entity_task_loss(
 
 
 # -- EntityReview ------------------------------------------------------------------------
-def review_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> torch.Tensor:
-    """Summed over the gold entities of ``egs`` (zero when none has a target)."""
+def review_loss(
+    task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]
+) -> Optional[torch.Tensor]:
+    """Summed over the gold entities of ``egs``; None when none has a target (a constant
+    has no gradient to backpropagate)."""
     names = [x.name for x in task.labels]
-    total = torch.zeros((), device=lm.device)
+    total: Optional[torch.Tensor] = None
     for eg in egs:
         doc, targets = review_targets(task, eg)
         if not targets:
@@ -58,7 +61,8 @@ def review_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) 
             if prior is not None:
                 values = values - prior
             target = torch.tensor([names.index(gold)], device=values.device)
-            total = total + F.cross_entropy(values[None, :], target)
+            loss = F.cross_entropy(values[None, :], target)
+            total = loss if total is None else total + loss
     return total
 
 
