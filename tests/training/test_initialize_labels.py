@@ -86,6 +86,8 @@ def test_no_labels_and_no_data_fail_clearly(tiny_hf) -> None:
         nlp("Some text.")
     with pytest.raises(TrainingError, match=r"\[E532\].*no training\s+examples"):
         nlp.get_pipe("llama").initialize()
+    with pytest.raises(TrainingError, match=r"\[E532\]"):
+        nlp.initialize()  # spaCy's placeholder "x y z" example is no training data
     egs = [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in TEXTS]  # no cats
     with pytest.raises(TrainingError, match=r"\[E533\].*TextCatTask.*doc\.cats = \{\"sport\""):
         nlp.initialize(lambda: egs)
@@ -97,3 +99,11 @@ def test_no_labels_and_no_gold_entities_fail_clearly(tiny_hf, name) -> None:
     egs = entity_examples(nlp, [("No names here.", [])])
     with pytest.raises(TrainingError, match=r"\[E534\].*Task.*doc\.ents = \[doc\.char_span"):
         nlp.initialize(lambda: egs)
+
+
+def test_initialize_without_data_keeps_config_labels(tiny_hf) -> None:
+    """``spacy assemble`` calls nlp.initialize() without data: with labels in the config
+    there is nothing to check, and the pipeline predicts (the zero-shot baseline)."""
+    nlp = textcat_nlp(tiny_hf, adapter=adapter_block())
+    nlp.initialize()
+    assert set(nlp(TEXTS[0]).cats) == {"pos", "neg"}
