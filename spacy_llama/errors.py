@@ -458,6 +458,33 @@ class Errors(metaclass=ErrorsWithCodes):
     E557 = ("spacy-llama.TransformerModel.v1: freeze = true, but "
             "[components.transformer.model.adapter] is set: a frozen model trains no adapter. "
             "Set freeze = false to train it, or remove the adapter block.")
+    # training: entity tasks, labels from data
+    E530 = ("Component '{name}' ({task}): the task needs at least one label (`labels` is "
+            "empty). Give them in [components.{name}.task], e.g. labels = {example}; or add "
+            "an [components.{name}.adapter] block and train the component (spacy train): "
+            "the labels then come from the training data.")
+    E531 = ("Component '{name}' ({task}) has no labels yet: `labels` is empty, so they come "
+            "from the training data. Call nlp.initialize(get_examples) with training examples "
+            "(spacy train does), or load the trained pipeline, or give `labels` in "
+            "[components.{name}.task].")
+    E532 = ("Component '{name}' ({task}): `labels` is empty and initialize got no training "
+            "examples to take them from. Pass get_examples to nlp.initialize (spacy train "
+            "does, from --paths.train), or give `labels` in [components.{name}.task].")
+    E533 = ("Component '{name}' ({task}): `labels` is empty and no training example has "
+            "doc.cats to take them from. Give each training doc its categories, e.g. "
+            "doc.cats = {{\"sport\": 1.0, \"politics\": 0.0}}, or set `labels` in "
+            "[components.{name}.task].")
+    E534 = ("Component '{name}' ({task}): `labels` is empty and no training example has "
+            "entities (doc.ents) to take them from. Give each training doc its gold "
+            "entities, e.g. doc.ents = [doc.char_span(0, 6, label=\"PERSON\")], or set "
+            "`labels` in [components.{name}.task].")
+    E535 = ("Component '{name}' ({task}): {where} has no entity annotation in doc.ents (the "
+            "task learns from the gold entities). Set them on each reference doc, e.g. "
+            "doc.ents = [doc.char_span(0, 6, label=\"PERSON\")] (doc.ents = [] for a doc "
+            "with none), and save the DocBin again.")
+    E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
+            "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
+            "as the data does, or set labels = [] to take them from the data.")
 # fmt: on
 
 

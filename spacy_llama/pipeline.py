@@ -30,10 +30,12 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
-from .errors import Errors
+from .errors import Errors, FewShotError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .tasks.base import Task
+from .training.data_labels import labels_from_data, needs_labels
+from .training.entity_gold import is_entity_task
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .types import AnyResult, GenerationRequest
 
@@ -180,9 +182,15 @@ class LlamaPipe(Pipe):
         )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
         sample = nlp.make_doc("This is a short sample document about Paris.")
-        task.initialize(
-            ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens), sample=sample
-        )
+        self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
+        self._sample = sample
+        if needs_labels(task):  # labels = []: from the training data, in initialize
+            if self.adapter is None:
+                raise FewShotError(
+                    Errors.E530.format(name=name, task=type(task).__name__, example=_example(task))
+                )
+        else:
+            task.initialize(self._formatter, sample=sample)
         if self.engine.remote:
             _check_remote_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
@@ -213,6 +221,8 @@ class LlamaPipe(Pipe):
 
     def predict(self, docs: Sequence[Doc]) -> List[AnyResult]:
         """The task's requests (any number per doc), answered in order by the engine."""
+        if needs_labels(self.task):
+            raise TrainingError(Errors.E531.format(name=self.name, task=type(self.task).__name__))
         self._sync_adapter()
         return self.engine.run_all(self.task.requests(docs))
 
@@ -226,11 +236,22 @@ class LlamaPipe(Pipe):
         nlp: Optional[Language] = None,
     ) -> None:
         """Without an adapter there is nothing to train (the model comes from the config);
-        with one, the training data is checked for what the task learns from."""
-        if self.adapter is not None and get_examples is not None:
-            from .training.gold import check_examples
+        with one, a task built with ``labels = []`` takes its labels from the training data
+        (as spaCy's textcat), and the data is checked for what the task learns from."""
+        if self.adapter is None:
+            return
+        if get_examples is None or _placeholder(get_examples):
+            if needs_labels(self.task):
+                raise TrainingError(
+                    Errors.E532.format(name=self.name, task=type(self.task).__name__)
+                )
+            return
+        from .training.gold import check_examples
 
-            check_examples(self.name, self.task, get_examples())
+        if needs_labels(self.task):
+            self.task.set_labels(labels_from_data(self.name, self.task, get_examples()))  # type: ignore[attr-defined]
+            self.task.initialize(self._formatter, sample=self._sample)
+        check_examples(self.name, self.task, get_examples())
 
     # -- training (only with an adapter block; spaCy's TrainablePipe contract) -----------
     @property
@@ -265,12 +286,15 @@ class LlamaPipe(Pipe):
         teacher-forced forward pass."""
         if self.adapter is None:
             return 0.0, None
+        from .training.entity_losses import entity_task_loss
         from .training.losses import task_loss
 
+        # losses.py cannot dispatch to entity_losses (which imports it): an import cycle
+        loss_fn = entity_task_loss if is_entity_task(self.task) else task_loss
         peft = self.adapter.peft
         peft.train()
         try:
-            loss, _ = task_loss(self.task, self.model, peft, examples)
+            loss, _ = loss_fn(self.task, self.model, peft, examples)
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss
@@ -319,7 +343,9 @@ class LlamaPipe(Pipe):
         readers: Dict[str, Callable[[Path], Any]] = {"cfg": lambda p: None, "task": load_task}
         if self.adapter is not None:
             readers["adapter"] = self.adapter.from_disk
+        pending = needs_labels(self.task)
         util.from_disk(path, readers, exclude)
+        self._labels_loaded(pending)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
@@ -339,8 +365,26 @@ class LlamaPipe(Pipe):
         if self.adapter is not None:
             adapter = self.adapter
             readers["adapter"] = lambda b: _from_folder_bytes(b, adapter.from_disk)
+        pending = needs_labels(self.task)
         util.from_bytes(bytes_data, readers, exclude)
+        self._labels_loaded(pending)
         return self
+
+    def _labels_loaded(self, pending: bool) -> None:
+        """A task built without labels that read them from the saved pipeline is initialized
+        now (as it would have been at build time)."""
+        if pending and not needs_labels(self.task):
+            self.task.initialize(self._formatter, sample=self._sample)
+
+
+def _placeholder(get_examples: Callable[[], Iterable[Any]]) -> bool:
+    """spaCy's stand-in when nlp.initialize() gets no data (``spacy assemble`` does that):
+    one "x y z" doc without annotation, which is no training data to check."""
+    return getattr(get_examples, "__qualname__", "") == "Language.initialize.<locals>.get_examples"
+
+
+def _example(task: Task) -> List[str]:
+    return ["PERSON", "ORG"] if is_entity_task(task) else ["sport", "politics"]
 
 
 def _takes_task(scorer: Callable[..., Any]) -> bool:

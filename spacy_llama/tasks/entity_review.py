@@ -19,16 +19,17 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
-from .examples import Example, FewShotState, check_entity_examples
+from .data_labels import DataLabels, LabelSpec
+from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, fit_doc, token_count
-from .labels import Label, labels_context, make_labels, softmax
+from .labels import Label, config_labels, labels_context, softmax
 from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 Context = Literal["doc", "sentence"]
 
 
-class EntityReviewTask(FewShotState, PromptedTask):
+class EntityReviewTask(DataLabels, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -50,11 +51,11 @@ class EntityReviewTask(FewShotState, PromptedTask):
         scores_attr: str,
         calibrate: bool = False,
         content_free: str = "N/A",
+        spec: LabelSpec = LabelSpec(),
     ) -> None:
         self.template = template
         self.calibrate = calibrate
         self.content_free = content_free
-        self.labels = labels  # includes none_label, last, when given
         self.none_label = none_label
         self.review_labels = set(review_labels) if review_labels is not None else None
         self.relabel = relabel
@@ -68,7 +69,8 @@ class EntityReviewTask(FewShotState, PromptedTask):
         self.on_overflow = on_overflow
         self.label_attr = label_attr
         self.scores_attr = scores_attr
-        self.examples = self._check_examples(examples)
+        # The labels include none_label, last, when given; none at all: from the training data.
+        self._start(labels, examples, spec)
         self._limit = 0
         install_extensions(span=self.extensions)
 
@@ -205,7 +207,7 @@ class EntityReviewTask(FewShotState, PromptedTask):
 @llama_tasks("spacy-llama.EntityReview.v1")
 def entity_review_task_v1(
     *,
-    labels: List[str],
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
     verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
     label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
     none_label: Optional[str] = None,
@@ -229,16 +231,16 @@ def entity_review_task_v1(
 ) -> EntityReviewTask:
     """Review upstream entities: label probabilities per entity, optional relabelling."""
     check_names(label_attr=label_attr, scores_attr=scores_attr)
-    if not labels:
-        raise FewShotError(Errors.E310)
     if none_label is not None and none_label in labels:
         raise FewShotError(Errors.E302.format(none_label=none_label))
     if delete_none and none_label is None:
         raise FewShotError(Errors.E303)
-    all_labels = list(labels) + ([none_label] if none_label is not None else [])
+    extra = (none_label,) if none_label is not None else ()
     return EntityReviewTask(
         load_template(template, template_path, "entity_review.jinja"),
-        labels=make_labels(all_labels, verbalizers=verbalizers, definitions=label_definitions),
+        labels=config_labels(list(labels) + list(extra) if labels else [], verbalizers,
+                             label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions, extra),
         none_label=none_label,
         review_labels=review_labels,
         relabel=relabel,

@@ -39,6 +39,17 @@ def make_labels(
     return out
 
 
+def config_labels(
+    labels: Sequence[str], verbalizers: Dict[str, str], definitions: Dict[str, str]
+) -> List[Label]:
+    """The config's labels; none (``labels = []``) means they come from the training data,
+    which the component allows only with an adapter block (the verbalizers and definitions
+    are checked once the labels are known)."""
+    if not labels:
+        return []
+    return make_labels(labels, verbalizers=verbalizers, definitions=definitions)
+
+
 def labels_context(labels: Sequence[Label]) -> List[Dict[str, str]]:
     return [asdict(x) for x in labels]
 

@@ -23,10 +23,11 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
-from .examples import Example, FewShotState, check_entity_examples
+from .data_labels import DataLabels, LabelSpec
+from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
-from .labels import Label, labels_context, make_labels
+from .labels import Label, config_labels, labels_context
 from .prompt import DocLike, PromptTemplate, load_template
 
 logger = logging.getLogger("spacy_llama")
@@ -44,7 +45,7 @@ class Answer:
     line: str
 
 
-class NERTask(FewShotState, PromptedTask):
+class NERTask(DataLabels, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -57,19 +58,22 @@ class NERTask(FewShotState, PromptedTask):
         spans_key: str,
         unaligned_attr: str,
         on_overflow: Overflow,
+        spec: LabelSpec = LabelSpec(),
     ) -> None:
         self.template = template
-        self.labels = labels
         self.chat = chat
         self.system = system
         self.merge = merge
         self.spans_key = spans_key
         self.unaligned_attr = unaligned_attr
         self.on_overflow = on_overflow
-        self.examples = self._check_examples(examples)
-        # The model may answer with the verbalizer or the label name, in any case.
-        self._lookup = {k.lower(): x.name for x in labels for k in (x.name, x.answer)}
+        self._start(labels, examples, spec)  # no labels: they come from the training data
+        self._labels_changed()
         install_extensions(doc=self.extensions)
+
+    def _labels_changed(self) -> None:
+        # The model may answer with the verbalizer or the label name, in any case.
+        self._lookup = {k.lower(): x.name for x in self.labels for k in (x.name, x.answer)}
 
     @property
     def extensions(self) -> List[str]:
@@ -105,6 +109,14 @@ class NERTask(FewShotState, PromptedTask):
                     "; ".join(f"{p['text']!r} ({p['reason']})" for p in problems),
                 )
             self._merge(doc, spans)
+
+    def render(self, ents: Iterable[Span]) -> str:
+        """The answer for ``ents`` as the few-shot examples show it (ner.jinja) and
+        :meth:`parse` reads it: one "TYPE: text" line each, in order, or "none". Entities of
+        other labels are left out (the task cannot name them)."""
+        answers = {x.name: x.answer for x in self.labels}
+        lines = [f"{answers[e.label_]}: {e.text}" for e in ents if e.label_ in answers]
+        return "\n".join(lines) if lines else "none"
 
     def parse(self, text: str) -> List[Answer]:
         """One answer per non-empty line; a line that does not parse keeps ``label=None``."""
@@ -208,7 +220,7 @@ def _problem(ans: Answer, reason: str) -> Dict[str, Any]:
 @llama_tasks("spacy-llama.NER.v1")
 def ner_task_v1(
     *,
-    labels: List[str],
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
     verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
     label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
     examples: Optional[List[Dict[str, Any]]] = None,
@@ -227,7 +239,8 @@ def ner_task_v1(
         raise FewShotError(Errors.E318)
     return NERTask(
         load_template(template, template_path, "ner.jinja"),
-        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        labels=config_labels(labels, verbalizers, label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions),
         examples=list(examples or []),
         chat=chat,
         system=system,

@@ -32,15 +32,16 @@ from .calibration import (
     probe_doc,
     scored_parts,
 )
-from .examples import Example, FewShotState, example_name
+from .data_labels import DataLabels, LabelSpec
+from .examples import Example, example_name
 from .fitting import Overflow, fit_doc, token_count
-from .labels import Label, check_label, labels_context, make_labels, softmax
+from .labels import Label, check_label, config_labels, labels_context, softmax
 from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 YES, NO = "yes", "no"
 
 
-class TextCatTask(FewShotState, PromptedTask):
+class TextCatTask(DataLabels, PromptedTask):
     def __init__(
         self,
         template: PromptTemplate,
@@ -56,9 +57,9 @@ class TextCatTask(FewShotState, PromptedTask):
         on_overflow: Overflow,
         calibrate: bool = False,
         content_free: str = "N/A",
+        spec: LabelSpec = LabelSpec(),
     ) -> None:
         self.template = template
-        self.labels = labels
         self.calibrate = calibrate
         self.content_free = content_free
         self.exclusive = exclusive
@@ -68,7 +69,7 @@ class TextCatTask(FewShotState, PromptedTask):
         self.candidate_prefix = candidate_prefix  # None: chosen in initialize
         self.threshold = threshold
         self.on_overflow = on_overflow
-        self.examples = self._check_examples(examples)
+        self._start(labels, examples, spec)  # no labels: they come from the training data
         self._limit = 0  # prompt tokens left once the longest candidate is appended
 
     @property
@@ -263,7 +264,7 @@ class TextCatV2Task(TextCatTask):
 @llama_tasks("spacy-llama.TextCat.v1")
 def textcat_task_v1(
     *,
-    labels: List[str],
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
     verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
     label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
     exclusive: bool = True,
@@ -283,7 +284,8 @@ def textcat_task_v1(
     default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
     return TextCatTask(
         load_template(template, template_path, default),
-        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        labels=config_labels(labels, verbalizers, label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions),
         exclusive=exclusive,
         length_normalize=length_normalize,
         examples=list(examples or []),
@@ -301,7 +303,7 @@ def textcat_task_v1(
 @llama_tasks("spacy-llama.TextCat.v2")
 def textcat_task_v2(
     *,
-    labels: List[str],
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
     verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
     label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
     exclusive: bool = True,
@@ -326,7 +328,8 @@ def textcat_task_v2(
     default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
     return TextCatV2Task(
         load_template(template, template_path, default),
-        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        labels=config_labels(labels, verbalizers, label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions),
         exclusive=exclusive,
         label_score=label_score,
         calibrate=calibrate,

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional
 from spacy.training import Example
 
 from ..errors import Errors, TrainingError
+from .entity_gold import check_entities, check_entity_labels, is_entity_task
 
 
 def is_textcat(task: Any) -> bool:
@@ -23,7 +24,7 @@ def answer_attr(task: Any) -> Optional[str]:
 
 
 def trainable(task: Any) -> bool:
-    return is_textcat(task) or answer_attr(task) is not None
+    return is_textcat(task) or is_entity_task(task) or answer_attr(task) is not None
 
 
 def usable(eg: Example) -> bool:
@@ -34,19 +35,23 @@ def usable(eg: Example) -> bool:
 def check_examples(name: str, task: Any, examples: Iterable[Example]) -> int:
     """Raise on the first example without what the task learns from; return how many
     usable examples there are (at least one)."""
-    n = 0
+    kept = []
     for i, eg in enumerate(examples):
         if not usable(eg):
             continue
         where = f"training example {i} ({eg.predicted.text[:40]!r})"
         if is_textcat(task):
             _check_cats(name, task, eg, where)
+        elif is_entity_task(task):
+            check_entities(name, task, eg, where)
         else:
             _check_answer(name, task, eg, where)
-        n += 1
-    if n == 0:
+        kept.append(eg)
+    if not kept:
         raise TrainingError(Errors.E505.format(name=name, task=type(task).__name__))
-    return n
+    if is_entity_task(task):
+        check_entity_labels(name, task, kept)
+    return len(kept)
 
 
 def _check_cats(name: str, task: Any, eg: Example, where: str) -> None:

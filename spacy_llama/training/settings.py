@@ -68,7 +68,12 @@ def lora_v1(
     target_modules: List[str] = list(DEFAULT_TARGETS),  # noqa: B006 - read only
     layers: Optional[int] = None,
 ) -> LoRASettings:
-    """Low-rank adapters on the given projections (peft); the base weights stay frozen."""
+    """Low-rank adapters on the given projections (peft); the base weights stay frozen.
+
+    ``dropout`` is the only dropout of a trained llama component: spaCy's
+    ``[training] dropout`` (the ``drop`` passed to ``update``) is not used, since it is meant
+    for spaCy's own layers and peft builds its dropout modules (none at 0) with the adapter.
+    """
     return LoRASettings(
         r=int(r),
         alpha=float(alpha),

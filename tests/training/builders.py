@@ -70,3 +70,39 @@ def answer_examples(nlp: Language, attr: str, answers: List[str]) -> List[Exampl
         eg.reference._.set(attr, answer)
         out.append(eg)
     return out
+
+
+# -- entity tasks (EntityReview, NER) ----------------------------------------------------
+ENT_LABELS = ["COMPANY", "CITY"]
+ENT_GOLD = [
+    ("London is a big city in the United Kingdom.", [("London", "CITY")]),
+    ("Apple is looking at buying a U.K. startup.", [("Apple", "COMPANY"), ("U.K.", "CITY")]),
+    ("The quick brown fox jumps over the lazy dog.", []),
+]
+
+
+def entity_nlp(path: Path, task: Dict[str, Any], *, adapter: bool = True) -> Language:
+    """A tiny EntityReview / NER pipeline; ``task`` gives at least "@llama_tasks"."""
+    cfg: Dict[str, Any] = {
+        "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"},
+        "task": {"labels": ENT_LABELS, "chat": False, **task},
+        "generation": {"max_new_tokens": 8},
+    }
+    if adapter:
+        cfg["adapter"] = adapter_block()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("llama", config=cfg)
+    return nlp
+
+
+def entity_examples(nlp: Language, gold: Any = ENT_GOLD) -> List[Example]:
+    """Examples whose reference docs have the gold entities (``doc.ents = []`` for none)."""
+    out = []
+    for text, ents in gold:
+        eg = Example(nlp.make_doc(text), nlp.make_doc(text))
+        ref = eg.reference
+        ref.ents = [
+            ref.char_span(text.index(t), text.index(t) + len(t), label=lab) for t, lab in ents
+        ]
+        out.append(eg)
+    return out

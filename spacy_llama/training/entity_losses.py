@@ -1,0 +1,96 @@
+"""The training objective of the entity tasks, each the quantity the task predicts with:
+
+- EntityReview: for each gold entity span of the reference doc, cross-entropy of its gold
+  label under the softmax of the candidate labels' log-likelihoods, from the very
+  ScoreRequest the task builds at inference (same prompt, context and truncation, summed or
+  mean as ``length_normalize``, calibration prior subtracted as ``assign`` does).
+- NER (generative): teacher-forced next-token loss on the task's own rendering of the gold
+  entities (``NERTask.render``: the "TYPE: text" lines its parser reads, or "none"), after
+  the task's prompt; answer tokens only (the prompt is masked), ending with the stop token.
+
+The pipe calls :func:`entity_task_loss` for these tasks (``losses.task_loss`` for the
+others); it reuses ``losses.candidate_scores``, so the scoring stays the engine's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from spacy.training import Example
+
+from ..models.base import LlamaModel
+from ..types import GenerationRequest
+from .entity_gold import is_entity_review, ner_gold, review_targets
+from .gold import usable
+from .losses import candidate_scores
+
+
+def entity_task_loss(
+    task: Any, lm: LlamaModel, module: Any, examples: Iterable[Example]
+) -> Tuple[Optional[torch.Tensor], int]:
+    """The summed loss of the usable examples (empty docs skipped) and how many there were."""
+    egs = [eg for eg in examples if usable(eg)]
+    if not egs:
+        return None, 0
+    if is_entity_review(task):
+        return review_loss(task, lm, module, egs), len(egs)
+    return ner_loss(task, lm, module, egs), len(egs)
+
+
+# -- EntityReview ------------------------------------------------------------------------
+def review_loss(
+    task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]
+) -> Optional[torch.Tensor]:
+    """Summed over the gold entities of ``egs``; None when none has a target (a constant
+    has no gradient to backpropagate)."""
+    names = [x.name for x in task.labels]
+    total: Optional[torch.Tensor] = None
+    for eg in egs:
+        doc, targets = review_targets(task, eg)
+        if not targets:
+            continue
+        requests = list(task.requests([doc]))
+        prior: Optional[torch.Tensor] = None
+        if len(requests) > len(targets):  # the calibration probe comes first
+            prior = candidate_scores(task, lm, module, requests[0])
+            requests = requests[1:]
+        for req, gold in zip(requests, targets):
+            values = candidate_scores(task, lm, module, req)
+            if prior is not None:
+                values = values - prior
+            target = torch.tensor([names.index(gold)], device=values.device)
+            loss = F.cross_entropy(values[None, :], target)
+            total = loss if total is None else total + loss
+    return total
+
+
+# -- NER -----------------------------------------------------------------------------------
+def ner_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> torch.Tensor:
+    requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
+    total = torch.zeros((), device=lm.device)
+    for eg, req in zip(egs, requests):
+        answer = ner_answer(task, eg)
+        total = total + answer_nll(lm, module, req, answer)
+    return total
+
+
+def ner_answer(task: Any, eg: Example) -> str:
+    """What the model should write for ``eg``: the task's rendering of the gold entities,
+    starting a line as in the few-shot examples (after a plain prompt's "Entities:"; a chat
+    reply starts its own message)."""
+    text = task.render(ner_gold(task, eg))
+    return text if task.chat else "\n" + text
+
+
+def answer_nll(lm: LlamaModel, module: Any, req: GenerationRequest, answer: str) -> torch.Tensor:
+    """Mean negative log-likelihood of ``answer`` then the stop token after ``req``'s prompt.
+    Prompt and answer are tokenized apart, as the engine encodes the prompt and generates."""
+    prompt = lm.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+    tokens = lm.encode(answer, add_special_tokens=False) + lm.stop_token_ids[:1]
+    tokens = tokens[: max(1, lm.context_length - len(prompt))]
+    device = next(module.parameters()).device
+    ids = torch.tensor([prompt + tokens], dtype=torch.long, device=device)
+    logits = module(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+    return F.cross_entropy(logits, ids[0, len(prompt) :])
