@@ -406,7 +406,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E502 = ("Component '{name}': adapters cannot be trained with quantize = {quantize!r} "
             "(int8 projections have no gradients). Remove `quantize` or the adapter block.")
     E503 = ("Component '{name}': the task {task} cannot be trained (no loss for it); "
-            "trainable tasks are TextCat, Completion and Summary. Remove "
+            "trainable tasks are TextCat (v1, v2), EntityReview, NER, Completion and Summary. "
+            "Remove "
             "[components.{name}.adapter] or use one of those tasks.")
     E504 = ("Component '{name}': [components.{name}.adapter] target_modules {targets} match "
             "no module of the model {source} (its projections: {known}). Use names such as "
