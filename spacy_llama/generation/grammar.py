@@ -63,8 +63,10 @@ def parse_choices(spec: str) -> List[str]:
         choices = json.loads(spec)
     except ValueError:
         choices = None
-    if not isinstance(choices, list) or not choices or not all(
-        isinstance(c, str) and c for c in choices
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, str) and c for c in choices)
     ):
         raise ConstraintError(Errors.E423.format(spec=spec[:200]))
     return choices
