@@ -39,6 +39,7 @@ def candidate_substrings(doc: DocLike, max_span_tokens: int) -> List[str]:
     token; deduplicated, in order of first occurrence. Each is token-aligned by
     construction, so a string the model picks from them always becomes a Span."""
     tokens = list(doc)
+    text = (doc.doc if isinstance(doc, Span) else doc).text  # Doc.text joins every token
     seen: Dict[str, None] = {}
     for a, b in _sentence_ranges(doc):
         for i in range(a, b):
@@ -48,8 +49,7 @@ def candidate_substrings(doc: DocLike, max_span_tokens: int) -> List[str]:
                 if tokens[j].is_space:
                     break
                 if not tokens[j].is_punct:
-                    text = tokens[i].doc.text[tokens[i].idx : tokens[j].idx + len(tokens[j])]
-                    seen.setdefault(text, None)
+                    seen.setdefault(text[tokens[i].idx : tokens[j].idx + len(tokens[j])], None)
     return list(seen)
 
 
