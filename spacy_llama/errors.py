@@ -405,6 +405,27 @@ class Errors(metaclass=ErrorsWithCodes):
             "encode.")
     E409 = ("Candidate {cand!r} of {name} has nothing to condition on: the prompt is empty "
             "and the tokenizer adds no BOS token.")
+    # -- constrained decoding (generation/grammar.py, config.py): E420-E449
+    E420 = ("[components.llama.generation] sets {names}; set at most one of json_schema, "
+            "json_schema_path, regex and choices.")
+    E421 = ("json_schema is not valid JSON: {error}. Give the schema as a table (inline "
+            "dict) or as JSON text, or put it in a file and set json_schema_path.")
+    E422 = ("The {setting} constraint does not compile ({engine}): {error}. Fix the "
+            "{setting} setting of [components.llama.generation] (or the task's constraint).")
+    E423 = ("choices must be a non-empty list of non-empty strings; got {spec}. Set e.g. "
+            "choices = [\"yes\", \"no\"].")
+    E424 = ("The {setting} constraint uses what {engine} does not support: {error}. Remove "
+            "that keyword from the schema (or express it with enum/pattern).")
+    E425 = ("Unknown constraint kind {kind!r}; use \"json_schema\", \"regex\" or "
+            "\"choices\".")
+    E426 = ("the output reached max_new_tokens={n} before the {kind} constraint was "
+            "complete; raise max_new_tokens")
+    E427 = ("json_schema_path {path!r} cannot be read as a JSON schema: {error}. Point "
+            "json_schema_path at a JSON file holding the schema.")
+    E428 = ("The JSON schema must be a JSON object (a table), not {kind}; e.g. "
+            "json_schema = {{\"type\": \"object\", ...}}.")
+    E429 = ("The {kind} constraint is not supported by the server at {url} ({server}): it "
+            "has no way to enforce it. Use json_schema or choices there, or a local model.")
     # -- model folders and the LlamaModel (models/base.py, loading.py, hf.py): E450-E479
     E450 = ("The model at {source} has no chat template, so `chat = true` cannot be used. Set "
             "`chat = \"auto\"` or `chat = false` in [components.llama.task], or load a "
@@ -506,6 +527,10 @@ class AnnotateError(SpacyLlamaError):
 
 class TrainingError(SpacyLlamaError, ValueError):
     """Adapters or training data are wrong; the message names the setting or example."""
+
+
+class ConstraintError(SpacyLlamaError, ValueError):
+    """A constraint (json_schema / regex / choices) cannot be compiled or enforced."""
 
 
 class GoldError(SpacyLlamaError, ValueError):

@@ -48,13 +48,16 @@ class GenerationResult:
     error: Optional[str] = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "text": self.text,
             "token_ids": list(self.token_ids),
             "logprobs": list(self.logprobs),
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
         }
+        if self.error is not None:  # e.g. a constrained answer cut off by max_new_tokens
+            out["error"] = self.error
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, *, cached: bool = False) -> GenerationResult:
@@ -65,6 +68,7 @@ class GenerationResult:
             finish_reason=data["finish_reason"],
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             cached=cached,
+            error=data.get("error"),
         )
 
 

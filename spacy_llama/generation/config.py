@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from ..errors import Errors
+from ..types import Constraint
+
+# The constraint settings: at most one is set. Left out of the fingerprint while unset, so
+# the cache keys of unconstrained configs are those from before these settings existed.
+CONSTRAINT_FIELDS = ("json_schema", "json_schema_path", "regex", "choices")
 
 
 class GenerationConfig(BaseModel):
     """Sampling and stopping parameters. ``temperature = 0`` is greedy; ``top_k = 0`` is off
-    (Meta's reference semantics, unlike transformers' default of 50)."""
+    (Meta's reference semantics, unlike transformers' default of 50).
+
+    Structured output: ``json_schema`` (a table, or JSON text), ``json_schema_path`` (a JSON
+    file), ``regex`` or ``choices`` (a list of strings) makes every completion match it,
+    token by token (``grammar.py``); a request's own constraint takes its place."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -23,12 +35,66 @@ class GenerationConfig(BaseModel):
     stop: List[str] = Field(default_factory=list)
     stop_token_ids: List[int] = Field(default_factory=list)
     echo: bool = False
+    json_schema: Optional[Union[Dict[str, Any], str]] = None
+    json_schema_path: Optional[str] = None
+    regex: Optional[str] = None
+    choices: Optional[List[str]] = None
+    _constraint: Optional[Constraint] = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> GenerationConfig:
+        names = [n for n in CONSTRAINT_FIELDS if getattr(self, n) is not None]
+        if len(names) > 1:
+            raise ValueError(Errors.E420.format(names=", ".join(names)))
+        self._constraint = self._read_constraint()
+        return self
+
+    def _read_constraint(self) -> Optional[Constraint]:
+        if self.json_schema is not None:
+            return Constraint("json_schema", schema_text(self.json_schema))
+        if self.json_schema_path is not None:
+            path = Path(self.json_schema_path).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+            try:
+                return Constraint("json_schema", schema_text(json.loads(text)))
+            except ValueError as e:
+                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+        if self.regex is not None:
+            return Constraint("regex", self.regex)
+        if self.choices is not None:
+            if not self.choices or not all(self.choices):
+                raise ValueError(Errors.E423.format(spec=json.dumps(self.choices)))
+            return Constraint("choices", json.dumps(list(self.choices)))
+        return None
+
+    @property
+    def constraint(self) -> Optional[Constraint]:
+        """The constraint the settings describe (a schema file read once), or None."""
+        return self._constraint
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
     def fingerprint(self) -> str:
-        """A stable hash of every parameter, for cache keys."""
-        payload: Dict[str, Any] = self.model_dump()
+        """A stable hash of every parameter, for cache keys (a schema file by its content)."""
+        payload: Dict[str, Any] = self.model_dump(exclude=set(CONSTRAINT_FIELDS))
+        if self._constraint is not None:
+            payload["constraint"] = [self._constraint.kind, self._constraint.spec]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def schema_text(schema: Union[Dict[str, Any], str]) -> str:
+    """The schema as JSON text, its keys in their given order (the order properties are
+    generated in)."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as e:
+            raise ValueError(Errors.E421.format(error=e)) from None
+    if not isinstance(schema, dict):
+        raise ValueError(Errors.E428.format(kind=type(schema).__name__))
+    return json.dumps(schema)

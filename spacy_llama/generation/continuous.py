@@ -7,6 +7,12 @@ the batch stays full until the queue runs dry. The prompt prefix every request s
 (chat template, system prompt, instruction, few-shot examples) is computed once and copied
 into each slot instead of being recomputed for every document. In greedy decoding, steps
 with few live sequences also verify tokens drafted by prompt lookup (``lookup.py``).
+
+A constrained sequence's grammar state lives on its ``SequenceState``, not on its slot, so
+it follows the sequence through refill and compaction; drafts are cut to the prefix its
+grammar allows before they are verified. Verifying needs no rollback: the matcher accepts
+only the tokens the stepper keeps, one position at a time, so after a rejected draft token
+it stands where the sequence does.
 """
 
 from __future__ import annotations
@@ -135,17 +141,16 @@ class ContinuousBatcher:
         if lookup is None:
             return []
         room = self._room(lengths, lookup.max_draft)
-        return lookup.allot(
-            [
-                lookup.draft(
-                    i,
-                    seqs[i].tokens,
-                    # r tokens left: a step chooses at most r, so at most r - 1 drafts count
-                    min(room, self.max_new_tokens - len(seqs[i].tokens) - 1),
-                )
-                for i in live
-            ]
-        )
+        drafts = [
+            lookup.draft(
+                i,
+                seqs[i].tokens,
+                # r tokens left: a step chooses at most r, so at most r - 1 drafts count
+                min(room, self.max_new_tokens - len(seqs[i].tokens) - 1),
+            )
+            for i in live
+        ]
+        return lookup.allot([grammar_prefix(seqs[i], d) for i, d in zip(live, drafts)])
 
     def _room(self, lengths: List[int], most: int) -> int:
         """Drafts a step may verify. The pass pads every row to the widest draft, so the
@@ -274,6 +279,14 @@ class ContinuousBatcher:
                 live[slot], lengths[slot] = live[last], lengths[last]
             live.pop()
             lengths.pop()
+
+
+def grammar_prefix(seq: SequenceState, draft: List[int]) -> List[int]:
+    """The part of ``draft`` the sequence's grammar allows: a pass is never spent on drafted
+    tokens the mask would forbid (the model could not choose them)."""
+    if seq.grammar is None or not draft:
+        return draft
+    return draft[: seq.grammar.valid_prefix(draft)]
 
 
 def _groups(lengths: Sequence[int], budget: int) -> List[List[int]]:

@@ -18,6 +18,7 @@ from ..models.base import LlamaModel
 from ..types import (
     AnyRequest,
     AnyResult,
+    Constraint,
     GenerationRequest,
     GenerationResult,
     ScoreRequest,
@@ -32,9 +33,10 @@ from .decoder import (
     fused_decoder,
     supports_fast_decoder,
 )
+from .grammar import CompiledGrammar, RowGrammar, compiler_for, model_vocab_size
 from .lookup import DraftStats
 from .output import finish
-from .remote import complete_remote, is_remote
+from .remote import check_remote_constraint, complete_remote, is_remote
 from .response_cache import PendingWrites, ResponseCache, lookup, response_key
 from .sampling import make_generators, request_seed
 from .stats import EngineStats
@@ -83,6 +85,14 @@ class Engine:
             and can_prepack(model.model)
         )
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
+        self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
+        self.last_mask_steps = 0
+        # an invalid schema or regex fails when the pipeline is built, not at the first doc
+        if config.constraint is not None:
+            if self.remote:
+                check_remote_constraint(model, config.constraint)
+            else:
+                self.grammar(config.constraint)
 
     # -- public ----------------------------------------------------------------
     def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:
@@ -120,6 +130,17 @@ class Engine:
         """A model served over HTTP decodes on the server."""
         return is_remote(self.model)
 
+    def constraint(self, request: GenerationRequest) -> Optional[Constraint]:
+        """What ``request``'s completion must match: its own constraint, else the config's."""
+        return request.constraint if request.constraint is not None else self.config.constraint
+
+    def grammar(self, constraint: Constraint) -> CompiledGrammar:
+        """``constraint`` compiled for this model's tokenizer (cached); ConstraintError if
+        it does not compile."""
+        tok = self.model.tokenizer
+        n_vocab = model_vocab_size(self.model.model, tok)
+        return compiler_for(tok, n_vocab, self._stop_ids).compile(constraint)
+
     def tokenize(self, request: GenerationRequest) -> List[int]:
         if self.remote:
             return []  # the server tokenizes; the cache keys on the prompt text instead
@@ -148,7 +169,10 @@ class Engine:
                 )
             todo.append(i)
         keys = (
-            {i: self.cache_key(ids[i] or [requests[i].prompt]) for i in todo}
+            {
+                i: self.cache_key(ids[i] or [requests[i].prompt], requests[i].constraint)
+                for i in todo
+            }
             if self.cache is not None
             else {}
         )
@@ -169,9 +193,11 @@ class Engine:
             for req, res in zip(requests, results)
         ]
 
-    def cache_key(self, prompt: Sequence[Any]) -> str:
-        """The response-cache key of a prompt (token ids, or the text for a server)."""
+    def cache_key(self, prompt: Sequence[Any], constraint: Optional[Constraint] = None) -> str:
+        """The response-cache key of a prompt (token ids, or the text for a server) and of a
+        request's own constraint (the config's is in its fingerprint)."""
         return response_key(
+            constraint=constraint,
             model_fingerprint=self.model.fingerprint,
             config_fingerprint=self.config.fingerprint(),
             stop_ids=self._stop_ids,
@@ -218,10 +244,16 @@ class Engine:
                 generator=None
                 if cfg.greedy
                 else make_generators([request_seed(cfg.seed, ids[i])])[0],
+                grammar=self._row_grammar(requests[i]),
             )
             for i in todo
         ]
-        stepper = Stepper(cfg, self._stop_ids, self.model.decode)
+        stepper = Stepper(
+            cfg,
+            self._stop_ids,
+            self.model.decode,
+            n_vocab=model_vocab_size(self.model.model, self.model.tokenizer),
+        )
 
         def on_done(seq: SequenceState) -> None:
             res = seq.result(self.model.decode)
@@ -255,9 +287,15 @@ class Engine:
                 )
         finally:
             writes.flush()
+            self.last_mask_seconds = stepper.mask_seconds
+            self.last_mask_steps = stepper.mask_steps
             self.stats.model_calls += len(todo)
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
+
+    def _row_grammar(self, request: GenerationRequest) -> Optional[RowGrammar]:
+        constraint = self.constraint(request)
+        return None if constraint is None else self.grammar(constraint).start()
 
     def weights_changed(self) -> None:
         """The model's weights were replaced (merged adapters): build the fused decoder and

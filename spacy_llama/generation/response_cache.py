@@ -2,8 +2,9 @@
 it back.
 
 A key hashes everything that decides an answer: the model's fingerprint, every generation
-parameter, the stop ids, the quantization, and the prompt's token ids (the prompt text for
-a server, which tokenizes itself). The stored value is the model's *raw* answer: echo is
+parameter, the stop ids, the quantization, the prompt's token ids (the prompt text for
+a server, which tokenizes itself), and a request's own constraint. The stored value is the
+model's *raw* answer: echo is
 applied on the way out of the engine (:func:`.output.finish`), never stored, so a hit is
 echoed exactly once. A value that is not a well-formed result (a truncated write, another
 version's format) is a miss, and the new answer replaces it.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Dict, Optional, Protocol, Sequence
 
-from ..types import GenerationResult
+from ..types import Constraint, GenerationResult
 
 
 class ResponseCache(Protocol):
@@ -33,7 +34,10 @@ def response_key(
     quantize: Optional[str],
     reduced_precision: bool,
     prompt: Sequence[Any],
+    constraint: Optional[Constraint] = None,
 ) -> str:
+    """``constraint``: a request's own constraint (the config's is in its fingerprint);
+    None leaves the key as it was before constraints existed."""
     h = hashlib.sha256()
     h.update(model_fingerprint.encode())
     h.update(config_fingerprint.encode())
@@ -44,6 +48,8 @@ def response_key(
     h.update(b"rope-fp32" if reduced_precision else b"")
     h.update(b"\0")
     h.update(",".join(map(str, prompt)).encode())
+    if constraint is not None:
+        h.update(f"\0constraint={constraint.kind}\0{constraint.spec}".encode())
     return h.hexdigest()
 
 

@@ -1,20 +1,31 @@
-"""Per-sequence bookkeeping shared by both decode loops: choose, record, decide to stop."""
+"""Per-sequence bookkeeping shared by both decode loops: choose, record, decide to stop.
+
+Constrained rows (``SequenceState.grammar``, see ``grammar.py``) choose among the tokens
+their grammar allows; unconstrained rows in the same batch are untouched. The reported
+``logprobs`` stay the model's own: log-softmax of the raw logits, before the grammar's mask
+(and before temperature / top-k / top-p), so a token the grammar forced on an unwilling model
+shows as improbable rather than as the certainty it became after masking.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import torch
 
+from ..errors import Errors
 from ..types import GenerationResult
 from .config import GenerationConfig
+from .grammar import RowGrammar, mask_logits
 from .sampling import choose_tokens
 
 
 @dataclass
 class SequenceState:
-    """One request being decoded."""
+    """One request being decoded. ``grammar`` (its constraint's matcher) follows the
+    sequence wherever its batch slot moves, and is dropped when the sequence finishes."""
 
     index: int  # position in the engine's request list
     prompt_len: int
@@ -23,6 +34,8 @@ class SequenceState:
     logprobs: List[float] = field(default_factory=list)
     text: Optional[str] = None  # set when a stop string cut the text
     reason: str = "length"
+    grammar: Optional[RowGrammar] = None
+    error: Optional[str] = None
 
     def result(self, decode: Callable[[List[int]], str]) -> GenerationResult:
         return GenerationResult(
@@ -31,6 +44,7 @@ class SequenceState:
             logprobs=self.logprobs,
             finish_reason=self.reason,  # type: ignore[arg-type]
             prompt_tokens=self.prompt_len,
+            error=self.error,
         )
 
 
@@ -42,43 +56,81 @@ class Stepper:
         config: GenerationConfig,
         stop_ids: Sequence[int],
         decode: Callable[[List[int]], str],
+        *,
+        n_vocab: int = 0,  # the grammar's vocabulary (mask width); 0: the logits' width
     ) -> None:
         self.config = config
         self.stop_ids = set(int(i) for i in stop_ids)
         self.decode = decode
+        self.n_vocab = n_vocab
         self.generated = 0
+        self.mask_seconds = 0.0  # time spent filling and applying grammar masks
+        self.mask_steps = 0  # steps that had at least one constrained row
 
     def step(self, logits: torch.Tensor, seqs: Sequence[SequenceState]) -> List[bool]:
         """Advance every sequence by one token; returns, per sequence, whether it is done."""
         cfg = self.config
         raw = logits.float()
         chosen = choose_tokens(
-            raw,
+            self._masked(raw, seqs),
             temperature=cfg.temperature,
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             generators=[s.generator for s in seqs] if not cfg.greedy else [],  # type: ignore[misc]
         )
-        # Honest log-probabilities: log-softmax of the raw logits, before any warping.
+        # Honest log-probabilities: log-softmax of the raw logits, before any mask or warping.
         lp = torch.log_softmax(raw, dim=-1).gather(-1, chosen[:, None])[:, 0]
-        done: List[bool] = []
-        for seq, tok, logp in zip(seqs, chosen.tolist(), lp.tolist()):
-            if tok in self.stop_ids:
-                seq.reason = "eos"
-                done.append(True)
-                continue
-            seq.tokens.append(tok)
-            seq.logprobs.append(float(logp))
-            self.generated += 1
-            if cfg.stop:
-                text = self.decode(seq.tokens)
-                cut = first_stop(text, cfg.stop)
-                if cut is not None:
-                    seq.text, seq.reason = text[:cut], "stop"
-                    done.append(True)
-                    continue
-            done.append(len(seq.tokens) >= cfg.max_new_tokens)
+        done = [
+            self._record(seq, tok, logp)
+            for seq, tok, logp in zip(seqs, chosen.tolist(), lp.tolist())
+        ]
+        for seq, d in zip(seqs, done):
+            if d:
+                self._close(seq)
         return done
+
+    def _masked(self, raw: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
+        rows = [k for k, s in enumerate(seqs) if s.grammar is not None]
+        if not rows:
+            return raw
+        t = time.perf_counter()
+        grammars = [seqs[k].grammar for k in rows]
+        out = mask_logits(raw, rows, grammars, self.n_vocab or raw.shape[-1])  # type: ignore[arg-type]
+        self.mask_seconds += time.perf_counter() - t
+        self.mask_steps += 1
+        return out
+
+    def _record(self, seq: SequenceState, tok: int, logp: float) -> bool:
+        """Append ``tok`` to ``seq`` (unless it stops it); whether ``seq`` is done."""
+        cfg = self.config
+        if tok in self.stop_ids:
+            # a constrained row is only offered a stop token once its grammar is complete
+            seq.reason = "eos" if seq.grammar is None else "stop"
+            return True
+        seq.tokens.append(tok)
+        seq.logprobs.append(float(logp))
+        self.generated += 1
+        if seq.grammar is not None:
+            seq.grammar.accept(tok)
+            if seq.grammar.terminated:  # only a stop token could follow
+                seq.reason = "stop"
+                return True
+        if cfg.stop:
+            text = self.decode(seq.tokens)
+            cut = first_stop(text, cfg.stop)
+            if cut is not None:
+                seq.text, seq.reason = text[:cut], "stop"
+                return True
+        return len(seq.tokens) >= cfg.max_new_tokens
+
+    def _close(self, seq: SequenceState) -> None:
+        """A finished row frees its grammar; cut short by max_new_tokens, it says so."""
+        grammar = seq.grammar
+        if grammar is None:
+            return
+        if seq.reason == "length" and not grammar.accepting:
+            seq.error = Errors.E426.format(n=self.config.max_new_tokens, kind=grammar.kind)
+        seq.grammar = None
 
 
 def first_stop(text: str, stops: Sequence[str]) -> Optional[int]:
