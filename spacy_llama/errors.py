@@ -377,13 +377,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E367 = "{task}: max_span_tokens must be at least 1; got {value}."
     E368 = ("REL.v1: `labels` (the relation types) is empty; give at least one, e.g. "
             "labels = [\"works_for\", \"located_in\"].")
-    E369 = ("the answer was cut off at max_new_tokens before the JSON was complete ({error}); "
-            "raise [components.llama.generation] max_new_tokens.")
+    E369 = "the engine could not complete the answer ({error}); nothing of it was written."
     E370 = ("the answer is not valid JSON ({error}); the model was not constrained to the "
             "schema (a server without json_schema support?).")
     E371 = ("the answer does not match the schema: {error}; the model was not constrained "
             "to the schema (a server without json_schema support?).")
     E372 = "Extract.v1: span_fields lists {field!r} twice."
+    E373 = ("the answer was cut off at max_new_tokens before the JSON was complete ({error}); "
+            "nothing of it was written. Raise [components.llama.generation] max_new_tokens.")
     # -- generation (generation/): E400-E449 ------------------------------------------
     E400 = ("quantize = \"int8\" runs on CPU with float32 weights; this model is {dtype} on "
             "{device}. Set dtype = \"float32\" and device = \"cpu\", or quantize = null.")

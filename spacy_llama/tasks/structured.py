@@ -106,7 +106,7 @@ def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: s
         value = json.loads(res.text)
     except json.JSONDecodeError as e:
         if res.finish_reason == "length":
-            return _fail(doc, task, Errors.E369.format(error=f"finish_reason 'length', {e}"))
+            return _fail(doc, task, Errors.E373.format(error=e))
         return _fail(doc, task, Errors.E370.format(error=e))
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))

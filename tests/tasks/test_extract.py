@@ -102,15 +102,21 @@ def test_assign_writes_data_and_spans_in_order(tiny_hf, monkeypatch):
     assert nlp.get_pipe("llama").task.extensions == ["ex_data"]
 
 
-def test_answer_cut_off_by_max_new_tokens_fails_the_doc(tiny_hf, monkeypatch):
+@pytest.mark.parametrize(
+    "error,code",
+    [
+        # our engine: finish_reason "length" and the reason in `error`
+        ("[E426] the output reached max_new_tokens=24 before the json_schema constraint", "E369"),
+        (None, "E373"),  # a server cut it off without saying why: the JSON is incomplete
+    ],
+)
+def test_answer_cut_off_by_max_new_tokens_fails_the_doc(tiny_hf, monkeypatch, error, code):
     nlp = structured_nlp(tiny_hf, TASK)
-    cut = GenerationResult(text='{"people": ["An', finish_reason="length", error="incomplete JSON")
+    cut = GenerationResult(text='{"people": ["An', finish_reason="length", error=error)
     answer_with(monkeypatch, cut)
     doc = nlp.get_pipe("llama")(two_sentences(nlp))
-    assert (
-        "[E369]" in doc.user_data[DOC_ERROR_KEY]
-        and "max_new_tokens" in doc.user_data[DOC_ERROR_KEY]
-    )
+    reason = doc.user_data[DOC_ERROR_KEY]
+    assert reason.startswith(f"Extract.v1: [{code}]") and "max_new_tokens" in reason
     assert doc._.llama_data is None and "llama_extract" not in doc.spans
 
 
