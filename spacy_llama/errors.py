@@ -385,6 +385,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E372 = "Extract.v1: span_fields lists {field!r} twice."
     E373 = ("the answer was cut off at max_new_tokens before the JSON was complete ({error}); "
             "nothing of it was written. Raise [components.llama.generation] max_new_tokens.")
+    E374 = ("{task}: {setting} = {value}; it bounds how many items the answer may list: set "
+            "it to at least 1, or null for no bound.")
     # -- generation (generation/): E400-E449 ------------------------------------------
     E400 = ("quantize = \"int8\" runs on CPU with float32 weights; this model is {dtype} on "
             "{device}. Set dtype = \"float32\" and device = \"cpu\", or quantize = null.")

@@ -27,13 +27,21 @@ from .fitting import Overflow
 from .labels import Label, labels_context, make_labels
 from .ner import Answer, Merge, NERTask
 from .prompt import DocLike, PromptTemplate, load_template
-from .structured import DEFAULT_MAX_SPAN_TOKENS, candidate_substrings, json_constraint, read_answer
+from .structured import (
+    DEFAULT_MAX_SPAN_TOKENS,
+    candidate_substrings,
+    check_max_items,
+    json_constraint,
+    read_answer,
+)
 
 logger = logging.getLogger("spacy_llama")
 NAME = "NER.v2"
 
 
-def entities_schema(labels: Sequence[Label], candidates: List[str]) -> Dict[str, Any]:
+def entities_schema(
+    labels: Sequence[Label], candidates: List[str], max_entities: Optional[int] = None
+) -> Dict[str, Any]:
     entity = {
         "type": "object",
         "properties": {
@@ -43,9 +51,12 @@ def entities_schema(labels: Sequence[Label], candidates: List[str]) -> Dict[str,
         "required": ["label", "text"],
         "additionalProperties": False,
     }
+    array: Dict[str, Any] = {"type": "array", "items": entity}
+    if max_entities is not None:  # bounds the answer: a model repeating itself still ends
+        array["maxItems"] = max_entities
     return {
         "type": "object",
-        "properties": {"entities": {"type": "array", "items": entity}},
+        "properties": {"entities": array},
         "required": ["entities"],
         "additionalProperties": False,
     }
@@ -60,12 +71,21 @@ def example_answer(ex: Example) -> str:
 class NERv2Task(NERTask):
     """NER.v1's labels, examples, alignment, merge and scoring; a JSON answer."""
 
-    def __init__(self, template: PromptTemplate, *, max_span_tokens: int, **settings: Any) -> None:
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        max_span_tokens: int,
+        max_entities: Optional[int],
+        **settings: Any,
+    ) -> None:
         self.max_span_tokens = max_span_tokens
+        self.max_entities = max_entities
         super().__init__(template, **settings)
 
     def schema_for(self, doc: DocLike) -> Dict[str, Any]:
-        return entities_schema(self.labels, candidate_substrings(doc, self.max_span_tokens))
+        cands = candidate_substrings(doc, self.max_span_tokens)
+        return entities_schema(self.labels, cands, self.max_entities)
 
     def _request(self, doc: DocLike) -> GenerationRequest:
         examples = [{**ex, "json": example_answer(ex)} for ex in self.examples]
@@ -114,6 +134,7 @@ def ner_task_v2(
     spans_key: str = "llama_ner",
     overlaps_attr: str = "llama_ner_overlaps",
     max_span_tokens: int = DEFAULT_MAX_SPAN_TOKENS,
+    max_entities: Optional[int] = 32,
     on_overflow: Overflow = "truncate",
 ) -> NERv2Task:
     """Generative NER with a JSON answer constrained to the labels and the doc's text."""
@@ -122,9 +143,11 @@ def ner_task_v2(
         raise FewShotError(Errors.E318)
     if max_span_tokens < 1:
         raise SchemaError(Errors.E367.format(task=NAME, value=max_span_tokens))
+    check_max_items(NAME, "max_entities", max_entities)
     return NERv2Task(
         load_template(template, template_path, "ner_v2.jinja"),
         max_span_tokens=max_span_tokens,
+        max_entities=max_entities,
         labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
         examples=list(examples or []),
         chat=chat,

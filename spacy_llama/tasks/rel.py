@@ -25,14 +25,16 @@ from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .labels import Label, labels_context, make_labels
 from .prompt import DocLike, PromptTemplate, load_template
-from .structured import json_constraint, read_answer
+from .structured import check_max_items, json_constraint, read_answer
 
 logger = logging.getLogger("spacy_llama")
 NAME = "REL.v1"
 Relation = Dict[str, Any]
 
 
-def relations_schema(labels: Sequence[Label], n_ents: int) -> Dict[str, Any]:
+def relations_schema(
+    labels: Sequence[Label], n_ents: int, max_relations: Optional[int] = None
+) -> Dict[str, Any]:
     """Relations whose head and tail index one of ``n_ents`` entities (none below two)."""
     if n_ents < 2:
         relations: Dict[str, Any] = {"type": "array", "maxItems": 0}
@@ -49,6 +51,8 @@ def relations_schema(labels: Sequence[Label], n_ents: int) -> Dict[str, Any]:
             "additionalProperties": False,
         }
         relations = {"type": "array", "items": item}
+        if max_relations is not None:  # bounds the answer: a model repeating itself ends
+            relations["maxItems"] = max_relations
     return {
         "type": "object",
         "properties": {"relations": relations},
@@ -67,8 +71,10 @@ class RELTask(PromptedTask):
         system: Optional[str],
         on_overflow: Overflow,
         relations_attr: str,
+        max_relations: Optional[int] = None,
     ) -> None:
         self.template = template
+        self.max_relations = max_relations
         self.labels = labels
         self.chat = chat
         self.system = system
@@ -89,7 +95,9 @@ class RELTask(PromptedTask):
         ents = [{"index": i, "text": e.text, "label_": e.label_} for i, e in enumerate(doc.ents)]
         user = self.template.render_doc(doc, labels=labels_context(self.labels), entities=ents)
         req = self.formatter.format(user, chat=self.chat, system=self.system)
-        req.constraint = json_constraint(relations_schema(self.labels, len(ents)))
+        req.constraint = json_constraint(
+            relations_schema(self.labels, len(ents), self.max_relations)
+        )
         return req
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
@@ -110,7 +118,9 @@ class RELTask(PromptedTask):
             if len(doc.ents) < 2 or res.finish_reason == "empty":
                 doc._.set(self.relations_attr, [])
                 continue
-            value = read_answer(doc, res, relations_schema(self.labels, len(doc.ents)), NAME)
+            value = read_answer(
+                doc, res, relations_schema(self.labels, len(doc.ents), self.max_relations), NAME
+            )
             if value is not None:  # else the doc is marked failed and nothing is written
                 doc._.set(self.relations_attr, self._relations(doc, value["relations"]))
 
@@ -170,11 +180,13 @@ def rel_task_v1(
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
     relations_attr: str = "llama_relations",
+    max_relations: Optional[int] = 32,
 ) -> RELTask:
     """Relation extraction between the upstream entities, as constrained JSON."""
     check_names(relations_attr=relations_attr)
     if not labels:
         raise FewShotError(Errors.E368)
+    check_max_items(NAME, "max_relations", max_relations)
     return RELTask(
         load_template(template, template_path, "rel.jinja"),
         labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
@@ -182,4 +194,5 @@ def rel_task_v1(
         system=system,
         on_overflow=on_overflow,
         relations_attr=relations_attr,
+        max_relations=max_relations,
     )

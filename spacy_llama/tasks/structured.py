@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jsonschema
 from spacy.tokens import Doc, Span
 
-from ..errors import Errors
+from ..errors import Errors, SchemaError
 from ..types import DOC_ERROR_KEY, Constraint, GenerationResult
 from .base import doc_label
 from .prompt import DocLike
@@ -91,6 +91,11 @@ def align_strings(doc: Doc, texts: Sequence[str], label: str) -> List[Span]:
         out.append(span)
         cursor = span.end_char
     return out
+
+
+def check_max_items(task: str, setting: str, value: Optional[int]) -> None:
+    if value is not None and value < 1:
+        raise SchemaError(Errors.E374.format(task=task, setting=setting, value=value))
 
 
 def json_constraint(schema: Dict[str, Any]) -> Constraint:

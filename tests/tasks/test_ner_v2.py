@@ -133,3 +133,14 @@ def test_bad_config():
             labels=["CITY"],
             examples=[{"text": "Rome", "entities": [{"text": "Rome", "label": "GPE"}]}],
         )
+
+
+def test_max_entities_bounds_the_answer():
+    nlp = spacy.blank("en")
+    task = ner_task_v2(labels=["CITY"], max_entities=3)
+    spec = task.schema_for(nlp.make_doc("Rome and Paris"))
+    assert spec["properties"]["entities"]["maxItems"] == 3
+    unbounded = ner_task_v2(labels=["CITY"], max_entities=None).schema_for(nlp.make_doc("Rome"))
+    assert "maxItems" not in unbounded["properties"]["entities"]
+    with pytest.raises(SchemaError, match=r"\[E374\] NER.v2: max_entities = 0"):
+        ner_task_v2(labels=["CITY"], max_entities=0)

@@ -12,8 +12,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 import spacy_llama.tasks.rel  # noqa: F401  (registers spacy-llama.REL.v1)
-from spacy_llama.errors import FewShotError
-from spacy_llama.tasks.rel import rel_task_v1
+from spacy_llama.errors import FewShotError, SchemaError
+from spacy_llama.tasks.rel import rel_task_v1, relations_schema
 from spacy_llama.types import DOC_ERROR_KEY, GenerationResult
 
 from .structured_helpers import answer_with, docbin_roundtrip, structured_nlp
@@ -114,3 +114,12 @@ def test_score_compares_entities_by_offsets(tiny_hf, monkeypatch):
 def test_empty_label_list_is_a_coded_error():
     with pytest.raises(FewShotError, match=r"\[E368\] REL.v1: `labels`"):
         rel_task_v1(labels=[])
+
+
+def test_max_relations_bounds_the_answer():
+    task = rel_task_v1(labels=["works_for"], max_relations=2)
+    assert relations_schema(task.labels, 3, 2)["properties"]["relations"]["maxItems"] == 2
+    assert task.max_relations == 2
+    assert "maxItems" not in relations_schema(task.labels, 3)["properties"]["relations"]
+    with pytest.raises(SchemaError, match=r"\[E374\] REL.v1: max_relations = 0"):
+        rel_task_v1(labels=["works_for"], max_relations=0)
