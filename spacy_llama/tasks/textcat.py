@@ -93,7 +93,9 @@ class TextCatTask(FewShotState, PromptedTask):
             else:
                 raise FewShotError(Errors.E322.format(example=example_name(ex, i)))
             if self.exclusive and len(names) != 1:
-                raise FewShotError(Errors.E323.format(example=example_name(ex, i), names=names))
+                raise FewShotError(
+                    Errors.E323.format(example=example_name(ex, i), names=names)
+                )
             found = [check_label(n, known, example_name(ex, i)) for n in names]
             out.append({"text": ex["text"], "labels": [x.name for x in found]})
         return out
