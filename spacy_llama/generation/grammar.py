@@ -63,8 +63,10 @@ def parse_choices(spec: str) -> List[str]:
         choices = json.loads(spec)
     except ValueError:
         choices = None
-    if not isinstance(choices, list) or not choices or not all(
-        isinstance(c, str) and c for c in choices
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, str) and c for c in choices)
     ):
         raise ConstraintError(Errors.E423.format(spec=spec[:200]))
     return choices
@@ -129,10 +131,11 @@ class RowGrammar:
         self.kind = kind
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the allowed tokens into row ``row`` of an int32 bitmask (32 ids a word)."""
-        from llguidance.torch import fill_next_token_bitmask
-
-        fill_next_token_bitmask(self.matcher, bitmask, row)
+        """Write the allowed tokens into row ``row`` of a contiguous int32 CPU bitmask (32
+        ids a word). Not through ``llguidance.torch``: importing it runs ``torch.compile``'s
+        decorator, which imports dynamo (4 s)."""
+        v = bitmask[row]
+        self.matcher.unsafe_compute_mask_ptr(v.data_ptr(), v.numel() * v.element_size())
 
     def accept(self, token: int) -> bool:
         """Advance by ``token``; False (and the matcher in its error state) if forbidden."""
@@ -252,6 +255,21 @@ def bitmask(rows: int, n_vocab: int) -> torch.Tensor:
 
 
 _BITS = torch.arange(32, dtype=torch.int32)
+_EXECUTOR: List[Any] = []  # llguidance's thread pool, made on first use
+
+
+def fill_rows(grammars: Sequence[RowGrammar], mask: torch.Tensor) -> None:
+    """Row ``k`` of ``mask`` gets what ``grammars[k]`` allows; several rows are filled on
+    llguidance's threads (it releases the GIL)."""
+    if len(grammars) == 1:
+        grammars[0].fill(mask, 0)
+        return
+    from llguidance import LLExecutor
+
+    if not _EXECUTOR:
+        _EXECUTOR.append(LLExecutor())
+    pairs = [(g.matcher, k) for k, g in enumerate(grammars)]
+    _EXECUTOR[0].unsafe_compute_mask_ptr(pairs, mask.data_ptr(), mask.shape[1] * 4, len(pairs))
 
 
 def allowed(mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -266,8 +284,7 @@ def mask_logits(
     """A copy of ``logits`` (B, V) with each row ``rows[k]`` limited to what ``grammars[k]``
     allows (-inf elsewhere); other rows are untouched."""
     mask = bitmask(len(rows), max(n_vocab, logits.shape[-1]))
-    for k, grammar in enumerate(grammars):
-        grammar.fill(mask, k)
+    fill_rows(grammars, mask)
     ok = allowed(mask, logits.shape[-1]).to(logits.device)
     out = logits.clone()
     idx = torch.tensor(list(rows), device=logits.device)
