@@ -429,6 +429,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "json_schema = {{\"type\": \"object\", ...}}.")
     E429 = ("The {kind} constraint is not supported by the server at {url} ({server}): it "
             "has no way to enforce it. Use json_schema or choices there, or a local model.")
+    E430 = ("Cannot tell which server runs at {url}, so a constraint cannot be sent in a form "
+            "it enforces. Set server = one of {kinds} in [components.llama.model].")
+    E431 = ("server = {server!r} is not a server kind spacy-llama knows; use \"auto\" or one "
+            "of {kinds}.")
     # -- model folders and the LlamaModel (models/base.py, loading.py, hf.py): E450-E479
     E450 = ("The model at {source} has no chat template, so `chat = true` cannot be used. Set "
             "`chat = \"auto\"` or `chat = false` in [components.llama.task], or load a "

@@ -21,6 +21,7 @@ Compiled grammars are cached per tokenizer (and vocabulary size and stop tokens)
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -254,7 +255,6 @@ def bitmask(rows: int, n_vocab: int) -> torch.Tensor:
     return torch.zeros((rows, (n_vocab + 31) // 32), dtype=torch.int32)
 
 
-_BITS = torch.arange(32, dtype=torch.int32)
 _EXECUTOR: List[Any] = []  # llguidance's thread pool, made on first use
 
 
@@ -273,20 +273,29 @@ def fill_rows(grammars: Sequence[RowGrammar], mask: torch.Tensor) -> None:
 
 
 def allowed(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """(rows, width) bool from an int32 bitmask (bit ``j`` of word ``w`` is id 32w + j)."""
-    bits = (mask[:, :, None] >> _BITS) & 1
-    return bits.reshape(mask.shape[0], -1)[:, :width].bool()
+    """(rows, width) bool from an int32 bitmask (bit ``j`` of word ``w`` is id 32w + j).
+    numpy's unpackbits: torch's shift-and-mask over (rows, words, 32) takes ~50 ms here."""
+    import numpy as np
+
+    data = mask.numpy()
+    if sys.byteorder != "little":
+        data = data.astype("<i4")
+    bits = np.unpackbits(data.view(np.uint8), axis=-1, bitorder="little")
+    return torch.from_numpy(bits[:, :width].view(np.bool_))
 
 
 def mask_logits(
     logits: torch.Tensor, rows: Sequence[int], grammars: Sequence[RowGrammar], n_vocab: int
 ) -> torch.Tensor:
-    """A copy of ``logits`` (B, V) with each row ``rows[k]`` limited to what ``grammars[k]``
-    allows (-inf elsewhere); other rows are untouched."""
+    """``logits`` (B, V) with each row ``rows[k]`` limited to what ``grammars[k]`` allows
+    (-inf elsewhere), as a new tensor; other rows are untouched (the same values)."""
     mask = bitmask(len(rows), max(n_vocab, logits.shape[-1]))
     fill_rows(grammars, mask)
     ok = allowed(mask, logits.shape[-1]).to(logits.device)
+    none = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    if len(rows) == logits.shape[0]:  # every row constrained: one pass, no copy first
+        return torch.where(ok, logits, none)
     out = logits.clone()
     idx = torch.tensor(list(rows), device=logits.device)
-    out[idx] = logits[idx].masked_fill(~ok, float("-inf"))
+    out[idx] = torch.where(ok, logits[idx], none)
     return out

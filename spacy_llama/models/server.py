@@ -41,9 +41,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequ
 
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
-from ..types import FinishReason, GenerationRequest, GenerationResult
+from ..types import Constraint, FinishReason, GenerationRequest, GenerationResult
 from .base import LlamaModel
 from .breaker import BreakerOpen, CircuitBreaker
+from .structured import SERVER_KINDS, constraint_fields, detect_kind
 
 
 class SamplingSettings(Protocol):
@@ -243,6 +244,7 @@ class ServerModel(LlamaModel):
     logprobs: bool = True
     extra_body: Dict[str, Any] = field(default_factory=dict)
     route: Optional[TokenizeRoute] = None
+    server_kind: Optional[str] = None  # "llama.cpp", "llama-cpp-python", "vllm"; None: unknown
     # One breaker per kind of call: only a successful completion says completions work
     # again (a server whose completions hang may still answer /tokenize at once).
     completions_breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5, 60.0))
@@ -302,12 +304,18 @@ class ServerModel(LlamaModel):
         return super().apply_chat_template(user, system)
 
     # -- generation -----------------------------------------------------------------------
+    def check_constraint(self, constraint: Constraint) -> None:
+        """ConstraintError now if this server cannot be asked to enforce ``constraint``."""
+        constraint_fields(constraint, self.server_kind, self.http.base_url)
+
     def complete(
         self, requests: Sequence[GenerationRequest], config: SamplingSettings
     ) -> List[GenerationResult]:
         """Complete every request (concurrently); failures come back with ``error`` set."""
         if not requests:
             return []
+        for constraint in {r.constraint for r in requests if r.constraint is not None}:
+            self.check_constraint(constraint)  # before anything is sent
         workers = max(1, min(self.max_concurrency, len(requests)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spacy-llama-http") as ex:
             return list(ex.map(lambda r: self._complete_one(r, config), requests))
@@ -315,7 +323,7 @@ class ServerModel(LlamaModel):
     def _complete_one(
         self, request: GenerationRequest, config: SamplingSettings
     ) -> GenerationResult:
-        body = self.completion_body(request.prompt, config)
+        body = self.completion_body(request.prompt, config, request.constraint)
         # Parsed inside the call: only a usable completion closes the breaker.
         send = lambda: self.parse_completion(self.http.post("/completions", body))  # noqa: E731
         try:
@@ -323,7 +331,9 @@ class ServerModel(LlamaModel):
         except ServerError as e:
             return GenerationResult(text="", finish_reason="error", error=str(e))
 
-    def completion_body(self, prompt: str, config: SamplingSettings) -> Dict[str, Any]:
+    def completion_body(
+        self, prompt: str, config: SamplingSettings, constraint: Optional[Constraint] = None
+    ) -> Dict[str, Any]:
         body: Dict[str, Any] = {
             "model": self.served_model,
             "prompt": prompt,
@@ -340,6 +350,8 @@ class ServerModel(LlamaModel):
             body["stop_token_ids"] = list(config.stop_token_ids)  # vLLM's extension
         if self.logprobs:
             body["logprobs"] = 0  # the chosen token's log-probability, no alternatives
+        if constraint is not None:
+            body.update(constraint_fields(constraint, self.server_kind, self.http.base_url))
         body.update(self.extra_body)
         return body
 
@@ -434,6 +446,7 @@ def openai_compatible_v1(
     extra_body: Optional[Dict[str, Any]] = None,
     breaker_threshold: int = 5,
     breaker_cooldown: float = 60.0,
+    server: str = "auto",
 ) -> ServerModel:
     """Generate on an OpenAI-compatible server at ``base_url`` (e.g. http://host:8000/v1).
 
@@ -443,7 +456,11 @@ def openai_compatible_v1(
     ``context_length`` is needed when the server does not report it (llama-cpp-python).
     After ``breaker_threshold`` attempts in a row that got no answer (timed out, refused),
     calls fail at once for ``breaker_cooldown`` seconds; then one request tests the server.
+    ``server`` ("auto", "llama.cpp", "llama-cpp-python", "vllm") says how to send a
+    generation constraint (json_schema, regex, choices); "auto" tells from the server.
     """
+    if server != "auto" and server not in SERVER_KINDS:
+        raise ModelLoadError(Errors.E431.format(server=server, kinds=", ".join(SERVER_KINDS)))
     check_settings(
         max_concurrency=max_concurrency,
         timeout=timeout,
@@ -477,6 +494,8 @@ def openai_compatible_v1(
     if tokenizer is None:
         result.route = find_tokenize_route(client, served)
         result._route()  # without a tokenizer, token counts need the endpoint: fail now
+    route = result.route.name if result.route is not None else None
+    result.server_kind = server if server != "auto" else detect_kind(entry, route)
     check_completions(result)
     return result
 

@@ -224,3 +224,40 @@ def test_invalid_constraints_fail_when_the_pipeline_is_built(tiny_hf):
         tiny_nlp(tiny_hf, generation={"json_schema": {"type": "object", "if": {}}})
     with pytest.raises(Exception, match="E420"):
         tiny_nlp(tiny_hf, generation={"regex": "a", "choices": ["a"]})
+
+
+def test_pipeline_with_chat_template_and_a_schema_file(tiny_hf, tmp_path):
+    """The settings as a pipeline config gives them: a schema file, the chat template on;
+    every doc's completion is valid."""
+    import spacy
+
+    from ..fixtures.helpers import write_config
+
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMA))
+    cfg_path = write_config(tmp_path, tiny_hf, max_new_tokens=80)
+    text = cfg_path.read_text().replace("chat = false", "chat = true")
+    text += f"json_schema_path = {json.dumps(str(path))}\n"
+    config = spacy.util.load_config_from_str(text)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+    pipe = nlp.get_pipe("llama")
+    assert pipe.engine.config.constraint == Constraint("json_schema", json.dumps(SCHEMA))
+    docs = list(nlp.pipe(PROMPTS[:3]))
+    assert all(valid_entities(d._.llama_completion) for d in docs)
+
+
+def test_prompt_lookup_drafts_are_cut_to_the_grammar_and_keep_the_output(model):
+    """The answer copies the prompt's start, then leaves it (one choice), so prompt lookup
+    drafts the prompt's continuation. Drafts are cut to what the grammar allows: every
+    drafted token the model checks is kept (uncut, 2 of 10 were checked in vain), and the
+    output is the one decoding without drafts gives."""
+    text = PROMPTS[0]
+    choice = text[:16] + "zq zq"
+    cfg = GenerationConfig(max_new_tokens=40, choices=[choice])
+    prompt = GenerationRequest(text + " " + text)
+    with_drafts = Engine(model, cfg, batch_size=1)
+    [a] = with_drafts.run([prompt])
+    [b] = Engine(model, cfg, batch_size=1, prompt_lookup=False).run([prompt])
+    assert a.text == b.text == choice and a.token_ids == b.token_ids
+    stats = with_drafts.draft_stats
+    assert stats.kept > 0 and stats.checked == stats.kept

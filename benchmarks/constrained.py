@@ -1,0 +1,148 @@
+"""What a JSON-schema constraint costs, and whether its outputs are valid.
+
+On corpus/sample.jsonl with the embedded model (SmolLM2-135M-Instruct, float32), the same
+chat-template prompts (extract the named entities as JSON) are completed without and with
+the schema ``{"entities": [{"label": enum, "text": string}]}``, greedy and sampled, at
+batch 32 (all docs) and batch 1 (the first ``--batch1-docs`` docs), every run with the same
+``max_new_tokens``. Prints, per run: generated tokens/s, docs/s, the constrained/unconstrained
+throughput ratio, the grammar's mask time per step (and its share of the run), and the % of
+outputs that parse as JSON and validate against the schema (a small checker: jsonschema is
+not a dependency).
+
+    python benchmarks/constrained.py [--limit N] [--batch1-docs 8] [--max-new-tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LABELS = ["PERSON", "ORG", "GPE", "DATE", "MONEY"]
+SCHEMA: Dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "entities": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "label": {"enum": LABELS},
+                    "text": {"type": "string", "maxLength": 40},
+                },
+                "required": ["label", "text"],
+                "additionalProperties": False,
+            },
+            "maxItems": 6,
+        }
+    },
+    "required": ["entities"],
+    "additionalProperties": False,
+}
+INSTRUCTION = (
+    "Extract the named entities of the text as JSON: "
+    '{{"entities": [{{"label": "...", "text": "..."}}]}}, with label one of {labels}.\n\n'
+    "Text: {text}"
+)
+
+
+def valid(text: str) -> bool:
+    """Parses as JSON and matches SCHEMA."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or set(data) != {"entities"}:
+        return False
+    items = data["entities"]
+    return (
+        isinstance(items, list)
+        and len(items) <= 6
+        and all(
+            isinstance(e, dict)
+            and set(e) == {"label", "text"}
+            and e["label"] in LABELS
+            and isinstance(e["text"], str)
+            and len(e["text"]) <= 40
+            for e in items
+        )
+    )
+
+
+def prompts(model: Any, limit: Optional[int]) -> List[str]:
+    lines = (ROOT / "corpus" / "sample.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()][:limit]
+    user = [INSTRUCTION.format(labels=", ".join(LABELS), text=t) for t in texts]
+    return [model.apply_chat_template(u, None) for u in user]
+
+
+def run(
+    model: Any, texts: Sequence[str], *, batch: int, temperature: float, schema: bool, max_new: int
+) -> Tuple[float, int, List[str], float, int]:
+    """Seconds, generated tokens, outputs, mask seconds and constrained steps of one run."""
+    from spacy_llama.generation.config import GenerationConfig
+    from spacy_llama.generation.engine import Engine
+    from spacy_llama.types import GenerationRequest
+
+    cfg = GenerationConfig(
+        max_new_tokens=max_new,
+        temperature=temperature,
+        top_p=0.95 if temperature else 1.0,
+        seed=1,
+        json_schema=SCHEMA if schema else None,
+    )
+    engine = Engine(model, cfg, batch_size=batch)
+    engine.run([GenerationRequest(texts[0], add_special_tokens=False)])  # warm-up
+    reqs = [GenerationRequest(t, add_special_tokens=False) for t in texts]
+    start = time.perf_counter()
+    out = engine.run(reqs)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(r.token_ids) for r in out)
+    return seconds, tokens, [r.text for r in out], engine.last_mask_seconds, engine.last_mask_steps
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
+    ap.add_argument("--batch1-docs", type=int, default=8, help="docs of the batch-1 runs")
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    args = ap.parse_args(argv)
+    import torch
+
+    from spacy_llama.models.default import smollm2_model_v1
+
+    model = smollm2_model_v1(dtype="float32")
+    texts = prompts(model, args.limit)
+    print(f"{len(texts)} docs, max_new_tokens {args.max_new_tokens}, torch threads "
+          f"{torch.get_num_threads()}")  # fmt: skip
+    head = f"{'run':28} {'tok/s':>7} {'docs/s':>7} {'ratio':>6} {'mask ms/step':>12}"
+    print(head + f" {'mask %':>6} {'valid %':>7}")
+    for temperature in (0.0, 1.0):
+        for batch, docs in ((32, texts), (1, texts[: args.batch1_docs])):
+            base_rate = 0.0
+            for schema in (False, True):
+                s, n, outs, mask_s, steps = run(
+                    model, docs, batch=batch, temperature=temperature, schema=schema,
+                    max_new=args.max_new_tokens,
+                )  # fmt: skip
+                rate = n / s
+                base_rate = base_rate or rate
+                mode = "greedy" if temperature == 0 else "sampled"
+                name = f"{'schema' if schema else 'free'} {mode} batch {batch} ({len(docs)} docs)"
+                per_step = f"{mask_s / steps * 1e3:12.2f}" if steps else f"{'-':>12}"
+                ok = 100.0 * sum(valid(t) for t in outs) / len(outs)
+                print(
+                    f"{name:28} {rate:7.1f} {len(docs) / s:7.2f} {rate / base_rate:6.2f} "
+                    f"{per_step} {100 * mask_s / s:6.1f} {ok:7.1f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
