@@ -2,10 +2,12 @@
 
 The prompt lists ``doc.ents`` with their indexes; the answer is constrained JSON
 ``{"relations": [{"head": i, "relation": <a label>, "tail": j}]}`` whose indexes can only
-name listed entities. Relations go to ``doc._.<relations_attr>`` as spacy-llm's REL task
-writes them (``{"head": i, "tail": j, "relation": label}``, indexes into ``doc.ents``). The
-schema cannot say head != tail portably: such answers, and repeated ones, are dropped and
-logged. A doc with fewer than two entities gets no model call and an empty list.
+name listed entities, and never the same one twice (one ``anyOf`` alternative per head,
+its tail an ``enum`` of the other indexes: plain JSON Schema, which servers take too).
+Relations go to ``doc._.<relations_attr>`` as spacy-llm's REL task writes them
+(``{"head": i, "tail": j, "relation": label}``, indexes into ``doc.ents``); a repeated one
+is dropped and logged. A doc with fewer than two entities gets no model call and an empty
+list.
 """
 
 from __future__ import annotations
@@ -35,22 +37,26 @@ Relation = Dict[str, Any]
 def relations_schema(
     labels: Sequence[Label], n_ents: int, max_relations: Optional[int] = None
 ) -> Dict[str, Any]:
-    """Relations whose head and tail index one of ``n_ents`` entities (none below two)."""
+    """Relations whose head and tail index two different ones of ``n_ents`` entities (an
+    ``anyOf`` per head, its tail an ``enum`` of the other indexes); none below two."""
     if n_ents < 2:
         relations: Dict[str, Any] = {"type": "array", "maxItems": 0}
     else:
-        index = {"type": "integer", "enum": list(range(n_ents))}
-        item = {
-            "type": "object",
-            "properties": {
-                "head": index,
-                "relation": {"type": "string", "enum": [x.answer for x in labels]},
-                "tail": index,
-            },
-            "required": ["head", "relation", "tail"],
-            "additionalProperties": False,
-        }
-        relations = {"type": "array", "items": item}
+        relation = {"type": "string", "enum": [x.answer for x in labels]}
+        heads = [
+            {
+                "type": "object",
+                "properties": {
+                    "head": {"const": i},
+                    "relation": relation,
+                    "tail": {"type": "integer", "enum": [j for j in range(n_ents) if j != i]},
+                },
+                "required": ["head", "relation", "tail"],
+                "additionalProperties": False,
+            }
+            for i in range(n_ents)
+        ]
+        relations = {"type": "array", "items": {"anyOf": heads}}
         if max_relations is not None:  # bounds the answer: a model repeating itself ends
             relations["maxItems"] = max_relations
     return {
@@ -130,9 +136,10 @@ class RELTask(PromptedTask):
         for a in answers:
             rel = {"head": a["head"], "tail": a["tail"], "relation": self._lookup[a["relation"]]}
             key = (rel["head"], rel["tail"], rel["relation"])
-            if rel["head"] == rel["tail"] or key in seen:
-                why = "relates an entity to itself" if rel["head"] == rel["tail"] else "repeated"
-                logger.info("[spacy-llama] REL.v1: dropped %s in %s (%s)", rel, doc_label(doc), why)
+            if key in seen:  # the schema cannot forbid repeats (no uniqueItems in grammars)
+                logger.info(
+                    "[spacy-llama] REL.v1: dropped a repeated %s in %s", rel, doc_label(doc)
+                )
                 continue
             seen.add(key)
             out.append(rel)

@@ -1,5 +1,6 @@
-"""spacy-llama.REL.v1: entity indexes and relation labels as enums, spacy-llm's REL format,
-head != tail, no model call below two entities, failed docs, scoring and DocBin."""
+"""spacy-llama.REL.v1: entity indexes and relation labels as enums, head != tail in the
+schema (and the engine's grammar), spacy-llm's REL format, no model call below two entities,
+failed docs, scoring and DocBin."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from spacy.training import Example
 
 import spacy_llama.tasks.rel  # noqa: F401  (registers spacy-llama.REL.v1)
 from spacy_llama.errors import FewShotError, SchemaError
+from spacy_llama.generation import grammar as G
 from spacy_llama.tasks.rel import rel_task_v1, relations_schema
+from spacy_llama.tasks.structured import json_constraint
 from spacy_llama.types import DOC_ERROR_KEY, GenerationResult
 
+from ..fixtures.tiny import make_tokenizer
 from .structured_helpers import answer_with, docbin_roundtrip, structured_nlp
 
 TEMPLATE = "{% for e in entities %}[{{ e.index }}] {{ e.text }} ({{ e.label_ }})\n{% endfor %}"
@@ -47,19 +51,29 @@ def test_prompt_lists_entities_and_schema_enumerates_indexes(tiny_hf, monkeypatc
     seen = answer_with(monkeypatch, relations())
     nlp.get_pipe("llama")(annotated_doc(nlp))
     assert seen[0].prompt == "[0] Tim Cook (PERSON)\n[1] Apple (ORG)\n[2] London (GPE)\n"
-    item = json.loads(seen[0].constraint.spec)["properties"]["relations"]["items"]
-    assert item["properties"]["head"] == {"type": "integer", "enum": [0, 1, 2]}
-    assert item["properties"]["tail"] == {"type": "integer", "enum": [0, 1, 2]}
-    assert item["properties"]["relation"]["enum"] == ["works for", "located_in"]
+    items = json.loads(seen[0].constraint.spec)["properties"]["relations"]["items"]["anyOf"]
+    assert [x["properties"]["head"] for x in items] == [{"const": 0}, {"const": 1}, {"const": 2}]
+    tails = [x["properties"]["tail"]["enum"] for x in items]
+    assert tails == [[1, 2], [0, 2], [0, 1]]  # head != tail, in the schema itself
+    assert items[0]["properties"]["relation"]["enum"] == ["works for", "located_in"]
 
 
-def test_relations_in_spacy_llm_format_self_and_repeats_dropped(tiny_hf, monkeypatch):
+def test_the_engine_grammar_forbids_head_equal_to_tail():
+    tok = make_tokenizer()
+    compiler = G.compiler_for(tok, len(tok), [2])
+    labels = rel_task_v1(labels=["works_for"]).labels
+    constraint = json_constraint(relations_schema(labels, 2))
+    answer = '{{"relations": [{{"head": 0, "relation": "works_for", "tail": {}}}]}}'
+    for tail, allowed in ((1, True), (0, False)):
+        ids = tok(answer.format(tail), add_special_tokens=False)["input_ids"]
+        assert (compiler.compile(constraint).start().valid_prefix(ids) == len(ids)) is allowed
+
+
+def test_relations_in_spacy_llm_format_repeats_dropped(tiny_hf, monkeypatch):
     nlp = structured_nlp(tiny_hf, TASK)
     answer_with(
         monkeypatch,
-        relations(
-            (0, "works for", 1), (1, "located_in", 1), (0, "works for", 1), (1, "located_in", 2)
-        ),
+        relations((0, "works for", 1), (0, "works for", 1), (1, "located_in", 2)),
     )
     doc = nlp.get_pipe("llama")(annotated_doc(nlp))
     assert doc._.llama_relations == [
@@ -91,9 +105,10 @@ def test_cut_off_answer_fails_the_doc(tiny_hf, monkeypatch):
     assert doc._.llama_relations is None
 
 
-def test_an_index_outside_the_entities_fails_the_doc(tiny_hf, monkeypatch):
+@pytest.mark.parametrize("head,tail", [(0, 3), (1, 1)])  # not an entity; head == tail
+def test_an_answer_outside_the_schema_fails_the_doc(tiny_hf, monkeypatch, head, tail):
     nlp = structured_nlp(tiny_hf, TASK)
-    answer_with(monkeypatch, relations((0, "works for", 3)))  # an unconstrained server
+    answer_with(monkeypatch, relations((head, "works for", tail)))  # an unconstrained server
     doc = nlp.get_pipe("llama")(annotated_doc(nlp))
     assert doc.user_data[DOC_ERROR_KEY].startswith("REL.v1: [E371]")
     assert doc._.llama_relations is None
