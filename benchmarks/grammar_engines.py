@@ -9,7 +9,15 @@ llguidance, outlines-core):
   mask b=32   filling 32 rows' masks (32 independent matchers), per decode step
   accept      advancing one matcher by one token
 Every engine walks the same valid answer, token by token, so the masks are taken in the
-same grammar states. Engines that are not installed are reported as such.
+same grammar states. llguidance runs through ``spacy_llama.generation.grammar`` (the
+engine's own vocabulary view and batched fill); the others through their own Python APIs.
+Engines that are not installed are reported as such.
+
+Measured before choosing (all three installed; 2 shared cores, AVX-512; medians of noisy
+runs): tokenizer / compile ms, mask us at b=1 / b=32, accept us
+  xgrammar       150-530 /  6-17, 3-54 /  70-265, 1.4-3.3   (pulls in triton: 1 GB)
+  llguidance     450-1180 / 2-13, 23-65 / 300-380, 3.2-7.1  (3 MB, no dependencies)
+  outlines-core  430-950 / 66-400, 35-45 / 560-610, 185
 
     python benchmarks/grammar_engines.py [--rows 32] [--repeat 3]
 """
@@ -17,7 +25,6 @@ same grammar states. Engines that are not installed are reported as such.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -97,46 +104,23 @@ def xgrammar_runner(tok: Any, vocab: int, schema: str) -> Runner:
     return r
 
 
-def byte_level_decoder(tok: Any) -> Any:
-    """The GGUF-converted SmolLM2 tokenizer decodes through ByteFallback + Replace("▁") +
-    ByteLevel; llguidance then reads the tokens as sentencepiece pieces and rejects "Ġ[{".
-    With the plain ByteLevel decoder (the same bytes for this vocabulary) it reads them right:
-    a workaround it needs here, and xgrammar does not."""
-    from tokenizers import decoders
-
-    fixed = copy.deepcopy(tok)
-    fixed.backend_tokenizer.decoder = decoders.ByteLevel()
-    return fixed
-
-
 def llguidance_runner(tok: Any, vocab: int, schema: str) -> Runner:
-    import llguidance
-    import llguidance.hf
-    import llguidance.torch
+    """Through spacy_llama's grammar module (the engine's own code path: its tokenizer
+    view, masks on llguidance's threads for several rows)."""
+    from spacy_llama.generation import grammar as G
+    from spacy_llama.types import Constraint
 
     r = Runner()
     t = time.perf_counter()
-    ltok = llguidance.hf.from_tokenizer(byte_level_decoder(tok), n_vocab=vocab)
+    compiler = G.GrammarCompiler(tok, vocab, [tok.eos_token_id])
     r.tokenizer_s = time.perf_counter() - t
     t = time.perf_counter()
-    defaults = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=defaults)
-    first = llguidance.LLMatcher(ltok, grammar)  # validates and builds the lexer
+    compiled = compiler.compile(Constraint("json_schema", schema))
     r.compile_s = time.perf_counter() - t
-    r.new = lambda: first.deep_copy()
-    r.mask = lambda n: llguidance.torch.allocate_token_bitmask(n, vocab)
-    executor = llguidance.LLExecutor()
-
-    def fill(ms: List[Any], mask: torch.Tensor) -> None:
-        if len(ms) == 1:
-            llguidance.torch.fill_next_token_bitmask(ms[0], mask, 0)
-        else:
-            llguidance.torch.fill_next_token_bitmask_par(
-                executor, [(m, i) for i, m in enumerate(ms)], mask
-            )
-
-    r.fill = fill
-    r.accept = lambda m, t: m.consume_token(t)
+    r.new = compiled.start
+    r.mask = lambda n: G.bitmask(n, vocab)
+    r.fill = lambda ms, mask: G.fill_rows(ms, mask)
+    r.accept = lambda m, t: m.accept(t)
     return r
 
 

@@ -66,3 +66,20 @@ def test_scoring_benchmark_agrees_with_whole_passes(smollm2, capsys):
     assert len(rows) == 4
     # the last column: the largest difference of summed log-probabilities against A
     assert all(float(row.split()[-1]) < 1e-3 for row in rows)
+
+
+def test_grammar_engines_benchmark_measures_llguidance(smollm2, capsys):
+    """The engine comparison runs on SmolLM2's vocabulary: llguidance (the dependency) is
+    measured, through the engine's own grammar module; the others are reported as not
+    installed where they are not."""
+    import importlib.util
+
+    from benchmarks import grammar_engines
+
+    assert grammar_engines.main(["--repeat", "1", "--rows", "4"]) == 0
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if line.startswith("llguidance")]
+    assert len(row.split()) == 6 and float(row.split()[3]) > 0
+    for name, module in (("xgrammar", "xgrammar"), ("outlines-core", "outlines_core")):
+        missing = importlib.util.find_spec(module) is None
+        assert (f"{name:14} not installed" in out) == missing
