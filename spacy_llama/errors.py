@@ -357,6 +357,36 @@ class Errors(metaclass=ErrorsWithCodes):
             "content_free = \"N/A\" (or a list of such texts), or calibrate = false.")
     E332 = ("TextCat.v2: content_free must be a string or a list of strings; got {bad}. "
             "Quote each content-free text, e.g. content_free = [\"N/A\", \"\"].")
+    # -- structured tasks (tasks/extract.py, ner_v2.py, rel.py): E360-E399 ----------------
+    E360 = ("Extract.v1: give the JSON schema as exactly one of `schema` (inline) or "
+            "`schema_path` (a .json file); got {got}.")
+    E361 = ("Extract.v1: schema_path {path!r} cannot be read ({error}). Point schema_path at "
+            "a UTF-8 .json file holding the schema.")
+    E362 = ("Extract.v1: `{setting}` is not valid JSON ({error}). Write the schema as a JSON "
+            "object, e.g. {{\"type\": \"object\", \"properties\": {{...}}}}.")
+    E363 = ("Extract.v1: `{setting}` is not a valid JSON schema: {error} (at {where}). Fix "
+            "the schema; it is checked against JSON Schema draft 2020-12.")
+    E364 = ("Extract.v1: `{setting}` must describe an object: \"type\": \"object\" with a "
+            "\"properties\" table (one entry per field the model fills in).")
+    E365 = ("Extract.v1: span_fields names {field!r}, which is not a property of the schema "
+            "(its properties are {known}). Add it to the schema or remove it from "
+            "span_fields.")
+    E366 = ("Extract.v1: span field {field!r} is {got}; a span field must be "
+            "{{\"type\": \"string\"}} or {{\"type\": \"array\", \"items\": "
+            "{{\"type\": \"string\"}}}} (its values are copied from the document).")
+    E367 = "{task}: max_span_tokens must be at least 1; got {value}."
+    E368 = ("REL.v1: `labels` (the relation types) is empty; give at least one, e.g. "
+            "labels = [\"works_for\", \"located_in\"].")
+    E369 = "the engine could not complete the answer ({error}); nothing of it was written."
+    E370 = ("the answer is not valid JSON ({error}); the model was not constrained to the "
+            "schema (a server without json_schema support?).")
+    E371 = ("the answer does not match the schema: {error}; the model was not constrained "
+            "to the schema (a server without json_schema support?).")
+    E372 = "Extract.v1: span_fields lists {field!r} twice."
+    E373 = ("the answer was cut off at max_new_tokens before the JSON was complete ({error}); "
+            "nothing of it was written. Raise [components.llama.generation] max_new_tokens.")
+    E374 = ("{task}: {setting} = {value}; it bounds how many items the answer may list: set "
+            "it to at least 1, or null for no bound.")
     # -- generation (generation/): E400-E449 ------------------------------------------
     E400 = ("quantize = \"int8\" runs on CPU with float32 weights; this model is {dtype} on "
             "{device}. Set dtype = \"float32\" and device = \"cpu\", or quantize = null.")
@@ -528,6 +558,11 @@ class TemplateError(SpacyLlamaError, ValueError):
 
 class FewShotError(SpacyLlamaError, ValueError):
     """Few-shot examples or labels are malformed; the message names the file and example."""
+
+
+class SchemaError(SpacyLlamaError, ValueError):
+    """A structured task's JSON schema or its settings are wrong; the message names the
+    setting and the fix."""
 
 
 class PromptTooLongError(SpacyLlamaError, ValueError):

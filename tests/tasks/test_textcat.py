@@ -303,9 +303,7 @@ def test_pipeline_bytes_round_trip_keeps_examples(tiny_hf):
 
 def test_the_scorer_is_a_registered_swappable_function(tiny_hf):
     nlp = textcat_nlp(tiny_model(tiny_hf), chat=False)
-    assert nlp.config["components"]["llama"]["scorer"] == {
-        "@scorers": "spacy-llama.task_scorer.v1"
-    }
+    assert nlp.config["components"]["llama"]["scorer"] == {"@scorers": "spacy-llama.task_scorer.v1"}
     gold = nlp.make_doc("Goal!")
     gold.cats = {label: float(label == "sport") for label in LABELS}
     examples = [Example(nlp("Goal!"), gold)]

@@ -1,0 +1,184 @@
+"""``spacy-llama.Extract.v1``: fill in a JSON schema from each doc (structured output).
+
+Each doc's request carries the schema as a ``json_schema`` constraint in which every span
+field's strings are an ``enum`` of the doc's own substrings (token n-grams, see
+``structured.candidate_substrings``), so what the model copies from the text always lands on
+token boundaries. The parsed object is validated against that schema and written to
+``doc._.<data_attr>``; the span fields' strings become Spans in ``doc.spans[spans_key]``,
+labelled with the field name. An answer cut off by max_new_tokens (or one that does not
+match the schema) fails its doc (``types.DOC_ERROR_KEY``) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from spacy.scorer import Scorer as SpacyScorer
+from spacy.tokens import Doc, Span
+from spacy.training import Example as SpacyExample
+
+from ..errors import Errors, FewShotError, SchemaError
+from ..registry import llama_tasks
+from ..types import GenerationRequest, GenerationResult
+from .base import ChatSetting, PromptedTask, PromptFormatter
+from .examples import write_task
+from .extensions import check_names, install_extensions
+from .fitting import Overflow, generation_requests
+from .prompt import DocLike, PromptTemplate, load_template
+from .schema import Schema, check_span_fields, doc_schema, is_array_field, load_schema
+from .structured import (
+    DEFAULT_MAX_SPAN_TOKENS,
+    align_strings,
+    candidate_substrings,
+    json_constraint,
+    read_answer,
+)
+
+NAME = "Extract.v1"
+
+
+class ExtractTask(PromptedTask):
+    def __init__(
+        self,
+        template: PromptTemplate,
+        *,
+        schema: Schema,
+        span_fields: List[str],
+        spans_key: str,
+        data_attr: str,
+        max_span_tokens: int,
+        chat: ChatSetting,
+        system: Optional[str],
+        on_overflow: Overflow,
+    ) -> None:
+        self.template = template
+        self.schema = schema
+        self.span_fields = span_fields
+        self.spans_key = spans_key
+        self.data_attr = data_attr
+        self.max_span_tokens = max_span_tokens
+        self.chat = chat
+        self.system = system
+        self.on_overflow = on_overflow
+        self._schema_text = json.dumps(schema, indent=2, ensure_ascii=False)
+        install_extensions(doc=self.extensions)
+
+    @property
+    def extensions(self) -> List[str]:
+        return [self.data_attr]
+
+    def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
+        self.bind(formatter)
+        self._request(sample)  # a bad template fails when the pipeline is built
+
+    def schema_for(self, doc: DocLike) -> Schema:
+        """The schema with every span field restricted to ``doc``'s substrings."""
+        if not self.span_fields:
+            return self.schema
+        candidates = candidate_substrings(doc, self.max_span_tokens)
+        return doc_schema(self.schema, self.span_fields, candidates)
+
+    def _request(self, doc: DocLike) -> GenerationRequest:
+        # The prompt shows the schema as configured (not the per-doc enums): the instruction
+        # stays the same for every doc, so the engine computes its prefix once.
+        user = self.template.render_doc(doc, schema=self._schema_text, span_fields=self.span_fields)
+        req = self.formatter.format(user, chat=self.chat, system=self.system)
+        req.constraint = json_constraint(self.schema_for(doc))
+        return req
+
+    def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
+        return generation_requests(
+            docs, self._request, self.formatter, on_overflow=self.on_overflow
+        )
+
+    def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
+        for doc, res in zip(docs, results):
+            if res.finish_reason == "empty":  # an empty doc: no model call, nothing found
+                doc._.set(self.data_attr, None)
+                doc.spans[self.spans_key] = []
+                continue
+            value = read_answer(doc, res, self.schema_for(doc), NAME)
+            if value is None:
+                continue  # the doc is marked failed; nothing half-written
+            doc._.set(self.data_attr, value)
+            doc.spans[self.spans_key] = self.spans(doc, value)
+
+    def spans(self, doc: Doc, value: Dict[str, Any]) -> List[Span]:
+        """The span fields' strings as Spans, field by field, each field in its own order."""
+        out: List[Span] = []
+        for field in self.span_fields:
+            found = value.get(field)
+            if found is None:
+                continue
+            texts = found if is_array_field(self.schema["properties"][field]) else [found]
+            out.extend(align_strings(doc, texts, field))
+        return out
+
+    def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
+        """P/R/F of the span fields (doc.spans[spans_key]) and the share of docs whose
+        object equals the reference's ``doc._.<data_attr>`` (where it has one)."""
+        examples = list(examples)
+        key = self.spans_key
+
+        def getter(doc: Doc, attr: str) -> List[Span]:
+            return list(doc.spans[key]) if key in doc.spans else []
+
+        scores = SpacyScorer.score_spans(
+            examples, f"spans_{key}", getter=getter, has_annotation=lambda doc: key in doc.spans
+        )
+        pairs = [
+            (ex.predicted._.get(self.data_attr), ex.reference._.get(self.data_attr))
+            for ex in examples
+            if ex.reference._.get(self.data_attr) is not None
+        ]
+        scores["llama_data_acc"] = sum(p == g for p, g in pairs) / len(pairs) if pairs else None
+        return scores
+
+    def to_disk(self, path: Any, *, exclude: Iterable[str] = ()) -> None:
+        write_task(
+            path,
+            {
+                "template": self.template.source,
+                "schema": self.schema,
+                "span_fields": self.span_fields,
+            },
+        )
+
+    def from_disk(self, path: Any, *, exclude: Iterable[str] = ()) -> ExtractTask:
+        return self  # everything an extract task knows comes from its config
+
+
+@llama_tasks("spacy-llama.Extract.v1")
+def extract_task_v1(
+    *,
+    schema: Optional[Union[str, Dict[str, Any]]] = None,
+    schema_path: Optional[str] = None,
+    span_fields: List[str] = [],  # noqa: B006 - read only
+    spans_key: str = "llama_extract",
+    data_attr: str = "llama_data",
+    max_span_tokens: int = DEFAULT_MAX_SPAN_TOKENS,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: ChatSetting = True,
+    system: Optional[str] = None,
+    on_overflow: Overflow = "truncate",
+) -> ExtractTask:
+    """Structured extraction: a JSON object per doc, span fields copied from the text."""
+    check_names(data_attr=data_attr)
+    if not spans_key:
+        raise FewShotError(Errors.E318)
+    if max_span_tokens < 1:
+        raise SchemaError(Errors.E367.format(task=NAME, value=max_span_tokens))
+    loaded = load_schema(schema, schema_path)
+    return ExtractTask(
+        load_template(template, template_path, "extract.jinja"),
+        schema=loaded,
+        span_fields=check_span_fields(loaded, span_fields),
+        spans_key=spans_key,
+        data_attr=data_attr,
+        max_span_tokens=max_span_tokens,
+        chat=chat,
+        system=system,
+        on_overflow=on_overflow,
+    )
