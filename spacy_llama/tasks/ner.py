@@ -110,6 +110,10 @@ class NERTask(DataLabels, PromptedTask):
                 )
             self._merge(doc, spans)
 
+    # What a trained answer starts with after a plain (non-chat) prompt: free text begins
+    # its "TYPE: text" lines on a new line after "Entities:", as the few-shot examples do.
+    plain_answer_prefix = "\n"
+
     def render(self, ents: Iterable[Span]) -> str:
         """The answer for ``ents`` as the few-shot examples show it (ner.jinja) and
         :meth:`parse` reads it: one "TYPE: text" line each, in order, or "none". Entities of

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
@@ -70,6 +70,20 @@ def example_answer(ex: Example) -> str:
 
 class NERv2Task(NERTask):
     """NER.v1's labels, examples, alignment, merge and scoring; a JSON answer."""
+
+    # The grammar admits no whitespace before the JSON: the answer starts at "{".
+    plain_answer_prefix = ""
+
+    def render(self, ents: Iterable[Span]) -> str:
+        """The JSON answer for ``ents`` exactly as the constrained decoder writes it (keys in
+        schema order, ", " and ": " separators), so training teaches what inference decodes
+        and :meth:`assign` reads back. Entities of other labels are left out; past
+        ``max_entities``, the first ones are kept (the schema allows no more)."""
+        answers = {x.name: x.answer for x in self.labels}
+        items = [{"label": answers[e.label_], "text": e.text} for e in ents if e.label_ in answers]
+        if self.max_entities is not None:
+            items = items[: self.max_entities]
+        return json.dumps({"entities": items}, ensure_ascii=False)
 
     def __init__(
         self,

@@ -78,10 +78,10 @@ def ner_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> 
 
 def ner_answer(task: Any, eg: Example) -> str:
     """What the model should write for ``eg``: the task's rendering of the gold entities,
-    starting a line as in the few-shot examples (after a plain prompt's "Entities:"; a chat
-    reply starts its own message)."""
+    after a plain prompt starting as the task's answers do (NER.v1: a new line after
+    "Entities:"; NER.v2: the JSON right away); a chat reply starts its own message."""
     text = task.render(ner_gold(task, eg))
-    return text if task.chat else "\n" + text
+    return text if task.chat else getattr(task, "plain_answer_prefix", "\n") + text
 
 
 def answer_nll(lm: LlamaModel, module: Any, req: GenerationRequest, answer: str) -> torch.Tensor:

@@ -104,3 +104,34 @@ def test_ner_renders_none_for_a_doc_without_entities(tiny_hf) -> None:
     assert task.render([]) == "none" and task.parse("none") == []
     eg = entity_examples(entity_nlp(tiny_hf, NER), [ENT_GOLD[0]])[0]
     assert task.render(eg.reference.ents) == "town: London"  # the verbalizer, as few-shot
+
+
+NER_V2 = {"@llama_tasks": "spacy-llama.NER.v2"}
+
+
+def test_ner_v2_trains_on_the_json_its_grammar_decodes(tiny_hf) -> None:
+    """NER.v2 decodes JSON under its per-doc schema; its training answer must be that JSON
+    (not NER.v1's "TYPE: text" lines it inherits), token for token accepted by the doc's
+    grammar, starting right after the prompt (the grammar admits no leading newline), and
+    read back by its own assign as the gold spans."""
+    from spacy_llama.training.entity_losses import ner_answer
+    from spacy_llama.types import GenerationResult
+
+    nlp = entity_nlp(tiny_hf, NER_V2)
+    pipe = nlp.get_pipe("llama")
+    eg = entity_examples(nlp, [ENT_GOLD[1]])[0]
+    answer = ner_answer(pipe.task, eg)
+    assert answer == (
+        '{"entities": [{"label": "COMPANY", "text": "Apple"}, '
+        '{"label": "CITY", "text": "U.K."}]}'
+    )
+    request = pipe.task.requests([eg.predicted])[0]
+    grammar = pipe.engine.grammar(pipe.engine.constraint(request)).start()
+    tokens = pipe.model.encode(answer, add_special_tokens=False)
+    assert grammar.valid_prefix(tokens) == len(tokens)
+    for token in tokens:
+        assert grammar.accept(token)
+    assert grammar.accepting
+    doc = nlp.make_doc(eg.predicted.text)
+    pipe.task.assign([doc], [GenerationResult(text=answer, finish_reason="stop")])
+    assert [(s.text, s.label_) for s in doc.ents] == [("Apple", "COMPANY"), ("U.K.", "CITY")]
