@@ -270,7 +270,8 @@ class LlamaPipe(Pipe):
         peft = self.adapter.peft
         peft.train()
         try:
-            loss, _ = task_loss(self.task, self.model, peft, examples)
+            # micro-batches of the component's batch_size rows, as in prediction
+            loss, _ = task_loss(self.task, self.model, peft, examples, batch_size=self.batch_size)
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss
