@@ -284,6 +284,18 @@ class LlamaPipe(Pipe):
         self.adapter.shim.finish_update(sgd)
         self.adapter.stale = True
 
+    def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
+        """Predict (and save) with ``params`` in place of the adapter weights, e.g. the
+        optimizer's averages: spaCy's train loop evaluates and saves checkpoints inside
+        ``nlp.use_params(optimizer.averages)``. A generator, as TrainablePipe's: spaCy's
+        Language.use_params steps it with ``next`` (enter, then restore)."""
+        backup = self.adapter.swap_in(params) if self.adapter is not None else None
+        try:
+            yield
+        finally:
+            if backup is not None and self.adapter is not None:
+                self.adapter.restore(backup)
+
     def _sync_adapter(self) -> None:
         if self.adapter is not None and self.adapter.refresh():
             self.engine.weights_changed()

@@ -22,7 +22,7 @@ attributes trains too); the tasks themselves never touch torch.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ def task_loss(
     egs = [eg for eg in examples if usable(eg)]
     if not egs:
         return None, 0
-    opts = {"batch_size": batch_size, "share_prompt": share_prompt}
+    opts: Dict[str, Any] = {"batch_size": batch_size, "share_prompt": share_prompt}
     if is_textcat(task):
         return textcat_loss(task, lm, module, egs, **opts), len(egs)
     return answer_loss(task, lm, module, egs, **opts), len(egs)

@@ -12,8 +12,14 @@ import torch
 
 from spacy_llama.training.losses import task_loss
 
-from .builders import TEXTS, adapter_block, answer_examples, cat_examples, generation_nlp
-from .builders import textcat_nlp
+from .builders import (
+    TEXTS,
+    adapter_block,
+    answer_examples,
+    cat_examples,
+    generation_nlp,
+    textcat_nlp,
+)
 from .reference import reference_loss
 
 V2 = {"@llama_tasks": "spacy-llama.TextCat.v2"}
@@ -57,10 +63,13 @@ def _check_equal(pipe: Any, egs: List[Any]) -> None:
     # float32 sums in another order: differences relative to the gradients' scale
     scale = max(float(g.abs().max()) for g in want_grads.values())
     for opts in OPTIONS:
-        got, grads = _value_and_grads(pipe, lambda: task_loss(*args, egs, **opts)[0])
+        got, grads = _value_and_grads(pipe, lambda o=opts: task_loss(*args, egs, **o)[0])
         assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-5), (opts, got, want)
         for name, g in grads.items():
-            torch.testing.assert_close(g, want_grads[name], rtol=1e-3, atol=1e-4 * scale, msg=lambda m: f"{name} {opts}: {m}")
+            where = f"{name} {opts}"
+            torch.testing.assert_close(
+                g, want_grads[name], rtol=1e-3, atol=1e-4 * scale, msg=lambda m, w=where: w + m
+            )
 
 
 @pytest.mark.parametrize("case", list(TEXTCAT_CASES))
