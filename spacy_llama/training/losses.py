@@ -127,14 +127,21 @@ def _chunk_values(
     owner = [b for b, it in enumerate(items) for _ in it.conts]
     conts = [c for it in items for c in it.conts]
     firsts = [f for it in items for f in it.first]
-    cont_hidden, _ = run(module, conts, past.select(owner), keep=False)
+    # Only continuations of two tokens or more run, without their last token (nothing is
+    # predicted after it): a one-token label is scored from its prompt's last position alone.
+    longer = [j for j, c in enumerate(conts) if len(c) > 1]
     heads, tails = [], []  # (row, position, token) of the first / later tokens
     for j, (cont, first) in enumerate(zip(conts, firsts)):
         if first == 0:
             heads.append((owner[j], len(items[owner[j]].prefix) - shared - 1, cont[0]))
-        tails += [(j, t - 1, cont[t]) for t in range(max(first, 1), len(cont))]
+    for row, j in enumerate(longer):
+        tails += [(row, t - 1, conts[j][t]) for t in range(max(firsts[j], 1), len(conts[j]))]
     head_lp = logprobs_at(module, hidden, heads)
-    tail_lp = logprobs_at(module, cont_hidden, tails)
+    tail_lp = head_lp[:0]
+    if longer:
+        rows = [conts[j][:-1] for j in longer]
+        cont_hidden, _ = run(module, rows, past.select([owner[j] for j in longer]), keep=False)
+        tail_lp = logprobs_at(module, cont_hidden, tails)
     values, h, t = [], 0, 0
     for cont, first in zip(conts, firsts):
         n_tail = len(cont) - max(first, 1)
@@ -165,7 +172,8 @@ def answer_loss(
     total = torch.zeros((), device=lm.device)
     for chunk in chunks([1] * len(rows), batch_size):
         past = base.select([0] * len(chunk)) if base is not None else None
-        hidden, _ = run(module, [rows[i][shared:] for i in chunk], past, keep=False)
+        # the last token predicts nothing: it is not run
+        hidden, _ = run(module, [rows[i][shared:-1] for i in chunk], past, keep=False)
         picks, sizes = [], []
         for j, i in enumerate(chunk):
             row, begin = rows[i], len(prompts[i]) - shared  # answer from row[begin + shared]

@@ -31,6 +31,9 @@ TEXTCAT_CASES: Dict[str, Dict[str, Any]] = {
     "calibrated-multi-label": {"calibrate": True, "exclusive": False},
     "v2-three-content-free": V2,
     "v2-first-word-multi-label": {**V2, "label_score": "first_word", "exclusive": False},
+    # " the" is one token of the tiny tokenizer: scored from the prompt's last position only
+    "one-token-and-longer-labels": {"verbalizers": {"pos": "the", "neg": "London city"}},
+    "v2-one-token-label": {**V2, "verbalizers": {"pos": "the"}},
 }
 OPTIONS = [
     {"batch_size": None, "share_prompt": True},
