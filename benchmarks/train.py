@@ -284,7 +284,7 @@ def report(
     print(
         f"model: {args.model_path or 'SmolLM2-135M (spacy-llama.SmolLM2.v1)'}, dtype {args.dtype}, "
         f"{args.steps} timed steps of {args.batch} gold docs (+1 warm-up), "
-        f"threads {torch.get_num_threads()}"
+        f"torch threads {spacy_run.get('threads')}"
     )
     print(
         f"{'run':<7} {'docs/s':>8} {'tok/s':>9} {'tokens forwarded':>17} "
@@ -328,6 +328,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--model-path", default=None, help="an HF folder instead of SmolLM2")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
     ap.add_argument("--repeat", type=int, default=2, help="inference passes (the best counts)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--child", default=None, choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -335,8 +336,11 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     if args.child:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         out = CHILDREN[args.child](args)
         out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out["threads"] = torch.get_num_threads()
         print(json.dumps(out))
         return 0
     passed = [a for a in (argv if argv is not None else sys.argv[1:])]
