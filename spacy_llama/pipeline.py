@@ -290,11 +290,15 @@ class LlamaPipe(Pipe):
         from .training.losses import task_loss
 
         # losses.py cannot dispatch to entity_losses (which imports it): an import cycle
-        loss_fn = entity_task_loss if is_entity_task(self.task) else task_loss
         peft = self.adapter.peft
         peft.train()
         try:
-            loss, _ = loss_fn(self.task, self.model, peft, examples)
+            if is_entity_task(self.task):
+                loss, _ = entity_task_loss(self.task, self.model, peft, examples)
+            else:  # micro-batches of the component's batch_size rows, as in prediction
+                loss, _ = task_loss(
+                    self.task, self.model, peft, examples, batch_size=self.batch_size
+                )
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss
@@ -306,6 +310,18 @@ class LlamaPipe(Pipe):
             return
         self.adapter.shim.finish_update(sgd)
         self.adapter.stale = True
+
+    def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
+        """Predict (and save) with ``params`` in place of the adapter weights, e.g. the
+        optimizer's averages: spaCy's train loop evaluates and saves checkpoints inside
+        ``nlp.use_params(optimizer.averages)``. A generator, as TrainablePipe's: spaCy's
+        Language.use_params steps it with ``next`` (enter, then restore)."""
+        backup = self.adapter.swap_in(params) if self.adapter is not None else None
+        try:
+            yield
+        finally:
+            if backup is not None and self.adapter is not None:
+                self.adapter.restore(backup)
 
     def _sync_adapter(self) -> None:
         if self.adapter is not None and self.adapter.refresh():

@@ -83,3 +83,18 @@ def test_grammar_engines_benchmark_measures_llguidance(smollm2, capsys):
     for name, module in (("xgrammar", "xgrammar"), ("outlines-core", "outlines_core")):
         missing = importlib.util.find_spec(module) is None
         assert (f"{name:14} not installed" in out) == missing
+
+
+def test_train_benchmark_runs_and_checks_the_step0_losses_agree(tiny_hf, capsys):
+    """benchmarks/train.py on a tiny model: both training paths, the adapter size and the
+    inference runs (children processes); the two paths' step-0 losses must be equal."""
+    from benchmarks import train
+
+    argv = ["--model-path", str(tiny_hf), "--steps", "1", "--batch", "2", "--limit", "2"]
+    code = train.main([*argv, "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "step-0 loss spacy == plain: yes" in out
+    for line in ("training speed spacy / plain:", "peak RSS spacy / plain:", "adapter on disk:"):
+        assert line in out
+    assert "(fused decoder: True): after / before" in out

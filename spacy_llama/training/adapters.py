@@ -109,6 +109,30 @@ class Adapter:
     def trainable(self) -> List[torch.nn.Parameter]:
         return [p for p in self.peft.parameters() if p.requires_grad]
 
+    def swap_in(self, params: Dict[Any, Any]) -> Optional[Dict[str, torch.Tensor]]:
+        """Put the optimizer's values for this adapter's weights (thinc keys them
+        ``(shim.id, parameter name)``, e.g. Adam's ``averages``) in place; return the current
+        values to restore, or None when ``params`` holds none of them. thinc's own
+        ``PyTorchShim.use_params`` looks for string keys the optimizer never writes, so it
+        would silently keep the current weights."""
+        mine = {
+            name: p for name, p in self.peft.named_parameters() if (self.shim.id, name) in params
+        }
+        if not mine:
+            return None
+        backup = {name: p.data for name, p in mine.items()}
+        for name, p in mine.items():
+            value = torch.as_tensor(params[(self.shim.id, name)], device=p.device)
+            p.data = value.to(p.dtype).reshape(p.shape).clone()
+        self.stale = True
+        return backup
+
+    def restore(self, backup: Dict[str, torch.Tensor]) -> None:
+        for name, p in self.peft.named_parameters():
+            if name in backup:
+                p.data = backup[name]
+        self.stale = True
+
     def state(self) -> Dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 

@@ -1,13 +1,20 @@
 """The training objective of each task: the quantity the task predicts with, made
-differentiable (a plain teacher-forced forward of the peft model, with autograd).
+differentiable (teacher-forced forwards of the peft model, with autograd).
 
 - TextCat, exclusive: cross-entropy of the gold label under the softmax of the labels'
   log-likelihoods (summed or mean, as the task's ``length_normalize``), scored exactly as the
-  engine scores candidates (the same tokenization of prompt + candidate, calibration included).
+  engine scores candidates (the same tokenization of prompt + candidate; with calibration the
+  mean over the content-free probes is subtracted, as the task's ``assign`` does).
 - TextCat, multi-label: for each label, the yes/no question the task asks; binary
   cross-entropy of the gold answer, i.e. cross-entropy over the candidates (yes, no).
 - Completion and Summary: next-token loss on the reference answer (``doc._.<attr>``) after
   the task's prompt, answer tokens only (the prompt is masked), ending with the stop token.
+
+Speed, as inference does it (forward.py): the token prefix every request of the batch shares
+(instruction, few-shot block) runs once; each request's prompt runs once and its KV cache is
+expanded over its candidates, which run as short continuations; rows are right padded into
+micro-batches of at most ``batch_size`` rows. The values equal one plain forward per
+candidate row (tests/training/reference.py keeps that implementation to compare against).
 
 Tasks are read through their public attributes (duck typing, so a TextCat.v2 with the same
 attributes trains too); the tasks themselves never touch torch.
@@ -15,7 +22,7 @@ attributes trains too); the tasks themselves never touch torch.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,39 +32,52 @@ from spacy.training import Example
 from ..generation.scoring import Scorer
 from ..models.base import LlamaModel
 from ..types import GenerationRequest, ScoreRequest
+from .forward import Past, chunks, logprobs_at, run, shared_length
 from .gold import answer_attr, is_textcat, usable
 
 
 def task_loss(
-    task: Any, lm: LlamaModel, module: Any, examples: Iterable[Example]
+    task: Any,
+    lm: LlamaModel,
+    module: Any,
+    examples: Iterable[Example],
+    *,
+    batch_size: Optional[int] = None,
+    share_prompt: bool = True,
 ) -> Tuple[Optional[torch.Tensor], int]:
-    """The summed loss of the usable examples (empty docs skipped) and how many there were."""
+    """The summed loss of the usable examples (empty docs skipped) and how many there were.
+    ``batch_size``: rows per forward (None: all at once); ``share_prompt``: run the prefix
+    all requests share once."""
     egs = [eg for eg in examples if usable(eg)]
     if not egs:
         return None, 0
+    opts: Dict[str, Any] = {"batch_size": batch_size, "share_prompt": share_prompt}
     if is_textcat(task):
-        return textcat_loss(task, lm, module, egs), len(egs)
-    return answer_loss(task, lm, module, egs), len(egs)
+        return textcat_loss(task, lm, module, egs, **opts), len(egs)
+    return answer_loss(task, lm, module, egs, **opts), len(egs)
 
 
 # -- TextCat -----------------------------------------------------------------------------
-def textcat_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> torch.Tensor:
+def textcat_loss(
+    task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example], **opts: Any
+) -> torch.Tensor:
     docs = [eg.predicted for eg in egs]
     requests: List[ScoreRequest] = list(task.requests(docs))
     per = 1 if task.exclusive else len(task.labels)
+    n_probes = len(requests) - per * len(docs)  # calibration probes come first
+    values = candidate_values(task, lm, module, requests, **opts)
     priors: List[Optional[torch.Tensor]] = [None] * per
-    if getattr(task, "calibrate", False):
-        priors = [candidate_scores(task, lm, module, r) for r in requests[:per]]
-        requests = requests[per:]
+    if n_probes:
+        priors = [torch.stack(values[q:n_probes:per]).mean(dim=0) for q in range(per)]
     total = torch.zeros((), device=lm.device)
     for k, eg in enumerate(egs):
         for q, gold in enumerate(gold_indices(task, eg.reference)):
-            values = candidate_scores(task, lm, module, requests[k * per + q])
+            mine = values[n_probes + k * per + q]
             prior = priors[q]
             if prior is not None:
-                values = values - prior
-            target = torch.tensor([gold], device=values.device)
-            total = total + F.cross_entropy(values[None, :], target)
+                mine = mine - prior
+            target = torch.tensor([gold], device=mine.device)
+            total = total + F.cross_entropy(mine[None, :], target)
     return total
 
 
@@ -71,43 +91,112 @@ def gold_indices(task: Any, ref: Doc) -> List[int]:
 
 
 def candidate_scores(task: Any, lm: LlamaModel, module: Any, req: ScoreRequest) -> torch.Tensor:
-    """Summed (or mean) log-probability of each candidate, with gradients."""
-    prepared = Scorer(lm, batch_size=1)._prepare(0, req)  # the engine's own tokenization
-    rows = [prepared.prefix + cont for cont in prepared.conts]
-    starts = [len(prepared.prefix) + first for first in prepared.first]
-    logp = _token_logprobs(module, rows, lm.pad_token_id)
-    out = []
-    for j, (row, start) in enumerate(zip(rows, starts)):
-        mine = logp[j, start - 1 : len(row) - 1]  # log p(row[t] | row[:t]) for t >= start
-        out.append(mine.mean() if task.length_normalize else mine.sum())
-    return torch.stack(out)
+    """Summed (or mean) log-probability of each candidate of one request, with gradients."""
+    return candidate_values(task, lm, module, [req])[0]
+
+
+def candidate_values(
+    task: Any,
+    lm: LlamaModel,
+    module: Any,
+    requests: Sequence[ScoreRequest],
+    *,
+    batch_size: Optional[int] = None,
+    share_prompt: bool = True,
+) -> List[torch.Tensor]:
+    """Per request, the summed (or mean) log-probability of each candidate."""
+    scorer = Scorer(lm, batch_size=1)
+    prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]  # the engine's tokens
+    shared = shared_length([p.prefix for p in prepared]) if share_prompt else 0
+    base = run(module, [prepared[0].prefix[:shared]], None)[1] if shared else None
+    out: List[torch.Tensor] = []
+    for chunk in chunks([len(p.conts) for p in prepared], batch_size):
+        past = base.select([0] * len(chunk)) if base is not None else None
+        items = [prepared[i] for i in chunk]
+        hidden, past = run(module, [p.prefix[shared:] for p in items], past)
+        assert past is not None
+        out += _chunk_values(task, module, items, hidden, past, shared)
+    return out
+
+
+def _chunk_values(
+    task: Any, module: Any, items: Sequence[Any], hidden: torch.Tensor, past: Past, shared: int
+) -> List[torch.Tensor]:
+    """The candidates of ``items`` as continuations of their prompts' cache: the prompt's last
+    position predicts each candidate's first token, the continuation the rest."""
+    owner = [b for b, it in enumerate(items) for _ in it.conts]
+    conts = [c for it in items for c in it.conts]
+    firsts = [f for it in items for f in it.first]
+    # Only continuations of two tokens or more run, without their last token (nothing is
+    # predicted after it): a one-token label is scored from its prompt's last position alone.
+    longer = [j for j, c in enumerate(conts) if len(c) > 1]
+    heads, tails = [], []  # (row, position, token) of the first / later tokens
+    for j, (cont, first) in enumerate(zip(conts, firsts)):
+        if first == 0:
+            heads.append((owner[j], len(items[owner[j]].prefix) - shared - 1, cont[0]))
+    for row, j in enumerate(longer):
+        tails += [(row, t - 1, conts[j][t]) for t in range(max(firsts[j], 1), len(conts[j]))]
+    head_lp = logprobs_at(module, hidden, heads)
+    tail_lp = head_lp[:0]
+    if longer:
+        rows = [conts[j][:-1] for j in longer]
+        cont_hidden, _ = run(module, rows, past.select([owner[j] for j in longer]), keep=False)
+        tail_lp = logprobs_at(module, cont_hidden, tails)
+    values, h, t = [], 0, 0
+    for cont, first in zip(conts, firsts):
+        n_tail = len(cont) - max(first, 1)
+        mine = torch.cat([head_lp[h : h + int(first == 0)], tail_lp[t : t + n_tail]])
+        h, t = h + int(first == 0), t + n_tail
+        values.append(mine.mean() if task.length_normalize else mine.sum())
+    out, k = [], 0
+    for it in items:
+        out.append(torch.stack(values[k : k + len(it.conts)]))
+        k += len(it.conts)
+    return out
 
 
 # -- Completion / Summary ------------------------------------------------------------------
-def answer_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> torch.Tensor:
+def answer_loss(
+    task: Any,
+    lm: LlamaModel,
+    module: Any,
+    egs: Sequence[Example],
+    *,
+    batch_size: Optional[int] = None,
+    share_prompt: bool = True,
+) -> torch.Tensor:
+    """Summed over docs: the mean NLL of each doc's answer tokens after its prompt."""
+    prompts, rows = answer_rows(task, lm, egs)
+    shared = shared_length(prompts) if share_prompt else 0
+    base = run(module, [prompts[0][:shared]], None)[1] if shared else None
+    total = torch.zeros((), device=lm.device)
+    for chunk in chunks([1] * len(rows), batch_size):
+        past = base.select([0] * len(chunk)) if base is not None else None
+        # the last token predicts nothing: it is not run
+        hidden, _ = run(module, [rows[i][shared:-1] for i in chunk], past, keep=False)
+        picks, sizes = [], []
+        for j, i in enumerate(chunk):
+            row, begin = rows[i], len(prompts[i]) - shared  # answer from row[begin + shared]
+            picks += [(j, t - 1, row[t + shared]) for t in range(begin, len(row) - shared)]
+            sizes.append(len(row) - len(prompts[i]))
+        for part in torch.split(logprobs_at(module, hidden, picks), sizes):
+            total = total - part.mean()
+    return total
+
+
+def answer_rows(
+    task: Any, lm: LlamaModel, egs: Sequence[Example]
+) -> Tuple[List[List[int]], List[List[int]]]:
+    """Per doc, the prompt's tokens and prompt + answer + stop token (cut to the context)."""
     attr = str(answer_attr(task))
     requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
-    total = torch.zeros((), device=lm.device)
     stop = lm.stop_token_ids[:1]
+    prompts, rows = [], []
     for eg, req in zip(egs, requests):
         # Tokenized apart, as the engine does: it encodes the prompt, then generates.
         prompt = lm.encode(req.prompt, add_special_tokens=req.add_special_tokens)
         answer = lm.encode(str(eg.reference._.get(attr)), add_special_tokens=False) + stop
         answer = answer[: max(1, lm.context_length - len(prompt))]
-        row = prompt + answer
-        logp = _token_logprobs(module, [row], lm.pad_token_id)
-        total = total - logp[0, len(prompt) - 1 : len(row) - 1].mean()
-    return total
-
-
-def _token_logprobs(module: Any, rows: List[List[int]], pad: int) -> torch.Tensor:
-    """(n, T-1): log p(token t+1 | tokens <= t) of right-padded rows, in float32."""
-    width = max(len(r) for r in rows)
-    device = next(module.parameters()).device
-    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for j, row in enumerate(rows):
-        ids[j, : len(row)] = torch.tensor(row, device=device)
-        mask[j, : len(row)] = 1
-    logits = module(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        prompts.append(prompt)
+        rows.append(prompt + answer)
+    return prompts, rows

@@ -59,7 +59,9 @@ def test_update_lowers_the_answer_loss(tiny_hf, task, attr) -> None:
     nlp = generation_nlp(tiny_hf, task)
     egs = answer_examples(nlp, attr, ["London city"] * len(TEXTS))
     nlp.initialize(lambda: egs)
-    losses = _losses(nlp, egs, 10, lr=0.2)
+    # lr 0.2 oscillated (float-level differences in the forward changed whether step 10 was
+    # below 0.6x); 0.05 descends smoothly
+    losses = _losses(nlp, egs, 10, lr=0.05)
     assert losses[-1] < losses[0] * 0.6, losses
 
 
