@@ -2,14 +2,20 @@
 
 On corpus/sample.jsonl with the embedded model (SmolLM2-135M-Instruct, float32), the same
 chat-template prompts (extract the named entities as JSON) are completed without and with
-the schema ``{"entities": [{"label": enum, "text": string}]}``, greedy and sampled, at
-batch 32 (all docs) and batch 1 (the first ``--batch1-docs`` docs), every run with the same
-``max_new_tokens``. Prints, per run: generated tokens/s, docs/s, the constrained/unconstrained
-throughput ratio, the grammar's mask time per step (and its share of the run), and the % of
-outputs that parse as JSON and validate against the schema (a small checker: jsonschema is
-not a dependency).
+the schema ``{"entities": [{"label": enum, "text": string}]}`` (at most 4 entities of at most
+40 characters), greedy and sampled, at batch 32 (all docs) and batch 1 (the first
+``--batch1-docs`` docs). Two tables:
 
-    python benchmarks/constrained.py [--limit N] [--batch1-docs 8] [--max-new-tokens 128]
+- **validity** (``--max-new-tokens``, default 256: room for the largest answer the schema
+  allows): the % of outputs that parse as JSON and validate against the schema (a small
+  checker), with tokens/s, docs/s and the grammar's mask time per step.
+- **same output lengths** (``--equal-tokens``, default 24): every run is cut at that many
+  tokens, so constrained and unconstrained rows decode the same number of steps on the same
+  prompts (the "at length" column says how many rows ran to the cut) and the tokens/s ratio
+  is the cost of the constraint alone, not of answers of other lengths.
+
+    python benchmarks/constrained.py [--limit N] [--batch1-docs 8] [--max-new-tokens 256]
+                                     [--equal-tokens 24]
 """
 
 from __future__ import annotations
@@ -84,8 +90,9 @@ def prompts(model: Any, limit: Optional[int]) -> List[str]:
 
 def run(
     model: Any, texts: Sequence[str], *, batch: int, temperature: float, schema: bool, max_new: int
-) -> Tuple[float, int, List[str], float, int]:
-    """Seconds, generated tokens, outputs, mask seconds and constrained steps of one run."""
+) -> Tuple[float, int, List[str], float, int, int]:
+    """Seconds, generated tokens, outputs, mask seconds, constrained steps and rows cut at
+    max_new of one run."""
     from spacy_llama.generation.config import GenerationConfig
     from spacy_llama.generation.engine import Engine
     from spacy_llama.types import GenerationRequest
@@ -105,32 +112,21 @@ def run(
     out = engine.run(reqs)
     seconds = time.perf_counter() - start
     tokens = sum(len(r.token_ids) for r in out)
-    return seconds, tokens, [r.text for r in out], engine.last_mask_seconds, engine.last_mask_steps
+    cut = sum(r.finish_reason == "length" for r in out)
+    mask_s, steps = engine.last_mask_seconds, engine.last_mask_steps
+    return seconds, tokens, [r.text for r in out], mask_s, steps, cut
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
-    ap.add_argument("--batch1-docs", type=int, default=8, help="docs of the batch-1 runs")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    args = ap.parse_args(argv)
-    import torch
-
-    from spacy_llama.models.default import smollm2_model_v1
-
-    model = smollm2_model_v1(dtype="float32")
-    texts = prompts(model, args.limit)
-    print(f"{len(texts)} docs, max_new_tokens {args.max_new_tokens}, torch threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
-    head = f"{'run':28} {'tok/s':>7} {'docs/s':>7} {'ratio':>6} {'mask ms/step':>12}"
-    print(head + f" {'mask %':>6} {'valid %':>7}")
+def table(model: Any, texts: List[str], batch1_docs: int, max_new: int) -> None:
+    head = f"{'run':30} {'tok/s':>7} {'docs/s':>7} {'ratio':>6} {'mask ms/step':>12}"
+    print(head + f" {'mask %':>6} {'at length':>9} {'valid %':>7}")
     for temperature in (0.0, 1.0):
-        for batch, docs in ((32, texts), (1, texts[: args.batch1_docs])):
+        for batch, docs in ((32, texts), (1, texts[:batch1_docs])):
             base_rate = 0.0
             for schema in (False, True):
-                s, n, outs, mask_s, steps = run(
+                s, n, outs, mask_s, steps, cut = run(
                     model, docs, batch=batch, temperature=temperature, schema=schema,
-                    max_new=args.max_new_tokens,
+                    max_new=max_new,
                 )  # fmt: skip
                 rate = n / s
                 base_rate = base_rate or rate
@@ -139,9 +135,29 @@ def main(argv: Optional[List[str]] = None) -> int:
                 per_step = f"{mask_s / steps * 1e3:12.2f}" if steps else f"{'-':>12}"
                 ok = 100.0 * sum(valid(t) for t in outs) / len(outs)
                 print(
-                    f"{name:28} {rate:7.1f} {len(docs) / s:7.2f} {rate / base_rate:6.2f} "
-                    f"{per_step} {100 * mask_s / s:6.1f} {ok:7.1f}"
+                    f"{name:30} {rate:7.1f} {len(docs) / s:7.2f} {rate / base_rate:6.2f} "
+                    f"{per_step} {100 * mask_s / s:6.1f} {f'{cut}/{len(docs)}':>9} {ok:7.1f}"
                 )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N docs")
+    ap.add_argument("--batch1-docs", type=int, default=8, help="docs of the batch-1 runs")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="the validity runs")
+    ap.add_argument("--equal-tokens", type=int, default=24, help="the same-length runs")
+    args = ap.parse_args(argv)
+    import torch
+
+    from spacy_llama.models.default import smollm2_model_v1
+
+    model = smollm2_model_v1(dtype="float32")
+    texts = prompts(model, args.limit)
+    print(f"{len(texts)} docs, torch threads {torch.get_num_threads()}")
+    print(f"\n## validity (max_new_tokens {args.max_new_tokens})")
+    table(model, texts, args.batch1_docs, args.max_new_tokens)
+    print(f"\n## same output lengths (every run cut at {args.equal_tokens} tokens)")
+    table(model, texts, args.batch1_docs, args.equal_tokens)
     return 0
 
 
