@@ -21,10 +21,11 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, doc_label
+from .data_labels import LabelSpec
 from .examples import Example
 from .extensions import check_names
 from .fitting import Overflow
-from .labels import Label, labels_context, make_labels
+from .labels import Label, config_labels, labels_context
 from .ner import Answer, Merge, NERTask
 from .prompt import DocLike, PromptTemplate, load_template
 from .structured import (
@@ -136,7 +137,7 @@ class NERv2Task(NERTask):
 @llama_tasks("spacy-llama.NER.v2")
 def ner_task_v2(
     *,
-    labels: List[str],
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
     verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
     label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
     examples: Optional[List[Dict[str, Any]]] = None,
@@ -162,7 +163,8 @@ def ner_task_v2(
         load_template(template, template_path, "ner_v2.jinja"),
         max_span_tokens=max_span_tokens,
         max_entities=max_entities,
-        labels=make_labels(labels, verbalizers=verbalizers, definitions=label_definitions),
+        labels=config_labels(labels, verbalizers, label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions),
         examples=list(examples or []),
         chat=chat,
         system=system,

@@ -124,8 +124,9 @@ def test_cut_off_answer_fails_the_doc_and_leaves_its_entities(tiny_hf, monkeypat
 
 
 def test_bad_config():
-    with pytest.raises(FewShotError, match=r"\[E310\]"):
-        ner_task_v2(labels=[])
+    # labels = [] builds (they come from the training data; without an adapter block the
+    # component refuses it: tests/training/test_initialize_labels.py)
+    assert ner_task_v2(labels=[]).needs_labels
     with pytest.raises(SchemaError, match=r"\[E367\] NER.v2"):
         ner_task_v2(labels=["CITY"], max_span_tokens=0)
     with pytest.raises(FewShotError, match="Unknown label 'GPE'"):

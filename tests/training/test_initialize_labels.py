@@ -49,6 +49,7 @@ def test_config_verbalizers_apply_to_labels_from_data(tiny_hf) -> None:
     "task,want",
     [
         ({"@llama_tasks": "spacy-llama.NER.v1"}, ["CITY", "COMPANY"]),
+        ({"@llama_tasks": "spacy-llama.NER.v2"}, ["CITY", "COMPANY"]),
         ({"@llama_tasks": "spacy-llama.EntityReview.v1"}, ["CITY", "COMPANY"]),
         (
             {"@llama_tasks": "spacy-llama.EntityReview.v1", "none_label": "OTHER"},
@@ -72,6 +73,7 @@ def test_entity_labels_come_from_the_gold_entities(tiny_hf, tmp_path, task, want
         {"@llama_tasks": "spacy-llama.TextCat.v1"},
         {"@llama_tasks": "spacy-llama.TextCat.v2"},
         {"@llama_tasks": "spacy-llama.NER.v1"},
+        {"@llama_tasks": "spacy-llama.NER.v2"},
         {"@llama_tasks": "spacy-llama.EntityReview.v1"},
     ],
 )
