@@ -290,15 +290,12 @@ class LlamaPipe(Pipe):
         from .training.losses import task_loss
 
         # losses.py cannot dispatch to entity_losses (which imports it): an import cycle
+        loss_fn = entity_task_loss if is_entity_task(self.task) else task_loss
         peft = self.adapter.peft
         peft.train()
         try:
-            if is_entity_task(self.task):
-                loss, _ = entity_task_loss(self.task, self.model, peft, examples)
-            else:  # micro-batches of the component's batch_size rows, as in prediction
-                loss, _ = task_loss(
-                    self.task, self.model, peft, examples, batch_size=self.batch_size
-                )
+            # micro-batches of the component's batch_size rows, as in prediction
+            loss, _ = loss_fn(self.task, self.model, peft, examples, batch_size=self.batch_size)
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss

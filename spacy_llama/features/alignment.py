@@ -3,8 +3,7 @@ pieces themselves.
 
 The tokenizer's own ``offset_mapping`` cannot be trusted: Llama 3's fast tokenizer returns
 zero-width or shifted offsets, and slow SentencePiece tokenizers return none. So each piece
-is turned back into the bytes it stands for (SentencePiece: "▁" is a space and ``<0xNN>`` a
-byte-fallback byte; byte-level BPE as in Llama 3 / GPT-2: the byte-to-unicode table), the
+is turned back into the bytes it stands for (``models/pieces.py``), the
 bytes are decoded once, and every piece gets the characters its bytes fall in (a multi-byte
 character split over pieces belongs to all of them). The decoded text is then mapped onto
 the span's text (equal, or with the one leading space SentencePiece adds; otherwise a diff
@@ -14,58 +13,12 @@ of the two strings).
 from __future__ import annotations
 
 import difflib
-import functools
-import json
-import re
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from spacy.tokens import Span
 
 from ..errors import Errors, FeatureError
-
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-
-
-@functools.lru_cache(maxsize=1)
-def _byte_decoder() -> Dict[str, int]:
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}
-
-
-def is_byte_level(tokenizer: Any) -> bool:
-    """Whether the tokenizer's decoder is byte-level BPE (Llama 3, GPT-2), read from the
-    fast tokenizer's own definition (slow tokenizers are SentencePiece here)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return False
-    decoder = json.loads(backend.to_str()).get("decoder")
-    return '"ByteLevel"' in json.dumps(decoder)
-
-
-class PieceReader:
-    """The bytes each piece id stands for, for one tokenizer (special pieces: none)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.byte_level = is_byte_level(tokenizer)
-        self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
-
-    def piece_bytes(self, ids: Sequence[int]) -> List[bytes]:
-        strings = self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
-        return [
-            b"" if int(i) in self.special_ids else self._bytes(str(s)) for i, s in zip(ids, strings)
-        ]
-
-    def _bytes(self, piece: str) -> bytes:
-        fallback = _BYTE_PIECE.match(piece)
-        if fallback is not None:
-            return bytes([int(fallback.group(1), 16)])
-        if self.byte_level:
-            table = _byte_decoder()
-            if all(c in table for c in piece):
-                return bytes(table[c] for c in piece)
-        return piece.replace("\u2581", " ").encode("utf8")
+from ..models.pieces import PieceReader
 
 
 def piece_char_spans(pieces: Sequence[bytes]) -> Tuple[str, List[Tuple[int, int]]]:

@@ -38,9 +38,10 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import Errors, FeatureError
 from ..models.base import LlamaModel
+from ..models.pieces import PieceReader
 from ..models.server import NoLocalWeights, ServerModel
 from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
-from .alignment import PieceReader, align_span
+from .alignment import align_span
 from .batching import StatesBackprop, grid_width, hidden_states, trainable_hidden_states
 from .layers import mix_layer_grads, scalar_mix
 

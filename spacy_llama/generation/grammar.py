@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 
 from ..errors import ConstraintError, Errors
+from ..models.pieces import PieceReader
 from ..types import Constraint
 
 ENGINE = "llguidance"
@@ -83,11 +84,7 @@ def token_bytes(tokenizer: Any, n_vocab: int) -> Tuple[List[bytes], List[int]]:
     """The bytes of every token id below ``n_vocab`` (b"" for ids the tokenizer lacks: a
     model whose output layer has more rows than the tokenizer has tokens), and the ids of
     special tokens (b"\\xff" + name, which llguidance never lets text produce)."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    byte_level = backend is not None and '"ByteLevel"' in backend.to_str()
-    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    reader = PieceReader(tokenizer)
     special = {
         i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special
     } | set(tokenizer.all_special_ids)
@@ -99,12 +96,8 @@ def token_bytes(tokenizer: Any, n_vocab: int) -> Tuple[List[bytes], List[int]]:
             out.append(b"")
         elif i in special:
             out.append(b"\xff" + piece.encode("utf-8"))
-        elif byte_level and all(c in to_byte for c in piece):
-            out.append(bytes(to_byte[c] for c in piece))
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            out.append(bytes([int(piece[3:5], 16)]))  # sentencepiece byte fallback
         else:
-            out.append(piece.replace("\u2581", " ").encode("utf-8"))
+            out.append(reader.bytes_of(piece))
     return out, sorted(i for i in special if i < n_vocab)
 
 

@@ -9,7 +9,8 @@
   the task's prompt; answer tokens only (the prompt is masked), ending with the stop token.
 
 The pipe calls :func:`entity_task_loss` for these tasks (``losses.task_loss`` for the
-others); it reuses ``losses.candidate_scores``, so the scoring stays the engine's.
+others); it reuses ``losses.candidate_scores``, so the scoring stays the engine's, and
+``losses.answers_nll``, the batched teacher-forced pass of the generative tasks.
 """
 
 from __future__ import annotations
@@ -24,19 +25,25 @@ from ..models.base import LlamaModel
 from ..types import GenerationRequest
 from .entity_gold import is_entity_review, ner_gold, review_targets
 from .gold import usable
-from .losses import candidate_scores
+from .losses import answers_nll, candidate_scores
 
 
 def entity_task_loss(
-    task: Any, lm: LlamaModel, module: Any, examples: Iterable[Example]
+    task: Any,
+    lm: LlamaModel,
+    module: Any,
+    examples: Iterable[Example],
+    *,
+    batch_size: Optional[int] = None,
 ) -> Tuple[Optional[torch.Tensor], int]:
-    """The summed loss of the usable examples (empty docs skipped) and how many there were."""
+    """The summed loss of the usable examples (empty docs skipped) and how many there were;
+    ``batch_size``: rows per forward of the NER loss (None: all at once)."""
     egs = [eg for eg in examples if usable(eg)]
     if not egs:
         return None, 0
     if is_entity_review(task):
         return review_loss(task, lm, module, egs), len(egs)
-    return ner_loss(task, lm, module, egs), len(egs)
+    return ner_loss(task, lm, module, egs, batch_size=batch_size), len(egs)
 
 
 # -- EntityReview ------------------------------------------------------------------------
@@ -67,13 +74,19 @@ def review_loss(
 
 
 # -- NER -----------------------------------------------------------------------------------
-def ner_loss(task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]) -> torch.Tensor:
+def ner_loss(
+    task: Any,
+    lm: LlamaModel,
+    module: Any,
+    egs: Sequence[Example],
+    *,
+    batch_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Teacher-forced on the task's rendering of each doc's gold entities, through the
+    batched answer loss Completion and Summary use."""
     requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
-    total = torch.zeros((), device=lm.device)
-    for eg, req in zip(egs, requests):
-        answer = ner_answer(task, eg)
-        total = total + answer_nll(lm, module, req, answer)
-    return total
+    answers = [ner_answer(task, eg) for eg in egs]
+    return answers_nll(lm, module, requests, answers, batch_size=batch_size)
 
 
 def ner_answer(task: Any, eg: Example) -> str:
@@ -82,15 +95,3 @@ def ner_answer(task: Any, eg: Example) -> str:
     "Entities:"; NER.v2: the JSON right away); a chat reply starts its own message."""
     text = task.render(ner_gold(task, eg))
     return text if task.chat else getattr(task, "plain_answer_prefix", "\n") + text
-
-
-def answer_nll(lm: LlamaModel, module: Any, req: GenerationRequest, answer: str) -> torch.Tensor:
-    """Mean negative log-likelihood of ``answer`` then the stop token after ``req``'s prompt.
-    Prompt and answer are tokenized apart, as the engine encodes the prompt and generates."""
-    prompt = lm.encode(req.prompt, add_special_tokens=req.add_special_tokens)
-    tokens = lm.encode(answer, add_special_tokens=False) + lm.stop_token_ids[:1]
-    tokens = tokens[: max(1, lm.context_length - len(prompt))]
-    device = next(module.parameters()).device
-    ids = torch.tensor([prompt + tokens], dtype=torch.long, device=device)
-    logits = module(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-    return F.cross_entropy(logits, ids[0, len(prompt) :])

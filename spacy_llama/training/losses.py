@@ -165,8 +165,29 @@ def answer_loss(
     batch_size: Optional[int] = None,
     share_prompt: bool = True,
 ) -> torch.Tensor:
-    """Summed over docs: the mean NLL of each doc's answer tokens after its prompt."""
-    prompts, rows = answer_rows(task, lm, egs)
+    """Summed over docs: the mean NLL of each doc's reference answer (``doc._.<attr>``)
+    after its prompt."""
+    attr = str(answer_attr(task))
+    requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
+    answers = [str(eg.reference._.get(attr)) for eg in egs]
+    return answers_nll(
+        lm, module, requests, answers, batch_size=batch_size, share_prompt=share_prompt
+    )
+
+
+def answers_nll(
+    lm: LlamaModel,
+    module: Any,
+    requests: Sequence[GenerationRequest],
+    answers: Sequence[str],
+    *,
+    batch_size: Optional[int] = None,
+    share_prompt: bool = True,
+) -> torch.Tensor:
+    """Summed over requests: the mean NLL of each answer's tokens (then the stop token)
+    after its request's prompt, teacher-forced; the prompt is masked. Every task that
+    learns to write an answer (Completion, Summary, NER) trains through here."""
+    prompts, rows = answer_rows(lm, requests, answers)
     shared = shared_length(prompts) if share_prompt else 0
     base = run(module, [prompts[0][:shared]], None)[1] if shared else None
     total = torch.zeros((), device=lm.device)
@@ -185,17 +206,16 @@ def answer_loss(
 
 
 def answer_rows(
-    task: Any, lm: LlamaModel, egs: Sequence[Example]
+    lm: LlamaModel, requests: Sequence[GenerationRequest], answers: Sequence[str]
 ) -> Tuple[List[List[int]], List[List[int]]]:
-    """Per doc, the prompt's tokens and prompt + answer + stop token (cut to the context)."""
-    attr = str(answer_attr(task))
-    requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
+    """Per request, the prompt's tokens and prompt + answer + stop token (cut to the
+    context)."""
     stop = lm.stop_token_ids[:1]
     prompts, rows = [], []
-    for eg, req in zip(egs, requests):
+    for req, text in zip(requests, answers):
         # Tokenized apart, as the engine does: it encodes the prompt, then generates.
         prompt = lm.encode(req.prompt, add_special_tokens=req.add_special_tokens)
-        answer = lm.encode(str(eg.reference._.get(attr)), add_special_tokens=False) + stop
+        answer = lm.encode(text, add_special_tokens=False) + stop
         answer = answer[: max(1, lm.context_length - len(prompt))]
         prompts.append(prompt)
         rows.append(prompt + answer)

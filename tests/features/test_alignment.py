@@ -10,7 +10,8 @@ import pytest
 import spacy
 
 from spacy_llama.errors import FeatureError
-from spacy_llama.features.alignment import PieceReader, align_span, piece_char_spans
+from spacy_llama.features.alignment import align_span, piece_char_spans
+from spacy_llama.models.pieces import PieceReader
 
 from .tokenizers_ import sentencepiece_like, tiktoken_like
 
