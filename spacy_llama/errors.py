@@ -31,6 +31,11 @@ class Warnings(metaclass=ErrorsWithCodes):
     # -- models, servers, conversion, evaluate, templates: W120-W299 ----------------------
     W120 = ("The cached conversion {folder} of {file} is incomplete or damaged ({reason}); "
             "converting the GGUF file again.")
+    # --- quantized weights (GGUF.v2, quantize): W900-W919 ---
+    W900 = ("{path}: tensor {tensor} is stored as {type}, which spacy-llama does not keep "
+            "quantized (kept: Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, F16, BF16, F32); "
+            "it was de-quantised to float for this tensor alone (more memory). A file "
+            "quantized to Q4_K_M, Q5_K_M or Q8_0 avoids this.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -541,6 +546,30 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- quantized weights and memory (GGUF.v2, quantize, dtype auto): E900-E939 ---
+    E900 = ("Not enough memory for {source}: its weights need about {need} as {setting}, "
+            "and {free} is available. Settings that would fit: {fits}.")
+    E901 = ("quantize = {quantize!r} runs on a CPU (torch's int4/int8 weight kernels); the "
+            "model is on {device}. Set device = \"cpu\", or quantize = null on an "
+            "accelerator.")
+    E902 = ("quantize = {quantize!r} needs torch's CPU kernel {kernel}, which this torch "
+            "{version} does not have. Use quantize = \"int8\" (or null), or torch >= 2.6.")
+    E903 = ("quantize = {value!r} is not a choice; use one of {choices} (null: float weights).")
+    E904 = ("device = {device!r} with quantize = {quantize!r}: quantized GGUF weights run on "
+            "the CPU kernels only. Set device = \"cpu\", or quantize = null to de-quantise "
+            "the file to float for an accelerator.")
+    E905 = ("{path} is a GGUF file of architecture {arch!r}; spacy-llama's fused decoder runs "
+            "LLaMA-architecture models (general.architecture = \"llama\") only.")
+    E906 = ("{path}: tensor {tensor} (type {type}) is corrupt or unreadable: {reason}. "
+            "Download or convert the file again.")
+    E907 = ("{path}: tensor {tensor} is not part of a LLaMA model (expected token_embd, "
+            "output_norm, output and blk.N.{{attn_q,attn_k,attn_v,attn_output,attn_norm,"
+            "ffn_gate,ffn_up,ffn_down,ffn_norm}}.weight).")
+    E908 = ("{path}: tensor {tensor} has type {type}, which neither spacy-llama nor the gguf "
+            "package can decode. Supported types: {supported}. Re-quantize the file to one of "
+            "them (llama.cpp's llama-quantize), e.g. Q4_K_M or Q8_0.")
+    E909 = ("{path} lacks {count} of the model's weights (first: {modules}): the file is "
+            "incomplete or not a complete LLaMA model.")
 # fmt: on
 
 

@@ -148,6 +148,29 @@ def drop_fused_decoders(model: Any) -> None:
         vars(model).pop(_SHARED_ATTR, None)
 
 
+class ModuleProjection:
+    """Projections whose weights are not a float matrix (``models/qlinear.py``: int4/int8
+    kept from the file): each module runs its own kernel, the outputs are concatenated.
+    Quantized weights are not fused (the int4 packing is not row-local), and they are never
+    copied: the transformers modules and the decoder share them."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module]) -> None:
+        self.modules = list(modules)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.modules) == 1:
+            return self.modules[0](x)
+        return torch.cat([m(x) for m in self.modules], dim=-1)
+
+
+def _project(linears: Sequence[Any], pack: bool, int8: bool) -> Any:
+    """One projection over ``linears``: fused float weights, or their own modules."""
+    if all(type(lin) is torch.nn.Linear for lin in linears):
+        weight = _fuse(linears) if len(linears) > 1 else linears[0].weight
+        return Projection(weight, prepack=pack, int8=int8)
+    return ModuleProjection(linears)
+
+
 def _fuse(linears: Sequence[torch.nn.Linear]) -> torch.Tensor:
     """Concatenate Linear weights along the output dim; make each Linear a view of it.
     Weights that are already consecutive views of one tensor (an earlier FastLlama fused
@@ -219,23 +242,22 @@ class FastLlama:
         pack = self.prepacked
         int8 = quantize == "int8"
         self.quantize = quantize
-        self.qkv: List[Projection] = []
-        self.o: List[Projection] = []
-        self.gate_up: List[Projection] = []
-        self.down: List[Projection] = []
+        self.qkv: List[Any] = []  # Projection or ModuleProjection
+        self.o: List[Any] = []
+        self.gate_up: List[Any] = []
+        self.down: List[Any] = []
         for layer in self.layers:
             att, mlp = layer.self_attn, layer.mlp
-            qkv = _fuse([att.q_proj, att.k_proj, att.v_proj])
-            self.qkv.append(Projection(qkv, prepack=pack, int8=int8))
-            self.o.append(Projection(att.o_proj.weight, prepack=pack, int8=int8))
-            gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
-            self.gate_up.append(Projection(gate_up, prepack=pack, int8=int8))
-            self.down.append(Projection(mlp.down_proj.weight, prepack=pack, int8=int8))
-        # The output head stays in float: its logits are the log-probabilities we report.
-        self.lm_head = Projection(model.lm_head.weight, prepack=pack)
+            self.qkv.append(_project([att.q_proj, att.k_proj, att.v_proj], pack, int8))
+            self.o.append(_project([att.o_proj], pack, int8))
+            self.gate_up.append(_project([mlp.gate_proj, mlp.up_proj], pack, int8))
+            self.down.append(_project([mlp.down_proj], pack, int8))
+        # A float output head stays in float: its logits are the log-probabilities we report
+        # (a quantized model's head is what its file holds).
+        self.lm_head = _project([model.lm_head], pack, False)
         self.q_size = self.n_heads * self.head_dim
         self.kv_size = self.n_kv * self.head_dim
-        self.inter = self.layers[0].mlp.gate_proj.weight.shape[0]
+        self.inter = int(self.layers[0].mlp.gate_proj.out_features)
 
     def new_cache(self, slots: int, capacity: int) -> KVCache:
         return KVCache(self, slots, capacity)

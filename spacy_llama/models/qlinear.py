@@ -1,0 +1,220 @@
+"""Projections that keep their weights low-precision from the file to the matmul.
+
+- :class:`Int4Linear`: int4 codes in groups of 32 with a bf16 scale and zero per group,
+  packed once for torch's CPU kernel ``_weight_int4pack_mm_for_cpu``
+  (``w = (q - 8) * scale + zero``: a GGUF ``Q4_0``/``Q4_1``/``Q4_K`` tensor maps onto it code
+  for code, see ``gguf_blocks``). 0.5 byte per weight plus 4 bytes per group of 32.
+- :class:`Int8Linear`: int8 with one scale per output channel, torch's weight-only kernel
+  ``_weight_int8pack_mm``. 1 byte per weight.
+- :class:`Int8Embedding`: the token embedding as int8 rows; with tied weights the output head
+  is an ``Int8Linear`` over the *same* tensors (no second copy).
+
+Why these kernels (benchmarks/scale.py measures them): they ship with torch, run on AVX2 and
+AVX-512 alike, and read 0.5-1 byte per weight, which is what bounds decoding on a CPU. Both
+take bf16 activations: their float32 paths are 5-40x slower, so a module casts its input to
+bf16 and its output back; everything around them (norms, attention, the KV cache) keeps the
+model's dtype.
+
+They are ``nn.Module``s in place of ``nn.Linear`` inside the transformers model, so every path
+(the fused decoder, transformers' own forward for listener features and training, scoring)
+runs on the same quantized weights. Gradients flow to the *input* (for LoRA adapters
+upstream, QLoRA-style); the quantized weights themselves are frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+GROUP = 32
+_ACT = torch.bfloat16  # the kernels' activation dtype
+
+
+def int4_fits(out_features: int, in_features: int) -> bool:
+    """The CPU int4 packing needs N divisible by 16 and K by the group size."""
+    return out_features % 16 == 0 and in_features % GROUP == 0
+
+
+def has_int4_kernel() -> bool:
+    ops = torch.ops.aten
+    return hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(
+        ops, "_convert_weight_to_int4pack_for_cpu"
+    )
+
+
+def has_int8_kernel() -> bool:
+    return hasattr(torch, "_weight_int8pack_mm")
+
+
+class _QuantMatmul(torch.autograd.Function):
+    """``x @ W.T`` with a frozen quantized W: the backward gives the input's gradient only."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: Any) -> torch.Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        return layer.matmul(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:  # type: ignore[override]
+        weight = ctx.layer.dequantize(grad.dtype)
+        return grad @ weight, None
+
+
+class _QuantLinearBase(torch.nn.Module):
+    in_features: int
+    out_features: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _QuantMatmul.apply(x, self)
+        return self.matmul(x)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(_ACT)
+        y = self._kernel(rows)
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Int4Linear(_QuantLinearBase):
+    packed: torch.Tensor
+    scales_zeros: torch.Tensor
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
+        """``q``: (N, K) codes 0..15 (any int dtype); ``scale``/``zero``: (N, K // 32)."""
+        super().__init__()
+        self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+        self.register_buffer("packed", packed, persistent=False)
+        # (K // 32, N, 2) in the activation dtype: the kernel's layout
+        sz = torch.stack([scale.t(), zero.t()], dim=-1).to(_ACT).contiguous()
+        self.register_buffer("scales_zeros", sz, persistent=False)
+
+    @classmethod
+    def from_groups(cls, q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> Int4Linear:
+        return cls(torch.from_numpy(q), torch.from_numpy(scale), torch.from_numpy(zero))
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor) -> Int4Linear:
+        """Asymmetric group-wise int4 (min/max per group of 32): the codes span each group."""
+        w = weight.detach().float()
+        n, k = w.shape
+        groups = w.reshape(n, k // GROUP, GROUP)
+        lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((hi - lo) / 15.0).clamp(min=1e-10)
+        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp_(0, 15)
+        return cls(q.reshape(n, k).to(torch.int32), scale, lo + 8.0 * scale)
+
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows, self.packed, GROUP, self.scales_zeros
+        )
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The (N, K) weights the kernel multiplies by: the kernel applied to the identity,
+        in slices (used by backward passes and checks, never by inference)."""
+        k = self.in_features
+        parts = []
+        for start in range(0, k, 512):
+            eye = torch.eye(k, dtype=_ACT)[start : start + 512]
+            parts.append(self._kernel(eye))  # (slice, N) = W.T rows
+        return torch.cat(parts).t().to(dtype).contiguous()
+
+    def nbytes(self) -> int:
+        return int(self.packed.numel() + self.scales_zeros.numel() * 2)
+
+
+class Int8Linear(_QuantLinearBase):
+    q: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+        """``q``: (N, K) int8; ``scale``: (N,) so that ``w = q * scale``."""
+        super().__init__()
+        self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
+        self.register_buffer("q", q.to(torch.int8).contiguous(), persistent=False)
+        self.register_buffer("scale", scale.to(_ACT).contiguous(), persistent=False)
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor) -> Int8Linear:
+        q, scale = quantize_rows_int8(weight)
+        return cls(q, scale)
+
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(rows, self.q, self.scale)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return (self.q.to(dtype) * self.scale.to(dtype)[:, None]).contiguous()
+
+    def nbytes(self) -> int:
+        return int(self.q.numel() + self.scale.numel() * 2)
+
+
+class Int8Embedding(torch.nn.Module):
+    """Token embeddings as int8 rows with one scale each; ``head()`` is the tied output
+    projection over the same tensors."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(q.shape[0]), int(q.shape[1])
+        self.dtype = dtype
+        self.register_buffer("q", q.to(torch.int8).contiguous(), persistent=False)
+        self.register_buffer("scale", scale.to(_ACT).contiguous(), persistent=False)
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, dtype: torch.dtype) -> Int8Embedding:
+        q, scale = quantize_rows_int8(weight)
+        return cls(q, scale, dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.q[ids].to(torch.float32) * self.scale[ids].to(torch.float32)[..., None]
+        return rows.to(self.dtype)
+
+    def head(self) -> Int8Linear:
+        head = Int8Linear.__new__(Int8Linear)
+        torch.nn.Module.__init__(head)
+        head.out_features, head.in_features = self.num_embeddings, self.embedding_dim
+        head.register_buffer("q", self.q, persistent=False)
+        head.register_buffer("scale", self.scale, persistent=False)
+        return head
+
+    def nbytes(self) -> int:
+        return int(self.q.numel() + self.scale.numel() * 2)
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row (absmax / 127)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def quantized_linear(weight: torch.Tensor, mode: str) -> torch.nn.Module:
+    """A float weight as the projection ``mode`` asks for ("int4" falls back to "int8" where
+    the int4 packing cannot hold the shape)."""
+    n, k = weight.shape
+    if mode == "int4" and int4_fits(n, k):
+        return Int4Linear.from_float(weight)
+    return Int8Linear.from_float(weight)
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a projection's weights (quantized or float)."""
+    nbytes: Optional[Any] = getattr(module, "nbytes", None)
+    if callable(nbytes):
+        return int(nbytes())
+    return sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
