@@ -82,6 +82,20 @@ class _QuantLinearBase(torch.nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    # the names peft reads the sizes of a quantized layer from (its QuantLinear convention)
+    @property
+    def infeatures(self) -> int:
+        return self.in_features
+
+    @property
+    def outfeatures(self) -> int:
+        return self.out_features
+
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The stored weights (peft places a LoRA layer on this tensor's device)."""
+        return next(self.buffers())
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
@@ -193,6 +207,28 @@ class Int8Embedding(torch.nn.Module):
 
     def nbytes(self) -> int:
         return int(self.q.numel() + self.scale.numel() * 2)
+
+
+class LowRankAdded(torch.nn.Module):
+    """A frozen quantized projection plus a LoRA update, unmerged: ``base(x) + B(A(x)) * s``.
+    Quantized weights cannot absorb the update (``W + BA`` is not int4), so a trained
+    adapter on a quantized base runs as this, in the inference tree and the fused decoder
+    alike."""
+
+    def __init__(self, base: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, scale: float):
+        super().__init__()
+        self.base = base
+        self.in_features, self.out_features = int(a.shape[1]), int(b.shape[0])
+        self.register_buffer("a", a.detach().float().contiguous(), persistent=False)
+        self.register_buffer("b", b.detach().float().contiguous(), persistent=False)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = (x.float() @ self.a.t()) @ self.b.t()
+        return self.base(x) + (low * self.scale).to(x.dtype)
+
+
+QUANTIZED = (Int4Linear, Int8Linear, LowRankAdded)
 
 
 def quantize_rows_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

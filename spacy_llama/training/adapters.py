@@ -36,6 +36,7 @@ from ..errors import Errors, TrainingError
 # the attribute that caches a model's fused decoders: the copies must not share them
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
 from ..models.base import LlamaModel
+from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
 from .settings import LoRASettings
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -81,6 +82,7 @@ class AdapterShim(PyTorchShim):
 class Adapter:
     def __init__(self, base: LlamaModel, settings: LoRASettings, *, name: str) -> None:
         from peft import LoraConfig, get_peft_model
+        from peft.tuners.lora import Linear as LoraLinear
 
         self.name = name
         self.settings = settings
@@ -98,6 +100,9 @@ class Adapter:
             bias="none",
         )
         _check_targets(name, train, settings, base.source)
+        # QLoRA: LoRA layers over the frozen int4/int8 projections of a quantized base
+        # (peft's own lora.Linear; the base layer is called, never merged into)
+        config._register_custom_module({Int4Linear: LoraLinear, Int8Linear: LoraLinear})
         self.peft = get_peft_model(train, config)
         self.peft.eval()
         self.infer = infer
@@ -157,7 +162,11 @@ class Adapter:
                 if not isinstance(module, LoraLayer) or ADAPTER not in module.lora_A:
                     continue
                 layer: Any = module  # a peft lora.Linear
-                weight = layer.get_base_layer().weight
+                base = layer.get_base_layer()
+                if not isinstance(base, torch.nn.Linear):  # quantized: added, not merged
+                    self.infer.set_submodule(path, _low_rank_added(self.infer, path, layer))
+                    continue
+                weight = base.weight
                 delta = layer.get_delta_weight(ADAPTER).to(weight.dtype)
                 target: Any = self.infer.get_submodule(path)
                 target.weight = torch.nn.Parameter(weight.detach() + delta, requires_grad=False)
@@ -230,9 +239,23 @@ class Adapter:
             )
 
 
+def _low_rank_added(infer: Any, path: str, layer: Any) -> LowRankAdded:
+    """The inference tree's module at ``path``: its quantized projection plus the current
+    LoRA weights of ``layer`` (copies: the optimizer keeps stepping the originals)."""
+    current = infer.get_submodule(path)
+    base = current.base if isinstance(current, LowRankAdded) else current
+    return LowRankAdded(
+        base,
+        layer.lora_A[ADAPTER].weight.detach().clone(),
+        layer.lora_B[ADAPTER].weight.detach().clone(),
+        layer.scaling[ADAPTER],
+    )
+
+
 def _check_targets(name: str, module: Any, settings: LoRASettings, source: str) -> None:
     """Fail with the model's projection names rather than peft's ValueError."""
-    linears = [path for path, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    kinds = (torch.nn.Linear, *QUANTIZED)
+    linears = [path for path, m in module.named_modules() if isinstance(m, kinds)]
     leaves = {path.rsplit(".", 1)[-1] for path in linears}
     missing = sorted(set(settings.target_modules) - leaves)
     if missing:
