@@ -215,6 +215,9 @@ class LowRankAdded(torch.nn.Module):
     adapter on a quantized base runs as this, in the inference tree and the fused decoder
     alike."""
 
+    a: torch.Tensor
+    b: torch.Tensor
+
     def __init__(self, base: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, scale: float):
         super().__init__()
         self.base = base
