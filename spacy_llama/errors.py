@@ -570,6 +570,13 @@ class Errors(metaclass=ErrorsWithCodes):
             "them (llama.cpp's llama-quantize), e.g. Q4_K_M or Q8_0.")
     E909 = ("{path} lacks {count} of the model's weights (first: {modules}): the file is "
             "incomplete or not a complete LLaMA model.")
+    E910 = ("{path} has no safetensors weights (found: {found}); spacy-llama.HF.v2 reads "
+            "safetensors only (they can be read tensor by tensor without running code). "
+            "Save the model with save_pretrained(safe_serialization=True), or use HF.v1.")
+    E911 = ("{path} holds a {model_type!r} model; the quantized loaders and the fused decoder "
+            "run LLaMA-architecture models (model_type \"llama\") only.")
+    E912 = ("Tensor {tensor} holds NaN or infinite values: the checkpoint is damaged. "
+            "Download or save it again.")
 # fmt: on
 
 

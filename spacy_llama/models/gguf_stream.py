@@ -356,22 +356,23 @@ class _Builder:
             )
 
     def finish(self) -> None:
-        """Every module must have left the meta device; the rotary tables are rebuilt."""
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+        finish_skeleton(self.model, self.config, str(self.file))
 
-        model = self.model
-        model.model.rotary_emb = LlamaRotaryEmbedding(
-            config=self.config, device=torch.device("cpu")
+
+def finish_skeleton(model: Any, config: Any, source: str) -> None:
+    """A model built on the ``meta`` device and filled tensor by tensor: the rotary tables
+    are rebuilt on the CPU, and every weight must have arrived."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=config, device=torch.device("cpu"))
+    missing = sorted(
+        {name.rsplit(".", 1)[0] for name, t in _tensors_of(model) if t.device.type == "meta"}
+    )
+    if missing:
+        raise ModelLoadError(
+            Errors.E909.format(path=source, modules=", ".join(missing[:8]), count=len(missing))
         )
-        missing = sorted(
-            {name.rsplit(".", 1)[0] for name, t in _tensors_of(model) if t.device.type == "meta"}
-        )
-        if missing:
-            raise ModelLoadError(
-                Errors.E909.format(
-                    path=str(self.file), modules=", ".join(missing[:8]), count=len(missing)
-                )
-            )
+    model.eval()
 
 
 def _tensors_of(model: Any) -> Iterator[Tuple[str, torch.Tensor]]:
