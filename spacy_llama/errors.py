@@ -549,9 +549,6 @@ class Errors(metaclass=ErrorsWithCodes):
     # --- quantized weights and memory (GGUF.v2, quantize, dtype auto): E900-E939 ---
     E900 = ("Not enough memory for {source}: its weights need about {need} as {setting}, "
             "and {free} is available. Settings that would fit: {fits}.")
-    E901 = ("quantize = {quantize!r} runs on a CPU (torch's int4/int8 weight kernels); the "
-            "model is on {device}. Set device = \"cpu\", or quantize = null on an "
-            "accelerator.")
     E902 = ("quantize = {quantize!r} needs torch's CPU kernel {kernel}, which this torch "
             "{version} does not have. Use quantize = \"int8\" (or null), or torch >= 2.6.")
     E903 = ("quantize = {value!r} is not a choice; use one of {choices} (null: float weights).")

@@ -106,7 +106,7 @@ def decode_int4(raw: np.ndarray, qtype: GGMLQuantizationType, shape: tuple) -> I
 def decode_float(raw: np.ndarray, qtype: GGMLQuantizationType, shape: tuple) -> np.ndarray:
     """Any type gguf-py decodes, as float32 of ``shape`` (one tensor at a time)."""
     if qtype == Q.F32:
-        return raw.view(np.float32).reshape(shape)
+        return raw.view(np.float32).reshape(shape).copy()  # writable: torch shares it
     if qtype == Q.F16:
         return raw.view(np.float16).astype(np.float32).reshape(shape)
     return np.asarray(dequantize(raw, qtype), dtype=np.float32).reshape(shape)

@@ -36,7 +36,14 @@ from .gguf import check_gguf_file, fix_special_tokens
 from .gguf_blocks import INT4_TYPES, KEPT, Q, decode_float, decode_int4, expected_bytes, type_name
 from .loading import cached_load, finish_model
 from .memory import plan_gguf
-from .qlinear import Int4Linear, Int8Embedding, Int8Linear, int4_fits, quantize_rows_int8
+from .qlinear import (
+    Int4Linear,
+    Int8Embedding,
+    Int8Linear,
+    check_kernels,
+    int4_fits,
+    quantize_rows_int8,
+)
 
 logger = logging.getLogger("spacy_llama")
 
@@ -70,13 +77,14 @@ def gguf_model_v2(
     ``quantize``: ``"auto"`` keeps each tensor at the file's precision (4-bit types as int4,
     5-8-bit types as int8, 16-bit as bf16); ``"int8"``/``"int4"`` put every projection in
     that form; ``null`` de-quantises to ``dtype`` (float, as GGUF.v1, without its cache).
-    ``dtype`` is the activations' dtype (norms, attention, KV cache): ``auto`` picks bf16
-    where the CPU runs it natively, else float32."""
+    ``dtype`` is the activations' dtype (norms, attention, KV cache): ``auto`` is float32
+    for quantized weights (batch-invariant; see ``memory.auto_activation_dtype``)."""
     file = check_gguf_file(path)
     if quantize not in QUANTIZE_CHOICES:
         raise ModelLoadError(Errors.E903.format(value=quantize, choices=QUANTIZE_CHOICES))
     if device not in ("cpu", "auto") and quantize is not None:
         raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
+    check_kernels(quantize)
     key = ("gguf-v2", str(file.resolve()), device, dtype, quantize)
     return cached_load(
         key,

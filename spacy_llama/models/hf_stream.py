@@ -38,7 +38,7 @@ from .memory import (
     human,
     projection_bytes,
 )
-from .qlinear import Int8Embedding, quantize_rows_int8, quantized_linear
+from .qlinear import Int8Embedding, check_kernels, quantize_rows_int8, quantized_linear
 
 logger = logging.getLogger("spacy_llama")
 
@@ -64,6 +64,7 @@ def hf_model_v2(
         raise ModelLoadError(Errors.E903.format(value=quantize, choices=(None, "int8", "int4")))
     if device not in ("cpu", "auto"):
         raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
+    check_kernels(quantize)
     tok_folder = Path(tokenizer_path) if tokenizer_path is not None else folder
     key = ("hf-v2", str(folder.resolve()), str(tok_folder), dtype, quantize)
     return cached_load(
@@ -121,11 +122,12 @@ def choose(
         return act, quantize, f"quantize = {quantize!r} (set)", _need(sizes, quantize)
     if dtype != "auto":
         return dtype_from_name(dtype), None, f"dtype = {dtype!r} (set)", _need(sizes, dtype)
+    usable = free - HEADROOM
     fp32 = _need(sizes, "float32")
-    if fp32 + HEADROOM <= free * FP32_SHARE * 2 and fp32 <= free * FP32_SHARE:
+    if fp32 <= usable * FP32_SHARE:
         return torch.float32, None, "float32 (fits comfortably)", fp32
     bf16 = _need(sizes, "bfloat16")
-    if cpu_features().onednn_bf16 and bf16 + HEADROOM <= free * 0.8:
+    if cpu_features().onednn_bf16 and bf16 <= usable * 0.8:
         return torch.bfloat16, None, "bfloat16 (float32 would take over half the memory)", bf16
     why = "float32 would take over half the memory" + (
         "" if cpu_features().onednn_bf16 else ", and this CPU has no native bf16"

@@ -15,7 +15,6 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import Errors, ModelLoadError
-from .cpu_features import cpu_features
 
 logger = logging.getLogger("spacy_llama")
 
@@ -80,8 +79,12 @@ def projection_bytes(n_weights: int, mode: str) -> float:
 
 
 def auto_activation_dtype() -> torch.dtype:
-    """Quantized weights: bf16 activations where the CPU runs bf16 natively, else float32."""
-    return torch.bfloat16 if cpu_features().onednn_bf16 else torch.float32
+    """Quantized weights: float32 activations (norms, attention, the KV cache). The int4/int8
+    kernels take bf16 rows, but each row is cast on its own, so a document's numbers do not
+    depend on its batch. In bf16 everywhere, attention sums over a batch's padded keys round
+    differently and greedy choices on near-ties change with the batch (measured on the tiny
+    test models); ``dtype = "bfloat16"`` trades that for half the KV cache."""
+    return torch.float32
 
 
 def dtype_from_name(name: str) -> torch.dtype:

@@ -48,6 +48,24 @@ def has_int8_kernel() -> bool:
     return hasattr(torch, "_weight_int8pack_mm")
 
 
+def check_kernels(quantize: Optional[str]) -> None:
+    """A config error, before loading, when this torch lacks the kernel ``quantize`` needs
+    (``"auto"`` may need both)."""
+    from ..errors import Errors, ModelLoadError
+
+    needs = {"int4": ["int4"], "int8": ["int8"], "auto": ["int4", "int8"]}.get(quantize or "", [])
+    kernels = {
+        "int4": ("torch.ops.aten._weight_int4pack_mm_for_cpu", has_int4_kernel),
+        "int8": ("torch._weight_int8pack_mm", has_int8_kernel),
+    }
+    for need in needs:
+        name, available = kernels[need]
+        if not available():
+            raise ModelLoadError(
+                Errors.E902.format(quantize=quantize, kernel=name, version=torch.__version__)
+            )
+
+
 class _QuantMatmul(torch.autograd.Function):
     """``x @ W.T`` with a frozen quantized W: the backward gives the input's gradient only."""
 
