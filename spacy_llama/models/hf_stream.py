@@ -165,7 +165,7 @@ def load_hf_streaming(
     names = set(sizes)
     tied = bool(getattr(config, "tie_word_embeddings", False)) or "lm_head.weight" not in names
     for name, tensor in _tensors(folder):
-        _put(model, name, tensor, act, mode, tied)
+        put_tensor(model, name, tensor, act, mode, tied)
     finish_skeleton(model, config, str(folder))
     return finish_model(
         model,
@@ -187,7 +187,7 @@ def _tensors(folder: Path) -> Iterator[Tuple[str, torch.Tensor]]:
                 yield name, f.get_tensor(name)
 
 
-def _put(
+def put_tensor(
     model: Any, name: str, tensor: torch.Tensor, act: torch.dtype, mode: Optional[str], tied: bool
 ) -> None:
     """Put one checkpoint tensor into the meta-device model, in the form it is kept."""
@@ -228,4 +228,4 @@ def _put(
         owner.weight = torch.nn.Parameter(tensor.to(act), requires_grad=False)
 
 
-__all__ = ["hf_model_v2", "choose", "count_weights", "human"]
+__all__ = ["hf_model_v2", "choose", "count_weights", "human", "put_tensor"]

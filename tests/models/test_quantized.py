@@ -446,3 +446,22 @@ def test_streaming_load_peak_stays_near_the_kept_weights(tiny_hf: Path, tmp_path
     # the kept weights (~1/6 of float32) and one tensor in flight: well under half the
     # float32 model
     assert grown < float_bytes * 0.4, (grown, float_bytes)
+
+
+def test_meta_v2_quantizes_each_merged_tensor(tiny_hf: Path, tmp_path: Path) -> None:
+    """Meta's model-parallel shards, merged tensor by tensor straight into int8/int4."""
+    from spacy_llama.models.meta import meta_model_v2
+
+    from ..fixtures.tiny_meta import meta_from_hf
+
+    folder = meta_from_hf(tiny_hf, tmp_path / "meta", mp=2)
+    ref = logits(hf_model_v1(tiny_hf, device="cpu", dtype="float32"))
+    plain = meta_model_v2(folder, tokenizer_path=tiny_hf)
+    assert torch.allclose(logits(plain), ref, atol=1e-4)
+    for mode, kind, bound in (("int8", Int8Linear, 0.05), ("int4", Int4Linear, 0.5)):
+        model = meta_model_v2(folder, tokenizer_path=tiny_hf, quantize=mode)
+        assert isinstance(model.model.model.layers[1].self_attn.k_proj, kind)
+        got = logits(model)
+        assert (got - ref).norm().item() < bound * ref.norm().item()
+    with pytest.raises(ModelLoadError, match="E903"):
+        meta_model_v2(folder, tokenizer_path=tiny_hf, quantize="auto")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from ...errors import Errors, ModelLoadError
 from ...registry import llama_models
 from ..base import DTypeName, LlamaModel
 from ..fingerprint import source_stamps
@@ -59,6 +60,7 @@ __all__ = [
     "load_tokenizer",
     "merge_shards",
     "meta_model_v1",
+    "meta_model_v2",
     "permute_rotary",
     "read_params",
     "shard_files",
@@ -92,3 +94,49 @@ def meta_model_v1(
         ),
         stamps=source_stamps(folder, tok),
     )
+
+
+@llama_models("spacy-llama.Meta.v2")
+def meta_model_v2(
+    path: Union[str, Path],
+    *,
+    tokenizer_path: Optional[Union[str, Path]] = None,
+    device: str = "cpu",
+    dtype: DTypeName = "auto",
+    quantize: Optional[str] = None,
+    context_length: Optional[int] = None,
+) -> LlamaModel:
+    """A Meta checkpoint folder with ``quantize = null | "int8" | "int4"``: each merged
+    tensor is kept in that form as it is made (the float copy is dropped). ``dtype`` is the
+    activations' (and float weights') dtype; ``auto`` is float32."""
+    from ..gguf_stream import QUANTIZE_CHOICES
+    from ..loading import finish_model
+    from ..memory import auto_activation_dtype, dtype_from_name
+    from ..qlinear import check_kernels
+    from .loader import build_meta_quantized
+
+    folder = check_meta_folder(path)
+    if quantize not in QUANTIZE_CHOICES or quantize == "auto":
+        raise ModelLoadError(Errors.E903.format(value=quantize, choices=(None, "int8", "int4")))
+    if device not in ("cpu", "auto"):
+        raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
+    check_kernels(quantize)
+    act = auto_activation_dtype() if dtype == "auto" else dtype_from_name(dtype)
+    tok = Path(tokenizer_path).expanduser() if tokenizer_path is not None else None
+
+    def load() -> LlamaModel:
+        ckpt = build_meta_quantized(
+            folder, tokenizer_path=tok, quantize=quantize, dtype=act, context_length=context_length
+        )
+        return finish_model(
+            ckpt.model,
+            ckpt.tokenizer,
+            name=folder.name,
+            source=str(folder),
+            fingerprint_files=ckpt.files,
+            extra_stop_ids=ckpt.stop_ids,
+            extra_fingerprint=f"meta-stream=1/quantize={quantize}",
+        )
+
+    key = ("meta-v2", str(folder.resolve()), str(tok), dtype, quantize, context_length)
+    return cached_load(key, load, stamps=source_stamps(folder, tok))

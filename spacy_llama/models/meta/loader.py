@@ -237,3 +237,81 @@ def convert_meta(
     ckpt.model.save_pretrained(str(dest), safe_serialization=True)
     ckpt.tokenizer.save_pretrained(str(dest))
     return ckpt.files
+
+
+def build_meta_quantized(
+    folder: Path,
+    *,
+    tokenizer_path: Optional[Path],
+    quantize: Optional[str],
+    dtype: torch.dtype,
+    context_length: Optional[int] = None,
+) -> MetaCheckpoint:
+    """As :func:`build_meta`, but each merged tensor goes straight into a ``meta``-device
+    model in the form ``quantize`` asks for (``hf_stream.put_tensor``), and its float copy
+    is dropped: the peak is the kept weights plus one merged tensor."""
+    import hashlib
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from ..gguf_stream import finish_skeleton
+    from ..hf_stream import put_tensor
+    from .tokenizer_formats import detect_format
+
+    files = shard_files(folder)
+    params = read_params(folder)
+    tok_files = tokenizer_files(folder, tokenizer_path)
+    tiktoken = tok_files[0].name not in ("tokenizer.json", "tokenizer_config.json") and (
+        detect_format(tok_files[0]) == "tiktoken"
+    )
+    family = params.family(tiktoken=tiktoken)
+    tokenizer, stops = load_tokenizer(tok_files, variant="3.1" if family == "llama3.1" else "3")
+    tensors = [load_shard(f) for f in files]
+    shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
+    del tensors
+    check_shards(shards)
+    vocab = embedding_rows(shards, params)
+    check_vocab(tokenizer, vocab, tok_files[0], folder)
+    has_output = "output.weight" in shards.tensors[0]
+    config = hf_config(
+        params,
+        vocab_size=vocab,
+        family=family,
+        tied=not has_output,
+        tokenizer=tokenizer,
+        context_length=context_length,
+        dtype=dtype,
+    )
+    with torch.device("meta"):
+        model: Any = LlamaForCausalLM(config)
+    embedding_digest: List[str] = []
+
+    def put(name: str, tensor: torch.Tensor) -> None:
+        digest = hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+        if name == "model.embed_tokens.weight":
+            embedding_digest.append(digest)
+        elif name == "lm_head.weight" and embedding_digest == [digest]:
+            # Llama 3.2 1B/3B: an identical copy of the embedding is the tied head
+            model.lm_head = _tied_head(model)
+            return
+        put_tensor(model, name, tensor, dtype, quantize, tied=not has_output)
+
+    merge_shards(shards, params, dtype=None, put=put)
+    del shards  # closes the mmaps
+    finish_skeleton(model, config, str(folder))
+    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    inputs = [*files, folder / "params.json", *tokenizer_inputs(tok_files)]
+    return MetaCheckpoint(model, tokenizer, stops, inputs)
+
+
+def _tied_head(model: Any) -> Any:
+    import torch
+
+    emb = model.model.embed_tokens
+    head_of = getattr(emb, "head", None)
+    if callable(head_of):  # int8 rows: the head over the same tensors
+        return head_of()
+    head = torch.nn.Linear(emb.weight.shape[1], emb.weight.shape[0], bias=False, device="cpu")
+    head.weight = emb.weight
+    return head

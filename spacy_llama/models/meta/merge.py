@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from ...errors import Errors, ModelLoadError
 from .paging import drop_pages
@@ -32,21 +32,40 @@ _TOP_MAP: Dict[str, Tuple[str, Optional[int]]] = {
 
 
 def merge_shards(
-    shards: ShardSet, params: MetaParams, *, dtype: Optional[torch.dtype]
+    shards: ShardSet,
+    params: MetaParams,
+    *,
+    dtype: Optional[torch.dtype],
+    put: Optional[Callable[[str, torch.Tensor], None]] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Meta's shards -> one transformers state dict (q/k permuted), one tensor at a time."""
+    """Meta's shards -> one transformers state dict (q/k permuted), one tensor at a time.
+    With ``put``, each merged tensor is handed to it as it is made (a quantizing loader keeps
+    its own form and drops the float tensor) and the state holds ``meta`` placeholders."""
+    import torch
+
     check_shards(shards)
     check_replicated(shards)
     state: Dict[str, torch.Tensor] = {}
-    state["model.embed_tokens.weight"] = _merge(
-        shards.parts("tok_embeddings.weight"),
-        _embedding_dim(shards, params),
-        dtype,
-        shards.mapped,
+
+    def keep(key: str, tensor: torch.Tensor) -> None:
+        if put is None:
+            state[key] = tensor
+            return
+        put(key, tensor)
+        state[key] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+
+    keep(
+        "model.embed_tokens.weight",
+        _merge(
+            shards.parts("tok_embeddings.weight"),
+            _embedding_dim(shards, params),
+            dtype,
+            shards.mapped,
+        ),
     )
     for meta_key, (hf_key, dim) in _TOP_MAP.items():
         if meta_key in shards.tensors[0]:
-            state[hf_key] = _merge(shards.parts(meta_key), dim, dtype, shards.mapped)
+            keep(hf_key, _merge(shards.parts(meta_key), dim, dtype, shards.mapped))
     for layer in range(params.n_layers):
         for suffix, (hf_suffix, dim) in _LAYER_MAP.items():
             meta_key = f"layers.{layer}.{suffix}"
@@ -64,7 +83,7 @@ def merge_shards(
                 tensor = permute_rotary(tensor, params.n_heads)
             elif suffix == "attention.wk.weight":
                 tensor = permute_rotary(tensor, params.n_kv_heads)
-            state[f"model.layers.{layer}.{hf_suffix}"] = tensor
+            keep(f"model.layers.{layer}.{hf_suffix}", tensor)
     check_shapes(state, params, shards.folder)
     return state
 
