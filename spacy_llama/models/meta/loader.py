@@ -288,7 +288,7 @@ def build_meta_quantized(
     embedding_digest: List[str] = []
 
     def put(name: str, tensor: torch.Tensor) -> None:
-        digest = hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().data).hexdigest()
         if name == "model.embed_tokens.weight":
             embedding_digest.append(digest)
         elif name == "lm_head.weight" and embedding_digest == [digest]:
