@@ -72,9 +72,17 @@ def check_gguf_file(path: Union[str, Path]) -> Path:
 
 
 def converted_folder(file: Path, cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """Where the safetensors conversion of this exact file lives (keyed by content hash)."""
+    """Where the safetensors conversion of this exact file lives: keyed by its content hash
+    alone, so the same file under another name or folder reuses it. A conversion written
+    under the older ``{stem}-{hash}`` name is reused as it is."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "gguf" / f"{file.stem}-{file_digest(file)[:16]}-c{CONVERSION_VERSION}"
+    key = f"{file_digest(file)[:16]}-c{CONVERSION_VERSION}"
+    folder = root / "gguf" / key
+    if not folder.exists():
+        legacy = sorted((root / "gguf").glob(f"*-{key}")) if (root / "gguf").is_dir() else []
+        if legacy:
+            return legacy[0]
+    return folder
 
 
 def convert_gguf(file: Path, dest: Path) -> Path:

@@ -465,3 +465,22 @@ def test_meta_v2_quantizes_each_merged_tensor(tiny_hf: Path, tmp_path: Path) -> 
         assert (got - ref).norm().item() < bound * ref.norm().item()
     with pytest.raises(ModelLoadError, match="E903"):
         meta_model_v2(folder, tokenizer_path=tiny_hf, quantize="auto")
+
+
+def test_the_same_gguf_under_another_name_reuses_its_conversion(
+    gguf_files: dict, tmp_path: Path
+) -> None:
+    """GGUF.v1's cache follows the file's contents, not its name (issue 26, item 5)."""
+    import shutil
+
+    from spacy_llama.models.gguf import converted_folder
+
+    copy = tmp_path / "renamed" / "other-name.gguf"
+    copy.parent.mkdir()
+    shutil.copy(gguf_files["Q8_0"], copy)
+    cache = tmp_path / "cache"
+    gguf_model_v1(gguf_files["Q8_0"], device="cpu", dtype="float32", cache_dir=cache)
+    assert converted_folder(copy, cache) == converted_folder(gguf_files["Q8_0"], cache)
+    assert len(list((cache / "gguf").iterdir())) == 1
+    gguf_model_v1(copy, device="cpu", dtype="float32", cache_dir=cache)
+    assert len(list((cache / "gguf").iterdir())) == 1
