@@ -484,3 +484,31 @@ def test_the_same_gguf_under_another_name_reuses_its_conversion(
     assert len(list((cache / "gguf").iterdir())) == 1
     gguf_model_v1(copy, device="cpu", dtype="float32", cache_dir=cache)
     assert len(list((cache / "gguf").iterdir())) == 1
+
+
+def test_listener_features_run_on_a_quantized_model(gguf_files: dict) -> None:
+    """spacy-transformers' listeners get the hidden states of the quantized layers: the
+    last layer's features equal transformers' own forward on the same modules."""
+    from ..features.builders import TEXTS as FEATURE_TEXTS
+    from ..features.builders import examples, listener_nlp
+
+    nlp = listener_nlp(
+        Path("unused"),
+        {
+            "components.transformer.model.model": {
+                "@llama_models": "spacy-llama.GGUF.v2",
+                "path": str(gguf_files["Q4_0"]),
+            }
+        },
+    )
+    nlp.initialize(lambda: examples(nlp))
+    doc = nlp(FEATURE_TEXTS[1])
+    data = doc._.trf_data
+    hidden = np.asarray(data.tensors[0])  # (spans, pieces, width): the first window's
+    model = gguf_model_v2(gguf_files["Q4_0"])
+    ids = [int(i) for i in data.wordpieces.input_ids[0][: data.wordpieces.lengths[0]]]
+    assert hidden.shape[-1] == model.model.config.hidden_size
+    with torch.no_grad():
+        out = model.model(torch.tensor([ids]), output_hidden_states=True)
+    want = out.hidden_states[-1][0].numpy()
+    assert np.allclose(hidden[0, : len(ids)], want, atol=1e-3)
