@@ -512,3 +512,27 @@ def test_listener_features_run_on_a_quantized_model(gguf_files: dict) -> None:
         out = model.model(torch.tensor([ids]), output_hidden_states=True)
     want = out.hidden_states[-1][0].numpy()
     assert np.allclose(hidden[0, : len(ids)], want, atol=1e-3)
+
+
+def test_scoring_and_constrained_decoding_on_quantized_layers(gguf_files: dict) -> None:
+    """Candidate scores from the fused decoder equal a brute-force sum of transformers'
+    log-probabilities on the same quantized modules; a `choices` constraint holds."""
+    from spacy_llama.generation.config import GenerationConfig
+    from spacy_llama.generation.engine import Engine
+    from spacy_llama.types import GenerationRequest, ScoreRequest
+
+    model = gguf_model_v2(gguf_files["Q4_0"])
+    engine = Engine(model, GenerationConfig(max_new_tokens=4), batch_size=4)
+    prompt, candidates = "The quick brown fox", [" jumps", " sleeps over", " x"]
+    (scores,) = engine.run_all([ScoreRequest(prompt, candidates)])
+    base = model.encode(prompt)
+    for cand, got in zip(candidates, scores.sums):
+        ids = model.encode(prompt + cand)
+        assert ids[: len(base)] == base
+        with torch.no_grad():
+            lp = torch.log_softmax(model.model(torch.tensor([ids])).logits[0].float(), -1)
+        want = sum(float(lp[i - 1, ids[i]]) for i in range(len(base), len(ids)))
+        assert abs(got - want) < 1e-3 * max(1.0, abs(want))
+    choose = Engine(model, GenerationConfig(max_new_tokens=8, choices=["London", "Paris"]))
+    out = choose.run([GenerationRequest(t) for t in TEXTS])
+    assert all(r.text in ("London", "Paris") for r in out)
