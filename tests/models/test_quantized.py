@@ -343,7 +343,7 @@ TEXTS = [
 def test_greedy_is_batch_invariant_on_quantized_layers(gguf_files: dict) -> None:
     """The same doc gets the same tokens alone, in any batch, in any order (continuous
     batching, prefix cache and prompt lookup included)."""
-    nlp = quantized_nlp(gguf_files["Q4_0"])
+    nlp = quantized_nlp(gguf_files["Q4_0"], batch_size=2)  # 5 docs on 2 slots: refills
     alone = [nlp(t)._.llama_completion for t in TEXTS]
     batched = [d._.llama_completion for d in nlp.pipe(TEXTS, batch_size=5)]
     reordered = [d._.llama_completion for d in nlp.pipe(TEXTS[::-1], batch_size=5)][::-1]
