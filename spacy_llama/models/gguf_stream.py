@@ -61,7 +61,7 @@ _LAYER_PARTS = {
     "ffn_down": ("mlp", "down_proj"),
 }
 _LAYER_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-_IGNORED = ("rope_freqs.weight",)  # frequency factors: taken from the config's rope_scaling
+ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: per-frequency divisors of the rotary angles
 
 
 @llama_models("spacy-llama.GGUF.v2")
@@ -133,7 +133,8 @@ def load_gguf_quantized(
     builder = _Builder(model, config, plan.dtype, quantize, file)
     with open(file, "rb") as f:
         for name, tensor in tensors.items():
-            if name in _IGNORED:
+            if name == ROPE_FACTORS:
+                builder.rope_factors = _float_tensor(name, tensor, _read(f, file, tensor), file)
                 continue
             builder.add(name, tensor, _read(f, file, tensor))
     builder.finish()
@@ -171,6 +172,22 @@ def _one_reader(file: Path, reader: Any) -> Iterator[None]:
         yield
     finally:
         gguf.GGUFReader = real  # type: ignore[misc]
+
+
+def _float_tensor(name: str, tensor: Any, raw: np.ndarray, file: Path) -> torch.Tensor:
+    qtype = Q(int(tensor.tensor_type))
+    shape = tuple(int(d) for d in reversed(tensor.shape))
+    try:
+        values = decode_float(raw, qtype, shape)
+    except (NotImplementedError, ValueError, KeyError) as e:
+        raise ModelLoadError(
+            Errors.E906.format(tensor=name, type=qtype.name, path=str(file), reason=str(e))
+        ) from e
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise ModelLoadError(
+            Errors.E906.format(tensor=name, type=qtype.name, path=str(file), reason="not positive")
+        )
+    return torch.from_numpy(np.ascontiguousarray(values)).reshape(-1)
 
 
 def _field(reader: Any, key: str) -> Any:
@@ -225,6 +242,7 @@ class _Builder:
         self.n_heads = int(config.num_attention_heads)
         self.n_kv = int(config.num_key_value_heads or config.num_attention_heads)
         self.seen: Dict[str, bool] = {}
+        self.rope_factors: Optional[torch.Tensor] = None
 
     def add(self, name: str, tensor: Any, raw: np.ndarray) -> None:
         qtype = Q(int(tensor.tensor_type))
@@ -365,6 +383,12 @@ class _Builder:
 
     def finish(self) -> None:
         finish_skeleton(self.model, self.config, str(self.file))
+        if self.rope_factors is not None:
+            # llama.cpp's frequency factors (Llama 3.1's rope scaling, which transformers'
+            # GGUF config reader does not carry over): theta_i = pos * inv_freq_i / factor_i
+            rotary = self.model.model.rotary_emb
+            rotary.inv_freq = rotary.inv_freq / self.rope_factors.to(rotary.inv_freq.dtype)
+            rotary.original_inv_freq = rotary.inv_freq
 
 
 def finish_skeleton(model: Any, config: Any, source: str) -> None:

@@ -536,3 +536,31 @@ def test_scoring_and_constrained_decoding_on_quantized_layers(gguf_files: dict) 
     choose = Engine(model, GenerationConfig(max_new_tokens=8, choices=["London", "Paris"]))
     out = choose.run([GenerationRequest(t) for t in TEXTS])
     assert all(r.text in ("London", "Paris") for r in out)
+
+
+def test_llama31_rope_factors_divide_the_rotary_frequencies(tiny_hf: Path, tmp_path: Path) -> None:
+    """A GGUF's rope_freqs.weight (Llama 3.1+) divides the rotary frequencies, as llama.cpp
+    does; without it the frequencies are the config's."""
+    import gguf
+
+    plain = make_tiny_gguf(tmp_path / "plain.gguf", tiny_hf, "Q8_0")
+    reader = gguf.GGUFReader(str(plain))
+    writer = gguf.GGUFWriter(str(tmp_path / "scaled.gguf"), "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    head_dim = 16  # the tiny model: hidden 64 / 4 heads
+    factors = np.linspace(1.0, 8.0, head_dim // 2).astype(np.float32)
+    writer.add_tensor("rope_freqs.weight", factors)
+    for t in reader.tensors:
+        data = np.array(t.data)
+        writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    base = gguf_model_v2(plain).model.model.rotary_emb.inv_freq
+    scaled = gguf_model_v2(tmp_path / "scaled.gguf").model.model.rotary_emb.inv_freq
+    assert torch.allclose(scaled, base / torch.from_numpy(factors))
