@@ -31,6 +31,9 @@ class Warnings(metaclass=ErrorsWithCodes):
     # -- models, servers, conversion, evaluate, templates: W120-W299 ----------------------
     W120 = ("The cached conversion {folder} of {file} is incomplete or damaged ({reason}); "
             "converting the GGUF file again.")
+    # --- trust what comes back: W600-W619 ---
+    W600 = ("{path} records no identity of the input (written by an older version), so "
+            "this resume cannot check that the input is unchanged.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -541,6 +544,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- trust what comes back (resume identity, adapters, answers, servers, templates,
+    # merge, gold): E600-E649 ---
+    E600 = ("{output} was written with a different config: {keys} changed. Resuming would "
+            "mix two configs in one output: restore those settings, write to a new OUTPUT, "
+            "or pass --overwrite to start again.")
+    E601 = ("{output} was written from a different input: {changes}. Resuming would skip or "
+            "repeat documents (ids like FILE:LINE follow the lines): resume with the input "
+            "it was started on, write to a new OUTPUT, or pass --overwrite to start again.")
 # fmt: on
 
 
