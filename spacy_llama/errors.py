@@ -552,6 +552,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E601 = ("{output} was written from a different input: {changes}. Resuming would skip or "
             "repeat documents (ids like FILE:LINE follow the lines): resume with the input "
             "it was started on, write to a new OUTPUT, or pass --overwrite to start again.")
+    E602 = ("shard {shard} was given more than once ({paths}): a shard run twice would "
+            "repeat its documents. Merge one output per shard (pass --partial to merge "
+            "anyway, keeping each document once).")
+    E603 = ("the shards were annotated from different inputs ({paths}); refusing to merge. "
+            "Merge only shards of one input.")
 # fmt: on
 
 
