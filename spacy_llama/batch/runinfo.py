@@ -4,8 +4,9 @@ It remembers the config hash (with a digest per setting, so a refusal names the 
 that changed), the shard and what identifies the input (per file: size, mtime, SHA-256), so
 a resume with a different config or a changed input is refused instead of silently mixing
 two configs in one file or skipping and repeating documents whose ``FILE:LINE`` ids moved.
-An input that only had lines appended resumes (the ids of the old lines are unchanged). An output with records but no
-readable run.json cannot be checked, so its resume is refused too. The local and the Ray run
+An input that only had lines appended resumes (the ids of the old lines are unchanged).
+An output with records but no readable run.json cannot be checked, so its resume is
+refused too. The local and the Ray run
 write the same record (:func:`run_info`), so either resumes the other.
 """
 
