@@ -5,8 +5,8 @@ id: the first shard given wins). The shards' ``.run.json`` files must agree on t
 and the input, and together cover 1..N with each shard once; ``partial`` merges an
 incomplete or repeated set anyway. Records are written as annotate writes them
 (``sinks.json_line``), and a failed merge leaves no temporary file. Failed-document lists
-are joined too. The merged output gets a ``.run.json`` without a shard, so ``annotate --resume`` on the
-whole corpus can fill in whatever the shards missed.
+are joined too. The merged output gets a ``.run.json`` without a shard, so
+``annotate --resume`` on the whole corpus can fill in whatever the shards missed.
 """
 
 from __future__ import annotations
