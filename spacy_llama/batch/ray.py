@@ -151,9 +151,7 @@ class RunHash:
         write_info(self.info, info)
 
     def finish(self, summary: Summary) -> None:
-        info = run_info(
-            self.opts, self.known, finished=True, runner=RUNNER, config_keys=self.keys
-        )
+        info = run_info(self.opts, self.known, finished=True, runner=RUNNER, config_keys=self.keys)
         write_info(self.info, {**info, "summary": summary.to_json()})
 
 
