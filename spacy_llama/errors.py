@@ -557,6 +557,19 @@ class Errors(metaclass=ErrorsWithCodes):
             "anyway, keeping each document once).")
     E603 = ("the shards were annotated from different inputs ({paths}); refusing to merge. "
             "Merge only shards of one input.")
+    E604 = ("The adapter file {file} in {path} cannot be read ({error}): it is damaged or "
+            "was not written completely. Save the trained pipeline again (nlp.to_disk), or "
+            "copy its folder again.")
+    E605 = ("The adapter weights {file} in {path} do not fit the adapter of component "
+            "'{name}': {problem}. A file with renamed, missing or extra tensors would load as "
+            "(part of) the untrained base model; save the trained pipeline again, or check "
+            "that [components.{name}.adapter] matches the one it was trained with.")
+    E606 = ("The adapter weights {file} in {path}: tensor {key} has {got}, but the adapter "
+            "of component '{name}' needs {want}. Check that [components.{name}.adapter] (r, "
+            "target_modules, layers) matches the one it was trained with, or save it again.")
+    E607 = ("The adapter weights {file} in {path}: tensor {key} holds {count} NaN or "
+            "infinite value(s); its predictions would be NaN. Train it again (lower the "
+            "learning rate, or clip gradients) and save it again.")
 # fmt: on
 
 
