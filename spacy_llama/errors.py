@@ -34,6 +34,9 @@ class Warnings(metaclass=ErrorsWithCodes):
     # --- trust what comes back: W600-W619 ---
     W600 = ("{path} records no identity of the input (written by an older version), so "
             "this resume cannot check that the input is unchanged.")
+    W601 = ("Some model or server answers were repaired where they entered: a lone surrogate "
+            "became U+FFFD, a NaN or infinite log-probability became null (counted in the "
+            "engine's stats as repaired_answers).")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -570,6 +573,18 @@ class Errors(metaclass=ErrorsWithCodes):
     E607 = ("The adapter weights {file} in {path}: tensor {key} holds {count} NaN or "
             "infinite value(s); its predictions would be NaN. Train it again (lower the "
             "learning rate, or clip gradients) and save it again.")
+    E608 = ("{method} {url}: the connection was cut off in the middle of the answer "
+            "({reason}).")
+    E609 = ("{what}: no answer within the request's deadline of {deadline:g} s (all attempts "
+            "and waits; last error: {error}). Raise `deadline` (or `timeout`) in the model "
+            "block if the server is just slow.")
+    E610 = ("{url}: the answer is larger than {limit} bytes, more than max_new_tokens = "
+            "{max_new} tokens can take; it was not read. Is the server honouring max_tokens?")
+    E611 = ("the answer has {got} {what} for max_new_tokens = {max_new}{detail}; a server or "
+            "model that sends inconsistent counts cannot be trusted.")
+    E612 = ("{url} asked to wait {seconds:g} s (Retry-After), longer than the {cap:g} s a "
+            "retry may wait: completions now fail at once until the breaker's cool-down "
+            "ends. Resume the run later.")
 # fmt: on
 
 
