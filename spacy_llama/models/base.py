@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 from ..errors import Errors, ModelLoadError
 from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_digest
@@ -83,7 +83,16 @@ class LlamaModel:
 
     # -- tokenizer helpers (kept here so tasks never import transformers) --
     def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        """Token ids of ``text``. The user text of a :class:`~spacy_llama.types.Prompt`
+        (its ``text_spans``) is encoded as text: a control string there (``<|im_end|>``, the
+        EOS string) does not become a control token. Only a prompt whose user text holds
+        one is encoded in pieces; any other is encoded whole, as it always was."""
+        spans = getattr(text, "text_spans", ())
+        if spans and self.tokenizer is not None:
+            hits = control_strings_in(str(text), spans, special_strings(self.tokenizer))
+            if hits:
+                return guarded_encode(self.tokenizer, str(text), spans, add_special_tokens)
+        return list(self.tokenizer(str(text), add_special_tokens=add_special_tokens)["input_ids"])
 
     def count_tokens(self, text: str, *, add_special_tokens: bool = True) -> int:
         return len(self.encode(text, add_special_tokens=add_special_tokens))
@@ -109,3 +118,53 @@ def _tensor_digest(module: Any) -> str:
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def special_strings(tokenizer: Any) -> List[str]:
+    """The text of every control token the tokenizer parses out of a string."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            found.add(str(added.content))
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def control_strings_in(
+    text: str, spans: Sequence[Tuple[int, int]], specials: Sequence[str]
+) -> List[str]:
+    """The control strings that overlap a user-text span of ``text``."""
+    hits = []
+    for special in specials:
+        start = text.find(special)
+        while start >= 0:
+            end = start + len(special)
+            if any(a < end and start < b for a, b in spans):
+                hits.append(special)
+                break
+            start = text.find(special, start + 1)
+    return hits
+
+
+def guarded_encode(
+    tokenizer: Any, text: str, spans: Sequence[Tuple[int, int]], add_special_tokens: bool
+) -> List[int]:
+    """Encode ``text`` in pieces: the template's own text with control strings parsed, the
+    user text with them split into ordinary tokens; then the tokens the tokenizer adds
+    around a text (BOS) when ``add_special_tokens``."""
+    ids: List[int] = []
+    cuts = sorted({0, len(text), *(p for span in spans for p in span if 0 <= p <= len(text))})
+    for a, b in zip(cuts, cuts[1:]):
+        piece = text[a:b]
+        if not piece:
+            continue
+        user = any(s <= a and b <= e for s, e in spans)
+        enc = tokenizer(piece, add_special_tokens=False, split_special_tokens=user)
+        ids.extend(enc["input_ids"])
+    if not add_special_tokens:
+        return ids
+    plain = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return full[:k] + ids + full[k + len(plain) :]
+    return ids

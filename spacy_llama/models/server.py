@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequ
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
 from ..types import Constraint, FinishReason, GenerationRequest, GenerationResult
-from .base import LlamaModel
+from .base import LlamaModel, control_strings_in, special_strings
 from .breaker import BreakerOpen, CircuitBreaker
 from .structured import SERVER_KINDS, constraint_fields, detect_kind
 
@@ -399,6 +399,11 @@ class ServerModel(LlamaModel):
         self, request: GenerationRequest, config: SamplingSettings
     ) -> GenerationResult:
         body = self.completion_body(request.prompt, config, request.constraint)
+        if self.tokenizer is not None and guarded_prompt(request.prompt, self.tokenizer):
+            # A control string in user text: send token ids, which the server cannot
+            # re-parse into control tokens (without a local tokenizer it gets the text).
+            ids = self.encode(request.prompt, add_special_tokens=request.add_special_tokens)
+            body["prompt"] = ids
         limit = max_answer_bytes(config.max_new_tokens)
 
         def send(timeout: float) -> GenerationResult:
@@ -515,6 +520,12 @@ class ServerModel(LlamaModel):
             kind=state.kind, url=self.http.base_url, failures=state.failures, last=state.last,
             cooldown=state.cooldown,
         )  # fmt: skip
+
+
+def guarded_prompt(prompt: str, tokenizer: Any) -> bool:
+    """Whether ``prompt``'s user text holds a control string (see ``types.Prompt``)."""
+    spans = getattr(prompt, "text_spans", ())
+    return bool(spans) and bool(control_strings_in(str(prompt), spans, special_strings(tokenizer)))
 
 
 def chosen_logprobs(data: Any) -> List[float]:
