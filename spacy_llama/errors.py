@@ -585,6 +585,12 @@ class Errors(metaclass=ErrorsWithCodes):
     E612 = ("{url} asked to wait {seconds:g} s (Retry-After), longer than the {cap:g} s a "
             "retry may wait: completions now fail at once until the breaker's cool-down "
             "ends. Resume the run later.")
+    E613 = ("The prompt template {name} was stopped: {reason}. Templates are rendered within "
+            "a budget ({seconds:g} s, {chars} characters); check it for an endless loop or "
+            "a runaway string.")
+    E614 = ("The chat template of {source} was stopped: {reason}. Chat templates come with "
+            "the model's files and are rendered within a budget ({seconds:g} s, {chars} "
+            "characters); use a model whose chat template is sound, or set chat = false.")
 # fmt: on
 
 

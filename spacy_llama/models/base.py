@@ -6,11 +6,21 @@ Models never see a Doc. The engine talks to a model only through this dataclass.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
-from ..errors import Errors, ModelLoadError
+from ..errors import Errors, ModelLoadError, TemplateError
+from ..rendering import (
+    TEMPLATE_CHARS,
+    TEMPLATE_SECONDS,
+    BudgetExceeded,
+    ImmutableBudgetedSandbox,
+    render_budgeted,
+    time_budget,
+)
 from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_digest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,9 +117,29 @@ class LlamaModel:
         if system is not None:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user})
-        return str(
-            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        )
+        try:
+            check_chat_template(self.tokenizer)
+            with time_budget():
+                out = self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+        except BudgetExceeded as e:
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source, reason=e, seconds=TEMPLATE_SECONDS, chars=TEMPLATE_CHARS
+                )
+            ) from None
+        if len(out) > TEMPLATE_CHARS:
+            reason = f"its output has {len(out)} characters"
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source,
+                    reason=reason,
+                    seconds=TEMPLATE_SECONDS,
+                    chars=TEMPLATE_CHARS,
+                )
+            )
+        return str(out)
 
 
 def _tensor_digest(module: Any) -> str:
@@ -168,3 +198,40 @@ def guarded_encode(
         if full[k : k + len(plain)] == plain:
             return full[:k] + ids + full[k + len(plain) :]
     return ids
+
+
+_CHECKED_CHAT_TEMPLATES: Dict[str, bool] = {}
+
+
+def check_chat_template(tokenizer: Any) -> None:
+    """Render a chat template once, in a budgeted sandbox like transformers' own, before
+    transformers renders it (in a sandbox without a size budget): a template that builds a
+    huge value raises BudgetExceeded here instead of allocating it. A template this
+    rehearsal cannot render (an extension of transformers') is left to transformers, under
+    the time budget."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or template in _CHECKED_CHAT_TEMPLATES:
+        return
+    env = ImmutableBudgetedSandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+    context: Dict[str, Any] = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
+    context.update(
+        messages=[{"role": "system", "content": "x"}, {"role": "user", "content": "x"}],
+        add_generation_prompt=True,
+    )
+    try:
+        compiled = env.from_string(template)
+        render_budgeted(compiled, context)
+    except BudgetExceeded:
+        raise
+    except Exception:  # noqa: S110 - transformers' own rendering decides
+        pass
+    _CHECKED_CHAT_TEMPLATES[template] = True
