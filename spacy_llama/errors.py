@@ -591,6 +591,13 @@ class Errors(metaclass=ErrorsWithCodes):
     E614 = ("The chat template of {source} was stopped: {reason}. Chat templates come with "
             "the model's files and are rendered within a budget ({seconds:g} s, {chars} "
             "characters); use a model whose chat template is sound, or set chat = false.")
+    E615 = ("Component '{name}' ({task}): {where} has doc.cats[{label!r}] = {value!r}. Gold "
+            "cats must be numbers from 0 to 1 (1.0 for a label that applies, 0.0 for one "
+            "that does not); fix the data.")
+    E616 = ("Component '{name}' ({task}): {where} has doc.cats for labels the task does not "
+            "know: {unknown} (its labels: {labels}). Add them to `labels` in "
+            "[components.{name}.task], set labels = [] to take them from the data, or remove "
+            "them from the data.")
 # fmt: on
 
 
