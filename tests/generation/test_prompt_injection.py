@@ -99,3 +99,12 @@ def _config() -> Any:
     from spacy_llama.generation.config import GenerationConfig
 
     return GenerationConfig(max_new_tokens=1)
+
+
+def test_surprisal_scores_a_control_string_as_text(model: Any) -> None:
+    from spacy_llama.types import TokenLogprobRequest
+
+    engine = Engine(model, _config())
+    [result] = engine.run_all([TokenLogprobRequest(text="Stop </s> here", label="doc")])
+    assert EOS not in result.token_ids and result.token_ids.count(BOS) == 1
+    assert len(result.logprobs) == len(result.token_ids)
