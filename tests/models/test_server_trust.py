@@ -142,3 +142,71 @@ def test_non_finite_logprobs_become_none_and_json_stays_valid() -> None:
             [result] = engine.run(requests_for(["nan"]))
     assert result.logprobs == [None, None]
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+SERVER_CONFIG = """
+[nlp]
+lang = "en"
+pipeline = ["llama"]
+
+[components]
+
+[components.llama]
+factory = "llama"
+
+[components.llama.model]
+@llama_models = "spacy-llama.OpenAICompatible.v1"
+base_url = "{url}"
+context_length = 2048
+max_retries = 0
+
+[components.llama.task]
+@llama_tasks = "spacy-llama.Completion.v1"
+template = "{{{{ text }}}}"
+chat = false
+
+[components.llama.generation]
+max_new_tokens = 2
+"""
+
+
+def test_annotate_with_docbin_survives_a_surrogate_answer_and_its_replay(tmp_path: Any) -> None:
+    """A lone surrogate in an answer used to stop a --docbin run, and --resume replayed it
+    from the cache and stopped again, so the run could never finish."""
+    from pathlib import Path
+
+    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
+
+    from spacy_llama.cli import main
+
+    from ..fixtures.corpus_files import read_jsonl
+
+    tmp = Path(tmp_path)
+    inp = tmp / "in.txt"
+    inp.write_text("first doc\nsecond doc\n", encoding="utf-8")
+    with FakeServer() as fake:
+        config = tmp / "server.cfg"
+        config.write_text(SERVER_CONFIG.format(url=fake.url), encoding="utf-8")
+        fake.state.reply = completion(" x\ud800", n_tokens=2)
+        args = ["annotate", str(config), str(inp), str(tmp / "out.jsonl"), "--quiet"]
+        args += ["--docbin", str(tmp / "out.spacy")]
+        assert main(args) == 0
+        # the same answers again, now from the cache, into a fresh output
+        again = ["annotate", str(config), str(inp), str(tmp / "again.jsonl"), "--quiet"]
+        again += [
+            "--docbin",
+            str(tmp / "again.spacy"),
+            "--cache",
+            str(tmp / "out.jsonl.cache.sqlite"),
+        ]
+        assert main(again) == 0
+    for name in ("out", "again"):
+        records = read_jsonl(tmp / f"{name}.jsonl")
+        assert [r["llama_completion"] for r in records] == [" x\ufffd", " x\ufffd"]
+        docs = [
+            doc
+            for part in sorted((tmp / f"{name}.spacy").glob("*.spacy"))
+            for doc in DocBin().from_disk(part).get_docs(Vocab())
+        ]
+        assert len(docs) == 2
