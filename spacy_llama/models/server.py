@@ -179,9 +179,9 @@ class HttpClient:
         except urllib.error.HTTPError as e:
             raise http_error(url, e) from None
         except http.client.HTTPException as e:  # IncompleteRead, a bad status line
-            reason = f"{type(e).__name__}: {e}"
+            cut = f"{type(e).__name__}: {e}"
             raise ServerError(
-                Errors.E608.format(method=method, url=url, reason=reason),
+                Errors.E608.format(method=method, url=url, reason=cut),
                 retry=True,
                 answered=False,
             ) from None
