@@ -661,3 +661,8 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class BudgetExceeded(SpacyLlamaError, RuntimeError):
+    """A template went beyond its time or size budget (``rendering.py``); the renderer's
+    caller turns it into a coded error naming the template (E613, E614)."""

@@ -22,13 +22,11 @@ from typing import Any, Callable, Collection, Iterator, Optional
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
+from .errors import BudgetExceeded
+
 TEMPLATE_SECONDS = 10.0  # to render one prompt; real templates take milliseconds
 TEMPLATE_CHARS = 16_000_000  # characters of one rendering (and items of a value in it)
 TEMPLATE_FILES = frozenset({"<template>"})  # the file name Jinja gives templates from strings
-
-
-class BudgetExceeded(Exception):
-    """A template went beyond its time or size budget (the message says which)."""
 
 
 @contextmanager
