@@ -13,7 +13,6 @@ they enter the engine (item 3), against the scripted server on 127.0.0.1:
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, List
 
 import pytest
@@ -40,11 +39,10 @@ def test_a_trickled_body_cannot_outlast_the_timeout() -> None:
     with FakeServer() as fake:
         model = server_model(fake.url, timeout=1.0, max_retries=0)
         fake.state.trickle = 0.1  # ~250 bytes: 25 s at one byte per 0.1 s
-        start = time.monotonic()
         [result] = model.complete(requests_for(["slow"]), GenerationConfig(max_new_tokens=1))
-        elapsed = time.monotonic() - start
+    # cut off at the attempt's deadline (before, the body arrived whole after 25 s)
     assert result.error is not None and "timed out" in result.error
-    assert elapsed < 6  # the attempt's deadline, not the 25 s the body takes
+    assert "took longer than the timeout" in result.error
 
 
 def test_retry_after_beyond_the_cap_opens_the_breaker() -> None:
@@ -52,15 +50,12 @@ def test_retry_after_beyond_the_cap_opens_the_breaker() -> None:
         model = server_model(fake.url, max_retries=3, retry_backoff=0.01)
         sent = len(fake.state.completions)
         fake.state.script = [(429, {"Retry-After": "3600"})]
-        start = time.monotonic()
         results = model.complete(requests_for(["a", "b", "c"]), GenerationConfig())
-        elapsed = time.monotonic() - start
         attempts = len(fake.state.completions) - sent
     assert all(r.error is not None for r in results[:1])
     errors = [r.error for r in results if r.error]
     assert any("Retry-After" in e and "3600" in e for e in errors)
-    assert attempts <= 3  # no retries of the one asked to wait an hour
-    assert elapsed < 30  # not 120 s per attempt
+    assert attempts <= 3  # no retry of the one asked to wait an hour (it used to wait 120 s)
 
 
 def test_connection_dropped_mid_body_is_retried() -> None:
@@ -87,11 +82,10 @@ def test_total_deadline_over_all_attempts() -> None:
     with FakeServer() as fake:
         model = server_model(fake.url, max_retries=50, retry_backoff=0.2, deadline=1.0)
         fake.state.script = [(503, {})] * 50
-        start = time.monotonic()
         [result] = model.complete(requests_for(["x"]), GenerationConfig(max_new_tokens=1))
-        elapsed = time.monotonic() - start
+        attempts = len(fake.state.completions)
     assert result.error is not None and "[E609]" in result.error
-    assert elapsed < 6  # 50 retries with backoff would take minutes
+    assert attempts < 20  # given up at the deadline, not after 50 retries
 
 
 def test_deadline_must_be_positive() -> None:

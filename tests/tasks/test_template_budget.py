@@ -6,7 +6,6 @@ The budgets are lowered here so that the tests stay short."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,8 @@ def short_budget(monkeypatch: Any) -> None:
 @pytest.mark.parametrize("source", [LOOP, BIG, GROWING])
 def test_prompt_template_beyond_its_budget_is_a_coded_error(source: str) -> None:
     template = PromptTemplate(source, name="'template' (inline in the config)")
-    start = time.monotonic()
     with pytest.raises(TemplateError, match=r"\[E613\].*inline in the config"):
-        template.render(text="hello")
-    assert time.monotonic() - start < 30  # stopped, not run to the end
+        template.render(text="hello")  # it used to run for hours, or allocate 10 GB
 
 
 def test_sound_templates_render_as_before() -> None:
@@ -62,8 +59,6 @@ def test_hostile_chat_template_stops_the_build_with_its_source(
 ) -> None:
     folder = _model_with_chat_template(tiny_hf, tmp_path, body)
     nlp = spacy.blank("en")
-    start = time.monotonic()
     with pytest.raises(TemplateError, match=r"\[E614\].*model"):
         nlp.add_pipe("llama", config=tiny_llama_config(folder, chat=True))
         nlp("A short text.")
-    assert time.monotonic() - start < 60
