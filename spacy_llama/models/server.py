@@ -216,7 +216,12 @@ def read_body(resp: Any, *, deadline: float, max_bytes: int, url: str) -> bytes:
             raise TimeoutError(f"the answer took longer than the timeout ({total} bytes read)")
         if sock is not None:
             sock.settimeout(left)  # the next read may not outlast the attempt either
-        chunk = resp.read1(1 << 16)
+        try:
+            chunk = resp.read1(1 << 16)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the answer took longer than the timeout ({total} bytes read)"
+            ) from None
         if not chunk:
             if length is not None and length.isdigit() and total < int(length):
                 # read1 ends quietly where read() would raise: the connection was cut
