@@ -196,6 +196,8 @@ def test_annotate_with_docbin_survives_a_surrogate_answer_and_its_replay(tmp_pat
         ]
         assert main(again) == 0
     for name in ("out", "again"):
+        summary = json.loads((tmp / f"{name}.jsonl.run.json").read_text())["summary"]
+        assert summary["repaired_answers"] == 2  # counted, on the first run and the replay
         records = read_jsonl(tmp / f"{name}.jsonl")
         assert [r["llama_completion"] for r in records] == [" x\ufffd", " x\ufffd"]
         docs = [
