@@ -87,8 +87,9 @@ SERVER_OPERATIONAL_KEYS = (
 )  # fmt: skip
 # llama component settings that change how fast answers come, never what they are: the
 # batch (greedy answers and features do not depend on it), the prefix cache and
-# prompt-lookup drafts (exact: a draft is only kept where the model agrees), the cache.
-COMPONENT_OPERATIONAL_KEYS = ("batch_size", "cache", "prefix_cache", "prompt_lookup")
+# prompt-lookup drafts (exact: a draft is only kept where the model agrees), the cache, and
+# the scorer (what `evaluate` reports, not what is annotated).
+COMPONENT_OPERATIONAL_KEYS = ("batch_size", "cache", "prefix_cache", "prompt_lookup", "scorer")
 
 
 def config_hash(nlp: Language) -> str:
