@@ -156,3 +156,16 @@ def test_refusal_names_the_changed_keys(tmp_path: Path, config: Path, capsys: An
     assert "components.llama.generation.max_new_tokens" in err
     assert "components.llama.generation.temperature" in err
     assert "components.llama.generation.top_p" not in err
+
+
+def test_another_scorer_does_not_refuse_resume(tmp_path: Path, config: Path) -> None:
+    """The scorer decides what `evaluate` reports, not what `annotate` writes."""
+    inp = tmp_path / "in.txt"
+    inp.write_text(lines(4), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(args(config, inp, out, "--limit", "2")) == 0
+    other = tmp_path / "other.cfg"
+    scorer = '\n[components.llama.scorer]\n@scorers = "spacy.textcat_scorer.v2"\n'
+    other.write_text(config.read_text(encoding="utf-8") + scorer, encoding="utf-8")
+    assert main(args(other, inp, out, "--resume")) == 0
+    assert len(read_jsonl(out)) == 4
