@@ -36,6 +36,12 @@ class Warnings(metaclass=ErrorsWithCodes):
             "quantized (kept: Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, F16, BF16, F32); "
             "it was de-quantised to float for this tensor alone (more memory). A file "
             "quantized to Q4_K_M, Q5_K_M or Q8_0 avoids this.")
+    # --- trust what comes back: W600-W619 ---
+    W600 = ("{path} records no identity of the input (written by an older version), so "
+            "this resume cannot check that the input is unchanged.")
+    W601 = ("Some model or server answers were repaired where they entered: a lone surrogate "
+            "became U+FFFD, a NaN or infinite log-probability became null (counted in the "
+            "engine's stats as repaired_answers).")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -574,6 +580,57 @@ class Errors(metaclass=ErrorsWithCodes):
             "run LLaMA-architecture models (model_type \"llama\") only.")
     E912 = ("Tensor {tensor} holds NaN or infinite values: the checkpoint is damaged. "
             "Download or save it again.")
+    # --- trust what comes back (resume identity, adapters, answers, servers, templates,
+    # merge, gold): E600-E649 ---
+    E600 = ("{output} was written with a different config: {keys} changed. Resuming would "
+            "mix two configs in one output: restore those settings, write to a new OUTPUT, "
+            "or pass --overwrite to start again.")
+    E601 = ("{output} was written from a different input: {changes}. Resuming would skip or "
+            "repeat documents (ids like FILE:LINE follow the lines): resume with the input "
+            "it was started on, write to a new OUTPUT, or pass --overwrite to start again.")
+    E602 = ("shard {shard} was given more than once ({paths}): a shard run twice would "
+            "repeat its documents. Merge one output per shard (pass --partial to merge "
+            "anyway, keeping each document once).")
+    E603 = ("the shards were annotated from different inputs ({paths}); refusing to merge. "
+            "Merge only shards of one input.")
+    E604 = ("The adapter file {file} in {path} cannot be read ({error}): it is damaged or "
+            "was not written completely. Save the trained pipeline again (nlp.to_disk), or "
+            "copy its folder again.")
+    E605 = ("The adapter weights {file} in {path} do not fit the adapter of component "
+            "'{name}': {problem}. A file with renamed, missing or extra tensors would load as "
+            "(part of) the untrained base model; save the trained pipeline again, or check "
+            "that [components.{name}.adapter] matches the one it was trained with.")
+    E606 = ("The adapter weights {file} in {path}: tensor {key} has {got}, but the adapter "
+            "of component '{name}' needs {want}. Check that [components.{name}.adapter] (r, "
+            "target_modules, layers) matches the one it was trained with, or save it again.")
+    E607 = ("The adapter weights {file} in {path}: tensor {key} holds {count} NaN or "
+            "infinite value(s); its predictions would be NaN. Train it again (lower the "
+            "learning rate, or clip gradients) and save it again.")
+    E608 = ("{method} {url}: the connection was cut off in the middle of the answer "
+            "({reason}).")
+    E609 = ("{what}: no answer within the request's deadline of {deadline:g} s (all attempts "
+            "and waits; last error: {error}). Raise `deadline` (or `timeout`) in the model "
+            "block if the server is just slow.")
+    E610 = ("{url}: the answer is larger than {limit} bytes, more than max_new_tokens = "
+            "{max_new} tokens can take; it was not read. Is the server honouring max_tokens?")
+    E611 = ("the answer has {got} {what} for max_new_tokens = {max_new}{detail}; a server or "
+            "model that sends inconsistent counts cannot be trusted.")
+    E612 = ("{url} asked to wait {seconds:g} s (Retry-After), longer than the {cap:g} s a "
+            "retry may wait: completions now fail at once until the breaker's cool-down "
+            "ends. Resume the run later.")
+    E613 = ("The prompt template {name} was stopped: {reason}. Templates are rendered within "
+            "a budget ({seconds:g} s, {chars} characters); check it for an endless loop or "
+            "a runaway string.")
+    E614 = ("The chat template of {source} was stopped: {reason}. Chat templates come with "
+            "the model's files and are rendered within a budget ({seconds:g} s, {chars} "
+            "characters); use a model whose chat template is sound, or set chat = false.")
+    E615 = ("Component '{name}' ({task}): {where} has doc.cats[{label!r}] = {value!r}. Gold "
+            "cats must be numbers from 0 to 1 (1.0 for a label that applies, 0.0 for one "
+            "that does not); fix the data.")
+    E616 = ("Component '{name}' ({task}): {where} has doc.cats for labels the task does not "
+            "know: {unknown} (its labels: {labels}). Add them to `labels` in "
+            "[components.{name}.task], set labels = [] to take them from the data, or remove "
+            "them from the data.")
 # fmt: on
 
 
@@ -637,3 +694,8 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class BudgetExceeded(SpacyLlamaError, RuntimeError):
+    """A template went beyond its time or size budget (``rendering.py``); the renderer's
+    caller turns it into a coded error naming the template (E613, E614)."""

@@ -272,7 +272,11 @@ class LlamaPipe(Pipe):
         if self.adapter is None:
             return losses
         losses.setdefault(self.name, 0.0)
-        value, loss = self.get_loss(list(examples))
+        from .training.gold import check_gold_cats
+
+        examples = list(examples)
+        check_gold_cats(self.name, self.task, examples)  # NaN or 7 must not train silently
+        value, loss = self.get_loss(examples)
         if loss is not None:
             loss.backward()  # accumulates in .grad until finish_update
         losses[self.name] += value

@@ -25,6 +25,25 @@ class Constraint:
     spec: str
 
 
+class Prompt(str):
+    """A rendered prompt that knows which of its characters are user text (``text_spans``:
+    half-open character ranges), e.g. a document inside a chat template. User text is
+    always encoded as text: a control string in it (``<|im_end|>``, the EOS string) stays
+    text instead of becoming the control token, so a document cannot forge a turn or end
+    its prompt (``models/base.py``'s ``encode``). It is a ``str`` everywhere else; slicing
+    or concatenating it gives a plain ``str``, which is encoded as before."""
+
+    text_spans: Tuple[Tuple[int, int], ...]
+
+    def __new__(cls, text: str, text_spans: Tuple[Tuple[int, int], ...] = ()) -> Prompt:
+        obj = super().__new__(cls, text)
+        obj.text_spans = tuple((int(a), int(b)) for a, b in text_spans)
+        return obj
+
+    def __reduce__(self) -> Tuple[type, Tuple[str, Tuple[Tuple[int, int], ...]]]:
+        return (Prompt, (str(self), self.text_spans))
+
+
 @dataclass
 class GenerationRequest:
     """One prompt to complete. ``prompt`` is fully formatted (chat template applied).

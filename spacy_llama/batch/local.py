@@ -28,7 +28,8 @@ from .lock import locked
 from .options import AnnotateOptions
 from .paths import check_paths, io_errors, lock_targets
 from .prepare import (
-    config_hash,
+    config_identity,
+    identity_hash,
     load_pipeline,
     prepare_for_run,
     record_doc,
@@ -71,6 +72,8 @@ def claimed_outputs(opts: AnnotateOptions) -> Iterator[None]:
     check_paths(opts)
     with locked(lock_targets(opts)):
         check_existing(opts)
+        if opts.resume:  # the input it was started on, before any model is loaded
+            RunInfo(opts.output).check_input(input=opts.input, output=opts.output)
         yield
 
 
@@ -128,11 +131,12 @@ def _annotate(
     opts: AnnotateOptions, shard: Optional[Tuple[int, int]], *, selected: int, start: float
 ) -> Summary:
     nlp = load_pipeline(opts.config, overrides=opts.overrides)
-    run_hash = config_hash(nlp)
+    keys = config_identity(nlp)
+    run_hash = identity_hash(keys)
     info = RunInfo(opts.output)
     if opts.resume:
-        info.check(config_hash=run_hash, shard=opts.shard, output=opts.output)
-    write_info(info, run_info(opts, run_hash, finished=False, runner=None))
+        info.check(config_hash=run_hash, shard=opts.shard, output=opts.output, config_keys=keys)
+    write_info(info, run_info(opts, run_hash, finished=False, runner=None, config_keys=keys))
     set_cache(nlp, path=opts.cache_path)
     extensions = pipeline_extensions(nlp)
     prepare_for_run(nlp, n_process=opts.n_process)
@@ -144,7 +148,8 @@ def _annotate(
     finally:
         close_outputs(outputs)
         summary.seconds = time.perf_counter() - start
-    record = {**run_info(opts, run_hash, finished=True, runner=None), "summary": summary.to_json()}
+    done = run_info(opts, run_hash, finished=True, runner=None, config_keys=keys)
+    record = {**done, "summary": summary.to_json()}
     write_info(info, record)
     return summary
 

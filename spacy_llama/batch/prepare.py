@@ -8,9 +8,10 @@ memory, because with ``--n-process`` the pipeline runs in child processes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import spacy
 from confection import Config
@@ -82,42 +83,84 @@ def llama_engines(nlp: Language) -> List[Any]:
 # a run resumed with a longer timeout or another concurrency is the same run.
 SERVER_OPERATIONAL_KEYS = (
     "max_concurrency", "timeout", "max_retries", "retry_backoff", "breaker_threshold",
-    "breaker_cooldown", "api_key_env",
+    "breaker_cooldown", "api_key_env", "deadline",
 )  # fmt: skip
+# llama component settings that change how fast answers come, never what they are: the
+# batch (greedy answers and features do not depend on it), the prefix cache and
+# prompt-lookup drafts (exact: a draft is only kept where the model agrees), the cache, and
+# the scorer (what `evaluate` reports, not what is annotated).
+COMPONENT_OPERATIONAL_KEYS = ("batch_size", "cache", "prefix_cache", "prompt_lookup", "scorer")
 
 
 def config_hash(nlp: Language) -> str:
-    """What decides the output: the config (less cache settings), the contents of every
-    file it names (templates, few-shot examples...) and the models' fingerprints."""
-    config = nlp.config.copy()
-    for component in config.get("components", {}).values():
-        if isinstance(component, dict):
-            component.pop("cache", None)  # where results are cached does not change them
-            model = component.get("model")
-            if isinstance(model, dict):  # how patiently a server is asked does not either
-                for key in SERVER_OPERATIONAL_KEYS:
-                    model.pop(key, None)
-    h = hashlib.sha256(config.to_str().encode("utf-8"))
-    for setting, path in named_files(interpolated(config)):
-        h.update(f"\0{setting}\0{_contents_digest(setting, path)}".encode())
-    for engine in llama_engines(nlp):
-        h.update(engine.model.fingerprint.encode("utf-8"))
-    for source in template_sources(nlp):
-        h.update(f"\0template\0{source}".encode())
-    return h.hexdigest()[:16]
+    """What decides the output (:func:`config_identity`), as one short hash."""
+    return identity_hash(config_identity(nlp))
+
+
+def identity_hash(identity: Dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def config_identity(nlp: Language) -> Dict[str, str]:
+    """What decides the output, key by key (a digest of each value), so a refused resume
+    can name the keys that changed: every setting of the pipeline's sections (``nlp``,
+    ``components``, variables resolved) less the ones that only change speed or where
+    results are cached, the contents of every file the config names (templates, few-shot
+    examples...), each llama model's fingerprint and each prompt template's text."""
+    config = interpolated(nlp.config.copy())
+    identity: Dict[str, str] = {}
+    nlp_section = dict(config.get("nlp", {}))
+    nlp_section.pop("batch_size", None)  # docs per batch: the same docs come out
+    _flatten(nlp_section, "nlp", identity)
+    for name, component in config.get("components", {}).items():
+        if not isinstance(component, dict):
+            continue
+        component = dict(component)
+        if component.get("factory") == "llama":
+            for key in COMPONENT_OPERATIONAL_KEYS:
+                component.pop(key, None)
+        else:
+            component.pop("cache", None)
+        model = component.get("model")
+        if isinstance(model, dict):  # how patiently a server is asked does not matter either
+            component["model"] = {
+                k: v for k, v in model.items() if k not in SERVER_OPERATIONAL_KEYS
+            }
+        _flatten(component, f"components.{name}", identity)
+    for setting, path in named_files(config):
+        identity[f"file {setting}"] = _contents_digest(setting, path)[:16]
+    for name, pipe in nlp.pipeline:
+        engine = getattr(pipe, "engine", None)
+        if engine is not None and hasattr(engine, "cache") and hasattr(engine, "stats"):
+            identity[f"model of {name}"] = _digest(engine.model.fingerprint)
+        for attr, source in _templates(pipe):
+            identity[f"template {name}.{attr}"] = _digest(source)
+    return identity
+
+
+def _flatten(node: Any, where: str, out: Dict[str, str]) -> None:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            _flatten(value, f"{where}.{key}", out)
+    else:
+        out[where] = _digest(json.dumps(node, sort_keys=True, default=repr))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _templates(pipe: Any) -> List[Tuple[str, str]]:
+    task = getattr(pipe, "task", None)
+    items = vars(task).items() if task is not None else ()
+    return [(attr, value.source) for attr, value in items if isinstance(value, PromptTemplate)]
 
 
 def template_sources(nlp: Language) -> List[str]:
     """The text of every prompt template the llama tasks render, the package's own defaults
     included: a config that names no template still changes output when an upgrade of the
     package changes the default, and a resumed run must notice."""
-    out = []
-    for _, pipe in nlp.pipeline:
-        task = getattr(pipe, "task", None)
-        for value in vars(task).values() if task is not None else ():
-            if isinstance(value, PromptTemplate):
-                out.append(value.source)
-    return out
+    return [source for _, pipe in nlp.pipeline for _, source in _templates(pipe)]
 
 
 def _contents_digest(setting: str, path: Path) -> str:

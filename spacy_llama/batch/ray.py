@@ -36,7 +36,8 @@ from .local import (
 )
 from .options import AnnotateOptions, RayOptions
 from .prepare import (
-    config_hash,
+    config_identity,
+    identity_hash,
     load_pipeline,
     prepare_for_run,
     read_run_config,
@@ -44,7 +45,16 @@ from .prepare import (
     run_batch_size,
     set_cache,
 )
-from .reader import Item, Record, input_files, parse_shard, read_corpus, read_docbin, read_lines
+from .reader import (
+    Item,
+    Record,
+    file_name,
+    input_files,
+    parse_shard,
+    read_corpus,
+    read_docbin,
+    read_lines,
+)
 from .records import doc_record, docbin_doc, format_doc, pipeline_extensions
 from .runinfo import RunInfo, run_info
 from .selection import selector_for, survey
@@ -123,17 +133,25 @@ class RunHash:
     opts: AnnotateOptions
     known: Optional[str] = None
     checked: bool = field(default=False)
+    keys: Optional[Dict[str, str]] = None
 
-    def check(self, config_hash: str) -> None:
+    def check(self, config_hash: str, config_keys: Optional[str] = None) -> None:
         if self.checked:
             return
+        keys = json.loads(config_keys) if config_keys else None
         if self.opts.resume:
-            self.info.check(config_hash=config_hash, shard=self.opts.shard, output=self.opts.output)
-        self.known, self.checked = config_hash, True
-        write_info(self.info, run_info(self.opts, self.known, finished=False, runner=RUNNER))
+            self.info.check(
+                config_hash=config_hash,
+                shard=self.opts.shard,
+                output=self.opts.output,
+                config_keys=keys,
+            )
+        self.known, self.keys, self.checked = config_hash, keys, True
+        info = run_info(self.opts, self.known, finished=False, runner=RUNNER, config_keys=keys)
+        write_info(self.info, info)
 
     def finish(self, summary: Summary) -> None:
-        info = run_info(self.opts, self.known, finished=True, runner=RUNNER)
+        info = run_info(self.opts, self.known, finished=True, runner=RUNNER, config_keys=self.keys)
         write_info(self.info, {**info, "summary": summary.to_json()})
 
 
@@ -146,7 +164,7 @@ def write_all(
 ) -> None:
     vocab = Vocab()
     for batch in rows:
-        run.check(batch[0]["config_hash"])
+        run.check(batch[0]["config_hash"], batch[0].get("config_keys"))
         ok = [r for r in batch if not r["error"]]
         for r in batch:
             summary.add_stats(json.loads(r["stats"]))
@@ -269,7 +287,7 @@ def plan_chunks(root: Path, selected: Dict[str, str], *, rows: int) -> List[Dict
     wanted = set(selected.values())
     chunks: List[Dict[str, Any]] = []
     for file in input_files(root):
-        name = file.name if root.is_file() else file.relative_to(root).as_posix()
+        name = file_name(root, file)
         base = {"path": str(file), "name": name, "offset": 0, "first": 1, "last": 0}
         if file.suffix == ".spacy":
             chunks.append(base)
@@ -338,7 +356,8 @@ def record_row(rec: Record) -> Dict[str, Any]:
 
 
 RESULT_COLUMNS = [
-    "id", "raw_id", "source", "error", "stats", "config_hash", "record", "doc", "printed"
+    "id", "raw_id", "source", "error", "stats", "config_hash", "config_keys", "record", "doc",
+    "printed",
 ]  # fmt: skip
 
 
@@ -360,7 +379,8 @@ class PipelineActor:
 
         torch.set_num_threads(threads)  # cores are the actor's share, not the node's
         self.nlp = load_pipeline(Path(config), overrides=overrides)
-        self.config_hash = config_hash(self.nlp)
+        self.config_keys = config_identity(self.nlp)
+        self.config_hash = identity_hash(self.config_keys)
         set_cache(self.nlp, path=Path(cache) if cache else None)
         self.extensions = pipeline_extensions(self.nlp)
         prepare_for_run(self.nlp)
@@ -398,6 +418,7 @@ class PipelineActor:
             "error": str(error)[:2000] if error is not None else "",
             "stats": json.dumps(stats),
             "config_hash": self.config_hash,
+            "config_keys": json.dumps(self.config_keys),
             "record": "",
             "doc": b"",
             "printed": "",

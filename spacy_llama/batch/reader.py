@@ -69,11 +69,54 @@ def input_files(path: Union[str, Path]) -> List[Path]:
     return files
 
 
+def file_name(root: Path, file: Path) -> str:
+    """A file's name in ids and messages: its own for a file input, relative for a folder."""
+    return file.name if root.is_file() else file.relative_to(root).as_posix()
+
+
+_IDENTITY: Dict[Tuple[str, int, int], Dict[str, Any]] = {}  # (path, size, mtime) -> identity
+
+
+def input_identity(path: Union[str, Path]) -> Dict[str, Dict[str, Any]]:
+    """What identifies the input, per file (by the name ids use): size, mtime and the
+    SHA-256 of its bytes. A resume compares it with the run's (``runinfo.py``): a line
+    inserted into a .txt shifts every ``FILE:LINE`` id after it. Read once per version of a
+    file in a process (the run records it at its start and at its end)."""
+    root = Path(path)
+    out: Dict[str, Dict[str, Any]] = {}
+    for file in input_files(root):
+        stat = file.stat()
+        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _IDENTITY:
+            _IDENTITY[key] = {
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "sha256": prefix_digest(file, stat.st_size),
+            }
+        out[file_name(root, file)] = dict(_IDENTITY[key])
+    return out
+
+
+def prefix_digest(file: Path, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes of ``file`` (all of it when ``size`` is its size):
+    a resume accepts a .txt/.jsonl input that only had lines appended."""
+    h = hashlib.sha256()
+    left = size
+    with file.open("rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
 def read_corpus(path: Union[str, Path], *, vocab: Vocab) -> Iterator[Item]:
     """Every record (or bad line) of ``path``, file by file in sorted order."""
     root = Path(path)
     for file in input_files(root):
-        name = file.name if root.is_file() else file.relative_to(root).as_posix()
+        name = file_name(root, file)
         if file.suffix == ".spacy":
             yield from read_docbin(file, name=name, vocab=vocab)
         else:

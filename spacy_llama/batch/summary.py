@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits")
+STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits", "repaired_answers")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Summary:
     generated_tokens: int = 0
     model_calls: int = 0
     cache_hits: int = 0
+    repaired_answers: int = 0  # answers with a lone surrogate or a NaN log-probability
     failed_path: Optional[Path] = None
 
     def add_stats(self, stats: Optional[Mapping[str, int]]) -> None:
@@ -45,6 +46,11 @@ class Summary:
             f"{self.done / secs:.1f} docs/s, {self.generated_tokens / secs:.1f} tokens/s; "
             f"{self.model_calls} model calls, {self.cache_hits} cache hits)"
         )
+        if self.repaired_answers:
+            text += (
+                f"; {self.repaired_answers} answers repaired (a lone surrogate or a NaN "
+                "log-probability, see W601)"
+            )
         if self.failed:
             text += f". FAILED documents are listed in {self.failed_path}"
         return text

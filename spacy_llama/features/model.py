@@ -164,7 +164,12 @@ def encode_spans(model: LlamaFeatures, flat: Sequence[Span]) -> List[List[int]]:
     than the context raises, naming the doc and the span getter."""
     llama = model.llama
     texts = [span.text for span in flat]
-    encoded = llama.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+    # a document's text is text: a control string in it stays ordinary pieces
+    encoded = (
+        llama.tokenizer(texts, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+        if texts
+        else []
+    )
     rows = [list(ids) for ids in encoded]
     for span, row in zip(flat, rows):
         if len(row) > llama.context_length:

@@ -11,9 +11,10 @@ Results come back in request order whatever order they finished in, and leave th
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import Errors, PromptTooLongError
+from ..errors import Errors, GenerationError, PromptTooLongError, Warnings
 from ..models.base import LlamaModel
 from ..types import (
     AnyRequest,
@@ -24,6 +25,7 @@ from ..types import (
     ScoreRequest,
     TokenLogprobRequest,
 )
+from .answers import check_answer
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import (
@@ -80,9 +82,7 @@ class Engine:
         # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
         # decided when the pipeline is built rather than at the first document
         self.prepack = (
-            not is_remote(model)
-            and supports_fast_decoder(model.model)
-            and can_prepack(model.model)
+            not is_remote(model) and supports_fast_decoder(model.model) and can_prepack(model.model)
         )
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
         self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
@@ -190,8 +190,31 @@ class Engine:
         self._decode(requests, ids, todo, keys, results)
         return [
             finish(req, res, self.config) if res is not None else GenerationResult(text="")
-            for req, res in zip(requests, results)
+            for req, res in zip(requests, self._checked(requests, results))
         ]
+
+    def _checked(
+        self, requests: Sequence[GenerationRequest], results: List[Optional[GenerationResult]]
+    ) -> List[Optional[GenerationResult]]:
+        """Every answer checked where it enters (``answers.py``), whether the model, the
+        server or the cache gave it: repaired values are counted (and warned of once), an
+        answer that cannot be trusted fails its request."""
+        out: List[Optional[GenerationResult]] = []
+        refused: List[str] = []
+        repaired = 0
+        for i, res in enumerate(results):
+            if res is not None:
+                res, fixed, problem = check_answer(res, max_new_tokens=self.config.max_new_tokens)
+                repaired += fixed > 0
+                if problem is not None:
+                    refused.append(f"{requests[i].label or f'request {i}'}: {problem}")
+            out.append(res)
+        if repaired:
+            self.stats.repaired_answers += repaired
+            warnings.warn(f"[spacy-llama] {Warnings.W601}", stacklevel=3)
+        if refused:
+            raise GenerationError(Errors.E404.format(n=len(refused), reasons="; ".join(refused)))
+        return out
 
     def cache_key(self, prompt: Sequence[Any], constraint: Optional[Constraint] = None) -> str:
         """The response-cache key of a prompt (token ids, or the text for a server) and of a

@@ -57,9 +57,7 @@ def check_remote_constraint(model: Any, constraint: Constraint) -> None:
         check(constraint)
 
 
-def with_constraint(
-    request: GenerationRequest, default: Optional[Constraint]
-) -> GenerationRequest:
+def with_constraint(request: GenerationRequest, default: Optional[Constraint]) -> GenerationRequest:
     """The request as sent: its own constraint, else the config's."""
     if request.constraint is not None or default is None:
         return request

@@ -293,8 +293,12 @@ class Scorer:
         ]
 
     def _encode_text(self, req: TokenLogprobRequest) -> Tuple[List[int], Offsets]:
+        # a document's text is text: "</s>" in it is scored as characters, not as EOS
         enc = self.model.tokenizer(
-            req.text, add_special_tokens=req.add_special_tokens, return_offsets_mapping=True
+            req.text,
+            add_special_tokens=req.add_special_tokens,
+            return_offsets_mapping=True,
+            split_special_tokens=True,
         )
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 

@@ -11,3 +11,4 @@ class EngineStats:
     cache_hits: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    repaired_answers: int = 0  # answers with a lone surrogate or a non-finite log-probability

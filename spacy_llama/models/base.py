@@ -6,11 +6,21 @@ Models never see a Doc. The engine talks to a model only through this dataclass.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
-from ..errors import Errors, ModelLoadError
+from ..errors import Errors, ModelLoadError, TemplateError
+from ..rendering import (
+    TEMPLATE_CHARS,
+    TEMPLATE_SECONDS,
+    BudgetExceeded,
+    ImmutableBudgetedSandbox,
+    render_budgeted,
+    time_budget,
+)
 from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_digest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +93,16 @@ class LlamaModel:
 
     # -- tokenizer helpers (kept here so tasks never import transformers) --
     def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        """Token ids of ``text``. The user text of a :class:`~spacy_llama.types.Prompt`
+        (its ``text_spans``) is encoded as text: a control string there (``<|im_end|>``, the
+        EOS string) does not become a control token. Only a prompt whose user text holds
+        one is encoded in pieces; any other is encoded whole, as it always was."""
+        spans = getattr(text, "text_spans", ())
+        if spans and self.tokenizer is not None:
+            hits = control_strings_in(str(text), spans, special_strings(self.tokenizer))
+            if hits:
+                return guarded_encode(self.tokenizer, str(text), spans, add_special_tokens)
+        return list(self.tokenizer(str(text), add_special_tokens=add_special_tokens)["input_ids"])
 
     def count_tokens(self, text: str, *, add_special_tokens: bool = True) -> int:
         return len(self.encode(text, add_special_tokens=add_special_tokens))
@@ -98,9 +117,29 @@ class LlamaModel:
         if system is not None:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user})
-        return str(
-            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        )
+        try:
+            check_chat_template(self.tokenizer)
+            with time_budget():
+                out = self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+        except BudgetExceeded as e:
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source, reason=e, seconds=TEMPLATE_SECONDS, chars=TEMPLATE_CHARS
+                )
+            ) from None
+        if len(out) > TEMPLATE_CHARS:
+            reason = f"its output has {len(out)} characters"
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source,
+                    reason=reason,
+                    seconds=TEMPLATE_SECONDS,
+                    chars=TEMPLATE_CHARS,
+                )
+            )
+        return str(out)
 
 
 def _tensor_digest(module: Any) -> str:
@@ -109,3 +148,90 @@ def _tensor_digest(module: Any) -> str:
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def special_strings(tokenizer: Any) -> List[str]:
+    """The text of every control token the tokenizer parses out of a string."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            found.add(str(added.content))
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def control_strings_in(
+    text: str, spans: Sequence[Tuple[int, int]], specials: Sequence[str]
+) -> List[str]:
+    """The control strings that overlap a user-text span of ``text``."""
+    hits = []
+    for special in specials:
+        start = text.find(special)
+        while start >= 0:
+            end = start + len(special)
+            if any(a < end and start < b for a, b in spans):
+                hits.append(special)
+                break
+            start = text.find(special, start + 1)
+    return hits
+
+
+def guarded_encode(
+    tokenizer: Any, text: str, spans: Sequence[Tuple[int, int]], add_special_tokens: bool
+) -> List[int]:
+    """Encode ``text`` in pieces: the template's own text with control strings parsed, the
+    user text with them split into ordinary tokens; then the tokens the tokenizer adds
+    around a text (BOS) when ``add_special_tokens``."""
+    ids: List[int] = []
+    cuts = sorted({0, len(text), *(p for span in spans for p in span if 0 <= p <= len(text))})
+    for a, b in zip(cuts, cuts[1:]):
+        piece = text[a:b]
+        if not piece:
+            continue
+        user = any(s <= a and b <= e for s, e in spans)
+        enc = tokenizer(piece, add_special_tokens=False, split_special_tokens=user)
+        ids.extend(enc["input_ids"])
+    if not add_special_tokens:
+        return ids
+    plain = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return full[:k] + ids + full[k + len(plain) :]
+    return ids
+
+
+_CHECKED_CHAT_TEMPLATES: Dict[str, bool] = {}
+
+
+def check_chat_template(tokenizer: Any) -> None:
+    """Render a chat template once, in a budgeted sandbox like transformers' own, before
+    transformers renders it (in a sandbox without a size budget): a template that builds a
+    huge value raises BudgetExceeded here instead of allocating it. A template this
+    rehearsal cannot render (an extension of transformers') is left to transformers, under
+    the time budget."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or template in _CHECKED_CHAT_TEMPLATES:
+        return
+    env = ImmutableBudgetedSandbox(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+    context: Dict[str, Any] = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
+    context.update(
+        messages=[{"role": "system", "content": "x"}, {"role": "user", "content": "x"}],
+        add_generation_prompt=True,
+    )
+    try:
+        compiled = env.from_string(template)
+        render_budgeted(compiled, context)
+    except BudgetExceeded:
+        raise
+    except Exception:  # noqa: S110 - transformers' own rendering decides
+        pass
+    _CHECKED_CHAT_TEMPLATES[template] = True

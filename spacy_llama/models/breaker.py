@@ -9,6 +9,9 @@ Then one attempt, the probe, is let through; while it is out, the others are sti
 Only a successful call of the guarded kind closes the breaker (a /tokenize that answers says
 nothing about completions that hang); a failed probe opens it for another cool-down.
 
+A server that asks to be left alone for longer than the client waits (a ``Retry-After``
+beyond its cap) opens the breaker at once (:meth:`CircuitBreaker.hold`).
+
 So a hung server receives at most ``threshold + max_concurrency - 1`` attempts before the
 breaker opens (the failures that open it, plus the attempts already in flight), and then at
 most one attempt per cool-down.
@@ -75,3 +78,11 @@ class CircuitBreaker:
                 self._opened_at = self.clock()
             elif not answered and self._opened_at is None and self._failures >= self.threshold:
                 self._opened_at = self.clock()
+
+    def hold(self, error: str) -> None:
+        """Open now: the server asked for a pause longer than any retry may wait."""
+        with self._lock:
+            self._failures = max(self._failures, self.threshold)
+            self._last = error
+            self._probing = False
+            self._opened_at = self.clock()

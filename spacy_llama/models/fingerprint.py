@@ -150,3 +150,22 @@ def tokenizer_state(tokenizer: Any) -> Optional[Dict[str, Any]]:
         "model_max_length": getattr(tokenizer, "model_max_length", None),
         "padding_side": getattr(tokenizer, "padding_side", None),
     }
+
+
+def base_identity(model: Any, tokenizer: Any) -> str:
+    """What makes a base model the same for a trained adapter: its weights (names, shapes,
+    values) and its tokenizer's vocabulary and special tokens; not the files or format it
+    was read from, so a GGUF file and ``convert``'s folder of it are one base. The weights
+    are hashed as float32 (a second or so for 135M parameters), once per adapter."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    vocab = sorted(getattr(tokenizer, "get_vocab", dict)().items())
+    special = {
+        "bos": getattr(tokenizer, "bos_token_id", None),
+        "eos": getattr(tokenizer, "eos_token_id", None),
+        "added": sorted(getattr(tokenizer, "get_added_vocab", dict)().items()),
+    }
+    h.update(json.dumps([vocab, special], sort_keys=True, default=str).encode("utf-8"))
+    return h.hexdigest()

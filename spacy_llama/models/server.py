@@ -6,9 +6,15 @@ it sends the rendered prompts here and caches what comes back. This module
 
 * checks the server when the model is loaded, so a wrong URL fails at start-up;
 * sends a batch's requests concurrently (at most ``max_concurrency`` in flight);
-* retries 429, 5xx, timeouts and connection errors with exponential backoff and jitter,
-  honouring ``Retry-After``; a request that keeps failing becomes a result with ``error``
-  set, so one document fails instead of the whole run;
+* retries 429, 5xx, timeouts and connection errors (one cut off mid-answer too) with
+  exponential backoff and jitter, honouring ``Retry-After``; a request that keeps failing
+  becomes a result with ``error`` set, so one document fails instead of the whole run;
+* bounds the time of everything: ``timeout`` is a deadline for a whole attempt (connecting,
+  waiting and reading the body, however slowly it arrives), ``deadline`` for a whole request
+  (all attempts and waits); a ``Retry-After`` longer than :data:`MAX_RETRY_AFTER` opens the
+  breaker instead of being waited for;
+* bounds what it reads: a completion's body may hold at most
+  :func:`max_answer_bytes` of ``max_new_tokens``, any other body :data:`MAX_BODY_BYTES`;
 * stops sending completions to a server that no longer answers them (a circuit breaker,
   see ``breaker.py``): after ``breaker_threshold`` attempts in a row that timed out or found
   no server, completions fail at once for ``breaker_cooldown`` seconds, so a hung server
@@ -27,6 +33,7 @@ variable named by ``api_key_env`` at each request; it is never stored on the mod
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -42,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequ
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
 from ..types import Constraint, FinishReason, GenerationRequest, GenerationResult
-from .base import LlamaModel
+from .base import LlamaModel, control_strings_in, special_strings
 from .breaker import BreakerOpen, CircuitBreaker
 from .structured import SERVER_KINDS, constraint_fields, detect_kind
 
@@ -82,6 +89,16 @@ class ProbeSettings:
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as down
+MAX_BODY_BYTES = 64 << 20  # any answer but a completion's (model lists, token ids...)
+DEFAULT_DEADLINE = 600.0  # seconds for one request, all attempts and waits included
+
+
+def max_answer_bytes(max_new_tokens: int) -> int:
+    """The largest completion body read for ``max_new_tokens``: 4 KiB per token (its text,
+    its log-probability and the JSON around them, generously) plus 64 KiB of envelope."""
+    return (64 << 10) + 4096 * max(1, max_new_tokens)
+
+
 # llama.cpp-family servers default to top_k=40, min_p=0.05 and repeat_penalty=1.1; the local
 # engine applies none of these, so greedy output would differ. Other servers ignore them.
 NEUTRAL_SAMPLING: Dict[str, Any] = {"min_p": 0.0, "repeat_penalty": 1.0}
@@ -123,9 +140,17 @@ class HttpClient:
     def get(self, path: str, *, timeout: Optional[float] = None) -> Any:
         return self._send("GET", self.base_url.rstrip("/") + path, None, timeout)
 
-    def post(self, path: str, body: Dict[str, Any], *, at_root: bool = False) -> Any:
+    def post(
+        self,
+        path: str,
+        body: Dict[str, Any],
+        *,
+        at_root: bool = False,
+        timeout: Optional[float] = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> Any:
         base = self.root if at_root else self.base_url.rstrip("/")
-        return self._send("POST", base + path, body, None)
+        return self._send("POST", base + path, body, timeout, max_bytes=max_bytes)
 
     def _headers(self) -> Dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -135,14 +160,31 @@ class HttpClient:
                 headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _send(self, method: str, url: str, body: Optional[dict], timeout: Optional[float]) -> Any:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: Optional[dict],
+        timeout: Optional[float],
+        *,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> Any:
         data = json.dumps(body).encode("utf-8") if body is not None else None
         req = urllib.request.Request(url, data=data, method=method, headers=self._headers())
+        limit = timeout or self.timeout
+        deadline = time.monotonic() + limit  # for the whole attempt, not per socket read
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                raw = resp.read()
+            with urllib.request.urlopen(req, timeout=limit) as resp:
+                raw = read_body(resp, deadline=deadline, max_bytes=max_bytes, url=url)
         except urllib.error.HTTPError as e:
             raise http_error(url, e) from None
+        except http.client.HTTPException as e:  # IncompleteRead, a bad status line
+            cut = f"{type(e).__name__}: {e}"
+            raise ServerError(
+                Errors.E608.format(method=method, url=url, reason=cut),
+                retry=True,
+                answered=False,
+            ) from None
         except (urllib.error.URLError, OSError) as e:  # refused, reset, DNS, timeout
             reason = getattr(e, "reason", e)
             kind = "timed out" if isinstance(reason, TimeoutError) else "failed"
@@ -157,6 +199,43 @@ class HttpClient:
             raise ServerError(
                 Errors.E120.format(method=method, url=url, raw=repr(raw[:200])), retry=False
             ) from None
+
+
+def read_body(resp: Any, *, deadline: float, max_bytes: int, url: str) -> bytes:
+    """The body, read until ``deadline`` at the latest (a server that sends a byte now and
+    then would defeat a per-read timeout) and never beyond ``max_bytes``."""
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise _too_large(url, max_bytes)
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    chunks: List[bytes] = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the answer took longer than the timeout ({total} bytes read)")
+        if sock is not None:
+            sock.settimeout(left)  # the next read may not outlast the attempt either
+        try:
+            chunk = resp.read1(1 << 16)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the answer took longer than the timeout ({total} bytes read)"
+            ) from None
+        if not chunk:
+            if length is not None and length.isdigit() and total < int(length):
+                # read1 ends quietly where read() would raise: the connection was cut
+                raise http.client.IncompleteRead(b"".join(chunks), int(length) - total)
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(url, max_bytes)
+        chunks.append(chunk)
+
+
+def _too_large(url: str, max_bytes: int) -> ServerError:
+    max_new = max(0, (max_bytes - (64 << 10)) // 4096)
+    return ServerError(Errors.E610.format(url=url, limit=max_bytes, max_new=max_new), retry=False)
 
 
 def http_error(url: str, error: urllib.error.HTTPError) -> ServerError:
@@ -241,6 +320,7 @@ class ServerModel(LlamaModel):
     served_model: str = ""
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(5, 0.5))
     max_concurrency: int = 8
+    deadline: float = DEFAULT_DEADLINE  # seconds per request, every attempt and wait included
     logprobs: bool = True
     extra_body: Dict[str, Any] = field(default_factory=dict)
     route: Optional[TokenizeRoute] = None
@@ -282,7 +362,7 @@ class ServerModel(LlamaModel):
         body: Dict[str, Any] = {route.text_key: text, "model": self.served_model}
         if route.add_special_key:
             body[route.add_special_key] = add_special_tokens
-        send = lambda: self.http.post(route.tokenize, body, at_root=True)  # noqa: E731
+        send = lambda t: self.http.post(route.tokenize, body, at_root=True, timeout=t)  # noqa: E731
         return [int(t) for t in self._call(send, self.tokenize_breaker)["tokens"]]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -290,7 +370,7 @@ class ServerModel(LlamaModel):
             return super().decode(ids)
         route = self._route()
         body = {"tokens": list(ids), "model": self.served_model}
-        send = lambda: self.http.post(route.detokenize, body, at_root=True)  # noqa: E731
+        send = lambda t: self.http.post(route.detokenize, body, at_root=True, timeout=t)  # noqa: E731
         return str(self._call(send, self.tokenize_breaker)[route.detok_key])
 
     def _route(self) -> TokenizeRoute:
@@ -324,10 +404,20 @@ class ServerModel(LlamaModel):
         self, request: GenerationRequest, config: SamplingSettings
     ) -> GenerationResult:
         body = self.completion_body(request.prompt, config, request.constraint)
-        # Parsed inside the call: only a usable completion closes the breaker.
-        send = lambda: self.parse_completion(self.http.post("/completions", body))  # noqa: E731
+        if self.tokenizer is not None and guarded_prompt(request.prompt, self.tokenizer):
+            # A control string in user text: send token ids, which the server cannot
+            # re-parse into control tokens (without a local tokenizer it gets the text).
+            ids = self.encode(request.prompt, add_special_tokens=request.add_special_tokens)
+            body["prompt"] = ids
+        limit = max_answer_bytes(config.max_new_tokens)
+
+        def send(timeout: float) -> GenerationResult:
+            # Parsed inside the call: only a usable completion closes the breaker.
+            out = self.http.post("/completions", body, timeout=timeout, max_bytes=limit)
+            return self.parse_completion(out)
+
         try:
-            return self._call(send, self.completions_breaker)  # type: ignore[no-any-return]
+            return self._call(send, self.completions_breaker, what=request.label or "request")  # type: ignore[no-any-return]
         except ServerError as e:
             return GenerationResult(text="", finish_reason="error", error=str(e))
 
@@ -376,21 +466,42 @@ class ServerModel(LlamaModel):
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
         )
 
-    def _call(self, send: Callable[[], Any], breaker: CircuitBreaker) -> Any:
-        """Run ``send`` with retries while ``breaker`` lets attempts through; raise the last
-        ServerError when they run out."""
+    def _call(
+        self, send: Callable[[float], Any], breaker: CircuitBreaker, *, what: str = "request"
+    ) -> Any:
+        """Run ``send`` (given the attempt's timeout) with retries while ``breaker`` lets
+        attempts through and the request's ``deadline`` allows; raise the last ServerError
+        when they run out."""
         attempts = self.retry.max_retries + 1
+        end = time.monotonic() + self.deadline
         for attempt in range(attempts):
+            left = end - time.monotonic()
             try:
-                return self._attempt(send, breaker)
+                if left <= 0:
+                    error = Errors.E609.format(
+                        what=what, deadline=self.deadline, error="no time left for an attempt"
+                    )
+                    raise ServerError(error, retry=False)
+                timeout = min(self.http.timeout, left)
+                return self._attempt(lambda: send(timeout), breaker)  # noqa: B023
             except ServerError as e:
+                if e.retry_after is not None and e.retry_after > MAX_RETRY_AFTER:
+                    message = Errors.E612.format(
+                        url=self.http.base_url, seconds=e.retry_after, cap=MAX_RETRY_AFTER
+                    )
+                    breaker.hold(message)
+                    raise ServerError(message, retry=False) from None
                 if not e.retry:
                     raise
                 if attempt + 1 >= attempts:
                     raise ServerError(
                         Errors.E123.format(error=e, attempts=attempts), retry=False
                     ) from None
-                time.sleep(self.retry.delay(attempt, e.retry_after))
+                delay = self.retry.delay(attempt, e.retry_after)
+                if time.monotonic() + delay >= end:
+                    error = Errors.E609.format(what=what, deadline=self.deadline, error=e)
+                    raise ServerError(error, retry=False) from None
+                time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, send: Callable[[], Any], breaker: CircuitBreaker) -> Any:
@@ -414,6 +525,12 @@ class ServerModel(LlamaModel):
             kind=state.kind, url=self.http.base_url, failures=state.failures, last=state.last,
             cooldown=state.cooldown,
         )  # fmt: skip
+
+
+def guarded_prompt(prompt: str, tokenizer: Any) -> bool:
+    """Whether ``prompt``'s user text holds a control string (see ``types.Prompt``)."""
+    spans = getattr(prompt, "text_spans", ())
+    return bool(spans) and bool(control_strings_in(str(prompt), spans, special_strings(tokenizer)))
 
 
 def chosen_logprobs(data: Any) -> List[float]:
@@ -447,12 +564,14 @@ def openai_compatible_v1(
     breaker_threshold: int = 5,
     breaker_cooldown: float = 60.0,
     server: str = "auto",
+    deadline: float = DEFAULT_DEADLINE,
 ) -> ServerModel:
     """Generate on an OpenAI-compatible server at ``base_url`` (e.g. http://host:8000/v1).
 
     ``model`` is the served model's name ("" = the server's only model). ``api_key_env``
     names the environment variable holding the API key. ``timeout`` is per attempt;
-    ``max_retries`` and ``retry_backoff`` (first delay, doubling) govern retries.
+    ``max_retries`` and ``retry_backoff`` (first delay, doubling) govern retries;
+    ``deadline`` bounds a whole request (every attempt and wait) in seconds.
     ``context_length`` is needed when the server does not report it (llama-cpp-python).
     After ``breaker_threshold`` attempts in a row that got no answer (timed out, refused),
     calls fail at once for ``breaker_cooldown`` seconds; then one request tests the server.
@@ -467,6 +586,7 @@ def openai_compatible_v1(
         max_retries=max_retries,
         breaker_threshold=breaker_threshold,
         breaker_cooldown=breaker_cooldown,
+        deadline=deadline,
     )
     if api_key_env and not os.environ.get(api_key_env):
         raise ModelLoadError(Errors.E130.format(name=api_key_env))
@@ -486,6 +606,7 @@ def openai_compatible_v1(
         served_model=served,
         retry=RetryPolicy(max_retries, retry_backoff),
         max_concurrency=max_concurrency,
+        deadline=deadline,
         logprobs=logprobs,
         extra_body=dict(extra_body or {}),
         completions_breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
@@ -507,6 +628,7 @@ def check_settings(
     max_retries: int,
     breaker_threshold: int = 1,
     breaker_cooldown: float = 0.0,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> None:
     problems = [
         msg
@@ -516,6 +638,7 @@ def check_settings(
             (max_retries < 0, "max_retries must be 0 or more"),
             (breaker_threshold < 1, "breaker_threshold must be at least 1"),
             (breaker_cooldown < 0, "breaker_cooldown must be 0 or more (seconds)"),
+            (not deadline > 0, "deadline must be positive (seconds)"),
         )
         if bad
     ]

@@ -59,7 +59,7 @@ class CompletionTask(PromptedTask):
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         for doc, res in zip(docs, results):
             doc._.set(self.completion_attr, res.text)
-            doc._.set(self.logprobs_attr, [float(x) for x in res.logprobs])
+            doc._.set(self.logprobs_attr, [None if x is None else float(x) for x in res.logprobs])
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
         path = Path(path)

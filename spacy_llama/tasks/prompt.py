@@ -11,13 +11,21 @@ from jinja2.sandbox import SandboxedEnvironment
 from spacy.tokens import Doc, Span
 
 from ..errors import Errors, TemplateError
+from ..rendering import (
+    TEMPLATE_CHARS,
+    TEMPLATE_SECONDS,
+    BudgetedSandbox,
+    BudgetExceeded,
+    render_budgeted,
+)
 
 DocLike = Union[Doc, Span]
 TEMPLATES = Path(__file__).parent / "templates"  # the packaged default prompts
 
 
 def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    # budgeted: a shared template cannot hang or exhaust the process (rendering.py)
+    return BudgetedSandbox(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
     )
 
@@ -48,7 +56,13 @@ class PromptTemplate:
 
     def render(self, **context: Any) -> str:
         try:
-            return self._template.render(**context)
+            return render_budgeted(self._template, context)
+        except BudgetExceeded as e:
+            raise TemplateError(
+                Errors.E613.format(
+                    name=self.name, reason=e, seconds=TEMPLATE_SECONDS, chars=TEMPLATE_CHARS
+                )
+            ) from None
         except Exception as e:  # Jinja's own errors, and Python's ({{ 1/0 }}, {{ x + 1 }})
             line = _template_line(e, self.name)
             where = f" at line {line}" if line is not None else ""

@@ -37,6 +37,7 @@ from ..errors import Errors, TrainingError
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
 from ..models.base import LlamaModel
 from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
+from ..models.fingerprint import base_identity
 from .settings import LoRASettings
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -88,6 +89,8 @@ class Adapter:
         self.settings = settings
         self.base_fingerprint = base.fingerprint
         self.base_source = base.source
+        self._base = base  # its weights and tokenizer are the base's identity
+        self._base_identity: Optional[str] = None
         infer = own_tree(base.model)
         train = own_tree(base.model)
         cfg = train.config
@@ -175,6 +178,14 @@ class Adapter:
         self.stale = False
         return True
 
+    @property
+    def base_identity(self) -> str:
+        """The base model as weights and tokenizer (:func:`.fingerprint.base_identity`),
+        whatever file format it was read from; computed once, when first needed."""
+        if self._base_identity is None:
+            self._base_identity = base_identity(self._base.model, self._base.tokenizer)
+        return self._base_identity
+
     # -- saving: the adapter weights and settings only, never base weights ---------------
     def files(self) -> Dict[str, bytes]:
         """The adapter as its two files: safetensors weights and their config (JSON)."""
@@ -185,6 +196,7 @@ class Adapter:
             **self.settings.as_dict(),
             "base_fingerprint": self.base_fingerprint,
             "base_source": self.base_source,
+            "base_identity": self.base_identity,
             "hidden_size": cfg.hidden_size,
             "num_hidden_layers": cfg.num_hidden_layers,
         }
@@ -201,11 +213,74 @@ class Adapter:
 
         if WEIGHTS_FILE not in files:
             raise TrainingError(Errors.E510.format(path=where, name=self.name))
-        meta = json.loads(files[CONFIG_FILE].decode("utf8")) if CONFIG_FILE in files else {}
+        meta = self._read_meta(files, where)
         self._check_base(where, meta)
-        weights = {k: v.to(self.model.device) for k, v in load(files[WEIGHTS_FILE]).items()}
-        set_peft_model_state_dict(self.peft, weights)
+        try:
+            saved = load(files[WEIGHTS_FILE])
+        except Exception as e:  # safetensors' own error names no file
+            error = f"{type(e).__name__}: {e}"
+            raise TrainingError(
+                Errors.E604.format(file=WEIGHTS_FILE, path=where, error=error)
+            ) from None
+        weights = self._checked(saved, where)
+        set_peft_model_state_dict(
+            self.peft, {k: v.to(self.model.device) for k, v in weights.items()}
+        )
         self.stale = True
+
+    def _read_meta(self, files: Dict[str, bytes], where: str) -> Dict[str, Any]:
+        if CONFIG_FILE not in files:
+            return {}
+        try:
+            meta = json.loads(files[CONFIG_FILE].decode("utf8"))
+        except ValueError as e:  # invalid JSON or UTF-8
+            raise TrainingError(
+                Errors.E604.format(file=CONFIG_FILE, path=where, error=f"{type(e).__name__}: {e}")
+            ) from None
+        if not isinstance(meta, dict):
+            error = f"a JSON {type(meta).__name__}, not an object"
+            raise TrainingError(Errors.E604.format(file=CONFIG_FILE, path=where, error=error))
+        return meta
+
+    def _checked(self, saved: Dict[str, torch.Tensor], where: str) -> Dict[str, torch.Tensor]:
+        """Saved weights that are exactly this adapter's: every expected tensor, nothing
+        else, the right shapes, floating point, finite. peft's loader would ignore unknown
+        keys and keep missing ones at their untrained values, silently."""
+        want = self.state()
+        missing = sorted(set(want) - set(saved))
+        unexpected = sorted(set(saved) - set(want))
+        if missing or unexpected:
+            problem = []
+            if missing:
+                problem.append(f"{len(missing)} of {len(want)} tensors missing ({_few(missing)})")
+            if unexpected:
+                problem.append(f"{len(unexpected)} unexpected ({_few(unexpected)})")
+            raise TrainingError(
+                Errors.E605.format(
+                    file=WEIGHTS_FILE, path=where, name=self.name, problem="; ".join(problem)
+                )
+            )
+        out = {}
+        for key, tensor in sorted(saved.items()):
+            expected = want[key]
+            if tensor.shape != expected.shape or not tensor.is_floating_point():
+                raise TrainingError(
+                    Errors.E606.format(
+                        file=WEIGHTS_FILE,
+                        path=where,
+                        key=key,
+                        name=self.name,
+                        got=f"shape {tuple(tensor.shape)} ({tensor.dtype})",
+                        want=f"shape {tuple(expected.shape)} (floating point)",
+                    )
+                )
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise TrainingError(
+                    Errors.E607.format(file=WEIGHTS_FILE, path=where, key=key, count=bad)
+                )
+            out[key] = tensor.to(expected.dtype)
+        return out
 
     def to_disk(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -228,7 +303,13 @@ class Adapter:
         now = {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers}
         saved = {k: meta.get(k) for k in now}
         same_shape = saved == now
-        if not same_shape or meta.get("base_fingerprint") != self.base_fingerprint:
+        same_files = meta.get("base_fingerprint") == self.base_fingerprint
+        # The same weights and tokenizer read from another format (a GGUF file and
+        # `convert`'s folder of it) are the same base: compared only when the files differ.
+        same_base = same_files or (
+            bool(meta.get("base_identity")) and meta.get("base_identity") == self.base_identity
+        )
+        if not same_shape or not same_base:
             raise TrainingError(
                 Errors.E509.format(
                     path=where,
@@ -250,6 +331,8 @@ def _low_rank_added(infer: Any, path: str, layer: Any) -> LowRankAdded:
         layer.lora_B[ADAPTER].weight.detach().clone(),
         layer.scaling[ADAPTER],
     )
+def _few(keys: List[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
 def _check_targets(name: str, module: Any, settings: LoRASettings, source: str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Optional
 
 from spacy.training import Example
@@ -54,7 +55,41 @@ def check_examples(name: str, task: Any, examples: Iterable[Example]) -> int:
     return len(kept)
 
 
+def check_gold_cats(name: str, task: Any, examples: Iterable[Example]) -> None:
+    """Every gold cat of a textcat task's examples is a number in [0, 1] for one of its
+    labels (run on each update's batch as well as in initialize: a NaN or a 7 would train
+    silently on nonsense, an unknown label would be ignored)."""
+    if not is_textcat(task) or not task.labels:  # labels from the data: not taken yet
+        return
+    for i, eg in enumerate(examples):
+        if usable(eg):
+            where = f"training example {i} ({eg.predicted.text[:40]!r})"
+            _check_cat_values(name, task, eg, where)
+            _check_known_labels(name, task, eg, where)
+
+
+def _check_cat_values(name: str, task: Any, eg: Example, where: str) -> None:
+    kind = type(task).__name__
+    for label, value in eg.reference.cats.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise TrainingError(
+                Errors.E615.format(name=name, task=kind, where=where, label=label, value=value)
+            )
+
+
+def _check_known_labels(name: str, task: Any, eg: Example, where: str) -> None:
+    names = [x.name for x in task.labels]
+    kind = type(task).__name__
+    unknown = sorted(str(k) for k in eg.reference.cats if k not in names)
+    if unknown:
+        raise TrainingError(
+            Errors.E616.format(name=name, task=kind, where=where, unknown=unknown, labels=names)
+        )
+
+
 def _check_cats(name: str, task: Any, eg: Example, where: str) -> None:
+    _check_cat_values(name, task, eg, where)
     names = [x.name for x in task.labels]
     cats = {k: v for k, v in eg.reference.cats.items() if k in names}
     if not cats:
@@ -77,6 +112,7 @@ def _check_cats(name: str, task: Any, eg: Example, where: str) -> None:
                 name=name, task=type(task).__name__, where=where, count=len(on), cats=cats
             )
         )
+    _check_known_labels(name, task, eg, where)
 
 
 def _check_answer(name: str, task: Any, eg: Example, where: str) -> None:

@@ -93,7 +93,7 @@ def assert_resume_refused(args: List[str], out: Path, capsys: Any) -> None:
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "[E016]" in err and "different config" in err and "Traceback" not in err
+    assert "[E600]" in err and "different config" in err and "Traceback" not in err
     assert out.read_bytes() == before  # nothing of the new config was mixed in
 
 
