@@ -200,6 +200,16 @@ class LlamaPipe(Pipe):
     def extensions(self) -> List[str]:
         return list(self.task.extensions)
 
+    @property
+    def assigns(self) -> List[str]:
+        """What this component writes, in spaCy's notation (``doc._.x``, ``span._.x``,
+        ``token._.x``, ``doc.cats``...): the task's ``assigns``, or its ``extensions`` as Doc
+        extensions."""
+        declared = getattr(self.task, "assigns", None)
+        if declared is not None:
+            return list(declared)
+        return [f"doc._.{name}" for name in self.task.extensions]
+
     def __call__(self, doc: Doc) -> Doc:
         error_handler = self.get_error_handler()
         try:
@@ -209,10 +219,12 @@ class LlamaPipe(Pipe):
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """Buffer at least ``batch_size`` docs (spaCy's) so the engine can sort them by
-        length; the model sees micro-batches of this component's own ``batch_size``."""
+        """Take ``batch_size`` docs (spaCy's) at a time, so the engine can sort them by length
+        (the model sees micro-batches of this component's own ``batch_size``), and yield
+        them when done: ``nlp.pipe(..., batch_size=2)`` hands docs on every 2, which is
+        what lets ``annotate --batch-size 2`` write every 2 docs."""
         error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=max(batch_size or 1, self.batch_size)):
+        for docs in minibatch(stream, size=batch_size or self.batch_size):
             try:
                 self.set_annotations(docs, self.predict(docs))
             except Exception as e:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits")
+STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits", "scored_tokens")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Summary:
     generated_tokens: int = 0
     model_calls: int = 0
     cache_hits: int = 0
+    scored_tokens: int = 0  # scoring tasks (TextCat, EntityReview, Surprisal) read, not write
     failed_path: Optional[Path] = None
 
     def add_stats(self, stats: Optional[Mapping[str, int]]) -> None:
@@ -39,10 +40,15 @@ class Summary:
     def line(self) -> str:
         # rates over the annotation itself: loading a model is paid once per run
         secs = max(self.seconds - self.load_seconds, 1e-9)
+        rates = []
+        if self.generated_tokens or not self.scored_tokens:
+            rates.append(f"{self.generated_tokens / secs:.1f} tokens/s")
+        if self.scored_tokens:  # a scoring task generates nothing: say what it did
+            rates.append(f"{self.scored_tokens / secs:.1f} scored tokens/s")
         text = (
             f"{self.done} docs done, {self.skipped} skipped (already done), {self.failed} failed "
             f"in {self.seconds:.1f}s ({self.load_seconds:.1f}s loading the pipeline; then "
-            f"{self.done / secs:.1f} docs/s, {self.generated_tokens / secs:.1f} tokens/s; "
+            f"{self.done / secs:.1f} docs/s, {', '.join(rates)}; "
             f"{self.model_calls} model calls, {self.cache_hits} cache hits)"
         )
         if self.failed:

@@ -11,3 +11,4 @@ class EngineStats:
     cache_hits: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    scored_tokens: int = 0  # tokens whose log-probability a scoring request read
