@@ -42,7 +42,7 @@ def test_entity_review_values_are_the_fourth_element_of_each_entity(tiny_hf) -> 
     doc = nlp.get_pipe("llama")(doc)
     record = doc_record(doc, Record(id="d", raw_id="d", text=doc.text), extensions=extensions)
     assert len(record["ents"]) == 2
-    for start, end, label, values in record["ents"]:
+    for *_, values in record["ents"]:
         assert set(values) == {"llama_label", "llama_scores"}
         assert values["llama_label"] in ("PERSON", "ORG")
         assert set(values["llama_scores"]) == {"PERSON", "ORG"}
@@ -59,7 +59,8 @@ def test_a_span_without_extension_values_stays_a_triple() -> None:
     first._.rec_score = 0.93
     doc.ents = [first, second]
     doc.spans["grp"] = [first]
-    rec = doc_record(doc, Record(id="d", raw_id="d", text=doc.text), extensions=["span._.rec_score"])
+    record = Record(id="d", raw_id="d", text=doc.text)
+    rec = doc_record(doc, record, extensions=["span._.rec_score"])
     assert rec["ents"] == [[0, 4, "PERSON", {"rec_score": 0.93}], [9, 12, "PERSON"]]
     assert rec["spans"] == {"grp": [[0, 4, "PERSON", {"rec_score": 0.93}]]}
 
