@@ -541,6 +541,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- first-day use: extensions, overrides, template settings (E800-E829) ---
+    E800 = ("register_extensions: could not build the task of component '{name}' in {source} "
+            "to learn its extensions ({error}). Pass the loaded pipeline instead "
+            "(register_extensions(nlp)), or fix the [components.{name}.task] block.")
+    E801 = ("register_extensions takes a pipeline (spacy.load(...)), a config, or the path of "
+            "a .cfg file or a pipeline folder; got {kind}.")
+    E802 = ("The override {option} has no value (the next argument is {next}). Give one, "
+            "e.g. {option} 64, or {option}=64.")
+    E803 = ("{task}: both template and template_path are set; set one of them (template_path "
+            "= {path!r} would silently replace the template).")
 # fmt: on
 
 
@@ -604,3 +614,8 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class UsageError(SpacyLlamaError, ValueError):
+    """A call or command line that asks for something impossible (a missing value, an
+    argument of the wrong kind)."""

@@ -34,6 +34,7 @@ from .errors import Errors, FewShotError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .tasks.base import Task
+from .tasks.extensions import task_assigns
 from .training.data_labels import labels_from_data, needs_labels
 from .training.entity_gold import is_entity_task
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
@@ -205,10 +206,7 @@ class LlamaPipe(Pipe):
         """What this component writes, in spaCy's notation (``doc._.x``, ``span._.x``,
         ``token._.x``, ``doc.cats``...): the task's ``assigns``, or its ``extensions`` as Doc
         extensions."""
-        declared = getattr(self.task, "assigns", None)
-        if declared is not None:
-            return list(declared)
-        return [f"doc._.{name}" for name in self.task.extensions]
+        return task_assigns(self.task)
 
     def __call__(self, doc: Doc) -> Doc:
         error_handler = self.get_error_handler()
