@@ -33,6 +33,7 @@ from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
 from .errors import Errors, FewShotError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
+from .models.default import package_requirements
 from .tasks.base import Task
 from .tasks.extensions import task_assigns
 from .training.data_labels import labels_from_data, needs_labels
@@ -182,6 +183,7 @@ class LlamaPipe(Pipe):
             quantize=quantize,
         )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
+        _add_requirements(nlp, package_requirements(model))
         sample = nlp.make_doc("This is a short sample document about Paris.")
         self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
         self._sample = sample
@@ -398,6 +400,14 @@ class LlamaPipe(Pipe):
         now (as it would have been at build time)."""
         if pending and not needs_labels(self.task):
             self.task.initialize(self._formatter, sample=self._sample)
+
+
+def _add_requirements(nlp: Language, requirements: List[str]) -> None:
+    """Into the pipeline's meta.json, which ``spacy package`` reads its requirements from."""
+    listed = nlp.meta.setdefault("requirements", [])
+    for requirement in requirements:
+        if requirement not in listed:
+            listed.append(requirement)
 
 
 def _placeholder(get_examples: Callable[[], Iterable[Any]]) -> bool:

@@ -1,0 +1,87 @@
+"""Every config in configs/ is shipped full (as ``spacy init fill-config`` writes it), so
+spaCy's own tools accept it: ``spacy debug config`` and ``spacy debug data`` pass on each
+one. Before, both stopped at "Field required" on every shipped config.
+
+The two commands run in this process (as ``python -m spacy debug ...`` would, through the
+same functions), so the model is loaded once per config and command rather than per
+interpreter. debug data needs at least 100 training docs; the gold docs are repeated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+import spacy
+from spacy.cli.debug_config import debug_config
+from spacy.cli.debug_data import debug_data
+from spacy.tokens import DocBin
+
+from .fixtures.fake_server import FakeServer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.cfg"))
+SPLITS = ROOT / "corpus" / "splits"
+
+
+def _repeated(source: Path, target: Path, n: int = 100) -> Path:
+    docs = list(DocBin(store_user_data=True).from_disk(source).get_docs(spacy.blank("en").vocab))
+    out = DocBin(store_user_data=True)
+    for i in range(n):
+        out.add(docs[i % len(docs)])
+    out.to_disk(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    folder = tmp_path_factory.mktemp("debug-data")
+    return {
+        "gold_train": _repeated(SPLITS / "gold_train.spacy", folder / "gold_train.spacy"),
+        "gold_dev": SPLITS / "gold_dev.spacy",
+        "summary_train": _repeated(SPLITS / "summary_train.spacy", folder / "summary.spacy"),
+        "summary_dev": SPLITS / "summary_dev.spacy",
+    }
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as srv:
+        yield srv
+
+
+def _overrides(config: Path, data: Dict[str, Path], server: FakeServer) -> Dict[str, Any]:
+    kind = "summary" if "summary" in config.stem else "gold"
+    out: Dict[str, Any] = {
+        "paths.train": str(data[f"{kind}_train"]),
+        "paths.dev": str(data[f"{kind}_dev"]),
+    }
+    if config.stem == "server":  # a stand-in server; the chat template from the GGUF file
+        from spacy_llama.models.default import smollm2_gguf_path
+
+        out.update({"paths.server": server.url, "paths.tokenizer": str(smollm2_gguf_path())})
+    return out
+
+
+def test_every_shipped_config_is_tested() -> None:
+    assert len(CONFIGS) >= 14
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_spacy_debug_config_and_debug_data_pass(
+    config: Path, data: Dict[str, Path], server: FakeServer, smollm2: Any, capsys: Any
+) -> None:
+    overrides = _overrides(config, data, server)
+    for name, run in (
+        ("debug config", lambda: debug_config(config, overrides=overrides)),
+        ("debug data", lambda: debug_data(config, config_overrides=overrides, silent=False)),
+    ):
+        try:
+            run()
+        except SystemExit as e:  # spaCy's msg.fail(..., exits=1)
+            out = capsys.readouterr()
+            pytest.fail(f"spacy {name} {config.name} exited {e.code}:\n{out.out[-3000:]}")
+    out = capsys.readouterr().out
+    assert "Config is valid" in out and "Pipeline can be initialized with data" in out
+    assert sys.exc_info() == (None, None, None)
