@@ -549,8 +549,8 @@ class Errors(metaclass=ErrorsWithCodes):
             "a .cfg file or a pipeline folder; got {kind}.")
     E802 = ("The override {option} has no value (the next argument is {next}). Give one, "
             "e.g. {option} 64, or {option}=64.")
-    E803 = ("{task}: both template and template_path are set; set one of them (template_path "
-            "= {path!r} would silently replace the template).")
+    E803 = ("The task sets both `template` and `template_path` = {path!r}: set one of them "
+            "(the file would silently replace the template {template!r}).")
 # fmt: on
 
 

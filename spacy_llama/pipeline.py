@@ -35,6 +35,7 @@ from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .models.default import package_requirements
 from .tasks.base import Task
+from .tasks.completion import SUMMARY_TEMPLATE
 from .tasks.extensions import task_assigns
 from .training.data_labels import labels_from_data, needs_labels
 from .training.entity_gold import is_entity_task
@@ -46,15 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .training.adapters import Adapter
 
-# The instruction comes first: the engine computes the prompt prefix every document shares
-# (chat template, system prompt, instruction) once, not once per document.
-DEFAULT_TEMPLATE = (
-    "Summarize the text in one short sentence.\n\n"
-    "Text: {{ text }}"
-    "{% if ents %}\nNamed entities: "
-    "{% for e in ents %}{{ e.text }} ({{ e.label_ }}){{ ', ' if not loop.last }}{% endfor %}"
-    "{% endif %}"
-)
+DEFAULT_TEMPLATE = SUMMARY_TEMPLATE  # tasks/completion.py: the instruction comes first
 
 DEFAULT_CONFIG_STR = """
 [llama]
