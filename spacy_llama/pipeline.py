@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import tempfile
 from pathlib import Path
@@ -155,6 +156,7 @@ class LlamaPipe(Pipe):
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
 
+        self._pipe_metas = nlp._pipe_meta  # see ``name``: this component's own meta there
         self.adapter: Optional[Adapter] = None
         if adapter is not None:
             from .training.adapters import build_adapter
@@ -191,6 +193,34 @@ class LlamaPipe(Pipe):
             _check_remote_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
         self.scorer = scorer
+
+    # spaCy keeps one meta per factory, and ``analyze_pipes`` shows its ``assigns``: the
+    # same list (the Completion task's) for every task. Once add_pipe has stored the
+    # factory's meta under this component's name, it names the component
+    # (Language._link_components sets ``name``), and the component puts a copy with its
+    # task's ``assigns`` in its place.
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return getattr(self, "_name", "")
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        metas: Optional[Dict[str, Any]] = getattr(self, "_pipe_metas", None)
+        meta = metas.get(value) if metas is not None else None
+        if metas is not None and meta is not None and meta.factory == "llama":
+            if "task" in vars(self):
+                metas[value] = dataclasses.replace(meta, assigns=self.assigns)
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The labels the task can assign (spaCy writes them to meta.json): TextCat's
+        categories, NER's and EntityReview's entity labels, REL's relations; () for the
+        others."""
+        names = getattr(self.task, "entity_labels", None)
+        if names is None:
+            names = [x.name for x in getattr(self.task, "labels", None) or ()]
+        return tuple(names)
 
     @property
     def extensions(self) -> List[str]:

@@ -18,4 +18,5 @@ def sourced_lookups_v1(name: str, component: str = "lemmatizer") -> Lookups:
     """The lookups of ``component`` in the pipeline ``name`` (a package or a folder)."""
     import spacy
 
-    return spacy.load(name).get_pipe(component).lookups
+    lookups: Lookups = getattr(spacy.load(name).get_pipe(component), "lookups")  # noqa: B009
+    return lookups

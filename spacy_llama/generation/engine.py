@@ -107,13 +107,15 @@ class Engine:
             if kind is GenerationRequest:
                 outs = self.run(batch)  # type: ignore[arg-type]
             elif kind is ScoreRequest:
-                outs = self.scorer.score(batch)  # type: ignore[arg-type]
+                scored = self.scorer.score(batch)  # type: ignore[arg-type]
                 self.stats.model_calls += len(batch)
-                self.stats.scored_tokens += sum(sum(r.n_tokens) for r in outs)  # type: ignore[union-attr]
+                self.stats.scored_tokens += sum(sum(r.n_tokens) for r in scored)
+                outs = scored
             elif kind is TokenLogprobRequest:
-                outs = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
+                read = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
                 self.stats.model_calls += len(batch)
-                self.stats.scored_tokens += sum(len(r.token_ids) for r in outs)  # type: ignore[union-attr]
+                self.stats.scored_tokens += sum(len(r.token_ids) for r in read)
+                outs = read
             else:
                 known = "GenerationRequest, ScoreRequest, TokenLogprobRequest"
                 raise TypeError(Errors.E051.format(kind=kind.__name__, known=known))
