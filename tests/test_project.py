@@ -67,7 +67,8 @@ def test_project_annotate_resumes_and_train_caps_are_evaluated() -> None:
         script = commands[name]["script"]
         values = (config["vars"][steps], config["vars"][freq])
         assert script[0] == f"python scripts/check_train_steps.py {values[0]} {values[1]}"
-        assert f"--training.max_steps {values[0]} --training.eval_frequency {values[1]}" in script[1]
+        caps = f"--training.max_steps {values[0]} --training.eval_frequency {values[1]}"
+        assert caps in script[1]
     check = [sys.executable, str(ROOT / "scripts" / "check_train_steps.py")]
     assert subprocess.run([*check, "0", "5"]).returncode == 0
     assert subprocess.run([*check, "10", "5"]).returncode == 0
