@@ -63,3 +63,12 @@ def test_spacy_train_fine_tunes_textcat_and_lowers_the_loss(tiny_hf, tmp_path) -
     fresh = spacy.util.load_model_from_config(config, auto_fill=True).get_pipe("llama")
     egs = [Example(d.copy(), d.copy()) for d in docs]
     assert trained.get_loss(egs)[0] < fresh.get_loss(egs)[0]
+    # The project's zero-shot baseline: the same config untrained, with the learned labels
+    zero_shot = tmp_path / "zero-shot"
+    script = [sys.executable, str(ROOT / "scripts" / "assemble_zero_shot.py")]
+    proc = subprocess.run(
+        [*script, str(tmp_path / "c.cfg"), str(out / "model-last"), str(zero_shot)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert spacy.load(zero_shot).get_pipe("llama").labels == tuple(sorted(LABELS))
