@@ -83,3 +83,18 @@ def test_spacy_debug_config_and_debug_data_pass(
             pytest.fail(f"spacy {name} {config.name} exited {e.code}:\n{out.out[-3000:]}")
     out = capsys.readouterr().out
     assert "Config is valid" in out and "Pipeline can be initialized with data" in out
+
+
+def test_training_configs_take_labels_from_the_data() -> None:
+    """Issue 21: `spacy train configs/train_textcat.cfg` on data with other labels stopped
+    with E506; every llama task in a training config leaves `labels` to the data."""
+    from spacy.util import load_config
+
+    seen = 0
+    for config in (c for c in CONFIGS if c.name.startswith("train_")):
+        for component in load_config(config, interpolate=False)["components"].values():
+            task = component.get("task") if isinstance(component, dict) else None
+            if isinstance(task, dict) and "labels" in task:
+                assert task["labels"] == [], config.name
+                seen += 1
+    assert seen >= 1
