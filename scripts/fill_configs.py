@@ -24,6 +24,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -142,16 +143,11 @@ def fill_text(path: Path, text: str) -> str:
     """What ``spacy init fill-config`` writes for a config of this text."""
     from spacy.cli.init_config import fill_config
 
-    source = path.with_name(f".{path.stem}.source.cfg")
-    written = path.with_name(f".{path.stem}.filled.cfg")
-    source.write_text(text, encoding="utf8")
-    try:
+    with tempfile.TemporaryDirectory() as tmp:  # relative paths in a config are the cwd's
+        source, written = Path(tmp) / path.name, Path(tmp) / f"filled-{path.name}"
+        source.write_text(text, encoding="utf8")
         fill_config(written, source, silent=True)
         return written.read_text(encoding="utf8")
-    finally:
-        for temporary in (source, written):
-            if temporary.exists():
-                temporary.unlink()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

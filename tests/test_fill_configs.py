@@ -61,3 +61,16 @@ def test_filling_a_filled_text_changes_nothing() -> None:
     module = _script()
     once = module.with_comments(FILLED, ORIGINAL)
     assert module.with_comments(FILLED, once) == once
+
+
+def test_the_shipped_configs_are_filled(smollm2) -> None:
+    """Every configs/*.cfg is what the script makes of it: edited (or merged) configs are
+    filled again with `python scripts/fill_configs.py`."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert _script().main(["--check"]) == 0
+    finally:
+        os.chdir(cwd)
