@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SPLITS = ROOT / "corpus" / "splits"
+GOLD_LABELS = ["business", "sport", "science_tech", "politics"]
 
 
 def build(args: argparse.Namespace, *, adapter: bool) -> Any:
@@ -53,8 +54,9 @@ def build(args: argparse.Namespace, *, adapter: bool) -> Any:
             "@llama_models": "spacy-llama.HF.v1", "path": args.model_path,
             "device": "cpu", "dtype": args.dtype,
         }  # fmt: skip
-    if not adapter:
+    if not adapter:  # zero-shot: no training data to take the labels from
         del cfg["components"]["llama"]["adapter"]
+        cfg["components"]["llama"]["task"]["labels"] = GOLD_LABELS
     torch.manual_seed(0)  # peft's random lora_A: the same in both paths
     return spacy.util.load_model_from_config(cfg, auto_fill=True)
 

@@ -40,7 +40,7 @@ def annotations_section(records: List[Dict[str, Any]], failed: int) -> List[str]
     lines += ["", "### Examples", ""]
     for r in records[:EXAMPLES]:
         lines.append(f"**{r.get('id')}**: {_clip(str(r.get('text', '')))}")
-        ents = ", ".join(f"{r['text'][s:e]} ({label})" for s, e, label in r.get("ents", []))
+        ents = ", ".join(f"{r['text'][s:e]} ({label})" for s, e, label, *_ in r.get("ents", []))
         lines.append(f"- entities: {ents or '(none)'}")
         for name in completion_fields(records):
             lines.append(f"- {name}: {_clip(str(r.get(name, '')).strip()) or '(empty)'}")

@@ -7,7 +7,8 @@ Nothing heavy (torch, transformers) is imported here.
 from __future__ import annotations
 
 from . import registry  # noqa: F401  (creates the registries)
+from .tasks.extensions import register_extensions
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "registry"]
+__all__ = ["__version__", "register_extensions", "registry"]

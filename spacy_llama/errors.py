@@ -631,6 +631,16 @@ class Errors(metaclass=ErrorsWithCodes):
             "know: {unknown} (its labels: {labels}). Add them to `labels` in "
             "[components.{name}.task], set labels = [] to take them from the data, or remove "
             "them from the data.")
+    # --- first-day use: extensions, overrides, template settings (E800-E829) ---
+    E800 = ("register_extensions: could not build the task of component '{name}' in {source} "
+            "to learn its extensions ({error}). Pass the loaded pipeline instead "
+            "(register_extensions(nlp)), or fix the [components.{name}.task] block.")
+    E801 = ("register_extensions takes a pipeline (spacy.load(...)), a config, or the path of "
+            "a .cfg file or a pipeline folder; got {kind}.")
+    E802 = ("The override {option} has no value (the next argument is {next}). Give one, "
+            "e.g. {option} 64, or {option}=64.")
+    E803 = ("The task sets both `template` and `template_path` = {path!r}: set one of them "
+            "(the file would silently replace the template {template!r}).")
 # fmt: on
 
 
@@ -699,3 +709,6 @@ class GoldError(SpacyLlamaError, ValueError):
 class BudgetExceeded(SpacyLlamaError, RuntimeError):
     """A template went beyond its time or size budget (``rendering.py``); the renderer's
     caller turns it into a coded error naming the template (E613, E614)."""
+class UsageError(SpacyLlamaError, ValueError):
+    """A call or command line that asks for something impossible (a missing value, an
+    argument of the wrong kind)."""

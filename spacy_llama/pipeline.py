@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import tempfile
 from pathlib import Path
@@ -33,7 +34,10 @@ from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
 from .errors import Errors, FewShotError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
+from .models.default import package_requirements
 from .tasks.base import Task
+from .tasks.completion import SUMMARY_TEMPLATE
+from .tasks.extensions import task_assigns
 from .training.data_labels import labels_from_data, needs_labels
 from .training.entity_gold import is_entity_task
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
@@ -44,15 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .training.adapters import Adapter
 
-# The instruction comes first: the engine computes the prompt prefix every document shares
-# (chat template, system prompt, instruction) once, not once per document.
-DEFAULT_TEMPLATE = (
-    "Summarize the text in one short sentence.\n\n"
-    "Text: {{ text }}"
-    "{% if ents %}\nNamed entities: "
-    "{% for e in ents %}{{ e.text }} ({{ e.label_ }}){{ ', ' if not loop.last }}{% endfor %}"
-    "{% endif %}"
-)
+DEFAULT_TEMPLATE = SUMMARY_TEMPLATE  # tasks/completion.py: the instruction comes first
 
 DEFAULT_CONFIG_STR = """
 [llama]
@@ -160,6 +156,7 @@ class LlamaPipe(Pipe):
         from .generation.engine import Engine
         from .generation.formatter import ModelPromptFormatter
 
+        self._pipe_metas = nlp._pipe_meta  # see ``name``: this component's own meta there
         self.adapter: Optional[Adapter] = None
         if adapter is not None:
             from .training.adapters import build_adapter
@@ -181,6 +178,7 @@ class LlamaPipe(Pipe):
             quantize=quantize,
         )
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
+        _add_requirements(nlp, package_requirements(model))
         sample = nlp.make_doc("This is a short sample document about Paris.")
         self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
         self._sample = sample
@@ -196,9 +194,44 @@ class LlamaPipe(Pipe):
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
         self.scorer = scorer
 
+    # spaCy keeps one meta per factory, and ``analyze_pipes`` shows its ``assigns``: the
+    # same list (the Completion task's) for every task. Once add_pipe has stored the
+    # factory's meta under this component's name, it names the component
+    # (Language._link_components sets ``name``), and the component puts a copy with its
+    # task's ``assigns`` in its place.
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return getattr(self, "_name", "")
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        metas: Optional[Dict[str, Any]] = getattr(self, "_pipe_metas", None)
+        meta = metas.get(value) if metas is not None else None
+        if metas is not None and meta is not None and meta.factory == "llama":
+            if "task" in vars(self):
+                metas[value] = dataclasses.replace(meta, assigns=self.assigns)
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The labels the task can assign (spaCy writes them to meta.json): TextCat's
+        categories, NER's and EntityReview's entity labels, REL's relations; () for the
+        others."""
+        names = getattr(self.task, "entity_labels", None)
+        if names is None:
+            names = [x.name for x in getattr(self.task, "labels", None) or ()]
+        return tuple(names)
+
     @property
     def extensions(self) -> List[str]:
         return list(self.task.extensions)
+
+    @property
+    def assigns(self) -> List[str]:
+        """What this component writes, in spaCy's notation (``doc._.x``, ``span._.x``,
+        ``token._.x``, ``doc.cats``...): the task's ``assigns``, or its ``extensions`` as Doc
+        extensions."""
+        return task_assigns(self.task)
 
     def __call__(self, doc: Doc) -> Doc:
         error_handler = self.get_error_handler()
@@ -209,10 +242,12 @@ class LlamaPipe(Pipe):
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """Buffer at least ``batch_size`` docs (spaCy's) so the engine can sort them by
-        length; the model sees micro-batches of this component's own ``batch_size``."""
+        """Take ``batch_size`` docs (spaCy's) at a time, so the engine can sort them by length
+        (the model sees micro-batches of this component's own ``batch_size``), and yield
+        them when done: ``nlp.pipe(..., batch_size=2)`` hands docs on every 2, which is
+        what lets ``annotate --batch-size 2`` write every 2 docs."""
         error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=max(batch_size or 1, self.batch_size)):
+        for docs in minibatch(stream, size=batch_size or self.batch_size):
             try:
                 self.set_annotations(docs, self.predict(docs))
             except Exception as e:
@@ -392,6 +427,14 @@ class LlamaPipe(Pipe):
         now (as it would have been at build time)."""
         if pending and not needs_labels(self.task):
             self.task.initialize(self._formatter, sample=self._sample)
+
+
+def _add_requirements(nlp: Language, requirements: List[str]) -> None:
+    """Into the pipeline's meta.json, which ``spacy package`` reads its requirements from."""
+    listed = nlp.meta.setdefault("requirements", [])
+    for requirement in requirements:
+        if requirement not in listed:
+            listed.append(requirement)
 
 
 def _placeholder(get_examples: Callable[[], Iterable[Any]]) -> bool:

@@ -361,3 +361,30 @@ def test_textcat_chat_auto_picks_the_candidate_prefix(tmp_path, tiny_hf):
         task = {"@llama_tasks": "spacy-llama.TextCat.v1", "labels": ["a", "b"], "chat": "auto"}
         pipe = nlp.add_pipe("llama", config={"model": model, "task": task})
         assert pipe.task.prefix == prefix
+
+
+def test_labels_meta_and_analyze_pipes_follow_the_task(tiny_hf, tmp_path) -> None:
+    """Before: `.labels` was (), meta.json listed no labels, and analyze_pipes showed the
+    Completion extensions for every task."""
+    import json
+
+    model = {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"}
+    nlp = spacy.blank("en")
+    textcat = {"@llama_tasks": "spacy-llama.TextCat.v2", "labels": ["pos", "neg"]}
+    review = {"@llama_tasks": "spacy-llama.EntityReview.v1", "labels": ["PERSON", "ORG"]}
+    nlp.add_pipe("llama", name="cats", config={"model": model, "task": textcat})
+    nlp.add_pipe("llama", name="review", config={"model": model, "task": review})
+    nlp.add_pipe("llama", name="completion", config={"model": model})
+    assert nlp.get_pipe("cats").labels == ("pos", "neg")
+    assert nlp.get_pipe("review").labels == ("PERSON", "ORG")
+    assert nlp.get_pipe("completion").labels == ()
+    summary = nlp.analyze_pipes()["summary"]
+    assert summary["cats"]["assigns"] == ["doc.cats"]
+    assert summary["review"]["assigns"] == ["span._.llama_label", "span._.llama_scores"]
+    assert summary["completion"]["assigns"] == ["doc._.llama_completion", "doc._.llama_logprobs"]
+    nlp.to_disk(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["labels"]["cats"] == ["pos", "neg"]
+    assert meta["labels"]["review"] == ["PERSON", "ORG"]
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.analyze_pipes()["summary"]["cats"]["assigns"] == ["doc.cats"]

@@ -25,7 +25,7 @@ pipe = nlp.add_pipe("llama", config={
 doc = nlp("hello")
 out = {"llama_factory": repr(registry.factories.get("llama")), "n": len(doc._.llama_logprobs)}
 groups = ["spacy_llama_models", "spacy_llama_tasks", "spacy_llama_caches", "spacy_llama_readers",
-          "spacy_scorers"]
+          "spacy_scorers", "spacy_misc"]
 for group in groups:
     for ep in entry_points(group=group):
         if not ep.value.startswith("spacy_llama"):
@@ -59,6 +59,7 @@ def test_entry_points_resolve_in_fresh_interpreter(tiny_hf):
     assert "spacy-llama.Completion.v1" in out["spacy_llama_tasks"]
     assert out["spacy_llama_readers"] == ["spacy-llama.FewShotReader.v1"]
     assert out["spacy_scorers"] == ["spacy-llama.task_scorer.v1"]
+    assert out["spacy_misc"] == ["spacy-llama.sourced_lookups.v1"]
 
 
 def test_setup_cfg_entry_points_match_decorators():
@@ -74,7 +75,8 @@ def test_setup_cfg_entry_points_match_decorators():
     cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     eps = cfg["options.entry_points"]
     ours = ("models", "tasks", "caches", "readers")
-    for group in (*(f"spacy_llama_{g}" for g in ours), "spacy_scorers", "spacy_architectures"):
+    groups = ("spacy_scorers", "spacy_architectures", "spacy_misc")
+    for group in (*(f"spacy_llama_{g}" for g in ours), *groups):
         for line in filter(None, eps.get(group, "").splitlines()):
             name, target = (s.strip() for s in line.split("="))
             module, attr = target.split(":")

@@ -63,9 +63,12 @@ def gold_doc(nlp: Language, text: str, record: Dict[str, Any], *, source: str) -
 
 
 def _gold_span(doc: Doc, ent: Any, source: str) -> Span:
-    if not isinstance(ent, list) or len(ent) != 3:
+    # annotate's own records may carry the span's extension values as a 4th element
+    if not isinstance(ent, list) or not (
+        len(ent) == 3 or (len(ent) == 4 and isinstance(ent[3], dict))
+    ):
         raise GoldError(Errors.E222.format(source=source, value=_short(ent)))
-    start, end, label = ent
+    start, end, label = ent[:3]
     if not (_is_int(start) and _is_int(end) and isinstance(label, str) and label):
         raise GoldError(Errors.E223.format(source=source, entity=_short(ent)))
     n = len(doc.text)

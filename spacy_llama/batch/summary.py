@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-STATS_FIELDS = ("generated_tokens", "model_calls", "cache_hits", "repaired_answers")
+STATS_FIELDS = (
+    "generated_tokens", "model_calls", "cache_hits", "repaired_answers", "scored_tokens"
+)
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Summary:
     model_calls: int = 0
     cache_hits: int = 0
     repaired_answers: int = 0  # answers with a lone surrogate or a NaN log-probability
+    scored_tokens: int = 0  # scoring tasks (TextCat, EntityReview, Surprisal) read, not write
     failed_path: Optional[Path] = None
 
     def add_stats(self, stats: Optional[Mapping[str, int]]) -> None:
@@ -40,10 +43,15 @@ class Summary:
     def line(self) -> str:
         # rates over the annotation itself: loading a model is paid once per run
         secs = max(self.seconds - self.load_seconds, 1e-9)
+        rates = []
+        if self.generated_tokens or not self.scored_tokens:
+            rates.append(f"{self.generated_tokens / secs:.1f} tokens/s")
+        if self.scored_tokens:  # a scoring task generates nothing: say what it did
+            rates.append(f"{self.scored_tokens / secs:.1f} scored tokens/s")
         text = (
             f"{self.done} docs done, {self.skipped} skipped (already done), {self.failed} failed "
             f"in {self.seconds:.1f}s ({self.load_seconds:.1f}s loading the pipeline; then "
-            f"{self.done / secs:.1f} docs/s, {self.generated_tokens / secs:.1f} tokens/s; "
+            f"{self.done / secs:.1f} docs/s, {', '.join(rates)}; "
             f"{self.model_calls} model calls, {self.cache_hits} cache hits)"
         )
         if self.repaired_answers:

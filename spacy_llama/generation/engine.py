@@ -107,9 +107,15 @@ class Engine:
             if kind is GenerationRequest:
                 outs = self.run(batch)  # type: ignore[arg-type]
             elif kind is ScoreRequest:
-                outs = self.scorer.score(batch)  # type: ignore[arg-type]
+                scored = self.scorer.score(batch)  # type: ignore[arg-type]
+                self.stats.model_calls += len(batch)
+                self.stats.scored_tokens += sum(sum(r.n_tokens) for r in scored)
+                outs = scored
             elif kind is TokenLogprobRequest:
-                outs = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
+                read = self.scorer.token_logprobs(batch)  # type: ignore[arg-type]
+                self.stats.model_calls += len(batch)
+                self.stats.scored_tokens += sum(len(r.token_ids) for r in read)
+                outs = read
             else:
                 known = "GenerationRequest, ScoreRequest, TokenLogprobRequest"
                 raise TypeError(Errors.E051.format(kind=kind.__name__, known=known))
@@ -242,7 +248,9 @@ class Engine:
         finishes, so an interrupted batch keeps what it completed."""
         if not todo:
             return
-        writes = PendingWrites(self.cache, every=self.batch_size)
+        # every answer is stored as it finishes: a killed run (kill -9 runs no ``finally``)
+        # finds at resume every answer it had (one small SQLite transaction per answer)
+        writes = PendingWrites(self.cache, every=1)
         if self.remote:
 
             def store(i: int, res: GenerationResult) -> None:

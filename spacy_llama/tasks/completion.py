@@ -14,7 +14,7 @@ from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
 from .extensions import install_extensions
 from .fitting import Overflow, generation_requests
-from .prompt import DocLike, PromptTemplate
+from .prompt import DocLike, PromptTemplate, check_one_template
 
 
 class CompletionTask(PromptedTask):
@@ -70,6 +70,21 @@ class CompletionTask(PromptedTask):
         return self  # everything a completion task knows comes from its config
 
 
+# The ``llama`` factory's default prompt (pipeline.py). The instruction comes first: the
+# engine computes the prompt prefix every document shares (chat template, system prompt,
+# instruction) once, not once per document.
+SUMMARY_TEMPLATE = (
+    "Summarize the text in one short sentence.\n\n"
+    "Text: {{ text }}"
+    "{% if ents %}\nNamed entities: "
+    "{% for e in ents %}{{ e.text }} ({{ e.label_ }}){{ ', ' if not loop.last }}{% endfor %}"
+    "{% endif %}"
+)
+# Templates a task block gets without asking (this function's default, and the factory's,
+# which spaCy merges into a block that only sets template_path): a file replaces them.
+DEFAULT_TEMPLATES = ("{{ text }}", SUMMARY_TEMPLATE)
+
+
 @llama_tasks("spacy-llama.Completion.v1")
 def completion_task_v1(
     *,
@@ -84,6 +99,7 @@ def completion_task_v1(
     """Free-form completion of a prompt rendered from each Doc."""
     if not completion_attr or not logprobs_attr or completion_attr == logprobs_attr:
         raise TemplateError(Errors.E301)
+    check_one_template(template, template_path, defaults=DEFAULT_TEMPLATES)
     return CompletionTask(
         PromptTemplate.load(template, template_path),
         chat=chat,

@@ -46,11 +46,14 @@ class DataLabels(FewShotState):
         return not self.labels
 
     def set_labels(self, names: Sequence[str]) -> None:
-        """Labels named by the training data, with the config's verbalizers and definitions."""
+        """Labels named by the training data, with the config's verbalizers and definitions
+        of those labels: the config may name more (a shipped config's verbalizers are optional
+        for data that does not have their label)."""
+        names = list(names) + list(self.spec.extra)
         labels = make_labels(
-            list(names) + list(self.spec.extra),
-            verbalizers=self.spec.verbalizers,
-            definitions=self.spec.definitions,
+            names,
+            verbalizers={k: v for k, v in self.spec.verbalizers.items() if k in names},
+            definitions={k: v for k, v in self.spec.definitions.items() if k in names},
         )
         self._adopt(labels)
 

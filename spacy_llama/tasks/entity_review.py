@@ -79,6 +79,13 @@ class EntityReviewTask(DataLabels, PromptedTask):
         return [self.label_attr, self.scores_attr]
 
     @property
+    def assigns(self) -> List[str]:
+        """What it writes, in spaCy's notation: Span extensions, and ``doc.ents`` when it
+        may relabel or remove entities."""
+        out = [f"span._.{self.label_attr}", f"span._.{self.scores_attr}"]
+        return out + (["doc.ents"] if self.relabel or self.delete_none else [])
+
+    @property
     def entity_labels(self) -> List[str]:
         """The labels an entity can end up with (not the "none of these" answer)."""
         return [x.name for x in self.labels if x.name != self.none_label]
@@ -178,7 +185,11 @@ class EntityReviewTask(DataLabels, PromptedTask):
         if best == self.none_label:
             return None if self.delete_none else ent
         if self.relabel:
-            return Span(ent.doc, ent.start, ent.end, label=best)
+            relabelled = Span(ent.doc, ent.start, ent.end, label=best)
+            # span extension values are keyed by the label too: carry them over
+            for attr in (self.label_attr, self.scores_attr):
+                relabelled._.set(attr, ent._.get(attr))
+            return relabelled
         return ent
 
     def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:

@@ -68,6 +68,10 @@ class ExtractTask(PromptedTask):
     def extensions(self) -> List[str]:
         return [self.data_attr]
 
+    @property
+    def assigns(self) -> List[str]:
+        return [f"doc._.{self.data_attr}"] + (["doc.spans"] if self.span_fields else [])
+
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
         self._request(sample)  # a bad template fails when the pipeline is built

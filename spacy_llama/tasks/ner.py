@@ -79,6 +79,11 @@ class NERTask(DataLabels, PromptedTask):
     def extensions(self) -> List[str]:
         return [self.unaligned_attr]
 
+    @property
+    def assigns(self) -> List[str]:
+        where = "doc.spans" if self.merge == "spans" else "doc.ents"
+        return [where, f"doc._.{self.unaligned_attr}"]
+
     def _check_examples(self, examples: List[Example]) -> List[Example]:
         return check_entity_examples(examples, self.labels, require_in_text=False)
 

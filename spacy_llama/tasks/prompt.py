@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -155,10 +155,22 @@ def _sentences(doc: DocLike, base: int) -> List[Dict[str, Any]]:
 
 
 def load_template(template: Optional[str], template_path: Optional[str], default: str) -> Any:
-    """An inline template, a template file, or the packaged default ``templates/<default>``."""
+    """An inline template, a template file, or the packaged default ``templates/<default>``;
+    not both an inline template and a file."""
+    check_one_template(template, template_path)
     if template is not None:
         return PromptTemplate.load(template, template_path)
     return PromptTemplate.load("", template_path or str(TEMPLATES / default))
+
+
+def check_one_template(
+    template: Optional[str], template_path: Optional[str], *, defaults: Sequence[str] = ()
+) -> None:
+    """A config that sets ``template`` and ``template_path`` is refused (E803): the file
+    used to win silently. A template in ``defaults`` (a function's default, which spaCy
+    merges into a task block that only names a file) is no choice of the user's."""
+    if template is not None and template_path is not None and template not in defaults:
+        raise TemplateError(Errors.E803.format(path=str(template_path), template=template[:60]))
 
 
 def content_free_doc(vocab: Any, text: str) -> Doc:

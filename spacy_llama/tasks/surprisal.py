@@ -49,6 +49,10 @@ class SurprisalTask:
     def extensions(self) -> List[str]:
         return [self.logprob_attr, self.perplexity_attr]
 
+    @property
+    def assigns(self) -> List[str]:
+        return [f"token._.{self.logprob_attr}", f"doc._.{self.perplexity_attr}"]
+
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         return None  # no prompt: the document's own text is scored
 

@@ -77,6 +77,10 @@ class TextCatTask(DataLabels, PromptedTask):
         return []  # writes doc.cats only
 
     @property
+    def assigns(self) -> List[str]:
+        return ["doc.cats"]
+
+    @property
     def label_names(self) -> List[str]:
         return [x.name for x in self.labels]
 

@@ -14,6 +14,7 @@ from typing import List
 import spacy
 from spacy.tokens import DocBin
 
+from ..fixtures.helpers import with_model_block
 from .builders import TEXTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +44,15 @@ def _train(tiny_hf: Path, tmp_path: Path, config: Path) -> Path:
     code = tmp_path / "register.py"  # the entry point is not installed in the test venv
     code.write_text("import spacy_llama.features.model  # noqa: F401\n")
     out = tmp_path / "out"
+    tiny = {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf)}
+    config = with_model_block(
+        config, "components.transformer.model.model", tiny, tmp_path / "tiny.cfg"
+    )
     cmd = [
         sys.executable, "-m", "spacy", "train", str(config),
         "--paths.train", str(tmp_path / "train.spacy"),
         "--paths.dev", str(tmp_path / "dev.spacy"),
         "-o", str(out), "--code", str(code),
-        "--components.transformer.model.model.@llama_models", "spacy-llama.HF.v1",
-        "--components.transformer.model.model.path", str(tiny_hf),
         "--components.transformer.model.layer", "-1",
         "--training.max_epochs", "12",
         "--training.eval_frequency", "2",
@@ -76,6 +79,8 @@ def test_spacy_train_with_lora_features_saves_the_adapter(tiny_hf, tmp_path) -> 
     text = (ROOT / "configs" / "train_listener_textcat.cfg").read_text(encoding="utf8")
     assert "\nfreeze = true\n" in text
     text = text.replace("\nfreeze = true\n", "\nfreeze = false\n", 1)
+    assert "\nadapter = null\n" in text  # a full config: the block replaces the setting
+    text = text.replace("\nadapter = null\n", "\n", 1)
     text += '\n[components.transformer.model.adapter]\n@llama_adapters = "spacy-llama.LoRA.v1"\n'
     config = tmp_path / "lora.cfg"
     config.write_text(text + "r = 4\nalpha = 8\n", encoding="utf8")

