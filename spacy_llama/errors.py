@@ -31,6 +31,13 @@ class Warnings(metaclass=ErrorsWithCodes):
     # -- models, servers, conversion, evaluate, templates: W120-W299 ----------------------
     W120 = ("The cached conversion {folder} of {file} is incomplete or damaged ({reason}); "
             "converting the GGUF file again.")
+    # --- first-day defaults, views, threads (issue 26): W830-W849 --------------------------
+    W830 = ("HF.v1 {path}: the architecture {arch} is not one the fused LLaMA decoder runs "
+            "({reason}). It runs on the portable transformers decode loop instead (slower), and "
+            "the shipped prompts are written for LLaMA-family instruct models, so a base or "
+            "non-instruct model answers them poorly. Use a LLaMA-family instruct model (e.g. "
+            "@llama_models = \"spacy-llama.SmolLM2.v1\"), or silence this warning with "
+            "warnings.filterwarnings(\"ignore\", message=\".*W830\") if you mean it.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -541,6 +548,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- first-day defaults, views, threads (issue 26): E830-E859 --------------------------
 # fmt: on
 
 
