@@ -549,6 +549,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
     # --- first-day defaults, views, threads (issue 26): E830-E859 --------------------------
+    E830 = ("{task}: an exclusive text classifier with the one label {label!r} would give it "
+            "1.0 for every doc (a softmax over one answer). Add the other labels to `labels` "
+            "(e.g. labels = [\"{label}\", \"other\"]), or set exclusive = false to get "
+            "P(yes) for {label!r} on its own.")
 # fmt: on
 
 

@@ -71,6 +71,16 @@ class TextCatTask(DataLabels, PromptedTask):
         self.on_overflow = on_overflow
         self._start(labels, examples, spec)  # no labels: they come from the training data
         self._limit = 0  # prompt tokens left once the longest candidate is appended
+        self._check_label_count()
+
+    def _labels_changed(self) -> None:
+        self._check_label_count()
+
+    def _check_label_count(self) -> None:
+        """One exclusive label is a softmax over one answer: 1.0 whatever the doc."""
+        if self.exclusive and len(self.labels) == 1:
+            task = type(self).__name__.replace("Task", "").replace("V2", ".v2")
+            raise FewShotError(Errors.E830.format(task=task, label=self.labels[0].name))
 
     @property
     def extensions(self) -> List[str]:
