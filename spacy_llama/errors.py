@@ -38,6 +38,10 @@ class Warnings(metaclass=ErrorsWithCodes):
             "non-instruct model answers them poorly. Use a LLaMA-family instruct model (e.g. "
             "@llama_models = \"spacy-llama.SmolLM2.v1\"), or silence this warning with "
             "warnings.filterwarnings(\"ignore\", message=\".*W830\") if you mean it.")
+    W831 = ("evaluate: component '{name}' never predicted the label(s) {labels} on the {n} "
+            "gold docs (gold has {gold}). A label the calibrated scores cannot pick is a defect "
+            "of the settings, not a weak spot: check its verbalizer and definition, and for "
+            "TextCat.v2's full PMI try spacy-llama.TextCat.v3 (prior_weight) on your dev data.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -553,6 +557,9 @@ class Errors(metaclass=ErrorsWithCodes):
             "1.0 for every doc (a softmax over one answer). Add the other labels to `labels` "
             "(e.g. labels = [\"{label}\", \"other\"]), or set exclusive = false to get "
             "P(yes) for {label!r} on its own.")
+    E831 = ("TextCat.v3: prior_weight = {value!r} is outside [0, 1]. It is the share of the "
+            "content-free baseline subtracted from each label's score: 0 scores the labels "
+            "raw, 1 is full PMI (TextCat.v2); the default 0.6 was chosen on the gold dev data.")
 # fmt: on
 
 
