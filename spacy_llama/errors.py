@@ -560,6 +560,9 @@ class Errors(metaclass=ErrorsWithCodes):
     E831 = ("TextCat.v3: prior_weight = {value!r} is outside [0, 1]. It is the share of the "
             "content-free baseline subtracted from each label's score: 0 scores the labels "
             "raw, 1 is full PMI (TextCat.v2); the default 0.6 was chosen on the gold dev data.")
+    E832 = ("{env} = {value!r} is not a whole number of threads >= 1. Unset it to use the "
+            "cores this process may run on (os.sched_getaffinity), or set e.g. {env}=1 on a "
+            "shared machine.")
 # fmt: on
 
 
@@ -623,3 +626,7 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class SettingError(SpacyLlamaError, ValueError):
+    """A process-wide setting (an environment variable) is wrong; the message names it."""

@@ -127,7 +127,7 @@ def annotate(opts: AnnotateOptions) -> Summary:
 def _annotate(
     opts: AnnotateOptions, shard: Optional[Tuple[int, int]], *, selected: int, start: float
 ) -> Summary:
-    nlp = load_pipeline(opts.config, overrides=opts.overrides)
+    nlp = load_pipeline(opts.config, overrides=opts.overrides, announce=not opts.quiet)
     run_hash = config_hash(nlp)
     info = RunInfo(opts.output)
     if opts.resume:

@@ -356,9 +356,9 @@ class PipelineActor:
         docbin: bool,
         print_docs: bool,
     ) -> None:
-        import torch
+        from ..models.threads import configure_threads
 
-        torch.set_num_threads(threads)  # cores are the actor's share, not the node's
+        configure_threads(threads)  # cores are the actor's share, not the node's
         self.nlp = load_pipeline(Path(config), overrides=overrides)
         self.config_hash = config_hash(self.nlp)
         set_cache(self.nlp, path=Path(cache) if cache else None)
