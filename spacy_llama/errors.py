@@ -563,6 +563,10 @@ class Errors(metaclass=ErrorsWithCodes):
     E832 = ("{env} = {value!r} is not a whole number of threads >= 1. Unset it to use the "
             "cores this process may run on (os.sched_getaffinity), or set e.g. {env}=1 on a "
             "shared machine.")
+    E833 = ("Surprisal.v3: start = {start!r} is not a token of the tokenizer of {source} "
+            "(and \"auto\" found no BOS, <|endoftext|>, BOS or EOS token). Name one token of "
+            "its vocabulary, e.g. start = \"<|endoftext|>\", or set start = \"none\" (the "
+            "first token then gets no score).")
 # fmt: on
 
 
