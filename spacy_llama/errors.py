@@ -567,6 +567,9 @@ class Errors(metaclass=ErrorsWithCodes):
             "(and \"auto\" found no BOS, <|endoftext|>, BOS or EOS token). Name one token of "
             "its vocabulary, e.g. start = \"<|endoftext|>\", or set start = \"none\" (the "
             "first token then gets no score).")
+    E834 = ("annotate --html {path}: the views are drawn by the local runner, not on Ray "
+            "actors. Drop --ray for a sample run with --html (e.g. with --limit 20), or drop "
+            "--html.")
 # fmt: on
 
 

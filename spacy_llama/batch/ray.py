@@ -60,6 +60,8 @@ def annotate_ray(opts: AnnotateOptions, ray_opts: RayOptions) -> Summary:
     start = time.perf_counter()
     if opts.n_process > 1:
         raise AnnotateError(Errors.E021)
+    if opts.html is not None:
+        raise AnnotateError(Errors.E834.format(path=opts.html))
     shard = parse_shard(opts.shard)
     input_files(opts.input)
     with claimed_outputs(opts):  # the driver writes the files: it holds the lock
