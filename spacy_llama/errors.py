@@ -570,6 +570,9 @@ class Errors(metaclass=ErrorsWithCodes):
     E834 = ("annotate --html {path}: the views are drawn by the local runner, not on Ray "
             "actors. Drop --ray for a sample run with --html (e.g. with --limit 20), or drop "
             "--html.")
+    E835 = ("{env} = {value!r} is not a number of megabytes >= 0 (the memory that frozen "
+            "listener features may be cached in; 0 turns the cache off). Unset it for the "
+            "default (1024).")
 # fmt: on
 
 
