@@ -39,11 +39,13 @@ def load_pipeline(
 ) -> Language:
     """A .cfg is assembled on the fly (like ``spacy assemble``); a folder is loaded.
     ``announce``: a line on stderr before and after (loading takes seconds: the model is
-    read, or converted once, and the other components are loaded)."""
+    read, or converted once, and the other components are loaded), where stderr is a
+    terminal (as the progress bar: logs and captured output keep one line per problem)."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(Errors.E018.format(path=str(path)))
     threads, source = configure_threads()  # before loading: conversion runs torch too
+    announce = announce and sys.stderr.isatty()
     if announce:
         print(f"[spacy-llama] loading the pipeline {path} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()

@@ -62,8 +62,11 @@ def test_configure_sets_torch_once_per_process(fresh):
 
 
 def test_cli_loading_says_what_it_does(fresh, tiny_hf, tmp_path, capsys):
+    import sys
+
     from ..batch.test_evaluate import GOLD, TEXTCAT, write_config
 
+    fresh.setattr(sys.stderr, "isatty", lambda: True)  # a user at a terminal
     fresh.setenv(ENV, "1")
     gold = tmp_path / "gold.jsonl"
     srsly.write_jsonl(gold, GOLD)
@@ -72,3 +75,13 @@ def test_cli_loading_says_what_it_does(fresh, tiny_hf, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"loading the pipeline {cfg} ..." in err
     assert "components: llama; torch threads: 1, from SPACY_LLAMA_THREADS" in err
+
+
+def test_no_loading_lines_when_stderr_is_not_a_terminal(fresh, tiny_hf, tmp_path, capsys):
+    from ..batch.test_evaluate import GOLD, TEXTCAT, write_config
+
+    gold = tmp_path / "gold.jsonl"
+    srsly.write_jsonl(gold, GOLD)
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    assert main(["evaluate", str(cfg), str(gold)]) == 0
+    assert "loading the pipeline" not in capsys.readouterr().err  # logs: problems only
