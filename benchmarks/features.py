@@ -11,6 +11,12 @@ batch is a warm-up, not timed. A system that fails reports the exception it stop
 Also reported: how far one doc's features move when it is batched with others (the pieces
 its tokens align to; for the plain loop, its unpadded pieces): ours is 0 by construction,
 the others pad on the tokenizer's side (SmolLM2: left) and give no position ids.
+These runs turn the frozen-feature cache off (the texts repeat).
+
+``--epochs E`` also times E training epochs of a frozen listener textcat (the settings of
+configs/train_listener_textcat.cfg's feature model; the gold train half, a dev evaluation on
+the gold dev half after each epoch) in this process, once with the feature cache off and
+once on (features/cache.py: each span's states computed once), and prints the ratio.
 """
 
 from __future__ import annotations
@@ -147,6 +153,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=0, help="also time cached epochs")
+    parser.add_argument("--skip-systems", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     folder = args.model or smollm2_folder()
     if args.only:
@@ -156,17 +164,127 @@ def main(argv: List[str]) -> int:
         print(json.dumps(child(args.only, folder, args.docs, args.batch)))
         return 0
     print(f"model {folder}, {args.docs} docs, batch {args.batch}, {args.threads} thread(s)")
+    if not args.skip_systems:
+        systems(args, folder)
+    if args.epochs:
+        epochs_report(folder, args.epochs, args.threads)
+    return 0
+
+
+def systems(args: argparse.Namespace, folder: Path) -> None:
     rows = {}
     for system in SYSTEMS:
         cmd = [sys.executable, __file__, "--only", system, "--model", str(folder),
                "--docs", str(args.docs), "--batch", str(args.batch),
                "--threads", str(args.threads)]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads),
+               "SPACY_LLAMA_FEATURE_CACHE_MB": "0"}  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         rows[system] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-300:]}
     report(rows)
-    return 0
+
+
+LISTENER = """
+[nlp]
+lang = "en"
+pipeline = ["transformer","textcat"]
+
+[components]
+
+[components.transformer]
+factory = "transformer"
+
+[components.transformer.model]
+@architectures = "spacy-llama.TransformerModel.v1"
+layer = 20
+freeze = true
+
+[components.transformer.model.model]
+@llama_models = "spacy-llama.HF.v1"
+path = null
+device = "cpu"
+dtype = "float32"
+
+[components.transformer.model.get_spans]
+@span_getters = "spacy-transformers.strided_spans.v1"
+window = 128
+stride = 96
+
+[components.textcat]
+factory = "textcat"
+
+[components.textcat.model]
+@architectures = "spacy.TextCatReduce.v1"
+exclusive_classes = true
+use_reduce_first = false
+use_reduce_last = false
+use_reduce_max = false
+use_reduce_mean = true
+nO = null
+
+[components.textcat.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "*"
+
+[components.textcat.model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+"""
+
+
+def run_epochs(folder: Path, epochs: int) -> Dict[str, Any]:
+    """``epochs`` epochs of updates over the gold train half, each followed by a dev
+    evaluation on the gold dev half; seconds and the last dev macro F."""
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.training import Example
+    from thinc.api import Config
+
+    import spacy_llama.features.model  # noqa: F401  (registers the architecture)
+    from spacy_llama.models.loading import clear_loaded_models
+
+    clear_loaded_models()
+    config = Config().from_str(LISTENER)
+    config["components"]["transformer"]["model"]["model"]["path"] = str(folder)
+    layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
+    config["components"]["transformer"]["model"]["layer"] = min(20, layers)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+
+    def read(part: str) -> List[Any]:
+        path = ROOT / "corpus" / "splits" / f"gold_{part}.spacy"
+        gold = DocBin().from_disk(path).get_docs(nlp.vocab)
+        return [Example(nlp.make_doc(d.text), d) for d in gold]
+
+    train, dev = read("train"), read("dev")
+    spacy.util.fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: train)
+    start = time.perf_counter()
+    scores: Dict[str, Any] = {}
+    for _ in range(epochs):
+        for i in range(0, len(train), 8):
+            nlp.update(train[i : i + 8], sgd=optimizer, losses={})
+        scores = nlp.evaluate(dev)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "dev_macro_f": scores.get("cats_macro_f")}
+
+
+def epochs_report(folder: Path, epochs: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["SPACY_LLAMA_FEATURE_CACHE_MB"] = "0"
+    off = run_epochs(folder, epochs)
+    os.environ.pop("SPACY_LLAMA_FEATURE_CACHE_MB")
+    on = run_epochs(folder, epochs)
+    print(f"\n{epochs} epochs of a frozen listener textcat (gold train 44 docs, dev 17 docs "
+          f"evaluated after each epoch), {threads} thread(s):")
+    print("| feature cache | seconds | dev macro F |")
+    print("| --- | ---: | ---: |")
+    for name, row in (("off", off), ("on", on)):
+        print(f"| {name} | {row['seconds']:.1f} | {row['dev_macro_f']:.4f} |")
+    print(f"speed-up: {off['seconds'] / on['seconds']:.2f}x (the same dev macro F: "
+          f"{off['dev_macro_f'] == on['dev_macro_f']})")
 
 
 def report(rows: Dict[str, Dict[str, Any]]) -> None:

@@ -42,6 +42,17 @@ class Warnings(metaclass=ErrorsWithCodes):
     W601 = ("Some model or server answers were repaired where they entered: a lone surrogate "
             "became U+FFFD, a NaN or infinite log-probability became null (counted in the "
             "engine's stats as repaired_answers).")
+    # --- first-day defaults, views, threads (issue 26): W830-W849 --------------------------
+    W830 = ("HF.v1 {path}: the architecture {arch} is not one the fused LLaMA decoder runs "
+            "({reason}). It runs on the portable transformers decode loop instead (slower), and "
+            "the shipped prompts are written for LLaMA-family instruct models, so a base or "
+            "non-instruct model answers them poorly. Use a LLaMA-family instruct model (e.g. "
+            "@llama_models = \"spacy-llama.SmolLM2.v1\"), or silence this warning with "
+            "warnings.filterwarnings(\"ignore\", message=\".*W830\") if you mean it.")
+    W831 = ("evaluate: component '{name}' never predicted the label(s) {labels} on the {n} "
+            "gold docs (gold has {gold}). A label the calibrated scores cannot pick is a defect "
+            "of the settings, not a weak spot: check its verbalizer and definition, and for "
+            "TextCat.v2's full PMI try spacy-llama.TextCat.v3 (prior_weight) on your dev data.")
 
 
 class Errors(metaclass=ErrorsWithCodes):
@@ -641,6 +652,27 @@ class Errors(metaclass=ErrorsWithCodes):
             "e.g. {option} 64, or {option}=64.")
     E803 = ("The task sets both `template` and `template_path` = {path!r}: set one of them "
             "(the file would silently replace the template {template!r}).")
+    # --- first-day defaults, views, threads (issue 26): E830-E859 --------------------------
+    E830 = ("{task}: an exclusive text classifier with the one label {label!r} would give it "
+            "1.0 for every doc (a softmax over one answer). Add the other labels to `labels` "
+            "(e.g. labels = [\"{label}\", \"other\"]), or set exclusive = false to get "
+            "P(yes) for {label!r} on its own.")
+    E831 = ("TextCat.v3: prior_weight = {value!r} is outside [0, 1]. It is the share of the "
+            "content-free baseline subtracted from each label's score: 0 scores the labels "
+            "raw, 1 is full PMI (TextCat.v2); the default 0.6 was chosen on the gold dev data.")
+    E832 = ("{env} = {value!r} is not a whole number of threads >= 1. Unset it to use the "
+            "cores this process may run on (os.sched_getaffinity), or set e.g. {env}=1 on a "
+            "shared machine.")
+    E833 = ("Surprisal.v3: start = {start!r} is not a token of the tokenizer of {source} "
+            "(and \"auto\" found no BOS, <|endoftext|>, BOS or EOS token). Name one token of "
+            "its vocabulary, e.g. start = \"<|endoftext|>\", or set start = \"none\" (the "
+            "first token then gets no score).")
+    E834 = ("annotate --html {path}: the views are drawn by the local runner, not on Ray "
+            "actors. Drop --ray for a sample run with --html (e.g. with --limit 20), or drop "
+            "--html.")
+    E835 = ("{env} = {value!r} is not a number of megabytes >= 0 (the memory that frozen "
+            "listener features may be cached in; 0 turns the cache off). Unset it for the "
+            "default (1024).")
 # fmt: on
 
 
@@ -712,3 +744,5 @@ class BudgetExceeded(SpacyLlamaError, RuntimeError):
 class UsageError(SpacyLlamaError, ValueError):
     """A call or command line that asks for something impossible (a missing value, an
     argument of the wrong kind)."""
+class SettingError(SpacyLlamaError, ValueError):
+    """A process-wide setting (an environment variable) is wrong; the message names it."""

@@ -105,6 +105,9 @@ def make_llama(
     """Run a LLaMA-family model over each Doc and store what the task derives from it.
     With an ``adapter`` block the component is trainable (``spacy train``): LoRA adapters
     on its own copy of the model."""
+    from .models.threads import configure_threads
+
+    configure_threads()  # once per process: the cores it may use, or SPACY_LLAMA_THREADS
     try:
         gen = GenerationConfig(**generation)
     except ValidationError as e:

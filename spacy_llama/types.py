@@ -125,6 +125,9 @@ class TokenLogprobRequest:
     # length and half of the window (texts that fit run in one pass either way).
     window: Optional[int] = None
     stride: Optional[int] = None
+    # Token ids put before the text as its context (Surprisal.v3's start token where the
+    # tokenizer adds no BOS): never scored themselves, so the text's first token is.
+    prefix_ids: List[int] = field(default_factory=list)
 
 
 @dataclass

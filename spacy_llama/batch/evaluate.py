@@ -7,6 +7,8 @@ Gold comes as a .spacy DocBin, or .jsonl with "text", "cats" and "ents" as
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -14,7 +16,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
-from ..errors import Errors, GoldError
+from ..errors import Errors, GoldError, Warnings
 from .reader import BadLine, read_lines
 
 
@@ -108,11 +110,45 @@ def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[st
     predicted = list(nlp.pipe((nlp.make_doc(d.text) for d in gold), batch_size=batch_size))
     examples = [Example(p, g) for p, g in zip(predicted, gold)]
     scores: Dict[str, Any] = {"n_docs": len(examples)}
-    for _, proc in nlp.pipeline:
-        score = getattr(getattr(proc, "task", None), "score", None)
+    for name, proc in nlp.pipeline:
+        task = getattr(proc, "task", None)
+        score = getattr(task, "score", None)
         if score is not None:
             scores.update(score(examples))
+        missing = never_predicted_labels(task, examples)
+        if missing:
+            scores.setdefault("llama_never_predicted", {})[name] = missing
+            counts = Counter(x for ex in examples for x in _cats_predicted(ex.reference, task))
+            warnings.warn(
+                "[spacy-llama] "
+                + Warnings.W831.format(
+                    name=name, labels=missing, n=len(examples),
+                    gold={label: counts[label] for label in missing},
+                ),
+                stacklevel=2,
+            )
     return scores
+
+
+def never_predicted_labels(task: Any, examples: List[Example]) -> List[str]:
+    """The labels of a text classifier that no predicted doc got (the argmax of an
+    exclusive task, or a score at or above the threshold of a multi-label one), where the
+    gold set has at least one doc of that label: a label that cannot be reached."""
+    labels = getattr(task, "label_names", None)
+    if not labels or not hasattr(task, "exclusive") or not examples:
+        return []
+    predicted = Counter(label for ex in examples for label in _cats_predicted(ex.predicted, task))
+    gold = Counter(label for ex in examples for label in _cats_predicted(ex.reference, task))
+    return [label for label in labels if predicted[label] == 0 and gold[label] > 0]
+
+
+def _cats_predicted(doc: Doc, task: Any) -> List[str]:
+    cats = {k: v for k, v in doc.cats.items() if k in task.label_names}
+    if not cats:
+        return []
+    if task.exclusive:
+        return [max(cats, key=lambda k: cats[k])]
+    return [k for k, v in cats.items() if v >= task.threshold]
 
 
 def format_scores(scores: Dict[str, Any]) -> str:
@@ -135,6 +171,8 @@ def format_scores(scores: Dict[str, Any]) -> str:
             f"review label accuracy on exact-match spans: {_pct(scores['llama_review_acc'])} "
             f"(n={scores['llama_review_n']})"
         )
+    for name, missing in scores.get("llama_never_predicted", {}).items():
+        lines.append(f"never predicted by {name}: {', '.join(missing)}")
     if scores.get("llama_perplexity") is not None:
         lines.append(f"mean perplexity: {scores['llama_perplexity']:.2f}")
     return "\n".join(lines)

@@ -24,6 +24,8 @@ from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..errors import AnnotateError, Errors
+from ..views import SAMPLE_DOCS, render, wrap_page
+from .files import write_atomic
 from .lock import locked
 from .options import AnnotateOptions
 from .paths import check_paths, io_errors, lock_targets
@@ -130,7 +132,7 @@ def annotate(opts: AnnotateOptions) -> Summary:
 def _annotate(
     opts: AnnotateOptions, shard: Optional[Tuple[int, int]], *, selected: int, start: float
 ) -> Summary:
-    nlp = load_pipeline(opts.config, overrides=opts.overrides)
+    nlp = load_pipeline(opts.config, overrides=opts.overrides, announce=not opts.quiet)
     keys = config_identity(nlp)
     run_hash = identity_hash(keys)
     info = RunInfo(opts.output)
@@ -142,12 +144,14 @@ def _annotate(
     prepare_for_run(nlp, n_process=opts.n_process)
     outputs = open_outputs(opts, nlp.vocab)
     summary = Summary(failed_path=outputs.failed.path, load_seconds=time.perf_counter() - start)
+    run = LocalRun(opts, nlp, outputs, summary, extensions=extensions)
     try:
-        run = LocalRun(opts, nlp, outputs, summary, extensions=extensions)
         run.process(shard=shard, todo=selected - len(outputs.done))
     finally:
         close_outputs(outputs)
         summary.seconds = time.perf_counter() - start
+        if opts.html is not None:  # what was drawn, also when the run was interrupted
+            write_atomic(opts.html, wrap_page(run.views).encode("utf8"))
     done = run_info(opts, run_hash, finished=True, runner=None, config_keys=keys)
     record = {**done, "summary": summary.to_json()}
     write_info(info, record)
@@ -163,6 +167,7 @@ class LocalRun:
     outputs: Outputs
     summary: Summary
     extensions: List[str]
+    views: List[str] = dataclasses.field(default_factory=list)  # --html: drawn docs
 
     def process(self, *, shard: Optional[Tuple[int, int]], todo: int) -> None:
         from tqdm import tqdm
@@ -233,6 +238,8 @@ class LocalRun:
             ],
         )
         self.summary.done += len(ok)
+        if self.opts.html is not None:  # drawn now: a memory zone frees the docs' strings
+            self.views += [render(doc) for doc, _ in ok[: SAMPLE_DOCS - len(self.views)]]
         if self.opts.print_docs:
             for doc, rec in ok:
                 text = format_doc(doc, rec, extensions=self.extensions)

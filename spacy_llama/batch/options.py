@@ -25,6 +25,7 @@ class AnnotateOptions:
     on_bad_line: str = "stop"
     quiet: bool = False
     print_docs: bool = False
+    html: Optional[Path] = None  # displaCy views of the run's first documents (views.py)
     part_size: int = 1000
 
     @property

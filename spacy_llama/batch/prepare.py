@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -23,6 +25,7 @@ from spacy.util import load_config, load_model_from_config
 from ..errors import Errors, PipelineError
 from ..generation.sqlite_cache import SQLiteCache
 from ..models.fingerprint import file_digest
+from ..models.threads import configure_threads
 from ..pipeline import DEFAULT_CONFIG as LLAMA_DEFAULTS
 from ..tasks.prompt import PromptTemplate
 from .named_files import interpolated, named_files
@@ -32,18 +35,39 @@ from .sinks import ERROR_KEY, STATS_KEY
 from .summary import STATS_FIELDS
 
 
-def load_pipeline(path: Union[str, Path], *, overrides: Dict[str, Any]) -> Language:
-    """A .cfg is assembled on the fly (like ``spacy assemble``); a folder is loaded."""
+def load_pipeline(
+    path: Union[str, Path], *, overrides: Dict[str, Any], announce: bool = False
+) -> Language:
+    """A .cfg is assembled on the fly (like ``spacy assemble``); a folder is loaded.
+    ``announce``: a line on stderr before and after (loading takes seconds: the model is
+    read, or converted once, and the other components are loaded), where stderr is a
+    terminal (as the progress bar: logs and captured output keep one line per problem)."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(Errors.E018.format(path=str(path)))
+    threads, source = configure_threads()  # before loading: conversion runs torch too
+    announce = announce and sys.stderr.isatty()
+    if announce:
+        print(f"[spacy-llama] loading the pipeline {path} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
     try:
         if path.is_dir():
-            return spacy.load(path, config=overrides)
-        config = load_config(path, overrides=overrides, interpolate=False)
-        return load_model_from_config(config, auto_fill=True)
+            nlp = spacy.load(path, config=overrides)
+        else:
+            config = load_config(path, overrides=overrides, interpolate=False)
+            nlp = load_model_from_config(config, auto_fill=True)
     except Exception as e:  # config and model errors already explain themselves
         raise PipelineError(Errors.E019.format(path=path, error=e)) from None
+    if announce:
+        seconds = time.perf_counter() - start
+        print(
+            f"[spacy-llama] loaded {path} in {seconds:.1f} s "
+            f"(components: {', '.join(nlp.pipe_names)}; torch threads: {threads}, from "
+            f"{source})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return nlp
 
 
 def read_run_config(path: Path, *, overrides: Dict[str, Any]) -> Config:

@@ -70,6 +70,8 @@ def annotate_ray(opts: AnnotateOptions, ray_opts: RayOptions) -> Summary:
     start = time.perf_counter()
     if opts.n_process > 1:
         raise AnnotateError(Errors.E021)
+    if opts.html is not None:
+        raise AnnotateError(Errors.E834.format(path=opts.html))
     shard = parse_shard(opts.shard)
     input_files(opts.input)
     with claimed_outputs(opts):  # the driver writes the files: it holds the lock
@@ -375,9 +377,9 @@ class PipelineActor:
         docbin: bool,
         print_docs: bool,
     ) -> None:
-        import torch
+        from ..models.threads import configure_threads
 
-        torch.set_num_threads(threads)  # cores are the actor's share, not the node's
+        configure_threads(threads)  # cores are the actor's share, not the node's
         self.nlp = load_pipeline(Path(config), overrides=overrides)
         self.config_keys = config_identity(self.nlp)
         self.config_hash = identity_hash(self.config_keys)

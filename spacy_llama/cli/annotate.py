@@ -52,6 +52,12 @@ def register(subparsers: Any) -> None:
         help="print each document's id, entities and completions",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    p.add_argument(
+        "--html",
+        type=Path,
+        help="also write displaCy views (cats, entity reviews, relations, spans) of the "
+        "first 20 documents annotated to this .html file",
+    )
     p.add_argument("--ray", action="store_true", help="run on a Ray cluster (Ray Data actor pool)")
     p.add_argument("--ray-address", help="Ray cluster address, e.g. auto (default: a local one)")
     p.add_argument(
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         on_bad_line=args.on_bad_line,
         quiet=args.quiet,
         print_docs=args.print_docs,
+        html=args.html,
     )
     with warnings.catch_warnings():
         if args.quiet:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args)
     if overrides is None:
         return EXIT_USAGE  # spaCy has printed what is wrong with the override
-    nlp = load_pipeline(args.config, overrides=overrides)
+    nlp = load_pipeline(args.config, overrides=overrides, announce=True)
     gold = read_gold(args.gold, nlp)[: args.limit]
     scores = evaluate(nlp, gold)
     print(format_scores(scores))

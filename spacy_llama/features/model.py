@@ -43,6 +43,7 @@ from ..models.server import NoLocalWeights, ServerModel
 from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .alignment import align_span
 from .batching import StatesBackprop, grid_width, hidden_states, trainable_hidden_states
+from .cache import FeatureCache
 from .layers import mix_layer_grads, scalar_mix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +84,7 @@ class LlamaFeatures(Model):
         self.adapter = adapter
         self.llama = llama if adapter is None else adapter.model
         self.reader = PieceReader(llama.tokenizer)
+        self.feature_cache = FeatureCache()  # frozen: each span's states computed once
 
     @property
     def fingerprint(self) -> str:
@@ -233,7 +235,15 @@ def compute_states(
             peft.eval()
     if adapter is not None:
         adapter.refresh()
-    return hidden_states(model.llama.model.base_model, rows, pad, layer, budget), None
+        return hidden_states(model.llama.model.base_model, rows, pad, layer, budget), None
+    base = model.llama.model.base_model
+    states = model.feature_cache.states(
+        model.llama.fingerprint,
+        layer,
+        rows,
+        lambda todo: hidden_states(base, todo, pad, layer, budget),
+    )
+    return states, None
 
 
 def forward(

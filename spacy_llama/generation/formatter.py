@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import List, Optional, Tuple, Union
 
+from ..errors import Errors, FewShotError
 from ..models.base import LlamaModel
 from ..types import GenerationRequest, Prompt
 
@@ -50,6 +51,29 @@ class ModelPromptFormatter:
             request.prompt, add_special_tokens=request.add_special_tokens
         )
 
+    def document_start(self, start: str) -> Tuple[bool, List[int]]:
+        """What a scored text starts after (Surprisal.v3's ``start``): (add the tokenizer's
+        special tokens, ids to put before the text). ``"auto"``: the tokenizer's BOS where
+        it adds one; else the document separator ``<|endoftext|>`` where the vocabulary has
+        it (the token that precedes a document in pretraining: SmolLM2, GPT-2, Qwen), else
+        its BOS or EOS token. ``"none"``: nothing (the first token gets no score). Any other
+        value names one token of the vocabulary."""
+        tok = self.model.tokenizer
+        if start == "none":
+            return False, []
+        vocab = tok.get_vocab()
+        if start != "auto":
+            if start not in vocab:
+                raise FewShotError(Errors.E833.format(start=start, source=self.model.source))
+            return False, [int(vocab[start])]
+        plain = self.model.encode("a", add_special_tokens=False)
+        special = self.model.encode("a", add_special_tokens=True)
+        if len(special) > len(plain) and special[-len(plain) :] == plain:
+            return True, []  # the tokenizer adds its own BOS
+        for candidate in ("<|endoftext|>", tok.bos_token, tok.eos_token):
+            if candidate and candidate in vocab:
+                return False, [int(vocab[candidate])]
+        raise FewShotError(Errors.E833.format(start=start, source=self.model.source))
 
 def content_spans(prompt: str, contents: List[str]) -> Tuple[Tuple[int, int], ...]:
     """Where the chat template put each message's content, in order (a template that

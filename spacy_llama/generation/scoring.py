@@ -287,6 +287,8 @@ class Scorer:
             rows = [encoded[w.request][0][w.begin : w.end] for w in chunk]
             for w, values in zip(chunk, self._window_logprobs(rows, chunk)):
                 logprobs[w.request][w.score_from : w.end] = values
+        for lps, req in zip(logprobs, requests):
+            lps[: len(req.prefix_ids)] = [None] * len(req.prefix_ids)  # context, not text
         return [
             TokenLogprobResult(token_ids=ids, offsets=offsets, logprobs=lps)
             for (ids, offsets), lps in zip(encoded, logprobs)
@@ -300,7 +302,9 @@ class Scorer:
             return_offsets_mapping=True,
             split_special_tokens=True,
         )
-        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        prefix = list(req.prefix_ids)
+        offsets = [(0, 0)] * len(prefix) + [tuple(o) for o in enc["offset_mapping"]]
+        return prefix + list(enc["input_ids"]), offsets  # type: ignore[return-value]
 
     def _windows(
         self,

@@ -120,8 +120,17 @@ class Stepper:
             cut = first_stop(text, cfg.stop)
             if cut is not None:
                 seq.text, seq.reason = text[:cut], "stop"
+                self._drop_cut_tokens(seq, cut)
                 return True
         return len(seq.tokens) >= cfg.max_new_tokens
+
+    def _drop_cut_tokens(self, seq: SequenceState, cut: int) -> None:
+        """Drop the trailing tokens whose text lies wholly after the cut (the stop string
+        and what followed it): the kept tokens and log-probs are those of the kept text.
+        A token that straddles the cut keeps its value (part of its text was kept)."""
+        while seq.tokens and len(self.decode(seq.tokens[:-1])) >= cut:
+            seq.tokens.pop()
+            seq.logprobs.pop()
 
     def _close(self, seq: SequenceState) -> None:
         """A finished row frees its grammar; cut short by max_new_tokens, it says so."""

@@ -1,13 +1,20 @@
-"""``spacy-llama.HF.v1``: a local Hugging Face folder holding any LlamaForCausalLM."""
+"""``spacy-llama.HF.v1``: a local Hugging Face folder holding a causal LM.
+
+A LlamaForCausalLM runs on the fused decoder. Any other causal LM transformers can load
+(GPT-2, Mistral, ...) is loaded with a warning that names its architecture (W830,
+models/architecture.py): it runs on the slower portable loop, and the shipped prompts are
+written for LLaMA-family instruct models."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
-from ..errors import Errors, ModelLoadError
+from ..errors import Errors, ModelLoadError, Warnings
 from ..registry import llama_models
+from .architecture import architecture_name, fused_decoder_blocker
 from .base import DTypeName, LlamaModel
 from .fingerprint import source_stamps
 from .loading import cached_load, load_hf_folder, weight_files
@@ -25,6 +32,7 @@ def hf_model_v1(
 ) -> LlamaModel:
     """Load a causal LM and its tokenizer from a local folder (no hub access)."""
     folder = check_hf_folder(path)
+    warn_unfused_architecture(folder)
     tok_folder = Path(tokenizer_path) if tokenizer_path is not None else folder
     key = ("hf", str(folder.resolve()), str(tok_folder), device, dtype, device_map)
     return cached_load(
@@ -57,9 +65,26 @@ def check_hf_folder(path: Union[str, Path]) -> Path:
     if not config.exists():
         raise ModelLoadError(Errors.E455.format(path=str(folder), found=found or "nothing"))
     try:
-        json.loads(config.read_text(encoding="utf8"))
+        read_config(folder)
     except (OSError, ValueError) as e:
         raise ModelLoadError(Errors.E456.format(path=str(config), error=e)) from e
     if not weight_files(folder):
         raise ModelLoadError(Errors.E457.format(path=str(folder), found=found))
     return folder
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    data = json.loads((folder / "config.json").read_text(encoding="utf8"))
+    return data if isinstance(data, dict) else {}
+
+
+def warn_unfused_architecture(folder: Path) -> None:
+    """W830 when the folder's model is not one the fused decoder runs (named from
+    config.json before loading: the user sees which architecture and why)."""
+    config = read_config(folder)
+    reason = fused_decoder_blocker(config)
+    if reason is not None:
+        message = Warnings.W830.format(
+            path=str(folder), arch=architecture_name(config), reason=reason
+        )
+        warnings.warn(f"[spacy-llama] {message}", stacklevel=3)

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Literal, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import (
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+    runtime_checkable,
+)
 
 from spacy.tokens import Doc
 
@@ -29,6 +39,9 @@ class PromptFormatter(Protocol):
     ) -> GenerationRequest: ...
 
     def count(self, request: GenerationRequest) -> int: ...
+
+    def document_start(self, start: str) -> Tuple[bool, List[int]]:
+        """What a scored text starts after: (add special tokens, ids put before it)."""
 
 
 @runtime_checkable

@@ -109,14 +109,21 @@ class ExtractTask(PromptedTask):
             doc.spans[self.spans_key] = self.spans(doc, value)
 
     def spans(self, doc: Doc, value: Dict[str, Any]) -> List[Span]:
-        """The span fields' strings as Spans, field by field, each field in its own order."""
+        """The span fields' strings as Spans, field by field, each field in its own order.
+        A small model often repeats a string more often than the doc holds it (the same
+        name twelve times); each (start, end, label) is written once."""
         out: List[Span] = []
+        seen = set()
         for field in self.span_fields:
             found = value.get(field)
             if found is None:
                 continue
             texts = found if is_array_field(self.schema["properties"][field]) else [found]
-            out.extend(align_strings(doc, texts, field))
+            for span in align_strings(doc, texts, field):
+                key = (span.start, span.end, span.label_)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(span)
         return out
 
     def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:

@@ -1,5 +1,11 @@
-"""``spacy-llama.Surprisal.v1``/``.v2``: the log-probability of every spaCy token under the
-model (v2: with a chosen context window and stride).
+"""``spacy-llama.Surprisal.v1``/``.v2``/``.v3``: the log-probability of every spaCy token
+under the model (v2: with a chosen context window and stride; v3: the text starts after a
+start token even where the tokenizer adds no BOS, so its first word is scored too).
+
+v1 and v2's ``add_bos = true`` adds the tokenizer's BOS only where the tokenizer adds one:
+SmolLM2's adds nothing, so its first piece has no context and the first word's score is None
+(or covers only its later pieces). v3's ``start = "auto"`` puts the document separator the
+model was pretrained with (``<|endoftext|>`` for SmolLM2) before such a text instead.
 
 The engine returns each model token's log-probability and character span (long documents are
 scored in overlapping windows by the Scorer, so every piece keeps at least half a window of
@@ -37,8 +43,11 @@ class SurprisalTask:
         perplexity_attr: str,
         window: Optional[int] = None,
         stride: Optional[int] = None,
+        start: Optional[str] = None,
     ) -> None:
         self.add_bos = add_bos
+        self.start = start  # v3: "auto", "none" or a token; None: v1/v2's add_bos
+        self._prefix: List[int] = []
         self.logprob_attr = logprob_attr
         self.perplexity_attr = perplexity_attr
         self.window = window
@@ -54,7 +63,9 @@ class SurprisalTask:
         return [f"token._.{self.logprob_attr}", f"doc._.{self.perplexity_attr}"]
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
-        return None  # no prompt: the document's own text is scored
+        # no prompt: the document's own text is scored, after v3's start token
+        if self.start is not None:
+            self.add_bos, self._prefix = formatter.document_start(self.start)
 
     def requests(self, docs: Sequence[Doc]) -> List[TokenLogprobRequest]:
         return [
@@ -64,6 +75,7 @@ class SurprisalTask:
                 label=doc_label(doc),
                 window=self.window,
                 stride=self.stride,
+                prefix_ids=list(self._prefix),
             )
             for doc in docs
         ]
@@ -83,7 +95,11 @@ class SurprisalTask:
         return {"llama_perplexity": sum(values) / len(values) if values else None}
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        write_task(path, {"add_bos": self.add_bos, "window": self.window, "stride": self.stride})
+        state: Dict[str, Any] = {"add_bos": self.add_bos, "window": self.window}
+        state["stride"] = self.stride
+        if self.start is not None:
+            state.update(start=self.start, prefix_ids=self._prefix)
+        write_task(path, state)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> SurprisalTask:
         return self
@@ -154,3 +170,23 @@ def surprisal_task_v2(
         window=window,
         stride=stride,
     )
+
+
+@llama_tasks("spacy-llama.Surprisal.v3")
+def surprisal_task_v3(
+    *,
+    start: str = "auto",
+    window: Optional[int] = None,
+    stride: Optional[int] = None,
+    logprob_attr: str = "llama_logprob",
+    perplexity_attr: str = "llama_perplexity",
+) -> SurprisalTask:
+    """As v2, and every token is scored: the text starts after ``start``. ``"auto"``: the
+    tokenizer's BOS where it adds one, else its document separator (``<|endoftext|>``,
+    else its BOS or EOS token); ``"none"``: nothing (the first token gets no score, like
+    v2 on a tokenizer without BOS); any other value names one token of the vocabulary."""
+    task = surprisal_task_v2(
+        window=window, stride=stride, logprob_attr=logprob_attr, perplexity_attr=perplexity_attr
+    )
+    task.start = start
+    return task

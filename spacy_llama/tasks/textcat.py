@@ -8,11 +8,14 @@ is P(yes) renormalised over {yes, no}.
 v1 scores each label's mean token log-prob (contextual calibration optional). v2 scores,
 by default, the PMI of each label (its summed log-prob minus its mean after three
 content-free texts, see calibration.py) with a plain prompt; ``label_score`` can also be
-"mean" or "first_word". v1 is kept exactly as released.
+"mean" or "first_word". v3 is v2 subtracting 0.6 of the content-free baseline instead of
+all of it (``prior_weight``), so no label is unreachable for its surface form's prior (see
+calibration.py). v1 and v2 are kept exactly as released.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from spacy.scorer import Scorer as SpacyScorer
@@ -25,6 +28,7 @@ from ..types import ScoreRequest, ScoreResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
 from .calibration import (
     check_label_score,
+    check_prior_weight,
     content_free_texts,
     label_values,
     pmi,
@@ -71,6 +75,16 @@ class TextCatTask(DataLabels, PromptedTask):
         self.on_overflow = on_overflow
         self._start(labels, examples, spec)  # no labels: they come from the training data
         self._limit = 0  # prompt tokens left once the longest candidate is appended
+        self._check_label_count()
+
+    def _labels_changed(self) -> None:
+        self._check_label_count()
+
+    def _check_label_count(self) -> None:
+        """One exclusive label is a softmax over one answer: 1.0 whatever the doc."""
+        if self.exclusive and len(self.labels) == 1:
+            task = re.sub(r"V(\d)$", r".v\1", type(self).__name__[: -len("Task")])
+            raise FewShotError(Errors.E830.format(task=task, label=self.labels[0].name))
 
     @property
     def extensions(self) -> List[str]:
@@ -212,6 +226,8 @@ class TextCatV2Task(TextCatTask):
     log-probs are aggregated; with ``calibrate`` the mean score of the same answer after each
     content-free text is subtracted (PMI, see calibration.py) before the softmax."""
 
+    prior_weight = 1.0  # the share of the content-free baseline subtracted (v3: a setting)
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -254,15 +270,28 @@ class TextCatV2Task(TextCatTask):
         for k, doc in enumerate(docs):
             mine = results[k * per : (k + 1) * per]
             if self.exclusive:
-                probs = softmax(pmi(label_values(mine[0], self.label_score), priors[0]))
+                values = pmi(label_values(mine[0], self.label_score), priors[0], self.prior_weight)
+                probs = softmax(values)
                 doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
             else:
                 for label, res, prior in zip(self.labels, mine, priors):
-                    values = pmi(label_values(res, self.label_score), prior)
+                    values = pmi(label_values(res, self.label_score), prior, self.prior_weight)
                     doc.cats[label.name] = softmax(values)[0]
 
     def _state(self) -> Dict[str, Any]:
         return {**super()._state(), "label_score": self.label_score}
+
+
+class TextCatV3Task(TextCatV2Task):
+    """TextCat.v3: v2 with ``prior_weight`` (the share of the content-free baseline that is
+    subtracted; 1.0 is v2's full PMI)."""
+
+    def __init__(self, template: PromptTemplate, *, prior_weight: float, **kwargs: Any) -> None:
+        self.prior_weight = check_prior_weight(prior_weight)
+        super().__init__(template, **kwargs)
+
+    def _state(self) -> Dict[str, Any]:
+        return {**super()._state(), "prior_weight": self.prior_weight}
 
 
 @llama_tasks("spacy-llama.TextCat.v1")
@@ -332,6 +361,49 @@ def textcat_task_v2(
     default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
     return TextCatV2Task(
         load_template(template, template_path, default),
+        labels=config_labels(labels, verbalizers, label_definitions),
+        spec=LabelSpec(verbalizers, label_definitions),
+        exclusive=exclusive,
+        label_score=label_score,
+        calibrate=calibrate,
+        content_free=content_free_texts(content_free, calibrate),
+        examples=list(examples or []),
+        chat=chat,
+        system=system,
+        candidate_prefix=candidate_prefix,
+        threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
+        on_overflow=on_overflow,
+    )
+
+
+@llama_tasks("spacy-llama.TextCat.v3")
+def textcat_task_v3(
+    *,
+    labels: List[str] = [],  # noqa: B006 - read only; empty: from the training data
+    verbalizers: Dict[str, str] = {},  # noqa: B006 - read only
+    label_definitions: Dict[str, str] = {},  # noqa: B006 - read only
+    exclusive: bool = True,
+    label_score: str = "sum",
+    calibrate: bool = True,
+    prior_weight: float = 0.6,
+    content_free: Union[str, List[str]] = ["N/A", "", "[MASK]"],  # noqa: B006 - read only
+    examples: Optional[List[Dict[str, Any]]] = None,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: ChatSetting = False,
+    system: Optional[str] = None,
+    candidate_prefix: Optional[str] = None,
+    threshold: Optional[float] = None,
+    on_overflow: Overflow = "truncate",
+) -> TextCatV3Task:
+    """TextCat.v2 subtracting ``prior_weight`` (default 0.6) of the content-free baseline
+    instead of all of it: with full PMI a label whose answer the model favours everywhere
+    (SmolLM2: "business") was never predicted. The weight was chosen on the gold train and
+    dev halves (benchmarks/CALIBRATION.md); the gold test half was only reported."""
+    default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
+    return TextCatV3Task(
+        load_template(template, template_path, default),
+        prior_weight=prior_weight,
         labels=config_labels(labels, verbalizers, label_definitions),
         spec=LabelSpec(verbalizers, label_definitions),
         exclusive=exclusive,

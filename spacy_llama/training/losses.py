@@ -74,8 +74,8 @@ def textcat_loss(
         for q, gold in enumerate(gold_indices(task, eg.reference)):
             mine = values[n_probes + k * per + q]
             prior = priors[q]
-            if prior is not None:
-                mine = mine - prior
+            if prior is not None:  # as assign: TextCat.v3 subtracts a share of it
+                mine = mine - getattr(task, "prior_weight", 1.0) * prior
             target = torch.tensor([gold], device=mine.device)
             total = total + F.cross_entropy(mine[None, :], target)
     return total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -84,6 +85,33 @@ def test_textcat_per_label_table(tiny_hf, tmp_path, capsys, monkeypatch):
     assert printed.strip() == format_scores(scores)
 
 
+def always_sport(self: scoring.Scorer, reqs: List[ScoreRequest]) -> List[ScoreResult]:
+    return [ScoreResult(sums=[-3.0, -0.1], means=[-3.0, -0.1], n_tokens=[1, 1]) for _ in reqs]
+
+
+def test_a_label_never_predicted_is_warned_and_reported(tiny_hf, tmp_path, capsys, monkeypatch):
+    """Issue 26: a label the scores can never pick (business, 0 of its gold docs) is named."""
+    monkeypatch.setattr(scoring.Scorer, "score", always_sport)
+    gold = tmp_path / "gold.jsonl"
+    srsly.write_jsonl(gold, GOLD)
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    out_json = tmp_path / "scores.json"
+    with pytest.warns(UserWarning, match=r"W831.*'llama'.*\['business'\].*'business': 1"):
+        assert main(["evaluate", str(cfg), str(gold), "--output", str(out_json)]) == 0
+    assert srsly.read_json(out_json)["llama_never_predicted"] == {"llama": ["business"]}
+    assert "never predicted by llama: business" in capsys.readouterr().out
+
+
+def test_every_label_predicted_no_warning(tiny_hf, tmp_path, monkeypatch):
+    monkeypatch.setattr(scoring.Scorer, "score", sport_if_goal_or_arsenal)
+    gold = tmp_path / "gold.jsonl"
+    srsly.write_jsonl(gold, GOLD)
+    cfg = write_config(tmp_path / "textcat.cfg", tiny_hf, TEXTCAT)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*W831")
+        assert main(["evaluate", str(cfg), str(gold)]) == 0
+
+
 def test_entity_review_on_docbin_with_limit(tiny_hf, tmp_path, capsys):
     import spacy
 
@@ -114,8 +142,14 @@ def test_overrides_and_errors(tiny_hf, tmp_path, capsys):
     assert "not on token boundaries" in capsys.readouterr().err
     gold = tmp_path / "gold.jsonl"
     srsly.write_jsonl(gold, GOLD)
-    # A config override reaches the task: a label list without "sport".
-    code = main(["evaluate", str(cfg), str(gold), "--components.llama.task.labels", '["business"]'])
+    # A config override reaches the task: a label list without "sport" (one exclusive
+    # label would be 1.0 for every doc: E830, issue 26; as yes/no it is fine).
+    override = ["--components.llama.task.labels", '["business"]']
+    assert main(["evaluate", str(cfg), str(gold), *override]) == 2
+    assert "E830" in capsys.readouterr().err
+    code = main(
+        ["evaluate", str(cfg), str(gold), *override, "--components.llama.task.exclusive", "false"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "business" in printed and "sport " not in printed

@@ -20,3 +20,13 @@ def test_features_benchmark_reports_each_system(tiny_hf, capsys) -> None:
     assert rows["spacy-llama"].rstrip(" |").endswith("| 0")
     assert float(rows["plain"].split("|")[2]) > 0
     assert "failed: ValueError: Asking to pad" in rows["spacy-transformers"]
+
+
+def test_features_benchmark_times_cached_epochs(tiny_hf, capsys) -> None:
+    from benchmarks import features
+
+    args = ["--model", str(tiny_hf), "--skip-systems", "--epochs", "2"]
+    assert features.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| off |" in out and "| on |" in out
+    assert "speed-up:" in out and "(the same dev macro F: True)" in out

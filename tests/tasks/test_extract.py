@@ -102,6 +102,16 @@ def test_assign_writes_data_and_spans_in_order(tiny_hf, monkeypatch):
     assert nlp.get_pipe("llama").task.extensions == ["ex_data"]
 
 
+def test_a_string_repeated_beyond_its_occurrences_is_one_span(tiny_hf, monkeypatch):
+    """Issue 26: twelve "Björn" for one occurrence wrote twelve identical spans."""
+    nlp = structured_nlp(tiny_hf, {**TASK, "spans_key": "ex"})
+    value = {"people": ["Björn"] * 12 + ["Anna"] * 3, "place": "Zürich", "summary": "x"}
+    answer_with(monkeypatch, ok(value))
+    doc = nlp.get_pipe("llama")(two_sentences(nlp))
+    got = [(s.text, s.start) for s in doc.spans["ex"]]
+    assert got == [("Björn", 2), ("Anna", 6), ("Anna", 0), ("Zürich", 4)]
+
+
 @pytest.mark.parametrize(
     "error,code",
     [

@@ -148,3 +148,55 @@ def test_v2_rejects_a_stride_not_below_the_window(tiny_hf):
         )
     with pytest.raises(ValueError, match="window = 1"):
         surprisal_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"}, window=1)
+
+
+# -- Surprisal.v3: the first word is scored on a tokenizer without BOS (issue 26) ------------
+def test_v3_scores_the_first_word_on_smollm2(smollm2):
+    """SmolLM2's tokenizer adds no BOS: v2's add_bos = true leaves the first word None;
+    v3 scores it after <|endoftext|>, and every other piece keeps its context."""
+    text = "Paris is the capital of France."
+    v2 = surprisal_nlp(SMOL, **{"@llama_tasks": "spacy-llama.Surprisal.v2"})(text)
+    v3 = surprisal_nlp(SMOL, **{"@llama_tasks": "spacy-llama.Surprisal.v3"})(text)
+    assert v2[0]._.llama_logprob is None
+    assert all(t._.llama_logprob is not None and t._.llama_logprob < 0 for t in v3)
+    endoftext = smollm2.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = [endoftext] + smollm2.encode(text, add_special_tokens=False)
+    scorer = Scorer(smollm2, batch_size=4)
+    (direct,) = scorer.token_logprobs([TokenLogprobRequest(text, prefix_ids=[endoftext])])
+    assert direct.token_ids == ids and direct.logprobs[0] is None
+    assert v3[0]._.llama_logprob == pytest.approx(direct.logprobs[1], abs=2e-3)
+    scored = direct.logprobs[1:]
+    assert v3._.llama_perplexity == pytest.approx(math.exp(-sum(scored) / len(scored)), rel=1e-3)
+
+
+def test_v3_keeps_a_tokenizer_that_adds_its_own_bos(tiny_hf):
+    """The tiny LLaMA tokenizer adds <s>: v3's auto start is that BOS, as v2's add_bos."""
+    v2 = surprisal_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v2"})
+    v3 = surprisal_nlp(tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v3"})
+    text = "London is a big city."
+    assert [t._.llama_logprob for t in v3(text)] == pytest.approx(
+        [t._.llama_logprob for t in v2(text)]
+    )
+    (req,) = v3.get_pipe("llama").task.requests([v3.make_doc(text)])
+    assert req.add_special_tokens and req.prefix_ids == []
+
+
+def test_v3_start_none_and_named_token(tiny_hf):
+    none = surprisal_nlp(
+        tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v3", "start": "none"}
+    )
+    (req,) = none.get_pipe("llama").task.requests([none.make_doc("London")])
+    assert req.prefix_ids == [] and not req.add_special_tokens  # nothing before the text
+    named = surprisal_nlp(
+        tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v3", "start": "</s>"}
+    )
+    (req,) = named.get_pipe("llama").task.requests([named.make_doc("London")])
+    assert req.prefix_ids == [2] and not req.add_special_tokens
+    assert named("London is big.")[0]._.llama_logprob is not None
+
+
+def test_v3_unknown_start_token_is_a_coded_error(tiny_hf):
+    with pytest.raises(Exception, match=r"E833.*'<\|nope\|>'"):
+        surprisal_nlp(
+            tiny_model(tiny_hf), **{"@llama_tasks": "spacy-llama.Surprisal.v3", "start": "<|nope|>"}
+        )

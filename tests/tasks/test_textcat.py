@@ -200,6 +200,11 @@ def test_failure_modes(tiny_hf, tmp_path):
         textcat_nlp(tiny_model(tiny_hf), examples=[{"text": "x", "labels": ["sport", "business"]}])
     with pytest.raises(FewShotError, match="unknown labels"):
         textcat_nlp(tiny_model(tiny_hf), verbalizers={"weather": "rain"})
+    # issue 26: one exclusive label was 1.0 for every doc, silently
+    with pytest.raises(FewShotError, match=r"E830.*'sport'.*exclusive = false"):
+        textcat_nlp(tiny_model(tiny_hf), labels=["sport"])
+    one = textcat_nlp(tiny_model(tiny_hf), labels=["sport"], exclusive=False)("A goal.")
+    assert 0.0 < one.cats["sport"] < 1.0  # the multi-label question is P(yes)
     bad = tmp_path / "bad.jsonl"
     srsly.write_jsonl(bad, [{"label": "sport"}])
     with pytest.raises(FewShotError, match='no "text"'):

@@ -11,7 +11,6 @@ from typing import Any, Dict, List
 import pytest
 import spacy
 import srsly
-from spacy.util import load_config
 
 from spacy_llama.errors import FewShotError
 from spacy_llama.generation import scoring
@@ -233,13 +232,3 @@ def test_v1_defaults_and_outputs_are_unchanged(tiny_hf):
         exps = [math.exp(v - max(values)) for v in values]
         for label, e in zip(LABELS, exps):
             assert doc.cats[label] == pytest.approx(e / sum(exps), abs=1e-4)
-
-
-def test_shipped_textcat_config_uses_v2_defaults():
-    cfg = load_config(ROOT / "configs" / "textcat.cfg", interpolate=False)
-    task = cfg["components"]["llama"]["task"]
-    assert task["@llama_tasks"] == "spacy-llama.TextCat.v2"
-    assert llama_tasks.get("spacy-llama.TextCat.v2") is textcat_task_v2
-    params = inspect.signature(textcat_task_v2).parameters
-    for key in ("label_score", "calibrate", "chat", "content_free"):
-        assert task.get(key, params[key].default) == params[key].default, key

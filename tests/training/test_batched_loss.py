@@ -112,3 +112,17 @@ def test_calibrated_v2_loss_is_the_cross_entropy_of_the_predicted_cats(tiny_hf) 
         loss, n = task_loss(pipe.task, pipe.model, pipe.adapter.peft, egs, batch_size=4)
     assert n == 4
     assert math.isclose(float(loss), want, rel_tol=1e-4, abs_tol=1e-4), (float(loss), want)
+
+
+def test_v3_loss_subtracts_the_same_share_of_the_prior_as_assign(tiny_hf) -> None:
+    """TextCat.v3 (prior_weight 0.6): the loss is still -log of doc.cats' gold probability."""
+    v3 = {"@llama_tasks": "spacy-llama.TextCat.v3"}
+    nlp = textcat_nlp(tiny_hf, adapter=adapter_block(), **v3)
+    pipe = nlp.get_pipe("llama")
+    assert pipe.task.prior_weight == 0.6
+    egs = cat_examples(nlp)
+    docs = list(nlp.pipe([eg.predicted.text for eg in egs]))
+    want = -sum(math.log(doc.cats[gold]) for doc, gold in zip(docs, ["pos", "neg"] * 2))
+    with torch.no_grad():
+        loss, _ = task_loss(pipe.task, pipe.model, pipe.adapter.peft, egs, batch_size=4)
+    assert math.isclose(float(loss), want, rel_tol=1e-4, abs_tol=1e-4), (float(loss), want)
