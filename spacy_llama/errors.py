@@ -541,6 +541,32 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- distill (python -m spacy_llama distill) ---
+    E700 = ("The teacher {path} has no `llama` component, so there is nothing to distill; "
+            "give a pipeline folder or .cfg whose pipeline has one (configs/textcat.cfg, "
+            "configs/ner.cfg).")
+    E701 = ("The teacher's task {task} has no labels (`labels` is empty and the pipeline was "
+            "not trained), so its annotations name nothing a student could learn; set "
+            "`labels` in the teacher's config (or --components.{name}.task.labels).")
+    E702 = ("A {student} student cannot learn from the teacher's task {task}; the "
+            "combinations that work: {combos}.")
+    E703 = "The teacher's task {task} cannot be distilled; tasks that can: {tasks}."
+    E704 = ("{path}, {where}: {reason}. Corrections are matched to the review queue "
+            "(OUTPUT_DIR/review.jsonl) by id and text; fix the entry or remove it.")
+    E705 = ("{path} is neither a Prodigy JSONL (db-out) nor a Label Studio JSON export "
+            "({reason}); export the corrections in one of those formats.")
+    E706 = ("Only {n} document(s) have teacher labels, too few to hold out a dev set ({need} "
+            "needed); give --gold GOLD.spacy for the dev set, or more input.")
+    E707 = ("{path} was started with other settings ({changed}); a resume must use the same "
+            "ones. Run again with the first settings, or choose a new OUTPUT_DIR.")
+    E708 = ("The teacher failed on every document of {path} (see {failed}); there are no "
+            "annotations to learn from.")
+    E709 = ("--gold {path} has no {what} annotation for the {student} student to be scored "
+            "on; give a gold set with {what} (corpus/gold.spacy has cats and ents).")
+    E710 = "Training the student ({config}) failed: {error}"
+    E711 = "--review-fraction must be between 0 and 1, got {value}."
+    E712 = ("{path} has a student config that is not a spaCy config ({error}); remove it and "
+            "run again to have it written anew.")
 # fmt: on
 
 
@@ -604,3 +630,9 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class DistillError(SpacyLlamaError, ValueError):
+    """A distillation run cannot go on (teacher, student, corrections or data); the message
+    names the file or setting and the fix."""
+

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from ..models.base import LlamaModel
 from ..types import GenerationRequest
@@ -42,6 +42,11 @@ class ModelPromptFormatter:
                 prompt=self.model.apply_chat_template(user, system), add_special_tokens=False
             )
         return GenerationRequest(prompt=user, add_special_tokens=True)
+
+    def decode(self, ids: List[int]) -> str:
+        """Token ids as text (tasks place each generated token in the answer with it, to
+        score the spans they write: tasks/confidence.py)."""
+        return self.model.decode(ids)
 
     def count(self, request: GenerationRequest) -> int:
         return self.model.count_tokens(
