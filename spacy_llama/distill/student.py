@@ -217,13 +217,13 @@ def write_config(text: str, path: Path) -> None:
 def train_student(config: Path, train: Path, dev: Path, output: Path, overrides: Optional[Dict[str, Any]] = None) -> Path:
     """``spacy train CONFIG -o OUTPUT --paths.train --paths.dev``; the best model's folder.
     A run a kill cut short left a half-written folder: it is replaced."""
-    from spacy.cli.train import train
+    from spacy.cli.train import train as spacy_train
 
     if output.exists():
         shutil.rmtree(output)
     settings: Dict[str, Any] = {"paths.train": str(train), "paths.dev": str(dev), **(overrides or {})}
     try:
-        train(config, output, use_gpu=-1, overrides=settings)
+        spacy_train(config, output, use_gpu=-1, overrides=settings)
     except SystemExit as e:  # spaCy's msg.fail exits: the config or the data is wrong
         raise DistillError(Errors.E710.format(config=config, error=f"spaCy exited with {e.code}; see its output above")) from None
     except (ValueError, KeyError) as e:
