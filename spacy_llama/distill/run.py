@@ -20,6 +20,7 @@ from spacy.tokens import Doc
 from ..batch.files import write_atomic
 from ..errors import DistillError, Errors
 from . import data as data_step
+from .data import write_docbin
 from .corrections import apply_corrections, file_digest, read_corrections
 from .predictions import Prediction, from_json, prediction, to_json
 from .report import METRICS, calibration, no_calibration, render_examples, render_html, report_json, scores
@@ -182,8 +183,8 @@ def step_data(opts: DistillOptions, teacher: Teacher, state: State, preds: List[
             train_preds, dev_preds = data_step.split(labelled, opts.dev_fraction)
             dev_docs = data_step.training_docs(dev_preds, teacher, opts.student, nlp=nlp)
         train_docs = data_step.training_docs(train_preds, teacher, opts.student, soft_cats=opts.soft_cats, nlp=nlp)
-        data_step.write_docbin(train_docs, out / "train.spacy")
-        data_step.write_docbin(dev_docs, out / "dev.spacy")
+        write_docbin(train_docs, out / "train.spacy")
+        write_docbin(dev_docs, out / "dev.spacy")
         state.finish("data", {"train": len(train_docs), "dev": len(dev_docs), "corrected": len(corrected), "corrections": digest})
     from spacy.tokens import DocBin
 
@@ -223,7 +224,7 @@ def step_curve(opts: DistillOptions, teacher: Teacher, state: State, train: List
         subset = data_step.curve_subset(train, fraction)
         path = opts.output_dir / "curve" / f"train-{key}.spacy"
         path.parent.mkdir(exist_ok=True)
-        data_step.write_docbin(subset, path)
+        write_docbin(subset, path)
         model = _train(opts, teacher, path, opts.output_dir / "curve" / f"student-{key}")
         f = scores(_predict(model, dev), dev, teacher, opts.student)["f"]
         done[key] = {"fraction": fraction, "docs": len(subset), "f": f}
