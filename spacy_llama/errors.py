@@ -635,4 +635,3 @@ class GoldError(SpacyLlamaError, ValueError):
 class DistillError(SpacyLlamaError, ValueError):
     """A distillation run cannot go on (teacher, student, corrections or data); the message
     names the file or setting and the fix."""
-

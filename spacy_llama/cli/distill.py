@@ -31,7 +31,7 @@ from .overrides import parse_overrides
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "distill",
-        help="annotate with the LLM teacher, review the uncertain docs, train a small spaCy student",
+        help="annotate with the LLM teacher, review the unsure docs, train a small spaCy student",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,12 +41,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--student", required=True, choices=("textcat", "ner", "spancat"))
     p.add_argument("--gold", type=Path, help="a gold .spacy: the dev set and the report's test")
     p.add_argument("--review-fraction", type=float, default=0.2, help="share of docs to review")
-    p.add_argument("--corrections", type=Path, help="the corrected queue (Prodigy JSONL / Label Studio JSON)")
+    p.add_argument(
+        "--corrections", type=Path, help="the corrected queue (Prodigy JSONL / Label Studio JSON)"
+    )
     p.add_argument("--dev-fraction", type=float, default=0.2, help="held-out share without --gold")
     p.add_argument("--max-steps", type=int, default=2000, help="the student's training steps")
     p.add_argument("--eval-frequency", type=int, default=100, help="steps between dev evaluations")
-    p.add_argument("--curve", type=_fractions, default=(0.25, 0.5), help="learning-curve shares, e.g. 0.25,0.5 (100%% is the student)")
-    p.add_argument("--soft-cats", action="store_true", help="multi-label textcat: train on the teacher's probabilities")
+    p.add_argument(
+        "--curve",
+        type=_fractions,
+        default=(0.25, 0.5),
+        help="learning-curve shares, e.g. 0.25,0.5 (100%% is the student)",
+    )
+    p.add_argument(
+        "--soft-cats",
+        action="store_true",
+        help="multi-label textcat: train on the teacher's probabilities",
+    )
     p.add_argument("--batch-size", type=int, help="the teacher's docs per batch")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(
@@ -60,7 +71,9 @@ def _fractions(text: str) -> Tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError("a comma-separated list of shares, e.g. 0.25,0.5") from None
+        raise argparse.ArgumentTypeError(
+            "a comma-separated list of shares, e.g. 0.25,0.5"
+        ) from None
     if any(not 0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError("each share must be in (0, 1]")
     return values

@@ -33,11 +33,15 @@ def read_corrections(
     for where, entry in _entries(path):
         doc_id, text, labels = entry
         if doc_id is None or doc_id not in by_id:
-            reason = "it has no document id" if doc_id is None else f"id {doc_id!r} is not in the queue"
+            reason = (
+                "it has no document id" if doc_id is None else f"id {doc_id!r} is not in the queue"
+            )
             raise DistillError(Errors.E704.format(path=path, where=where, reason=reason))
         queued = by_id[doc_id]
         if text != queued.text:
-            reason = f"its text differs from the queued text of {doc_id!r} ({_diff(text, queued.text)})"
+            reason = (
+                f"its text differs from the queued text of {doc_id!r} ({_diff(text, queued.text)})"
+            )
             raise DistillError(Errors.E704.format(path=path, where=where, reason=reason))
         if labels == DROPPED:
             out[doc_id] = None
@@ -50,10 +54,12 @@ def _diff(got: Optional[str], want: str) -> str:
     if got is None:
         return "it has no text"
     at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    return f"first difference at character {at}: {got[at:at + 20]!r} vs {want[at:at + 20]!r}"
+    return f"first difference at character {at}: {got[at : at + 20]!r} vs {want[at : at + 20]!r}"
 
 
-def _corrected(queued: Prediction, labels: Any, teacher: Teacher, path: Path, where: str) -> Prediction:
+def _corrected(
+    queued: Prediction, labels: Any, teacher: Teacher, path: Path, where: str
+) -> Prediction:
     fixed = Prediction(id=queued.id, text=queued.text, confidence=1.0)
     if teacher.kind == "textcat":
         unknown = [x for x in labels if x not in teacher.labels]
@@ -111,7 +117,9 @@ def _prodigy(record: Dict[str, Any]) -> Entry:
     if "accept" in record and "options" in record:
         labels: Any = [str(x) for x in record["accept"]]
     else:
-        labels = [(int(s["start"]), int(s["end"]), str(s["label"])) for s in record.get("spans", [])]
+        labels = [
+            (int(s["start"]), int(s["end"]), str(s["label"])) for s in record.get("spans", [])
+        ]
     return (None if doc_id is None else str(doc_id), record.get("text"), labels)
 
 
@@ -134,7 +142,11 @@ def _label_studio(task: Any, path: Path, where: str) -> Entry:
         elif "start" in value and "end" in value:
             for label in value.get("labels", []):
                 labels.append((int(value["start"]), int(value["end"]), str(label)))
-    return (None if doc_id is None else str(doc_id), data.get("text"), choices if is_choice else labels)
+    return (
+        None if doc_id is None else str(doc_id),
+        data.get("text"),
+        choices if is_choice else labels,
+    )
 
 
 def apply_corrections(
@@ -147,4 +159,3 @@ def apply_corrections(
         elif corrections[p.id] is not None:
             out.append(corrections[p.id])  # type: ignore[arg-type]
     return out
-

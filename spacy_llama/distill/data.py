@@ -27,7 +27,9 @@ SPANS_KEY = "sc"  # spancat's default spans_key
 MIN_DEV, MIN_TRAIN = 1, 1
 
 
-def student_doc(nlp: Language, pred: Prediction, teacher: Teacher, student: str, *, soft_cats: bool = False) -> Doc:
+def student_doc(
+    nlp: Language, pred: Prediction, teacher: Teacher, student: str, *, soft_cats: bool = False
+) -> Doc:
     doc = nlp.make_doc(pred.text)
     doc.user_data[ID_KEY] = pred.id
     if student == "textcat":
@@ -57,8 +59,14 @@ def gold_student_doc(gold: Doc, teacher: Teacher, student: str) -> Doc:
     if student == "textcat":
         doc.cats = {k: float(gold.cats.get(k, 0.0)) for k in teacher.labels}
         return doc
-    source = list(gold.spans[teacher.spans_key]) if teacher.spans_key in gold.spans else list(gold.ents)
-    found = [doc.char_span(s.start_char, s.end_char, label=s.label_) for s in source if s.label_ in wanted]
+    source = (
+        list(gold.spans[teacher.spans_key]) if teacher.spans_key in gold.spans else list(gold.ents)
+    )
+    found = [
+        doc.char_span(s.start_char, s.end_char, label=s.label_)
+        for s in source
+        if s.label_ in wanted
+    ]
     spans = [s for s in found if s is not None]
     if student == "ner":
         doc.ents = filter_spans(spans)
@@ -82,7 +90,9 @@ def held_out(doc_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def split(preds: Sequence[Prediction], dev_fraction: float) -> Tuple[List[Prediction], List[Prediction]]:
+def split(
+    preds: Sequence[Prediction], dev_fraction: float
+) -> Tuple[List[Prediction], List[Prediction]]:
     """(train, dev) by a hash of the id; at least one of each, else a clear error."""
     need = MIN_DEV + MIN_TRAIN
     if len(preds) < need:
@@ -113,7 +123,12 @@ def curve_subset(train: Sequence[Doc], fraction: float) -> List[Doc]:
 
 
 def training_docs(
-    preds: Sequence[Prediction], teacher: Teacher, student: str, *, soft_cats: bool = False, nlp: Optional[Language] = None
+    preds: Sequence[Prediction],
+    teacher: Teacher,
+    student: str,
+    *,
+    soft_cats: bool = False,
+    nlp: Optional[Language] = None,
 ) -> List[Doc]:
     nlp = nlp or spacy.blank("en")
     return [student_doc(nlp, p, teacher, student, soft_cats=soft_cats) for p in preds]

@@ -101,6 +101,9 @@ def from_json(data: Dict[str, Any]) -> Prediction:
         id=str(data["id"]),
         text=data["text"],
         cats={str(k): float(v) for k, v in data.get("cats", {}).items()},
-        spans=[(int(a), int(b), str(c), None if d is None else float(d)) for a, b, c, d in data.get("spans", [])],
+        spans=[
+            (int(a), int(b), str(c), None if d is None else float(d))
+            for a, b, c, d in data.get("spans", [])
+        ],
         confidence=float(data.get("confidence", 1.0)),
     )

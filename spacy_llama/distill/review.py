@@ -28,7 +28,9 @@ from .teacher import Teacher
 FROM_NAME, TO_NAME = "label", "text"
 
 
-def select_queue(preds: Sequence[Prediction], teacher: Teacher, fraction: float) -> List[Prediction]:
+def select_queue(
+    preds: Sequence[Prediction], teacher: Teacher, fraction: float
+) -> List[Prediction]:
     """The ``ceil(fraction * n)`` least confident documents; among equals, the one whose
     rarest predicted label is rarest first (then by id, so the queue is deterministic)."""
     counts = Counter(label for p in preds for label in p.labels(teacher))
@@ -44,7 +46,13 @@ def select_queue(preds: Sequence[Prediction], teacher: Teacher, fraction: float)
 def prodigy_task(pred: Prediction, teacher: Teacher, tokenizer: Any) -> Dict[str, Any]:
     doc = tokenizer(pred.text)
     tokens = [
-        {"text": t.text, "start": t.idx, "end": t.idx + len(t), "id": t.i, "ws": bool(t.whitespace_)}
+        {
+            "text": t.text,
+            "start": t.idx,
+            "end": t.idx + len(t),
+            "id": t.i,
+            "ws": bool(t.whitespace_),
+        }
         for t in doc
     ]
     task: Dict[str, Any] = {"text": pred.text, "tokens": tokens}

@@ -20,10 +20,18 @@ from spacy.tokens import Doc
 from ..batch.files import write_atomic
 from ..errors import DistillError, Errors
 from . import data as data_step
-from .data import write_docbin
 from .corrections import apply_corrections, file_digest, read_corrections
+from .data import write_docbin
 from .predictions import Prediction, from_json, prediction, to_json
-from .report import METRICS, calibration, no_calibration, render_examples, render_html, report_json, scores
+from .report import (
+    METRICS,
+    calibration,
+    no_calibration,
+    render_examples,
+    render_html,
+    report_json,
+    scores,
+)
 from .review import select_queue, write_queue
 from .student import folder_size, student_config, train_student, write_config
 from .teacher import Teacher, annotate_corpus, inspect_teacher, teacher_docs, write_texts
@@ -113,7 +121,16 @@ def distill(opts: DistillOptions) -> Dict[str, Any]:
 
 
 # -- 1. teacher ------------------------------------------------------------------------------
-def _annotate(opts: DistillOptions, teacher: Teacher, state: State, step: str, source: Path, name: str, *, cache: bool) -> List[Prediction]:
+def _annotate(
+    opts: DistillOptions,
+    teacher: Teacher,
+    state: State,
+    step: str,
+    source: Path,
+    name: str,
+    *,
+    cache: bool,
+) -> List[Prediction]:
     out = opts.output_dir
     preds_path = out / f"{name}.predictions.jsonl"
     if state.done(step) and preds_path.exists():
@@ -127,19 +144,34 @@ def _annotate(opts: DistillOptions, teacher: Teacher, state: State, step: str, s
     preds = [prediction(doc, teacher) for doc in teacher_docs(out / f"{name}.jsonl", vocab)]
     write_atomic(preds_path, "".join(json.dumps(to_json(p)) + "\n" for p in preds).encode("utf-8"))
     secs = max(summary.seconds - summary.load_seconds, 1e-9)
-    state.finish(step, {"docs": len(preds), "annotated": summary.done, "skipped": summary.skipped, "failed": summary.failed, "docs_per_second": summary.done / secs if summary.done else None})
+    state.finish(
+        step,
+        {
+            "docs": len(preds),
+            "annotated": summary.done,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+            "docs_per_second": summary.done / secs if summary.done else None,
+        },
+    )
     return preds
 
 
 def _read_preds(path: Path) -> List[Prediction]:
-    return [from_json(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [
+        from_json(json.loads(line))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
 
 
 def step_teacher(opts: DistillOptions, teacher: Teacher, state: State) -> List[Prediction]:
     return _annotate(opts, teacher, state, "teacher", opts.input, "annotations", cache=True)
 
 
-def step_teacher_gold(opts: DistillOptions, teacher: Teacher, state: State) -> Optional[List[Prediction]]:
+def step_teacher_gold(
+    opts: DistillOptions, teacher: Teacher, state: State
+) -> Optional[List[Prediction]]:
     """The teacher on the gold texts (for the report; uncached, so its docs/s is real)."""
     if opts.gold is None:
         return None
@@ -151,17 +183,27 @@ def step_teacher_gold(opts: DistillOptions, teacher: Teacher, state: State) -> O
 
 
 # -- 2. review queue -------------------------------------------------------------------------
-def step_review(opts: DistillOptions, teacher: Teacher, state: State, preds: List[Prediction]) -> List[Prediction]:
+def step_review(
+    opts: DistillOptions, teacher: Teacher, state: State, preds: List[Prediction]
+) -> List[Prediction]:
     queue = select_queue(preds, teacher, opts.review_fraction)
     if not state.done("review"):
-        say(opts, f"step 2: {len(queue)} least confident docs -> {opts.output_dir / 'review.jsonl'}")
+        say(
+            opts, f"step 2: {len(queue)} least confident docs -> {opts.output_dir / 'review.jsonl'}"
+        )
         write_queue(queue, teacher, opts.output_dir)
         state.finish("review", {"docs": len(queue), "ids": [p.id for p in queue]})
     return queue
 
 
 # -- 3. training data ------------------------------------------------------------------------
-def step_data(opts: DistillOptions, teacher: Teacher, state: State, preds: List[Prediction], queue: List[Prediction]) -> Tuple[List[Doc], List[Doc]]:
+def step_data(
+    opts: DistillOptions,
+    teacher: Teacher,
+    state: State,
+    preds: List[Prediction],
+    queue: List[Prediction],
+) -> Tuple[List[Doc], List[Doc]]:
     out = opts.output_dir
     digest = file_digest(opts.corrections) if opts.corrections is not None else None
     done = state.done("data")
@@ -182,10 +224,20 @@ def step_data(opts: DistillOptions, teacher: Teacher, state: State, preds: List[
         else:
             train_preds, dev_preds = data_step.split(labelled, opts.dev_fraction)
             dev_docs = data_step.training_docs(dev_preds, teacher, opts.student, nlp=nlp)
-        train_docs = data_step.training_docs(train_preds, teacher, opts.student, soft_cats=opts.soft_cats, nlp=nlp)
+        train_docs = data_step.training_docs(
+            train_preds, teacher, opts.student, soft_cats=opts.soft_cats, nlp=nlp
+        )
         write_docbin(train_docs, out / "train.spacy")
         write_docbin(dev_docs, out / "dev.spacy")
-        state.finish("data", {"train": len(train_docs), "dev": len(dev_docs), "corrected": len(corrected), "corrections": digest})
+        state.finish(
+            "data",
+            {
+                "train": len(train_docs),
+                "dev": len(dev_docs),
+                "corrected": len(corrected),
+                "corrections": digest,
+            },
+        )
     from spacy.tokens import DocBin
 
     train = list(DocBin(store_user_data=True).from_disk(out / "train.spacy").get_docs(nlp.vocab))
@@ -197,7 +249,9 @@ def step_data(opts: DistillOptions, teacher: Teacher, state: State, preds: List[
 def _train(opts: DistillOptions, teacher: Teacher, train: Path, output: Path) -> Path:
     config = opts.output_dir / "student.cfg"
     if not config.exists():
-        text = student_config(teacher, opts.student, max_steps=opts.max_steps, eval_frequency=opts.eval_frequency)
+        text = student_config(
+            teacher, opts.student, max_steps=opts.max_steps, eval_frequency=opts.eval_frequency
+        )
         write_config(text, config)
     return train_student(config, train, opts.output_dir / "dev.spacy", output)
 
@@ -213,7 +267,9 @@ def step_student(opts: DistillOptions, teacher: Teacher, state: State) -> Path:
     return model
 
 
-def step_curve(opts: DistillOptions, teacher: Teacher, state: State, train: List[Doc], dev: List[Doc]) -> List[Dict[str, Any]]:
+def step_curve(
+    opts: DistillOptions, teacher: Teacher, state: State, train: List[Doc], dev: List[Doc]
+) -> List[Dict[str, Any]]:
     """The student trained on a prefix of the training docs, for each ``curve`` share."""
     done = dict(state.done("curve") or {})
     for fraction in sorted(f for f in opts.curve if 0 < f < 1):
@@ -274,9 +330,13 @@ def step_report(
         ids = [str(g.user_data.get(ID_KEY, f"gold-{i}")) for i, g in enumerate(dev)]
         pairs = [(by_id[i], g) for i, g in zip(ids, dev) if i in by_id]
         t_preds, golds = [p for p, _ in pairs], [g for _, g in pairs]
-        teacher_docs_ = data_step.training_docs(t_preds, teacher, opts.student, soft_cats=True, nlp=nlp)
+        teacher_docs_ = data_step.training_docs(
+            t_preds, teacher, opts.student, soft_cats=True, nlp=nlp
+        )
         teacher_scores = scores(teacher_docs_, golds, teacher, opts.student)
-        cal: Dict[str, Any] = calibration(t_preds, golds, teacher, opts.student, opts.review_fraction)
+        cal: Dict[str, Any] = calibration(
+            t_preds, golds, teacher, opts.student, opts.review_fraction
+        )
         teacher_speed = (state.done("teacher_gold") or {}).get("docs_per_second")
     else:  # no gold: the dev slice is the teacher's own labels, so only the student is scored
         eval_name = "the dev slice of the teacher's labels"
@@ -299,12 +359,20 @@ def step_report(
         "eval_set": eval_name,
         "eval_docs": len(golds),
         "teacher": {"scores": teacher_scores, "docs_per_second": teacher_speed or 0.0},
-        "student": {"scores": student_scores, "docs_per_second": s_speed, "size_bytes": folder_size(best), "model": str(best)},
+        "student": {
+            "scores": student_scores,
+            "docs_per_second": s_speed,
+            "size_bytes": folder_size(best),
+            "model": str(best),
+        },
         "score_ratio": ratio,
         "speedup": s_speed / teacher_speed if teacher_speed else None,
         "learning_curve": curve_points,
         "calibration": cal,
-        "review_queue": {"docs": len(select_queue(preds, teacher, opts.review_fraction)), "of": len(preds)},
+        "review_queue": {
+            "docs": len(select_queue(preds, teacher, opts.review_fraction)),
+            "of": len(preds),
+        },
         "data": state.done("data"),
         "examples": render_examples(preds, teacher),
     }

@@ -143,7 +143,16 @@ vectors = null
 """
 
 # Teacher components a student keeps (sourced, frozen): the rest of the pipeline it ran after.
-KEEP = ("tok2vec", "tagger", "morphologizer", "parser", "senter", "attribute_ruler", "lemmatizer", "ner")
+KEEP = (
+    "tok2vec",
+    "tagger",
+    "morphologizer",
+    "parser",
+    "senter",
+    "attribute_ruler",
+    "lemmatizer",
+    "ner",
+)
 
 
 def component_name(student: str, teacher: Teacher) -> str:
@@ -162,7 +171,9 @@ def student_config(
 ) -> str:
     name = component_name(student, teacher)
     sourced = {
-        n: src for n, src in teacher.sourced.items() if n in KEEP and not (n == "ner" and student == "ner")
+        n: src
+        for n, src in teacher.sourced.items()
+        if n in KEEP and not (n == "ner" and student == "ner")
     }
     pipeline = list(sourced) + [name]
     lines = [
@@ -214,18 +225,28 @@ def write_config(text: str, path: Path) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def train_student(config: Path, train: Path, dev: Path, output: Path, overrides: Optional[Dict[str, Any]] = None) -> Path:
+def train_student(
+    config: Path, train: Path, dev: Path, output: Path, overrides: Optional[Dict[str, Any]] = None
+) -> Path:
     """``spacy train CONFIG -o OUTPUT --paths.train --paths.dev``; the best model's folder.
     A run a kill cut short left a half-written folder: it is replaced."""
     from spacy.cli.train import train as spacy_train
 
     if output.exists():
         shutil.rmtree(output)
-    settings: Dict[str, Any] = {"paths.train": str(train), "paths.dev": str(dev), **(overrides or {})}
+    settings: Dict[str, Any] = {
+        "paths.train": str(train),
+        "paths.dev": str(dev),
+        **(overrides or {}),
+    }
     try:
         spacy_train(config, output, use_gpu=-1, overrides=settings)
     except SystemExit as e:  # spaCy's msg.fail exits: the config or the data is wrong
-        raise DistillError(Errors.E710.format(config=config, error=f"spaCy exited with {e.code}; see its output above")) from None
+        raise DistillError(
+            Errors.E710.format(
+                config=config, error=f"spaCy exited with {e.code}; see its output above"
+            )
+        ) from None
     except (ValueError, KeyError) as e:
         raise DistillError(Errors.E710.format(config=config, error=e)) from None
     best = output / "model-best"

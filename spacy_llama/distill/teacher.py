@@ -64,7 +64,9 @@ def inspect_teacher(path: Path, overrides: Dict[str, Any], student: str) -> Teac
     """The teacher's llama task, read from its config; refuses a student it cannot feed."""
     config = read_run_config(path, overrides=overrides).interpolate()
     components = config.get("components", {})
-    names = [n for n in config["nlp"]["pipeline"] if components.get(n, {}).get("factory") == "llama"]
+    names = [
+        n for n in config["nlp"]["pipeline"] if components.get(n, {}).get("factory") == "llama"
+    ]
     if not names:
         raise DistillError(Errors.E700.format(path=path))
     name = names[-1]
@@ -73,12 +75,11 @@ def inspect_teacher(path: Path, overrides: Dict[str, Any], student: str) -> Teac
     task_name = str(block.get("@llama_tasks", "?"))
     kind = _kind(task, task_name)
     if student not in COMBOS[kind]:
-        raise DistillError(
-            Errors.E702.format(student=student, task=task_name, combos=_combos())
-        )
+        raise DistillError(Errors.E702.format(student=student, task=task_name, combos=_combos()))
     labels = _labels(task)
     if not labels and path.is_dir():  # labels learnt from the training data: in the folder
-        labels = _labels(load_pipeline(path, overrides=overrides).get_pipe(name).task)
+        pipe: Any = load_pipeline(path, overrides=overrides).get_pipe(name)
+        labels = _labels(pipe.task)
     if not labels:
         raise DistillError(Errors.E701.format(task=task_name, name=name))
     spans_key: Optional[str] = None
@@ -108,7 +109,10 @@ def _kind(task: Any, name: str) -> str:
         return "ner"
     if isinstance(task, ExtractTask):
         return "extract"
-    tasks = "TextCat.v1/v2 (-> textcat), NER.v1/v2 and EntityReview.v1 (-> ner, spancat), Extract.v1 (-> spancat)"
+    tasks = (
+        "TextCat.v1/v2 (-> textcat), NER.v1/v2 and EntityReview.v1 (-> ner, spancat), "
+        "Extract.v1 (-> spancat)"
+    )
     raise DistillError(Errors.E703.format(task=name, tasks=tasks))
 
 

@@ -82,7 +82,9 @@ def set_score(span: Span, value: Optional[float]) -> None:
     span._.set(SCORE_ATTR, value)
 
 
-def json_value_ranges(text: str, values: Sequence[str], start: int = 0) -> List[Optional[CharRange]]:
+def json_value_ranges(
+    text: str, values: Sequence[str], start: int = 0
+) -> List[Optional[CharRange]]:
     """Where each string value is written (inside its quotes) in the JSON answer ``text``,
     in order: each is looked for after the previous one (as the spans follow the answer)."""
     out: List[Optional[CharRange]] = []
@@ -126,7 +128,9 @@ def json_objects(text: str, key: str) -> List[Tuple[CharRange, Any]]:
     return out
 
 
-def score_copied_strings(spans: Sequence[Span], result: GenerationResult, decode: Optional[Decode]) -> None:
+def score_copied_strings(
+    spans: Sequence[Span], result: GenerationResult, decode: Optional[Decode]
+) -> None:
     """Score spans whose text the model copied as JSON string values (Extract): each span's
     string is looked for in the answer after the previous use of the same string."""
     scorer = AnswerScorer(decode, result)

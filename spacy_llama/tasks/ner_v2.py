@@ -21,12 +21,12 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, doc_label
+from .confidence import AnswerScorer, Decode, decoder_of, json_objects, json_value_ranges
 from .data_labels import LabelSpec
 from .examples import Example
 from .extensions import check_names
 from .fitting import Overflow
 from .labels import Label, config_labels, labels_context
-from .confidence import AnswerScorer, Decode, decoder_of, json_objects, json_value_ranges
 from .ner import Answer, Merge, NERTask
 from .prompt import DocLike, PromptTemplate, load_template
 from .structured import (

@@ -116,7 +116,9 @@ def ner_answers(monkeypatch: pytest.MonkeyPatch, tiny_hf: Path) -> List[str]:
             text = "\n".join(lines) or "none"
             ids = tok(text, add_special_tokens=False)["input_ids"]
             lps = [-0.05 * (k + 1) for k in range(len(ids))]
-            out.append(GenerationResult(text=text, token_ids=ids, logprobs=lps, finish_reason="stop"))
+            out.append(
+                GenerationResult(text=text, token_ids=ids, logprobs=lps, finish_reason="stop")
+            )
         return out
 
     monkeypatch.setattr(Engine, "run", run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from spacy_llama.cli import main
@@ -16,8 +18,13 @@ def run(capsys, *argv: str) -> str:
 
 def test_teacher_without_llama_component(tmp_path, capsys) -> None:
     cfg = tmp_path / "plain.cfg"
-    cfg.write_text('[nlp]\nlang = "en"\npipeline = ["sentencizer"]\n\n[components]\n\n[components.sentencizer]\nfactory = "sentencizer"\n')
-    err = run(capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat")
+    cfg.write_text(
+        '[nlp]\nlang = "en"\npipeline = ["sentencizer"]\n\n[components]\n\n'
+        '[components.sentencizer]\nfactory = "sentencizer"\n'
+    )
+    err = run(
+        capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat"
+    )
     assert "[E700]" in err and "has no `llama` component" in err
 
 
@@ -39,8 +46,14 @@ def test_student_the_teacher_cannot_feed(tiny_hf, tmp_path, capsys) -> None:
 def test_a_task_that_cannot_be_distilled(tiny_hf, tmp_path, capsys) -> None:
     cfg = teacher_config(tmp_path, tiny_hf, "textcat")
     text = cfg.read_text().replace("spacy-llama.TextCat.v1", "spacy-llama.Completion.v1")
-    cfg.write_text(text.replace('labels = ["sport","business"]\nexclusive = true\n', 'template = "{{ text }}"\n'))
-    err = run(capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat")
+    cfg.write_text(
+        text.replace(
+            'labels = ["sport","business"]\nexclusive = true\n', 'template = "{{ text }}"\n'
+        )
+    )
+    err = run(
+        capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat"
+    )
     assert "[E703]" in err and "Completion" in err
 
 
@@ -53,7 +66,16 @@ def test_too_few_docs_for_a_dev_split(tiny_hf, tmp_path, capsys) -> None:
 
 def test_review_fraction_out_of_range(tiny_hf, tmp_path, capsys) -> None:
     cfg = teacher_config(tmp_path, tiny_hf, "textcat")
-    err = run(capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat", "--review-fraction", "1.5")
+    err = run(
+        capsys,
+        str(cfg),
+        str(write_input(tmp_path)),
+        str(tmp_path / "o"),
+        "--student",
+        "textcat",
+        "--review-fraction",
+        "1.5",
+    )
     assert "[E711]" in err
 
 
@@ -64,7 +86,16 @@ def test_gold_without_the_students_annotation(tiny_hf, tmp_path, capsys) -> None
     gold = tmp_path / "nocats.spacy"
     DocBin(docs=[spacy.blank("en")("No labels at all.")]).to_disk(gold)
     cfg = teacher_config(tmp_path, tiny_hf, "textcat")
-    err = run(capsys, str(cfg), str(write_input(tmp_path)), str(tmp_path / "o"), "--student", "textcat", "--gold", str(gold))
+    err = run(
+        capsys,
+        str(cfg),
+        str(write_input(tmp_path)),
+        str(tmp_path / "o"),
+        "--student",
+        "textcat",
+        "--gold",
+        str(gold),
+    )
     assert "[E709]" in err and "doc.cats" in err
 
 
@@ -73,12 +104,25 @@ def test_a_resume_with_other_settings_is_refused(tiny_hf, tmp_path, capsys, chan
     cfg = teacher_config(tmp_path, tiny_hf, "ner")
     out = tmp_path / "o"
     out.mkdir()
-    (out / "distill.json").write_text(
-        '{"settings": {"teacher": "%s", "input": "%s", "student": "ner", "gold": "%s", '
-        '"review_fraction": 0.2, "dev_fraction": 0.2, "overrides": {}}, "done": {}}'
-        % (cfg, tmp_path / "input.jsonl", tmp_path / "gold.spacy")
-    )
-    argv = [str(cfg), str(write_input(tmp_path)), str(out), "--student", "ner", "--gold", str(write_gold(tmp_path))]
+    settings = {
+        "teacher": str(cfg),
+        "input": str(tmp_path / "input.jsonl"),
+        "student": "ner",
+        "gold": str(tmp_path / "gold.spacy"),
+        "review_fraction": 0.2,
+        "dev_fraction": 0.2,
+        "overrides": {},
+    }
+    (out / "distill.json").write_text(json.dumps({"settings": settings, "done": {}}))
+    argv = [
+        str(cfg),
+        str(write_input(tmp_path)),
+        str(out),
+        "--student",
+        "ner",
+        "--gold",
+        str(write_gold(tmp_path)),
+    ]
     args = dict(zip(argv[3::2], argv[4::2]))
     args.update(dict([changed]))
     err = run(capsys, *argv[:3], *[x for kv in args.items() for x in kv])

@@ -40,7 +40,10 @@ def test_textcat_teacher_to_a_loadable_student(tiny_hf, tmp_path) -> None:
     ranked = sorted(preds, key=lambda p: p["confidence"])
     assert [q["meta"]["id"] for q in queue] == [p["id"] for p in ranked[:2]]
     assert queue[0]["meta"]["score"] <= queue[1]["meta"]["score"]
-    assert queue[0]["options"] == [{"id": "sport", "text": "sport"}, {"id": "business", "text": "business"}]
+    assert queue[0]["options"] == [
+        {"id": "sport", "text": "sport"},
+        {"id": "business", "text": "business"},
+    ]
     studio = json.loads((out / "review.label-studio.json").read_text())
     assert [t["data"]["id"] for t in studio] == [q["meta"]["id"] for q in queue]
     # step 3: all 8 teacher-labelled docs train, the gold set is the dev set
@@ -71,8 +74,22 @@ def test_textcat_teacher_to_a_loadable_student(tiny_hf, tmp_path) -> None:
 def test_ner_teacher_scores_spans_and_trains_a_ner_student(tiny_hf, tmp_path, monkeypatch) -> None:
     ner_answers(monkeypatch, tiny_hf)
     out = tmp_path / "out"
-    cfg, inp, gold = teacher_config(tmp_path, tiny_hf, "ner"), write_input(tmp_path), write_gold(tmp_path)
-    argv = [str(cfg), str(inp), str(out), "--student", "ner", "--gold", str(gold), "--review-fraction", "0.25"]
+    cfg, inp, gold = (
+        teacher_config(tmp_path, tiny_hf, "ner"),
+        write_input(tmp_path),
+        write_gold(tmp_path),
+    )
+    argv = [
+        str(cfg),
+        str(inp),
+        str(out),
+        "--student",
+        "ner",
+        "--gold",
+        str(gold),
+        "--review-fraction",
+        "0.25",
+    ]
     assert main(["distill", *argv, "--curve", "", *FAST]) == 0
 
     preds = {p["id"]: p for p in read_jsonl(out / "annotations.predictions.jsonl")}
@@ -89,7 +106,9 @@ def test_ner_teacher_scores_spans_and_trains_a_ner_student(tiny_hf, tmp_path, mo
     starts = [0] + ends[:-1]
 
     def line_score(a: int, b: int) -> float:
-        return math.exp(sum(-0.05 * (k + 1) for k in range(len(ids)) if starts[k] < b and a < ends[k]))
+        return math.exp(
+            sum(-0.05 * (k + 1) for k in range(len(ids)) if starts[k] < b and a < ends[k])
+        )
 
     oslo, acme = spans[(22, 26, "CITY")], spans[(0, 4, "COMPANY")]
     assert oslo == pytest.approx(line_score(0, 10))

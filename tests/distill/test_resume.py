@@ -38,11 +38,23 @@ def spy(monkeypatch, calls: Dict[str, int], name: str, kill: bool = False) -> No
 def setup(tiny_hf, tmp_path):
     cfg, inp, gold = teacher_config(tmp_path, tiny_hf), write_input(tmp_path), write_gold(tmp_path)
     argv = [str(cfg), str(inp), str(tmp_path / "out"), "--student", "textcat", "--gold", str(gold)]
-    return argv + ["--max-steps", "2", "--eval-frequency", "1", "--curve", "", "--quiet", "--batch-size", "2"]
+    return argv + [
+        "--max-steps",
+        "2",
+        "--eval-frequency",
+        "1",
+        "--curve",
+        "",
+        "--quiet",
+        "--batch-size",
+        "2",
+    ]
 
 
 @pytest.mark.parametrize("killed", range(len(STEPS)), ids=STEPS)
-def test_a_killed_step_resumes_and_the_finished_ones_are_not_redone(setup, tmp_path, killed) -> None:
+def test_a_killed_step_resumes_and_the_finished_ones_are_not_redone(
+    setup, tmp_path, killed
+) -> None:
     with pytest.MonkeyPatch.context() as mp:
         spy(mp, {}, STEPS[killed], kill=True)
         assert main(["distill", *setup]) == 130
@@ -85,5 +97,8 @@ def test_a_kill_inside_the_teachers_run_keeps_its_finished_batches(setup, tmp_pa
     assert main(["distill", *setup]) == 0
     state = json.loads((tmp_path / "out" / "distill.json").read_text())["done"]["teacher"]
     assert (state["skipped"], state["annotated"], state["docs"]) == (2, 6, 8)
-    ids = [json.loads(x)["id"] for x in (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()]
+    ids = [
+        json.loads(x)["id"]
+        for x in (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()
+    ]
     assert sorted(ids) == sorted(f"d{i}" for i in range(8))

@@ -14,13 +14,30 @@ from spacy_llama.distill.review import select_queue, write_queue
 from spacy_llama.distill.teacher import Teacher
 from spacy_llama.errors import DistillError
 
-NER = Teacher(path=Path("t.cfg"), component="llama", task_name="NER.v1", kind="ner", labels=["CITY", "COMPANY"])
-CATS = Teacher(path=Path("t.cfg"), component="llama", task_name="TextCat.v1", kind="textcat", labels=["sport", "business"])
+NER = Teacher(
+    path=Path("t.cfg"),
+    component="llama",
+    task_name="NER.v1",
+    kind="ner",
+    labels=["CITY", "COMPANY"],
+)
+CATS = Teacher(
+    path=Path("t.cfg"),
+    component="llama",
+    task_name="TextCat.v1",
+    kind="textcat",
+    labels=["sport", "business"],
+)
 
 
 def ner_preds() -> list:
     return [
-        Prediction("a", "Oslo and Acme.", spans=[(0, 4, "CITY", 0.9), (9, 13, "COMPANY", 0.4)], confidence=0.4),
+        Prediction(
+            "a",
+            "Oslo and Acme.",
+            spans=[(0, 4, "CITY", 0.9), (9, 13, "COMPANY", 0.4)],
+            confidence=0.4,
+        ),
         Prediction("b", "Rome is warm.", spans=[(0, 4, "CITY", 0.4)], confidence=0.4),
         Prediction("c", "Paris is big.", spans=[(0, 5, "CITY", 0.95)], confidence=0.95),
         Prediction("d", "Bergen is wet.", spans=[(0, 6, "CITY", 0.7)], confidence=0.7),
@@ -46,13 +63,19 @@ def test_prodigy_round_trip_replaces_the_teachers_spans(tmp_path) -> None:
     ]
     assert [t["text"] for t in tasks[0]["tokens"]] == ["Oslo", "and", "Acme", "."]
     # what `prodigy db-out` gives after ner.manual: the task with the reviewer's spans
-    tasks[0]["spans"] = [{"start": 0, "end": 4, "label": "CITY"}, {"start": 9, "end": 13, "label": "CITY"}]
+    tasks[0]["spans"] = [
+        {"start": 0, "end": 4, "label": "CITY"},
+        {"start": 9, "end": 13, "label": "CITY"},
+    ]
     tasks[0]["answer"] = "accept"
     tasks[1]["answer"] = "reject"
     corrected = tmp_path / "db-out.jsonl"
     corrected.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     fixes = read_corrections(corrected, queue, NER)
-    assert fixes["a"] is not None and fixes["a"].spans == [(0, 4, "CITY", 1.0), (9, 13, "CITY", 1.0)]
+    assert fixes["a"] is not None and fixes["a"].spans == [
+        (0, 4, "CITY", 1.0),
+        (9, 13, "CITY", 1.0),
+    ]
     assert fixes["b"] is None  # rejected: left out of the training data
     out = apply_corrections(preds, fixes)
     assert [p.id for p in out] == ["a", "c", "d"]
@@ -75,7 +98,13 @@ def test_label_studio_round_trip(tmp_path) -> None:
                     "model_version": "spacy-llama teacher",
                     "score": 0.55,
                     "result": [
-                        {"id": "x-cats", "from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["sport"]}}
+                        {
+                            "id": "x-cats",
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "choices",
+                            "value": {"choices": ["sport"]},
+                        }
                     ],
                 }
             ],
@@ -85,7 +114,13 @@ def test_label_studio_round_trip(tmp_path) -> None:
     assert prodigy["accept"] == ["sport"] and prodigy["meta"] == {"id": "x", "score": 0.55}
     # a Label Studio export: the reviewer chose "business"
     result = [dict(tasks[0]["predictions"][0]["result"][0], value={"choices": ["business"]})]
-    export = [{"id": 1, "data": tasks[0]["data"], "annotations": [{"result": result, "was_cancelled": False}]}]
+    export = [
+        {
+            "id": 1,
+            "data": tasks[0]["data"],
+            "annotations": [{"result": result, "was_cancelled": False}],
+        }
+    ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(export))
     fixes = read_corrections(path, queue, CATS)
@@ -100,7 +135,10 @@ def test_a_correction_whose_text_differs_names_the_line(tmp_path) -> None:
     ]
     path = tmp_path / "db-out.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    with pytest.raises(DistillError, match=r"E704.*line 2: its text differs from the queued text of 'b'.*character 8"):
+    with pytest.raises(
+        DistillError,
+        match=r"E704.*line 2: its text differs from the queued text of 'b'.*character 8",
+    ):
         read_corrections(path, queue, NER)
     path.write_text(json.dumps({"text": "Paris is big.", "meta": {"id": "c"}}) + "\n")
     with pytest.raises(DistillError, match=r"line 1: id 'c' is not in the queue"):

@@ -112,7 +112,10 @@ def test_extract_scores_each_copied_string(tiny_hf, monkeypatch, table_decode) -
     answer_with(monkeypatch, result)
     doc = nlp("From Oslo to Bergen by train.")
     got = [(s.text, s._.llama_score) for s in doc.spans["llama_extract"]]
-    assert got == [("Oslo", pytest.approx(math.exp(-0.25))), ("Bergen", pytest.approx(math.exp(-1.5)))]
+    assert got == [
+        ("Oslo", pytest.approx(math.exp(-0.25))),
+        ("Bergen", pytest.approx(math.exp(-1.5))),
+    ]
 
 
 def test_no_token_ids_give_no_score(tiny_hf, monkeypatch) -> None:
