@@ -54,7 +54,12 @@ def task_spans(doc: Doc, teacher: Teacher) -> List[Span]:
     return [s for s in found if s.label_ in wanted]
 
 
-def span_score(span: Span) -> Optional[float]:
+def span_score(span: Span, teacher: Teacher) -> Optional[float]:
+    """``span._.llama_score``; for EntityReview, the probability it gave the span's label."""
+    attr = teacher.label_probs_attr
+    if attr is not None and Span.has_extension(attr):
+        probs = span._.get(attr) or {}
+        return float(probs[span.label_]) if span.label_ in probs else None
     if not Span.has_extension(SCORE_ATTR):
         return None
     value = span._.get(SCORE_ATTR)
@@ -68,7 +73,8 @@ def prediction(doc: Doc, teacher: Teacher) -> Prediction:
         pred.cats = {k: float(v) for k, v in doc.cats.items() if k in teacher.labels}
     else:
         pred.spans = [
-            (s.start_char, s.end_char, s.label_, span_score(s)) for s in task_spans(doc, teacher)
+            (s.start_char, s.end_char, s.label_, span_score(s, teacher))
+            for s in task_spans(doc, teacher)
         ]
     pred.confidence = confidence(pred, teacher)
     return pred

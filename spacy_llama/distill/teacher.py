@@ -45,6 +45,8 @@ class Teacher:
     labels: List[str]
     exclusive: bool = True  # textcat: one label per doc
     spans_key: Optional[str] = None  # where the task's spans are (None: doc.ents)
+    # EntityReview: the span extension holding each label's probability (else llama_score)
+    label_probs_attr: Optional[str] = None
     sourced: Dict[str, str] = field(default_factory=dict)  # component -> where it comes from
 
     def to_json(self) -> Dict[str, Any]:
@@ -56,6 +58,7 @@ class Teacher:
             "labels": self.labels,
             "exclusive": self.exclusive,
             "spans_key": self.spans_key,
+            "label_probs_attr": self.label_probs_attr,
             "sourced": self.sourced,
         }
 
@@ -98,6 +101,7 @@ def inspect_teacher(path: Path, overrides: Dict[str, Any], student: str) -> Teac
         labels=labels,
         exclusive=bool(getattr(task, "exclusive", True)),
         spans_key=spans_key,
+        label_probs_attr=task.scores_attr if isinstance(task, EntityReviewTask) else None,
         sourced=sourced,
     )
 

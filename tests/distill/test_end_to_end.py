@@ -71,7 +71,10 @@ def test_textcat_teacher_to_a_loadable_student(tiny_hf, tmp_path) -> None:
     assert "<svg" in html and "Least confident documents" in html and "<script" not in html
 
 
-def test_ner_teacher_scores_spans_and_trains_a_ner_student(tiny_hf, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("student", ["ner", "spancat"])
+def test_ner_teacher_scores_spans_and_trains_a_student(
+    tiny_hf, tmp_path, monkeypatch, student
+) -> None:
     ner_answers(monkeypatch, tiny_hf)
     out = tmp_path / "out"
     cfg, inp, gold = (
@@ -84,7 +87,7 @@ def test_ner_teacher_scores_spans_and_trains_a_ner_student(tiny_hf, tmp_path, mo
         str(inp),
         str(out),
         "--student",
-        "ner",
+        student,
         "--gold",
         str(gold),
         "--review-fraction",
@@ -121,7 +124,11 @@ def test_ner_teacher_scores_spans_and_trains_a_ner_student(tiny_hf, tmp_path, mo
     for task in queue:
         for span in task["spans"]:
             assert set(span) >= {"start", "end", "token_start", "token_end", "label", "score"}
-    student = spacy.load(out / "student" / "model-best")
-    assert student.pipe_names == ["ner"]
-    assert set(student.get_pipe("ner").labels) == {"CITY", "COMPANY"}
+    nlp = spacy.load(out / "student" / "model-best")
+    assert nlp.pipe_names == [student]
+    assert set(nlp.get_pipe(student).labels) == {"CITY", "COMPANY"}  # type: ignore[attr-defined]
+    train = list(DocBin().from_disk(out / "train.spacy").get_docs(nlp.vocab))
+    d0 = next(d for d in train if d.text == TEXTS[0])
+    found = d0.ents if student == "ner" else d0.spans["sc"]
+    assert sorted((s.text, s.label_) for s in found) == [("Acme", "COMPANY"), ("Oslo", "CITY")]
     assert json.loads((out / "report.json").read_text())["calibration"]["unit"] == "span"
