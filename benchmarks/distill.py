@@ -118,7 +118,7 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     t_preds = [preds[str(g.user_data[ID_KEY])] for g in golds]
     gold_docs = [gold_student_doc(g, teacher, task) for g in golds]
     teacher_scores = scores(
-        training_docs(t_preds, teacher, task, soft_cats=True), gold_docs, teacher, task
+        training_docs(t_preds, teacher, task, probabilities=True), gold_docs, teacher, task
     )
     best = Path(run_report["student"]["model"])
     student_nlp = spacy.load(best)

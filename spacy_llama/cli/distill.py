@@ -53,11 +53,6 @@ def register(subparsers: Any) -> None:
         default=(0.25, 0.5),
         help="learning-curve shares, e.g. 0.25,0.5 (100%% is the student)",
     )
-    p.add_argument(
-        "--soft-cats",
-        action="store_true",
-        help="multi-label textcat: train on the teacher's probabilities",
-    )
     p.add_argument("--batch-size", type=int, help="the teacher's docs per batch")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(
@@ -99,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         eval_frequency=args.eval_frequency,
         curve=args.curve,
         batch_size=args.batch_size,
-        soft_cats=args.soft_cats,
         quiet=args.quiet,
     )
     with warnings.catch_warnings():

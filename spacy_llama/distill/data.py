@@ -1,9 +1,10 @@
 """Step 3: the student's training data. Each (corrected) teacher prediction becomes a blank
-English Doc with the student's annotation: ``doc.cats`` (the chosen labels as 1.0/0.0, or the
-teacher's probabilities with ``soft_cats`` for a multi-label student), ``doc.ents`` (ner) or
-``doc.spans["sc"]`` (spancat). The dev set is the ``--gold`` set when given (its annotation
-restricted to the task's labels), else a held-out slice of the teacher's labels, chosen by a
-hash of the id so a resumed or re-run step picks the same documents.
+English Doc with the student's annotation: ``doc.cats`` (the chosen labels as 1.0/0.0: spaCy's
+textcat components train on 0/1 values only, so the teacher's probabilities are kept only to
+score the teacher), ``doc.ents`` (ner) or ``doc.spans["sc"]`` (spancat). The dev set is the
+``--gold`` set when given (its annotation restricted to the task's labels), else a held-out
+slice of the teacher's labels, chosen by a hash of the id so a resumed or re-run step picks
+the same documents.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ MIN_DEV, MIN_TRAIN = 1, 1
 
 
 def student_doc(
-    nlp: Language, pred: Prediction, teacher: Teacher, student: str, *, soft_cats: bool = False
+    nlp: Language, pred: Prediction, teacher: Teacher, student: str, *, probabilities: bool = False
 ) -> Doc:
     doc = nlp.make_doc(pred.text)
     doc.user_data[ID_KEY] = pred.id
     if student == "textcat":
-        if soft_cats and not teacher.exclusive:
+        if probabilities:  # the teacher's own scores (to score it): spaCy trains on 0/1 only
             doc.cats = {k: float(pred.cats.get(k, 0.0)) for k in teacher.labels}
         else:
             chosen = set(chosen_cats(pred.cats, exclusive=teacher.exclusive))
@@ -127,8 +128,8 @@ def training_docs(
     teacher: Teacher,
     student: str,
     *,
-    soft_cats: bool = False,
+    probabilities: bool = False,
     nlp: Optional[Language] = None,
 ) -> List[Doc]:
     nlp = nlp or spacy.blank("en")
-    return [student_doc(nlp, p, teacher, student, soft_cats=soft_cats) for p in preds]
+    return [student_doc(nlp, p, teacher, student, probabilities=probabilities) for p in preds]

@@ -55,7 +55,6 @@ class DistillOptions:
     eval_frequency: int = 100
     curve: Tuple[float, ...] = (0.25, 0.5)
     batch_size: Optional[int] = None
-    soft_cats: bool = False
     quiet: bool = False
 
     def settings(self) -> Dict[str, Any]:
@@ -224,9 +223,7 @@ def step_data(
         else:
             train_preds, dev_preds = data_step.split(labelled, opts.dev_fraction)
             dev_docs = data_step.training_docs(dev_preds, teacher, opts.student, nlp=nlp)
-        train_docs = data_step.training_docs(
-            train_preds, teacher, opts.student, soft_cats=opts.soft_cats, nlp=nlp
-        )
+        train_docs = data_step.training_docs(train_preds, teacher, opts.student, nlp=nlp)
         write_docbin(train_docs, out / "train.spacy")
         write_docbin(dev_docs, out / "dev.spacy")
         state.finish(
@@ -331,7 +328,7 @@ def step_report(
         pairs = [(by_id[i], g) for i, g in zip(ids, dev) if i in by_id]
         t_preds, golds = [p for p, _ in pairs], [g for _, g in pairs]
         teacher_docs_ = data_step.training_docs(
-            t_preds, teacher, opts.student, soft_cats=True, nlp=nlp
+            t_preds, teacher, opts.student, probabilities=True, nlp=nlp
         )
         teacher_scores = scores(teacher_docs_, golds, teacher, opts.student)
         cal: Dict[str, Any] = calibration(

@@ -1,5 +1,7 @@
-"""Step 4: the student. A spaCy CPU config for one small component (``textcat`` or
-``textcat_multilabel``, ``ner``, ``spancat``) with its own hash-embedding CNN (no listener,
+"""Step 4: the student. A spaCy CPU config for one small component: ``textcat`` or
+``textcat_multilabel`` (spaCy's efficiency architecture, a bag of words and bigrams; on the
+gold dev split it beat the CNN ensemble trained on the same teacher labels, 0.54 vs 0.49
+macro-F, 17 docs), ``ner`` or ``spancat`` with its own hash-embedding CNN (no listener,
 so it can sit beside sourced components), English tokenization (the rules en_core_web_sm
 uses), and, where the teacher pipeline has them, its other components (en_core_web_sm's
 tagger, parser, NER, ...) sourced and frozen. It is trained with spaCy's ``train`` and saved
@@ -44,10 +46,6 @@ factory = "{name}"
 {threshold}
 
 [components.{name}.model]
-@architectures = "spacy.TextCatEnsemble.v2"
-nO = null
-
-[components.{name}.model.linear_model]
 @architectures = "spacy.TextCatBOW.v3"
 exclusive_classes = {exclusive}
 length = 262144
@@ -203,7 +201,8 @@ def student_config(
         exclusive="true" if teacher.exclusive else "false",
         spans_key=SPANS_KEY,
     )
-    text += TOK2VEC.format(name=name, width=width)
+    if student != "textcat":  # the bag-of-words textcat has no token vectors
+        text += TOK2VEC.format(name=name, width=width)
     text += TRAINING.format(
         max_steps=max_steps,
         eval_frequency=eval_frequency,
