@@ -132,3 +132,32 @@ def test_ner_teacher_scores_spans_and_trains_a_student(
     found = d0.ents if student == "ner" else d0.spans["sc"]
     assert sorted((s.text, s.label_) for s in found) == [("Acme", "COMPANY"), ("Oslo", "CITY")]
     assert json.loads((out / "report.json").read_text())["calibration"]["unit"] == "span"
+
+
+def test_corrections_replace_the_teachers_labels_and_retrain(tiny_hf, tmp_path) -> None:
+    out = tmp_path / "out"
+    cfg, inp = teacher_config(tmp_path, tiny_hf), write_input(tmp_path)
+    argv = ["distill", str(cfg), str(inp), str(out), "--student", "textcat", "--curve", "", *FAST]
+    assert main(argv) == 0
+    first = (out / "student" / "model-best" / "meta.json").stat().st_mtime_ns
+    queue = read_jsonl(out / "review.jsonl")
+    # the reviewer flips the first queued doc's label and rejects the second (prodigy db-out)
+    flipped = {"sport": "business", "business": "sport"}[queue[0]["accept"][0]]
+    corrected = [
+        dict(queue[0], accept=[flipped], answer="accept"),
+        dict(queue[1], answer="reject"),
+    ]
+    path = tmp_path / "db-out.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in corrected))
+    assert main([*argv, "--corrections", str(path)]) == 0
+
+    vocab = spacy.blank("en").vocab
+    docs = list(DocBin(store_user_data=True).from_disk(out / "train.spacy").get_docs(vocab))
+    docs += list(DocBin(store_user_data=True).from_disk(out / "dev.spacy").get_docs(vocab))
+    by_id = {d.user_data["spacy_llama_id"]: d for d in docs}
+    assert len(by_id) == 7  # 8 docs, one rejected
+    assert queue[1]["meta"]["id"] not in by_id
+    assert by_id[queue[0]["meta"]["id"]].cats[flipped] == 1.0
+    state = json.loads((out / "distill.json").read_text())["done"]
+    assert state["data"]["corrected"] == 2
+    assert (out / "student" / "model-best" / "meta.json").stat().st_mtime_ns != first
