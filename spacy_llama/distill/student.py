@@ -138,6 +138,7 @@ learn_rate = 0.001
 
 [initialize]
 vectors = null
+{before_init}
 """
 
 # Teacher components a student keeps (sourced, frozen): the rest of the pipeline it ran after.
@@ -208,8 +209,24 @@ def student_config(
         eval_frequency=eval_frequency,
         frozen=json.dumps(list(sourced)),
         weights=_weights(student),
+        before_init=_copy_tokenizer(teacher),
     )
     return text
+
+
+def _copy_tokenizer(teacher: Teacher) -> str:
+    """The tokenizer (and vocab) of the package the teacher's components come from, e.g.
+    en_core_web_sm's, copied when the student is initialised; none for a pipeline-folder
+    teacher (copying from it would load its LLM; its tokenizer is English's anyway)."""
+    if teacher.path.is_dir():
+        return ""
+    bases = sorted({src for src in teacher.sourced.values() if src})
+    if not bases:
+        return ""
+    return (
+        '\n[initialize.before_init]\n@callbacks = "spacy.copy_from_base_model.v1"\n'
+        f"tokenizer = {json.dumps(bases[0])}\nvocab = {json.dumps(bases[0])}\n"
+    )
 
 
 def _weights(student: str) -> str:
