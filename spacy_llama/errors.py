@@ -565,8 +565,6 @@ class Errors(metaclass=ErrorsWithCodes):
             "on; give a gold set with {what} (corpus/gold.spacy has cats and ents).")
     E710 = "Training the student ({config}) failed: {error}"
     E711 = "--review-fraction must be between 0 and 1, got {value}."
-    E712 = ("{path} has a student config that is not a spaCy config ({error}); remove it and "
-            "run again to have it written anew.")
 # fmt: on
 
 

@@ -127,3 +127,15 @@ def test_a_resume_with_other_settings_is_refused(tiny_hf, tmp_path, capsys, chan
     args.update(dict([changed]))
     err = run(capsys, *argv[:3], *[x for kv in args.items() for x in kv])
     assert "[E707]" in err and changed[0].lstrip("-").replace("-", "_") in err
+
+
+def test_a_student_spacy_cannot_train_is_one_message(tiny_hf, tmp_path, capsys) -> None:
+    # one exclusive label: spaCy's textcat needs two (its E867), reported as E710
+    cfg = teacher_config(tmp_path, tiny_hf, "textcat")
+    cfg.write_text(cfg.read_text().replace('labels = ["sport","business"]', 'labels = ["sport"]'))
+    out = tmp_path / "o"
+    err = run(capsys, str(cfg), str(write_input(tmp_path)), str(out), "--student", "textcat")
+    assert "[E710] Training the student" in err and "E867" in err
+    # the teacher's work is kept: a fixed config resumes after it
+    assert (out / "train.spacy").exists()
+    assert "student" not in json.loads((out / "distill.json").read_text())["done"]
