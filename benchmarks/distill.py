@@ -68,6 +68,19 @@ def write_input(path: Path, limit: Optional[int]) -> int:
     return len(rows)
 
 
+def dev_set(work: Path, limit: Optional[int]) -> Path:
+    """The gold dev split; its first ``limit`` docs for a smoke run."""
+    if not limit:
+        return SPLITS / "gold_dev.spacy"
+    nlp = spacy.blank("en")
+    docs = list(
+        DocBin(store_user_data=True).from_disk(SPLITS / "gold_dev.spacy").get_docs(nlp.vocab)
+    )
+    path = work / f"gold_dev_first{limit}.spacy"
+    DocBin(docs=docs[:limit], store_user_data=True).to_disk(path)
+    return path
+
+
 def test_annotation(teacher: Path, overrides: Dict[str, Any], texts: Path, out: Path) -> float:
     """The teacher on the test texts (uncached); its docs/s. A finished annotation of an
     earlier run (the student changed, the teacher did not) is reused with the docs/s that
@@ -102,7 +115,7 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         input=inp,
         output_dir=out,
         student=task,
-        gold=SPLITS / "gold_dev.spacy",
+        gold=dev_set(work, args.limit),
         review_fraction=args.review_fraction,
         overrides=overrides,
         max_steps=args.max_steps,
@@ -181,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--curve", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.25, 0.5]
     )
     parser.add_argument(
-        "--limit", type=int, help="only the first N input and test docs (a smoke run)"
+        "--limit", type=int, help="only the first N input, dev and test docs (a smoke run)"
     )
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
