@@ -7,8 +7,9 @@ tools people use:
   ``end``, ``token_start``, ``token_end`` inclusive, ``label``, ``score``), or ``options`` +
   ``accept`` for textcat, and ``meta`` with the doc ``id`` and its ``score``;
 - ``review.label-studio.json``: Label Studio tasks with ``predictions`` (pre-annotations, with
-  the document's and each region's score), for a labelling config whose ``<Labels>`` or
-  ``<Choices>`` is named ``label`` and whose ``<Text>`` is named ``text``.
+  the document's and each region's score), and ``review.label-studio.xml``, the labelling
+  config they are written for (``<Labels>`` or ``<Choices>`` named ``label``, ``<Text>``
+  named ``text``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
+from xml.sax.saxutils import quoteattr
 
 import spacy
 
@@ -112,6 +114,21 @@ def label_studio_task(pred: Prediction, teacher: Teacher) -> Dict[str, Any]:
     }
 
 
+def label_studio_config(teacher: Teacher) -> str:
+    """The labelling config the pre-annotations are written for."""
+    if teacher.kind == "textcat":
+        choice = "single" if teacher.exclusive else "multiple"
+        items = "".join(f"    <Choice value={quoteattr(x)}/>\n" for x in teacher.labels)
+        control = (
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="{choice}">\n'
+            f"{items}  </Choices>\n"
+        )
+    else:
+        items = "".join(f"    <Label value={quoteattr(x)}/>\n" for x in teacher.labels)
+        control = f'  <Labels name="{FROM_NAME}" toName="{TO_NAME}">\n{items}  </Labels>\n'
+    return f'<View>\n{control}  <Text name="{TO_NAME}" value="$text"/>\n</View>\n'
+
+
 def write_queue(queue: Sequence[Prediction], teacher: Teacher, out_dir: Path) -> None:
     """review.jsonl and review.label-studio.json, each written whole or not at all."""
     tokenizer = spacy.blank("en").tokenizer
@@ -120,3 +137,5 @@ def write_queue(queue: Sequence[Prediction], teacher: Teacher, out_dir: Path) ->
     tasks = [label_studio_task(p, teacher) for p in queue]
     data = json.dumps(tasks, ensure_ascii=False, indent=1).encode("utf-8")
     write_atomic(out_dir / "review.label-studio.json", data)
+    config = label_studio_config(teacher).encode("utf-8")
+    write_atomic(out_dir / "review.label-studio.xml", config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -125,6 +126,15 @@ def test_label_studio_round_trip(tmp_path) -> None:
     path.write_text(json.dumps(export))
     fixes = read_corrections(path, queue, CATS)
     assert fixes["x"] is not None and fixes["x"].cats == {"sport": 0.0, "business": 1.0}
+    # the labelling config the tasks are written for: its names are the results' names
+    view = ElementTree.fromstring((tmp_path / "review.label-studio.xml").read_text())
+    choices = view.find("Choices")
+    assert (
+        choices is not None and choices.get("name") == "label" and choices.get("toName") == "text"
+    )
+    assert [c.get("value") for c in choices] == ["sport", "business"]
+    assert choices.get("choice") == "single"
+    assert view.find("Text").get("name") == "text"  # type: ignore[union-attr]
 
 
 def test_a_correction_whose_text_differs_names_the_line(tmp_path) -> None:
@@ -146,3 +156,25 @@ def test_a_correction_whose_text_differs_names_the_line(tmp_path) -> None:
     path.write_text("not json\n")
     with pytest.raises(DistillError, match=r"E705"):
         read_corrections(path, queue, NER)
+
+
+def test_label_studio_round_trip_of_spans(tmp_path) -> None:
+    queue = select_queue(ner_preds(), NER, 0.5)
+    write_queue(queue, NER, tmp_path)
+    tasks = json.loads((tmp_path / "review.label-studio.json").read_text())
+    regions = tasks[0]["predictions"][0]["result"]
+    assert [(r["value"]["text"], r["value"]["labels"], r["score"]) for r in regions] == [
+        ("Oslo", ["CITY"], 0.9),
+        ("Acme", ["COMPANY"], 0.4),
+    ]
+    view = ElementTree.fromstring((tmp_path / "review.label-studio.xml").read_text())
+    assert [x.get("value") for x in view.find("Labels")] == ["CITY", "COMPANY"]  # type: ignore[union-attr]
+    # the export: the reviewer deleted "Oslo"; the second task was skipped (cancelled)
+    export = [
+        {"data": tasks[0]["data"], "annotations": [{"result": regions[1:]}]},
+        {"data": tasks[1]["data"], "annotations": [{"result": [], "was_cancelled": True}]},
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    fixes = read_corrections(path, queue, NER)
+    assert fixes == {"a": Prediction("a", "Oslo and Acme.", spans=[(9, 13, "COMPANY", 1.0)])}
