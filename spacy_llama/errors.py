@@ -673,6 +673,30 @@ class Errors(metaclass=ErrorsWithCodes):
     E835 = ("{env} = {value!r} is not a number of megabytes >= 0 (the memory that frozen "
             "listener features may be cached in; 0 turns the cache off). Unset it for the "
             "default (1024).")
+    # --- distill (python -m spacy_llama distill) ---
+    E700 = ("The teacher {path} has no `llama` component, so there is nothing to distill; "
+            "give a pipeline folder or .cfg whose pipeline has one (configs/textcat.cfg, "
+            "configs/ner.cfg).")
+    E701 = ("The teacher's task {task} has no labels (`labels` is empty and the pipeline was "
+            "not trained), so its annotations name nothing a student could learn; set "
+            "`labels` in the teacher's config (or --components.{name}.task.labels).")
+    E702 = ("A {student} student cannot learn from the teacher's task {task}; the "
+            "combinations that work: {combos}.")
+    E703 = "The teacher's task {task} cannot be distilled; tasks that can: {tasks}."
+    E704 = ("{path}, {where}: {reason}. Corrections are matched to the review queue "
+            "(OUTPUT_DIR/review.jsonl) by id and text; fix the entry or remove it.")
+    E705 = ("{path} is neither a Prodigy JSONL (db-out) nor a Label Studio JSON export "
+            "({reason}); export the corrections in one of those formats.")
+    E706 = ("Only {n} document(s) have teacher labels, too few to hold out a dev set ({need} "
+            "needed); give --gold GOLD.spacy for the dev set, or more input.")
+    E707 = ("{path} was started with other settings ({changed}); a resume must use the same "
+            "ones. Run again with the first settings, or choose a new OUTPUT_DIR.")
+    E708 = ("The teacher failed on every document of {path} (see {failed}); there are no "
+            "annotations to learn from.")
+    E709 = ("--gold {path} has no {what} annotation for the {student} student to be scored "
+            "on; give a gold set with {what} (corpus/gold.spacy has cats and ents).")
+    E710 = "Training the student ({config}) failed: {error}"
+    E711 = "--review-fraction must be between 0 and 1, got {value}."
 # fmt: on
 
 
@@ -746,3 +770,6 @@ class UsageError(SpacyLlamaError, ValueError):
     argument of the wrong kind)."""
 class SettingError(SpacyLlamaError, ValueError):
     """A process-wide setting (an environment variable) is wrong; the message names it."""
+class DistillError(SpacyLlamaError, ValueError):
+    """A distillation run cannot go on (teacher, student, corrections or data); the message
+    names the file or setting and the fix."""

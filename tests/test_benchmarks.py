@@ -98,3 +98,20 @@ def test_train_benchmark_runs_and_checks_the_step0_losses_agree(tiny_hf, capsys)
     for line in ("training speed spacy / plain:", "peak RSS spacy / plain:", "adapter on disk:"):
         assert line in out
     assert "(fused decoder: True): after / before" in out
+
+
+def test_distill_benchmark_runs_on_a_few_docs(smollm2, tmp_path, capsys):
+    """benchmarks/distill.py end to end with the real teacher on 3 docs of each split."""
+    import json
+
+    from benchmarks import distill
+
+    out = tmp_path / "results.json"
+    argv = ["--limit", "3", "--max-steps", "2", "--eval-frequency", "1", "--curve", ""]
+    assert distill.main([*argv, "--work", str(tmp_path / "work"), "--output", str(out)]) == 0
+    [result] = json.loads(out.read_text())
+    assert (result["input_docs"], result["test_docs"]) == (3, 3)
+    assert 0.0 <= result["teacher_f"] <= 1.0 and 0.0 <= result["student_f"] <= 1.0
+    assert result["teacher_docs_per_second"] > 0 and result["student_docs_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "in the queue" in printed

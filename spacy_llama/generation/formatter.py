@@ -46,6 +46,11 @@ class ModelPromptFormatter:
         # No chat template: the whole rendered prompt is user text (BOS is still added).
         return GenerationRequest(prompt=Prompt(user, ((0, len(user)),)), add_special_tokens=True)
 
+    def decode(self, ids: List[int]) -> str:
+        """Token ids as text (tasks place each generated token in the answer with it, to
+        score the spans they write: tasks/confidence.py)."""
+        return self.model.decode(ids)
+
     def count(self, request: GenerationRequest) -> int:
         return self.model.count_tokens(
             request.prompt, add_special_tokens=request.add_special_tokens

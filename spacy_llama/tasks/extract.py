@@ -22,6 +22,7 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
+from .confidence import decoder_of, install_score, score_copied_strings
 from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
@@ -63,6 +64,7 @@ class ExtractTask(PromptedTask):
         self.on_overflow = on_overflow
         self._schema_text = json.dumps(schema, indent=2, ensure_ascii=False)
         install_extensions(doc=self.extensions)
+        install_score()
 
     @property
     def extensions(self) -> List[str]:
@@ -107,6 +109,7 @@ class ExtractTask(PromptedTask):
                 continue  # the doc is marked failed; nothing half-written
             doc._.set(self.data_attr, value)
             doc.spans[self.spans_key] = self.spans(doc, value)
+            score_copied_strings(doc.spans[self.spans_key], res, decoder_of(self._formatter))
 
     def spans(self, doc: Doc, value: Dict[str, Any]) -> List[Span]:
         """The span fields' strings as Spans, field by field, each field in its own order.

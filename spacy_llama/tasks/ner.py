@@ -23,6 +23,7 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .confidence import AnswerScorer, CharRange, decoder_of, install_score, set_score
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
@@ -43,6 +44,8 @@ class Answer:
     label: Optional[str]
     text: str
     line: str
+    where: Optional[CharRange] = None  # the answer's characters that named it
+    score: Optional[float] = None  # becomes span._.llama_score (see confidence.py)
 
 
 class NERTask(DataLabels, PromptedTask):
@@ -70,6 +73,7 @@ class NERTask(DataLabels, PromptedTask):
         self._start(labels, examples, spec)  # no labels: they come from the training data
         self._labels_changed()
         install_extensions(doc=self.extensions)
+        install_score()
 
     def _labels_changed(self) -> None:
         # The model may answer with the verbalizer or the label name, in any case.
@@ -103,8 +107,12 @@ class NERTask(DataLabels, PromptedTask):
         )
 
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
+        decode = decoder_of(self._formatter)
         for doc, res in zip(docs, results):
-            spans, problems = self.align(doc, self.parse(res.text))
+            answers, scorer = self.parse(res.text), AnswerScorer(decode, res)
+            for ans in answers:
+                ans.score = scorer.score([ans.where]) if ans.where else None
+            spans, problems = self.align(doc, answers)
             doc._.set(self.unaligned_attr, problems)
             if problems:
                 logger.warning(
@@ -129,13 +137,22 @@ class NERTask(DataLabels, PromptedTask):
 
     def parse(self, text: str) -> List[Answer]:
         """One answer per non-empty line; a line that does not parse keeps ``label=None``."""
-        out = []
-        for raw in text.splitlines():
+        out, at = [], 0
+        for raw in text.splitlines(keepends=True):
+            start, at = at, at + len(raw)
             line = BULLET.sub("", raw).strip()
             if not line or line.lower() in NONE_ANSWERS:
                 continue
             label, ent = self._split(line)
-            out.append(Answer(self._lookup.get(label.strip().lower()), _unquote(ent), line))
+            begin = start + raw.find(line)  # the line's characters, bullet and spaces left out
+            out.append(
+                Answer(
+                    self._lookup.get(label.strip().lower()),
+                    _unquote(ent),
+                    line,
+                    where=(begin, begin + len(line)),
+                )
+            )
         return out
 
     def _split(self, line: str) -> Tuple[str, str]:
@@ -162,6 +179,7 @@ class NERTask(DataLabels, PromptedTask):
                 reason = "not on token boundaries" if ans.text in doc.text else "not in the text"
                 problems.append(_problem(ans, reason))
                 continue
+            set_score(span, ans.score)
             spans.append(span)
             cursor = span.end_char
         kept = filter_spans(spans)

@@ -21,6 +21,7 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, doc_label
+from .confidence import AnswerScorer, Decode, decoder_of, json_objects, json_value_ranges
 from .data_labels import LabelSpec
 from .examples import Example
 from .extensions import check_names
@@ -67,6 +68,19 @@ def example_answer(ex: Example) -> str:
     """A checked few-shot example's entities as the JSON the model is to write."""
     ents = [{"label": e["answer"], "text": e["text"]} for e in ex["entities"]]
     return json.dumps({"entities": ents}, ensure_ascii=False)
+
+
+def scored_answers(answers: List[Answer], res: GenerationResult, decode: Optional[Decode]) -> None:
+    """Each answer's score: the tokens of its label and text values in its JSON object (the
+    keys and punctuation are the grammar's, not the model's choice)."""
+    scorer = AnswerScorer(decode, res)
+    objects = json_objects(res.text, "entities")
+    if len(objects) != len(answers):
+        return
+    for ans, ((start, end), value) in zip(answers, objects):
+        found = json_value_ranges(res.text[:end], [value["label"], value["text"]], start)
+        ranges = [r for r in found if r is not None]
+        ans.score = scorer.score(ranges) if ranges else None
 
 
 class NERv2Task(NERTask):
@@ -122,6 +136,7 @@ class NERv2Task(NERTask):
                 Answer(self._lookup[e["label"].lower()], e["text"], json.dumps(e))
                 for e in value["entities"]
             ]
+            scored_answers(answers, res, decoder_of(self._formatter))
             spans, overlaps = self.align(doc, answers)
             doc._.set(self.unaligned_attr, overlaps)
             if overlaps:
