@@ -36,8 +36,8 @@ from ..errors import Errors, TrainingError
 # the attribute that caches a model's fused decoders: the copies must not share them
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
 from ..models.base import LlamaModel
-from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
 from ..models.fingerprint import base_identity
+from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
 from .settings import LoRASettings
 
 WEIGHTS_FILE = "adapter_model.safetensors"
