@@ -54,9 +54,11 @@ def build(args: argparse.Namespace, *, adapter: bool) -> Any:
             "@llama_models": "spacy-llama.HF.v1", "path": args.model_path,
             "device": "cpu", "dtype": args.dtype,
         }  # fmt: skip
-    if not adapter:  # zero-shot: no training data to take the labels from
+    # The gold labels, named: train_textcat.cfg takes them from the data in initialize, which
+    # these children skip (the plain peft loop needs the same labels in the same order).
+    cfg["components"]["llama"]["task"]["labels"] = GOLD_LABELS
+    if not adapter:
         del cfg["components"]["llama"]["adapter"]
-        cfg["components"]["llama"]["task"]["labels"] = GOLD_LABELS
     torch.manual_seed(0)  # peft's random lora_A: the same in both paths
     return spacy.util.load_model_from_config(cfg, auto_fill=True)
 
