@@ -541,6 +541,27 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- spacy-llm compatibility (llm_compat/, cli/from_spacy_llm.py): E740-E769 ---
+    E740 = ("{what} needs spacy-llm, which is not installed. Install it with: "
+            "pip install 'spacy-llama[spacy-llm]' (or pip install spacy-llm==0.7.4).")
+    E741 = ("spacy-llama.SpacyLLM.v1 expects one list of prompt strings per doc (one string "
+            "per shard); doc {doc} gave {kind}. Use a spacy-llm task whose prompts are text.")
+    E742 = ("spacy-llama.SpacyLLM.v1: the prompt of doc {doc} (shard {shard}) is {n} tokens, "
+            "but {source} holds {budget} prompt tokens (context {context} minus "
+            "max_new_tokens = {max_new}). Let the task shard (spacy-llm's sharding tasks cut "
+            "docs to the model's context_length), set on_overflow = \"truncate\" in the model "
+            "block, or lower generation.max_new_tokens.")
+    E743 = ("spacy-llama.SpacyLLM.v1: {setting} = {value!r}; {fix}")
+    E750 = "from-spacy-llm: the config {path} does not exist or cannot be read ({error})."
+    E751 = ("from-spacy-llm: {path} has no spacy-llm component (no [components.*] block with "
+            "factory = \"llm\" or \"llm_<task>\"); found factories: {found}.")
+    E752 = ("from-spacy-llm: {path} already exists; pass --overwrite to replace it, or name "
+            "another OUT.")
+    E753 = ("from-spacy-llm: OUT must be a .cfg file, not {path}.")
+    E754 = ("from-spacy-llm: {where}: the few-shot examples {path} cannot be read ({error}). "
+            "Fix the file, or remove the examples block and translate again.")
+    E755 = ("from-spacy-llm: --model-path {path} is neither a model folder (config.json) nor "
+            "a .gguf file.")
 # fmt: on
 
 
@@ -604,3 +625,8 @@ class ConstraintError(SpacyLlamaError, ValueError):
 
 class GoldError(SpacyLlamaError, ValueError):
     """The gold file of ``evaluate`` cannot be read; the message names the file and record."""
+
+
+class CompatError(SpacyLlamaError, ValueError):
+    """spacy-llm compatibility: a missing spacy-llm install, a prompt spacy-llm handed over
+    that does not fit, or a spacy-llm config the translator cannot read."""
