@@ -548,9 +548,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "per shard); doc {doc} gave {kind}. Use a spacy-llm task whose prompts are text.")
     E742 = ("spacy-llama.SpacyLLM.v1: the prompt of doc {doc} (shard {shard}) is {n} tokens, "
             "but {source} holds {budget} prompt tokens (context {context} minus "
-            "max_new_tokens = {max_new}). Let the task shard (spacy-llm's sharding tasks cut "
-            "docs to the model's context_length), set on_overflow = \"truncate\" in the model "
-            "block, or lower generation.max_new_tokens.")
+            "max_new_tokens = {max_new}). Let the task shard by the model's tokens (its "
+            "shard_mapper's n_token_estimator = spacy-llama.TokenCounter.v1), set "
+            "on_overflow = \"truncate\" in the model block, or lower "
+            "generation.max_new_tokens.")
     E743 = ("spacy-llama.SpacyLLM.v1: {setting} = {value!r}; {fix}")
     E750 = "from-spacy-llm: the config {path} does not exist or cannot be read ({error})."
     E751 = ("from-spacy-llm: {path} has no spacy-llm component (no [components.*] block with "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import abc
-from typing import Any, Dict, Iterable, List, Literal, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Union
 
 from confection import ConfigValidationError
 from pydantic import ValidationError
@@ -79,9 +79,12 @@ class SpacyLLMBackend:
 
     @property
     def context_length(self) -> int:
-        """Prompt tokens the model holds (its context minus the room kept for the answer),
-        counted by its own tokenizer: what spacy-llm's sharding tasks cut docs to."""
-        return self._formatter.budget
+        """Prompt tokens the model holds, counted by its own tokenizer: its context minus
+        the room kept for the answer and what the chat template adds. spacy-llm's sharding
+        tasks cut docs to this; with ``spacy-llama.TokenCounter.v1`` as their
+        ``n_token_estimator`` they count in the same tokens."""
+        overhead = self._formatter.count(self._format("")) if self.chat else 0
+        return self._formatter.budget - overhead
 
     def __call__(self, prompts: Iterable[Iterable[str]]) -> Iterable[Iterable[str]]:
         """All prompts of the batch in one engine call; responses in the prompts' shape."""
@@ -153,6 +156,24 @@ class SpacyLLMBackend:
             if over <= 0 or keep == 0:
                 return req
             drop += over
+
+
+def token_counter_v1(model: Optional[LlamaModel] = None) -> Callable[[str], int]:
+    """``spacy-llama.TokenCounter.v1`` (registry ``llm_misc``): an ``n_token_estimator`` for
+    spacy-llm's ``spacy.ShardMapper.v1`` that counts a prompt's tokens with the model's own
+    tokenizer (spacy-llm's default counts words, which undercounts). Give it the same model
+    block as the backend: the model is loaded once for both."""
+    require_spacy_llm("spacy-llama.TokenCounter.v1")
+    if model is None:
+        from ..models.default import smollm2_model_v1
+
+        model = smollm2_model_v1()
+    loaded = model
+
+    def count_tokens(text: str) -> int:
+        return loaded.count_tokens(text, add_special_tokens=False)
+
+    return count_tokens
 
 
 def spacy_llm_v1(
