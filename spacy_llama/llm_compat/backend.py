@@ -127,7 +127,7 @@ class SpacyLLMBackend:
         cut = self._truncate(text, n - budget)
         logger.warning(
             "[spacy-llama] %s: the prompt of doc %d (shard %d) was %d tokens, %d fit; its "
-            "middle was cut (on_overflow = \"truncate\").",
+            'middle was cut (on_overflow = "truncate").',
             NAME,
             doc,
             shard,
@@ -204,10 +204,14 @@ def spacy_llm_v1(
             config={"generation": generation}, errors=errors, title=f"Config error for {NAME}"
         ) from None
     if batch_size < 1:
-        raise CompatError(Errors.E743.format(setting="batch_size", value=batch_size, fix="use 1 or more."))
+        raise CompatError(
+            Errors.E743.format(setting="batch_size", value=batch_size, fix="use 1 or more.")
+        )
     if on_overflow not in ("error", "truncate"):
         raise CompatError(
-            Errors.E743.format(setting="on_overflow", value=on_overflow, fix='use "error" or "truncate".')
+            Errors.E743.format(
+                setting="on_overflow", value=on_overflow, fix='use "error" or "truncate".'
+            )
         )
     if model is None:
         from ..models.default import smollm2_model_v1

@@ -32,9 +32,7 @@ def read_examples(path: Path, where: str) -> List[Record]:
     except (OSError, ValueError) as e:
         raise CompatError(Errors.E754.format(where=where, path=path, error=e)) from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise CompatError(
-            Errors.E754.format(where=where, path=path, error="not a list of records")
-        )
+        raise CompatError(Errors.E754.format(where=where, path=path, error="not a list of records"))
     return data
 
 
@@ -86,7 +84,9 @@ def textcat_examples(
 def _text(rec: Record, i: int, where: str, path: Path) -> str:
     text = rec.get("text")
     if not isinstance(text, str):
-        raise CompatError(Errors.E754.format(where=where, path=path, error=f"record {i} has no text"))
+        raise CompatError(
+            Errors.E754.format(where=where, path=path, error=f"record {i} has no text")
+        )
     return text
 
 

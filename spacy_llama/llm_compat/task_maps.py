@@ -3,8 +3,8 @@
 Each mapper reads the (uninterpolated) task block of a spacy-llm config and returns the
 ``llama`` component's task block, the generation settings it needs, the few-shot records
 to write (already in this project's format) and a note per setting. A mapper that cannot
-map a block (e.g. no labels) raises :class:`Unmapped`; the translator then keeps that
-component on spacy-llm with ``spacy-llama.SpacyLLM.v1`` as its model.
+map a block (e.g. no labels) returns :func:`unmapped` with the reason; the translator then
+keeps that component on spacy-llm with ``spacy-llama.SpacyLLM.v1`` as its model.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ class Mapped:
     generation: Block
     examples: Optional[List[Dict[str, Any]]] = None
     notes: List[Note] = field(default_factory=list)
+    unmapped: str = ""  # why the block has no equivalent here ("": it has one)
 
 
-class Unmapped(Exception):
-    """The block has no equivalent here; the message says why."""
+def unmapped(reason: str) -> Mapped:
+    return Mapped({}, {}, unmapped=reason)
 
 
 @dataclass
@@ -72,18 +73,30 @@ class _Notes:
         """Notes for the settings every spacy-llm task may have and no mapper carries."""
         b = self.block
         if "template" in b and "template" not in handled:
-            self.add("template", MISSING, "spacy-llm templates render spacy-llm's own "
-                     "variables; the task's own template is used (set template/template_path "
-                     "to change it)")
+            self.add(
+                "template",
+                MISSING,
+                "spacy-llm templates render spacy-llm's own "
+                "variables; the task's own template is used (set template/template_path "
+                "to change it)",
+            )
         if "normalizer" in b:
             self.add("normalizer", CHANGED, "labels are matched case-insensitively")
         for key in ("alignment_mode", "case_sensitive_matching", "single_match"):
             if key in b:
-                self.add(key, CHANGED, "the answer is constrained to the doc's own "
-                         "substrings, so every answer aligns to tokens")
+                self.add(
+                    key,
+                    CHANGED,
+                    "the answer is constrained to the doc's own "
+                    "substrings, so every answer aligns to tokens",
+                )
         if sharding and ("shard_mapper" in b or "shard_reducer" in b):
-            self.add("shard_mapper", CHANGED, 'a doc longer than the context is cut to fit '
-                     '(on_overflow = "truncate"), not sharded')
+            self.add(
+                "shard_mapper",
+                CHANGED,
+                "a doc longer than the context is cut to fit "
+                '(on_overflow = "truncate"), not sharded',
+            )
         if "scorer" in b:
             self.add("scorer", CHANGED, "the component's scorer, spacy-llama.task_scorer.v1")
         for key in ("parse_responses", "prompt_example_type", "verbose"):
@@ -103,7 +116,9 @@ def _entity_task(ctx: Context, block: Block, name: str, *, spans_key: Optional[s
     notes = _Notes(ctx, block)
     raw = _examples(ctx, block)
     path = examples_path(block.get("examples"))
-    examples = entity_examples(raw, ctx.where, ctx.find_file(path)) if raw is not None and path else None
+    examples = (
+        entity_examples(raw, ctx.where, ctx.find_file(path)) if raw is not None and path else None
+    )
     labels = labels_of(block.get("labels"))
     if labels:
         notes.add("labels", CARRIED, str(labels))
@@ -111,7 +126,7 @@ def _entity_task(ctx: Context, block: Block, name: str, *, spans_key: Optional[s
         labels = sorted({e["label"] for ex in examples for e in ex["entities"]})
         notes.add("labels", CHANGED, f"taken from the examples now: {labels}")
     else:
-        raise Unmapped(f"{name} has no labels and no examples to take them from")
+        return unmapped(f"{name} has no labels and no examples to take them from")
     task: Block = {"@llama_tasks": "spacy-llama.NER.v2", "labels": labels, "chat": True}
     defs = block.get("label_definitions")
     if defs:
@@ -121,18 +136,29 @@ def _entity_task(ctx: Context, block: Block, name: str, *, spans_key: Optional[s
         task["system"] = str(block["description"])
         notes.add("description", CHANGED, "now the system prompt")
     if examples is not None:
-        notes.add("examples", CHANGED, f"{len(examples)} records rewritten as "
-                  '{"text", "entities": [{"text", "label"}]}')
+        notes.add(
+            "examples",
+            CHANGED,
+            f'{len(examples)} records rewritten as {{"text", "entities": [{{"text", "label"}}]}}',
+        )
     if spans_key is None:
         task["merge"] = "prefer_llama"
-        notes.add("(doc.ents)", CHANGED, 'merge = "prefer_llama": the answers replace '
-                  "overlapping upstream entities; spacy-llm dropped all upstream entities")
+        notes.add(
+            "(doc.ents)",
+            CHANGED,
+            'merge = "prefer_llama": the answers replace '
+            "overlapping upstream entities; spacy-llm dropped all upstream entities",
+        )
     else:
         task["merge"] = "spans"
         task["spans_key"] = spans_key
         notes.add("spans_key", CARRIED, repr(spans_key))
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.NER.v2: JSON constrained to the "
-              "labels and the doc's own text (no answer is lost to parsing)")
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.NER.v2: JSON constrained to the "
+        "labels and the doc's own text (no answer is lost to parsing)",
+    )
     notes.common(handled=[])
     return Mapped(task, {"max_new_tokens": 320}, examples, notes.items)
 
@@ -149,55 +175,91 @@ def map_textcat(ctx: Context, block: Block, name: str) -> Mapped:
     notes = _Notes(ctx, block)
     labels = labels_of(block.get("labels"))
     if not labels:
-        raise Unmapped(f"{name} has no labels")
+        return unmapped(f"{name} has no labels")
     binary = len(labels) == 1
     exclusive = bool(block.get("exclusive_classes", False)) and not binary
-    task: Block = {"@llama_tasks": "spacy-llama.TextCat.v2", "labels": labels,
-                   "exclusive": exclusive}
+    task: Block = {
+        "@llama_tasks": "spacy-llama.TextCat.v2",
+        "labels": labels,
+        "exclusive": exclusive,
+    }
     notes.add("labels", CARRIED, str(labels))
-    notes.add("exclusive_classes", CARRIED if not binary else CHANGED,
-              f"exclusive = {str(exclusive).lower()}"
-              + (" (one label: scored on its own, as spacy-llm's binary mode)" if binary else ""))
+    notes.add(
+        "exclusive_classes",
+        CARRIED if not binary else CHANGED,
+        f"exclusive = {str(exclusive).lower()}"
+        + (" (one label: scored on its own, as spacy-llm's binary mode)" if binary else ""),
+    )
     defs = block.get("label_definitions")
     if defs:
         task["label_definitions"] = dict(defs)
         notes.add("label_definitions", CARRIED, f"{len(defs)} definitions")
     if "allow_none" in block:
-        notes.add("allow_none", CHANGED, "exclusive: the best label always wins; not "
-                  "exclusive: each label passes at probability >= 0.5, so none may")
+        notes.add(
+            "allow_none",
+            CHANGED,
+            "exclusive: the best label always wins; not "
+            "exclusive: each label passes at probability >= 0.5, so none may",
+        )
     raw = _examples(ctx, block)
     if raw is not None:
         path = ctx.find_file(str(examples_path(block.get("examples"))))
         recs = textcat_examples(raw, ctx.where, path, labels=labels, binary=binary)
         kept = [r for r in recs if not exclusive or len(r["labels"]) == 1]
         task_examples: Optional[List[Dict[str, Any]]] = kept
-        notes.add("examples", CHANGED, f"{len(kept)} records rewritten as "
-                  '{"text", "labels"}' + (f"; {len(recs) - len(kept)} without exactly one "
-                                          "label left out (exclusive)" if len(kept) < len(recs) else ""))
+        notes.add(
+            "examples",
+            CHANGED,
+            f"{len(kept)} records rewritten as "
+            '{"text", "labels"}'
+            + (
+                f"; {len(recs) - len(kept)} without exactly one label left out (exclusive)"
+                if len(kept) < len(recs)
+                else ""
+            ),
+        )
     else:
         task_examples = None
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.TextCat.v2: every label scored "
-              "by its calibrated log-likelihood (a probability per label, never an "
-              "unparseable answer)")
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.TextCat.v2: every label scored "
+        "by its calibrated log-likelihood (a probability per label, never an "
+        "unparseable answer)",
+    )
     notes.common(handled=[])
     return Mapped(task, {"max_new_tokens": 1}, task_examples, notes.items)
 
 
 def map_sentiment(ctx: Context, block: Block, name: str) -> Mapped:
     notes = _Notes(ctx, block)
-    task: Block = {"@llama_tasks": "spacy-llama.TextCat.v2", "labels": ["positive", "negative"],
-                   "exclusive": True}
+    task: Block = {
+        "@llama_tasks": "spacy-llama.TextCat.v2",
+        "labels": ["positive", "negative"],
+        "exclusive": True,
+    }
     field_name = block.get("field", "sentiment")
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.TextCat.v2 with labels positive "
-              "and negative (scored, calibrated)")
-    notes.add("field", CHANGED, f"doc._.{field_name} (a 0-1 score) is now "
-              "doc.cats[\"positive\"] (a probability)")
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.TextCat.v2 with labels positive and negative (scored, calibrated)",
+    )
+    notes.add(
+        "field",
+        CHANGED,
+        f'doc._.{field_name} (a 0-1 score) is now doc.cats["positive"] (a probability)',
+    )
     raw = _examples(ctx, block)
     recs = None
     if raw is not None:
-        recs = [{"text": r["text"], "labels": ["positive" if float(r.get("score", 0)) >= 0.5
-                                               else "negative"]}
-                for r in raw if isinstance(r.get("text"), str)]
+        recs = [
+            {
+                "text": r["text"],
+                "labels": ["positive" if float(r.get("score", 0)) >= 0.5 else "negative"],
+            }
+            for r in raw
+            if isinstance(r.get("text"), str)
+        ]
         notes.add("examples", CHANGED, f"{len(recs)} records: score >= 0.5 is positive")
     notes.common(handled=[])
     return Mapped(task, {"max_new_tokens": 1}, recs, notes.items)
@@ -207,7 +269,7 @@ def map_rel(ctx: Context, block: Block, name: str) -> Mapped:
     notes = _Notes(ctx, block)
     labels = labels_of(block.get("labels"))
     if not labels:
-        raise Unmapped(f"{name} has no labels")
+        return unmapped(f"{name} has no labels")
     task: Block = {"@llama_tasks": "spacy-llama.REL.v1", "labels": labels}
     notes.add("labels", CARRIED, str(labels))
     defs = block.get("label_definitions")
@@ -216,9 +278,13 @@ def map_rel(ctx: Context, block: Block, name: str) -> Mapped:
         notes.add("label_definitions", CARRIED, f"{len(defs)} definitions")
     if "examples" in block:
         notes.add("examples", MISSING, "spacy-llama.REL.v1 takes no few-shot examples")
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.REL.v1: JSON constrained to the "
-              "labels and the doc's entities; relations go to doc._.llama_relations as "
-              "{head, tail, relation}, not doc._.rel as {dep, dest, relation}")
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.REL.v1: JSON constrained to the "
+        "labels and the doc's entities; relations go to doc._.llama_relations as "
+        "{head, tail, relation}, not doc._.rel as {dep, dest, relation}",
+    )
     notes.common(handled=[])
     return Mapped(task, {"max_new_tokens": 192}, None, notes.items)
 
@@ -237,8 +303,11 @@ def map_summarization(ctx: Context, block: Block, name: str) -> Mapped:
     notes.add("field", CARRIED, f"summary_attr = {field_name!r}")
     if "examples" in block:
         notes.add("examples", MISSING, "spacy-llama.Summary.v1 takes no few-shot examples")
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.Summary.v1 (clipped to "
-              "max_words at a sentence end)")
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.Summary.v1 (clipped to max_words at a sentence end)",
+    )
     notes.common(handled=[])
     max_new = max(64, 2 * int(words)) if words else 96
     return Mapped(task, {"max_new_tokens": max_new}, None, notes.items)
@@ -255,13 +324,23 @@ def map_raw(ctx: Context, block: Block, name: str) -> Mapped:
         task["template"] = template
         notes.add("template", CARRIED, "rendered with the doc's text as {{ text }}")
     elif template is not None:
-        notes.add("template", MISSING, "it renders spacy-llm's examples; the doc's text "
-                  "is sent as it is ({{ text }})")
+        notes.add(
+            "template",
+            MISSING,
+            "it renders spacy-llm's examples; the doc's text is sent as it is ({{ text }})",
+        )
     if "examples" in block:
-        notes.add("examples", MISSING, "spacy-llama.Completion.v1 takes no few-shot "
-                  "examples; write them into the template")
-    notes.add("@llm_tasks", CHANGED, f"{name} -> spacy-llama.Completion.v1 (the model's chat "
-              'template when it has one: chat = "auto")')
+        notes.add(
+            "examples",
+            MISSING,
+            "spacy-llama.Completion.v1 takes no few-shot examples; write them into the template",
+        )
+    notes.add(
+        "@llm_tasks",
+        CHANGED,
+        f"{name} -> spacy-llama.Completion.v1 (the model's chat "
+        'template when it has one: chat = "auto")',
+    )
     notes.common(handled=["template"])
     return Mapped(task, {"max_new_tokens": 256}, None, notes.items)
 

@@ -9,6 +9,7 @@ changed (and why), no equivalent, or kept on spacy-llm.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -27,14 +28,23 @@ from .task_maps import (
     Block,
     Context,
     Note,
-    Unmapped,
+    unmapped,
 )
 
 BACKEND = "spacy-llama.SpacyLLM.v1"
-DEFAULT_MODEL: Block = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "auto", "dtype": "auto"}
+DEFAULT_MODEL: Block = {
+    "@llama_models": "spacy-llama.SmolLM2.v1",
+    "device": "auto",
+    "dtype": "auto",
+}
 # spacy-llm's config_run / config keys with a generation setting of the same meaning
-GENERATION_KEYS = {"max_new_tokens": "max_new_tokens", "temperature": "temperature",
-                   "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_new_tokens"}
+GENERATION_KEYS = {
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_tokens": "max_new_tokens",
+}
 
 
 @dataclass
@@ -74,51 +84,71 @@ def translate(
     new = config.copy()
     result = Translation(new)
     components = new.get("components", {})
+    try:  # values as spacy-llm sees them (${paths.x} filled in); the rest is copied as written
+        values = config.interpolate().get("components", {})
+    except Exception:  # an unresolvable variable: read the values as written
+        values = components
     llm_names = [n for n, c in components.items() if _is_llm(c)]
     if not llm_names:
         found = sorted({str(c.get("factory", c.get("source", "?"))) for c in components.values()})
         raise CompatError(Errors.E751.format(path=source, found=found or "none"))
     target_model = model_block(model_path)
     for name in llm_names:
-        comp = components[name]
-        ctx = Context(name, lambda p, _s=source: _find(p, _s))
+        comp = values.get(name, components[name])
+        ctx = Context(name, functools.partial(_find, source=source))
         where = f"[components.{name}]"
         task = dict(comp.get("task") or {"@llm_tasks": FACTORY_TASKS.get(comp["factory"], "")})
         task_name = str(task.get("@llm_tasks", ""))
         mapper = MAPPERS.get(task_name)
         model_notes, generation = _model(comp.get("model"), where, target_model)
-        try:
-            if mapper is None:
-                raise Unmapped(f"no spacy-llama task for {task_name or 'this task'}")
+        if mapper is None:
+            mapped = unmapped(f"no spacy-llama task for {task_name or 'this task'}")
+        else:
             mapped = mapper(ctx, task, task_name)
-        except Unmapped as e:
-            components[name] = _keep_on_spacy_llm(comp, target_model, generation)
-            result.notes.append(Note(where, KEPT, f"{e}; the component stays spacy-llm's "
-                                     f"{comp['factory']!r} with model = {BACKEND} (needs "
-                                     "pip install 'spacy-llama[spacy-llm]')"))
+        if mapped.unmapped:
+            components[name] = _keep_on_spacy_llm(comp, task, target_model, generation)
+            result.notes.append(
+                Note(
+                    where,
+                    KEPT,
+                    f"{mapped.unmapped}; the component stays spacy-llm's "
+                    f"{comp['factory']!r} with model = {BACKEND} (needs "
+                    "pip install 'spacy-llama[spacy-llm]')",
+                )
+            )
             result.notes.extend(model_notes)
             continue
         if mapped.examples is not None:
             file = out.parent / f"{out.stem}.{name}.examples.jsonl"
             result.example_files[str(file)] = mapped.examples
-            mapped.task["examples"] = {"@llama_readers": "spacy-llama.FewShotReader.v1",
-                                       "path": str(file)}
+            mapped.task["examples"] = {
+                "@llama_readers": "spacy-llama.FewShotReader.v1",
+                "path": str(file),
+            }
+        result.notes.append(Note(where, CHANGED, f"factory {comp['factory']!r} -> 'llama'"))
+        result.notes.extend(model_notes)
+        result.notes.extend(mapped.notes)
         components[name] = {
             "factory": "llama",
             "batch_size": 16,
             "model": dict(target_model),
             "task": mapped.task,
-            "generation": _generation(mapped.task, mapped.generation, generation),
+            "generation": _generation(
+                mapped.task, mapped.generation, generation, where, result.notes
+            ),
             **_cache(comp.get("cache"), where, result.notes),
         }
-        result.notes.append(Note(where, CHANGED, f"factory {comp['factory']!r} -> 'llama'"))
-        result.notes.extend(model_notes)
-        result.notes.extend(mapped.notes)
         for key in ("save_io", "validate_types"):
             if key in comp:
-                result.notes.append(Note(f"{where} {key}", MISSING, "prompts and answers "
-                                         "are not saved on the doc" if key == "save_io"
-                                         else "not needed: the task and model are one"))
+                result.notes.append(
+                    Note(
+                        f"{where} {key}",
+                        MISSING,
+                        "prompts and answers are not saved on the doc"
+                        if key == "save_io"
+                        else "not needed: the task and model are one",
+                    )
+                )
     return result
 
 
@@ -129,12 +159,32 @@ def write_translation(result: Translation, out: Path) -> None:
     result.config.to_disk(out, interpolate=False)
 
 
-def _generation(task: Block, needed: Block, carried: Block) -> Block:
+# Tasks whose answer is constrained JSON: cut short, it cannot be read at all.
+STRUCTURED = ("spacy-llama.NER.v2", "spacy-llama.REL.v1")
+
+
+def _generation(task: Block, needed: Block, carried: Block, where: str, notes: List[Note]) -> Block:
     """Greedy unless the spacy-llm config sampled; a scoring task (TextCat) generates
-    nothing, so its one token is not replaced by a carried max_new_tokens."""
+    nothing, so its one token stays; a structured answer keeps at least the room its
+    items need."""
     out: Block = {"temperature": 0.0, **needed, **carried}
-    if task.get("@llama_tasks") == "spacy-llama.TextCat.v2":
-        out["max_new_tokens"] = needed["max_new_tokens"]
+    name = task.get("@llama_tasks")
+    kept = needed["max_new_tokens"]
+    if name == "spacy-llama.TextCat.v2" or (name in STRUCTURED and out["max_new_tokens"] < kept):
+        if out["max_new_tokens"] != kept:
+            notes.append(
+                Note(
+                    f"{where[:-1]}.generation] max_new_tokens",
+                    CHANGED,
+                    f"{out['max_new_tokens']} -> {kept}: "
+                    + (
+                        "the task scores labels and generates nothing"
+                        if name == "spacy-llama.TextCat.v2"
+                        else "a constrained JSON answer cut short cannot be read"
+                    ),
+                )
+            )
+        out["max_new_tokens"] = kept
     return out
 
 
@@ -159,23 +209,49 @@ def _model(block: Any, where: str, target: Block) -> Tuple[List[Note], Block]:
     block = dict(block or {"@llm_models": "spacy.GPT-3-5.v2"})
     name = block.get("@llm_models", "?")
     detail = f" ({block['name']})" if "name" in block else ""
-    notes.append(Note(f"{where[:-1]}.model]", CHANGED, f"{name}{detail} -> "
-                      f"{target['@llama_models']}: local, offline, batched "
-                      "(pass --model-path for another local model)"))
+    notes.append(
+        Note(
+            f"{where[:-1]}.model]",
+            CHANGED,
+            f"{name}{detail} -> "
+            f"{target['@llama_models']}: local, offline, batched "
+            "(pass --model-path for another local model)",
+        )
+    )
     for section in ("config_run", "config"):
         for key, value in dict(block.get(section) or {}).items():
             if key in GENERATION_KEYS:
                 generation[GENERATION_KEYS[key]] = value
-                notes.append(Note(f"{where[:-1]}.model.{section}] {key}", CARRIED,
-                                  f"generation.{GENERATION_KEYS[key]} = {value!r}"))
+                notes.append(
+                    Note(
+                        f"{where[:-1]}.model.{section}] {key}",
+                        CARRIED,
+                        f"generation.{GENERATION_KEYS[key]} = {value!r}",
+                    )
+                )
             else:
-                notes.append(Note(f"{where[:-1]}.model.{section}] {key}", MISSING,
-                                  "a setting of spacy-llm's model"))
-    for key in ("context_length", "endpoint", "strict", "max_tries", "interval",
-                "max_request_time", "config_init"):
+                notes.append(
+                    Note(
+                        f"{where[:-1]}.model.{section}] {key}",
+                        MISSING,
+                        "a setting of spacy-llm's model",
+                    )
+                )
+    for key in (
+        "context_length",
+        "endpoint",
+        "strict",
+        "max_tries",
+        "interval",
+        "max_request_time",
+        "config_init",
+    ):
         if key in block:
-            why = ("read from the model's own tokenizer" if key == "context_length"
-                   else "no network requests: the model runs in this process")
+            why = (
+                "read from the model's own tokenizer"
+                if key == "context_length"
+                else "no network requests: the model runs in this process"
+            )
             notes.append(Note(f"{where[:-1]}.model] {key}", CHANGED, why))
     return notes, generation
 
@@ -186,13 +262,23 @@ def _cache(block: Any, where: str, notes: List[Note]) -> Block:
     if not path:
         return {}
     file = str(Path(str(path)) / "spacy_llama.sqlite")
-    notes.append(Note(f"{where[:-1]}.cache] path", CHANGED, "spacy-llm's per-doc cache -> "
-                      f"spacy-llama.SQLiteCache.v1 at {file} (answers per prompt)"))
+    notes.append(
+        Note(
+            f"{where[:-1]}.cache] path",
+            CHANGED,
+            "spacy-llm's per-doc cache -> "
+            f"spacy-llama.SQLiteCache.v1 at {file} (answers per prompt)",
+        )
+    )
     return {"cache": {"@llama_caches": "spacy-llama.SQLiteCache.v1", "path": file}}
 
 
-def _keep_on_spacy_llm(comp: Any, target: Block, generation: Block) -> Block:
-    kept = dict(comp)
+def _keep_on_spacy_llm(comp: Any, task: Block, target: Block, generation: Block) -> Block:
+    """spacy-llm's component with this project's model. The factory becomes ``llm`` with
+    the task written out: only ``llm`` is an entry point of spacy-llm, so a fresh process
+    (``spacy assemble``) finds it; its ``llm_<task>`` factories exist only once
+    ``spacy_llm`` has been imported."""
+    kept = {**dict(comp), "factory": "llm", "task": dict(task)}
     model: Block = {"@llm_models": BACKEND, "model": dict(target)}
     if generation:
         model["generation"] = dict(generation)
@@ -200,5 +286,13 @@ def _keep_on_spacy_llm(comp: Any, target: Block, generation: Block) -> Block:
     return kept
 
 
-__all__ = ["CARRIED", "CHANGED", "MISSING", "KEPT", "Translation", "translate",
-           "read_config", "write_translation"]
+__all__ = [
+    "CARRIED",
+    "CHANGED",
+    "MISSING",
+    "KEPT",
+    "Translation",
+    "translate",
+    "read_config",
+    "write_translation",
+]

@@ -79,7 +79,9 @@ def test_every_prompt_of_a_pipe_batch_in_one_engine_call(tiny_long, task):
 
 
 def test_responses_keep_the_shape_of_the_prompts(tiny_long):
-    backend = spacy_llm_v1(model=hf_model_v1(tiny_long, device="cpu"), generation={"max_new_tokens": 3})
+    backend = spacy_llm_v1(
+        model=hf_model_v1(tiny_long, device="cpu"), generation={"max_new_tokens": 3}
+    )
     counter = CountingRun(backend.engine)
     out = list(backend([["a b", "c d e"], [], ["f"]]))
     assert [len(x) for x in out] == [2, 0, 1]
@@ -124,7 +126,10 @@ def test_sharding_task_cuts_a_long_doc_to_the_context(tmp_path_factory):
     assert len(prompts) > 1  # sharded
     assert len(counter.calls) == 1 and len(counter.calls[0]) == len(prompts)
     for p in counter.calls[0]:
-        assert backend.model.count_tokens(p, add_special_tokens=False) <= backend.model.context_length - 6
+        assert (
+            backend.model.count_tokens(p, add_special_tokens=False)
+            <= backend.model.context_length - 6
+        )
     by_words = llm_nlp(short, {**NER, "template": template})
     with pytest.raises(PromptTooLongError, match="E742.*TokenCounter"):
         by_words(long_text)
@@ -152,17 +157,16 @@ def test_a_prompt_too_long_errors_or_is_cut(tiny_long, tmp_path_factory, caplog)
 def test_nothing_but_the_config_is_saved(tiny_long, tmp_path):
     nlp = llm_nlp(tiny_long, TEXTCAT)
     nlp.to_disk(tmp_path / "pipe")
-    saved = sorted(p.relative_to(tmp_path / "pipe" / "llm").as_posix()
-                   for p in (tmp_path / "pipe" / "llm").rglob("*") if p.is_file())
+    saved = sorted(
+        p.relative_to(tmp_path / "pipe" / "llm").as_posix()
+        for p in (tmp_path / "pipe" / "llm").rglob("*")
+        if p.is_file()
+    )
     assert saved and all(s.startswith("task") for s in saved)  # the task's cfg; no model part
     assert "spacy-llama.SpacyLLM.v1" in (tmp_path / "pipe" / "config.cfg").read_text()
     again = spacy.load(tmp_path / "pipe")
     doc = again("Apple is looking at buying a U.K. startup.")
-    assert set(doc.cats) == {"BUSINESS", "SPORT", "POLITICS"} or set(doc.cats) == {
-        "business",
-        "sport",
-        "politics",
-    }
+    assert set(doc.cats) == {"business", "sport", "politics"}
 
 
 def test_missing_spacy_llm_names_the_install_command(monkeypatch, tiny_long):
