@@ -100,13 +100,15 @@ def translate(
         task = dict(comp.get("task") or {"@llm_tasks": FACTORY_TASKS.get(comp["factory"], "")})
         task_name = str(task.get("@llm_tasks", ""))
         mapper = MAPPERS.get(task_name)
-        model_notes, generation = _model(comp.get("model"), where, target_model)
+        model_notes, generation, comp_model = _model(
+            comp.get("model"), where, target_model, model_path is not None
+        )
         if mapper is None:
             mapped = unmapped(f"no spacy-llama task for {task_name or 'this task'}")
         else:
             mapped = mapper(ctx, task, task_name)
         if mapped.unmapped:
-            components[name] = _keep_on_spacy_llm(comp, task, target_model, generation)
+            components[name] = _keep_on_spacy_llm(comp, task, comp_model, generation)
             result.notes.append(
                 Note(
                     where,
@@ -131,7 +133,7 @@ def translate(
         components[name] = {
             "factory": "llama",
             "batch_size": 16,
-            "model": dict(target_model),
+            "model": comp_model,
             "task": mapped.task,
             "generation": _generation(
                 mapped.task, mapped.generation, generation, where, result.notes
@@ -203,10 +205,17 @@ def _find(path: str, source: Path) -> Path:
     return beside if beside.exists() else p
 
 
-def _model(block: Any, where: str, target: Block) -> Tuple[List[Note], Block]:
+def _model(
+    block: Any, where: str, target: Block, explicit: bool
+) -> Tuple[List[Note], Block, Block]:
+    """Notes on the spacy-llm model block, the generation settings it carries, and the
+    model block of the new component: ``target``, or the llama model block inside a
+    spacy-llama.SpacyLLM.v1 block (unless --model-path named one)."""
+    block = dict(block or {"@llm_models": "spacy.GPT-3-5.v2"})
+    if block.get("@llm_models") == BACKEND:
+        return _backend_model(block, where, target, explicit)
     notes: List[Note] = []
     generation: Block = {}
-    block = dict(block or {"@llm_models": "spacy.GPT-3-5.v2"})
     name = block.get("@llm_models", "?")
     detail = f" ({block['name']})" if "name" in block else ""
     notes.append(
@@ -253,7 +262,30 @@ def _model(block: Any, where: str, target: Block) -> Tuple[List[Note], Block]:
                 else "no network requests: the model runs in this process"
             )
             notes.append(Note(f"{where[:-1]}.model] {key}", CHANGED, why))
-    return notes, generation
+    return notes, generation, dict(target)
+
+
+def _backend_model(
+    block: Block, where: str, target: Block, explicit: bool
+) -> Tuple[List[Note], Block, Block]:
+    """A component already on spacy-llama.SpacyLLM.v1: its model and generation carry."""
+    model = dict(target) if explicit or "model" not in block else dict(block["model"])
+    notes = [
+        Note(
+            f"{where[:-1]}.model]",
+            CARRIED if not explicit else CHANGED,
+            f"{BACKEND} -> its model block as the component's ({model['@llama_models']})",
+        )
+    ]
+    generation = dict(block.get("generation") or {})
+    for key, value in generation.items():
+        notes.append(Note(f"{where[:-1]}.model.generation] {key}", CARRIED, repr(value)))
+    for key in ("chat", "system", "batch_size", "cache", "prefix_cache", "prompt_lookup"):
+        if key in block:
+            notes.append(
+                Note(f"{where[:-1]}.model] {key}", MISSING, "set it on the task or component")
+            )
+    return notes, generation, model
 
 
 def _cache(block: Any, where: str, notes: List[Note]) -> Block:
