@@ -228,3 +228,21 @@ def test_labels_come_from_the_examples_when_none_are_given(tmp_path, tiny_long, 
     assert main(["from-spacy-llm", str(source), str(out), "--model-path", str(tiny_long)]) == 0
     assert load_config(out)["components"]["ner_v3"]["task"]["labels"] == ["GPE", "PERSON"]
     assert "taken from the examples" in capsys.readouterr().out
+
+
+def test_a_component_already_on_the_backend_keeps_its_model_block(tmp_path, capsys):
+    """configs/spacy_llm/gold.cfg uses spacy-llama.SpacyLLM.v1: its llama model block and
+    generation settings carry; a structured task keeps room for its JSON."""
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "gold.cfg"
+    assert main(["from-spacy-llm", str(root / "configs/spacy_llm/gold.cfg"), str(out)]) == 0
+    printed = capsys.readouterr().out
+    cfg = load_config(out)
+    ner, textcat = cfg["components"]["llm_ner"], cfg["components"]["llm_textcat"]
+    assert ner["model"]["@llama_models"] == "spacy-llama.SmolLM2.v1"
+    assert ner["task"]["label_definitions"]["MONEY"] == "an amount of money"
+    assert ner["generation"]["max_new_tokens"] == 320  # 256 carried, raised for the JSON
+    assert "max_new_tokens: changed: 256 -> 320" in printed
+    assert textcat["task"]["@llama_tasks"] == "spacy-llama.TextCat.v2"
+    assert textcat["generation"]["max_new_tokens"] == 1
+    assert "[components.llm_ner.model]: carried: spacy-llama.SpacyLLM.v1" in printed
