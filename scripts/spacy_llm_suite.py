@@ -20,8 +20,9 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -103,13 +104,30 @@ def pytest_runtest_logreport(report: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any) -> None:
+    rows = [
+        {"test": k, "outcome": v, "queried_model": USED.get(k, False)}
+        for k, v in sorted(OUTCOMES.items())
+    ]
     out = os.environ.get(ENV_REPORT)
     if out:
-        rows = [
-            {"test": k, "outcome": v, "queried_model": USED.get(k, False)}
-            for k, v in sorted(OUTCOMES.items())
-        ]
         Path(out).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print("\n" + "\n".join(summary(rows)))
+
+
+def summary(rows: List[Dict[str, Any]]) -> List[str]:
+    """Per test file: passed/failed among the tests that queried the model, and among the
+    tests that did not (spacy-llm's own parsing, prompts and config checks)."""
+    table: Dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        name = r["test"].split("tests/tasks/")[-1].split("::")[0]
+        table[name][("model" if r["queried_model"] else "plain", r["outcome"])] += 1
+    lines = ["| test file | model: passed | model: failed | no model: passed | no model: failed |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for name, c in sorted(table.items()):
+        cells = [c[("model", "passed")], c[("model", "failed")] + c[("model", "error")]]
+        cells += [c[("plain", "passed")], c[("plain", "failed")] + c[("plain", "error")]]
+        lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+    return lines
 
 
 def pytest_configure(config: Any) -> None:
