@@ -34,7 +34,11 @@ def load(config: Path, model_path: Optional[Path]) -> Any:
 
     cfg = load_config(config)
     for comp in cfg["components"].values():
-        target = comp["model"].get("model", comp["model"])
+        if "@llm_models" in comp["model"]:  # the backend's own llama model block
+            comp["model"].setdefault("model", {"@llama_models": "spacy-llama.SmolLM2.v1"})
+            target = comp["model"]["model"]
+        else:
+            target = comp["model"]
         if model_path is not None:
             target.clear()
             target.update({"@llama_models": "spacy-llama.HF.v1", "path": str(model_path)})
