@@ -119,7 +119,7 @@ def summary(rows: List[Dict[str, Any]]) -> List[str]:
     tests that did not (spacy-llm's own parsing, prompts and config checks)."""
     table: Dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        name = r["test"].split("tests/tasks/")[-1].split("::")[0]
+        name = r["test"].split("::")[0].split("tests/tasks/")[-1]
         table[name][("model" if r["queried_model"] else "plain", r["outcome"])] += 1
     lines = ["| test file | model: passed | model: failed | no model: passed | no model: failed |"]
     lines.append("| --- | --- | --- | --- | --- |")
