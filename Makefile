@@ -19,7 +19,8 @@ PIP := $(BIN)/python -m pip
 # The demo: this package, CPU torch, the default model and en_core_web_sm.
 install: $(VENV)/.installed
 
-# The tests: the above plus dev tools (pytest, ruff, mypy), Ray Data and llama-cpp-python.
+# The tests: the above plus dev tools (pytest, ruff, mypy), Ray Data, spacy-llm (the
+# spacy-llama.SpacyLLM.v1 backend's tests) and llama-cpp-python.
 install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
@@ -35,7 +36,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 # Order-only on .installed: refreshing the demo's packages does not redo these.
 $(VENV)/.installed-test: setup.cfg pyproject.toml Makefile scripts/check_llama_cpp.py \
 		| $(VENV)/.installed
-	$(PIP) install -q -e ".[dev,ray]"
+	$(PIP) install -q -e ".[dev,ray,spacy-llm]"
 	# Install llama-cpp-python, run one real completion in a child process (a wheel built for
 	# another CPU imports fine, then dies with SIGILL) and, when that fails, rebuild it from
 	# source for this machine and check again.

@@ -697,6 +697,28 @@ class Errors(metaclass=ErrorsWithCodes):
             "on; give a gold set with {what} (corpus/gold.spacy has cats and ents).")
     E710 = "Training the student ({config}) failed: {error}"
     E711 = "--review-fraction must be between 0 and 1, got {value}."
+    # --- spacy-llm compatibility (llm_compat/, cli/from_spacy_llm.py): E740-E769 ---
+    E740 = ("{what} needs spacy-llm, which is not installed. Install it with: "
+            "pip install 'spacy-llama[spacy-llm]' (or pip install spacy-llm==0.7.4).")
+    E741 = ("spacy-llama.SpacyLLM.v1 expects one list of prompt strings per doc (one string "
+            "per shard); doc {doc} gave {kind}. Use a spacy-llm task whose prompts are text.")
+    E742 = ("spacy-llama.SpacyLLM.v1: the prompt of doc {doc} (shard {shard}) is {n} tokens, "
+            "but {source} holds {budget} prompt tokens (context {context} minus "
+            "max_new_tokens = {max_new}). Let the task shard by the model's tokens (its "
+            "shard_mapper's n_token_estimator = spacy-llama.TokenCounter.v1), set "
+            "on_overflow = \"truncate\" in the model block, or lower "
+            "generation.max_new_tokens.")
+    E743 = ("spacy-llama.SpacyLLM.v1: {setting} = {value!r}; {fix}")
+    E750 = "from-spacy-llm: the config {path} does not exist or cannot be read ({error})."
+    E751 = ("from-spacy-llm: {path} has no spacy-llm component (no [components.*] block with "
+            "factory = \"llm\" or \"llm_<task>\"); found factories: {found}.")
+    E752 = ("from-spacy-llm: {path} already exists; pass --overwrite to replace it, or name "
+            "another OUT.")
+    E753 = ("from-spacy-llm: OUT must be a .cfg file, not {path}.")
+    E754 = ("from-spacy-llm: {where}: the few-shot examples {path} cannot be read ({error}). "
+            "Fix the file, or remove the examples block and translate again.")
+    E755 = ("from-spacy-llm: --model-path {path} is neither a model folder (config.json) nor "
+            "a .gguf file.")
 # fmt: on
 
 
@@ -773,3 +795,6 @@ class SettingError(SpacyLlamaError, ValueError):
 class DistillError(SpacyLlamaError, ValueError):
     """A distillation run cannot go on (teacher, student, corrections or data); the message
     names the file or setting and the fix."""
+class CompatError(SpacyLlamaError, ValueError):
+    """spacy-llm compatibility: a missing spacy-llm install, a prompt spacy-llm handed over
+    that does not fit, or a spacy-llm config the translator cannot read."""

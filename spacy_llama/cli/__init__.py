@@ -18,7 +18,7 @@ from typing import List, Optional
 from ..errors import SpacyLlamaError
 from .exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
-COMMANDS = ("annotate", "merge", "convert", "evaluate", "distill")
+COMMANDS = ("annotate", "merge", "convert", "evaluate", "distill", "from_spacy_llm")
 
 
 def build_parser() -> argparse.ArgumentParser:
