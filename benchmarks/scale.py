@@ -1011,7 +1011,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
     for name, f in files.items():  # llama.cpp loads and runs every other small GGUF
         measured = {f"{small}-{k}.gguf" for k in types}
-        if name.startswith(f"{small}-") and name.endswith(".gguf") and name not in measured:
+        mine = name.startswith(f"{small}-") and not name.startswith(built["big"]["name"])
+        if mine and name.endswith(".gguf") and name not in measured:
             if "llama_cpp" not in skip:
                 check = run_child(
                     {"kind": "llama_cpp", "path": f["path"], **common, "batches": [1],
