@@ -226,7 +226,7 @@ def write_gguf(path: Path, shape: Shape, scheme: Dict[str, str], seed: int = 0) 
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     rng = np.random.default_rng(seed)
-    for name, rows, cols, kind in tensors:
+    for _name, rows, cols, kind in tensors:
         if kind == "F32":
             writer.write_tensor_data(np.ones(cols, dtype=np.float32))
         else:
@@ -771,8 +771,14 @@ def _tok_s(result: Dict[str, Any], batch: int) -> Optional[float]:
 
 
 def assess(
-    kind: str, size: int, ours: Dict[str, Any], cpp: Dict[str, Any], bandwidth: Dict[str, Any],
-    batches: Sequence[int], fp32: Optional[Dict[str, Any]], cpp_bytes: int,
+    kind: str,
+    size: int,
+    ours: Dict[str, Any],
+    cpp: Dict[str, Any],
+    bandwidth: Dict[str, Any],
+    batches: Sequence[int],
+    fp32: Optional[Dict[str, Any]],
+    cpp_bytes: int,
 ) -> Dict[str, Any]:
     """The issue's targets for one file, as value / bound / ratio / met."""
     out: Dict[str, Any] = {}
@@ -841,8 +847,7 @@ def print_table(report: Dict[str, Any], batches: Sequence[int]) -> None:
         )
     cols = "".join(f"{'b' + str(b) + ' tok/s':>11}" for b in batches)
     header = (
-        f"{'run':34}{'file GiB':>9}{'load s':>8}{'load RSS':>9}{'gen RSS':>9}{cols}"
-        f"{'b1 GB/s':>9}"
+        f"{'run':34}{'file GiB':>9}{'load s':>8}{'load RSS':>9}{'gen RSS':>9}{cols}{'b1 GB/s':>9}"
     )
     print("\n" + header)
     print("-" * len(header))
@@ -919,7 +924,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes (1,16,32)")
     ap.add_argument("--types", default=None, help="comma-separated GGUF types (Q8_0,Q4_0,Q4_K)")
-    ap.add_argument("--skip", default="", help="comma-separated: 8b, fp32, quality, llama_cpp")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: small (the GGUF rows), 8b, fp32, quality, llama_cpp",
+    )
     ap.add_argument("--ppl-tokens", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few tokens (for tests)")
     ap.add_argument("--build-only", action="store_true", help="build the model files, stop")
@@ -932,7 +941,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     skip = set(filter(None, args.skip.lower().split(",")))
     quick = args.quick
     batches = [int(b) for b in (args.batches or ("1,2" if quick else "1,16,32")).split(",")]
-    types = (args.types or ("Q4_0" if quick else "Q8_0,Q4_0,Q4_K")).split(",")
+    types = (args.types or ("Q4_0" if quick else "Q4_0,Q8_0,Q4_K")).split(",")
     new_tokens = args.new_tokens or (4 if quick else 32)
     docs = {str(b): (2 if b == 1 and not quick else b) for b in batches}
     threads = args.threads
@@ -961,40 +970,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         "rows": [],
         "targets": {},
     }
-    report["bandwidth"] = run_child({"kind": "bandwidth", "threads": threads, "mib": 64 if quick else 1024})
-    fp32 = None
-    if "fp32" not in skip:
-        hf = files[f"{small}-hf"]
-        fp32_batch = [b for b in batches if b != 1][:1] if quick else [16]
-        fp32 = run_child(
-            {
-                "kind": "ours",
-                "model": {"@llama_models": "spacy-llama.HF.v1", "path": hf["path"], "dtype": "float32"},
-                **common,
-                "batches": fp32_batch,
-                "kv_float32": True,
-            }
-        )
-        report["rows"].append(
-            {"label": "HF.v1 float32 (bf16 folder)", "file_bytes": hf["bytes"], "result": fp32,
-             "bytes_per_token": fp32.get("weight_bytes_per_token")}
-        )
+
+    def save(step: str) -> None:
+        """Every number so far, after each child (a long run interrupted keeps its rows)."""
+        print(f"[{time.strftime('%H:%M:%S')}] {step}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+
+    report["bandwidth"] = run_child(
+        {"kind": "bandwidth", "threads": threads, "mib": 64 if quick else 1024}
+    )
+    save(f"bandwidth: {report['bandwidth']}")
+    # the order puts the rows the issue's tables need first: on a loaded machine a full run
+    # takes an hour or more
+    results: Dict[str, tuple] = {}
+    if "small" in skip:  # the 8B row, quality and float32 alone
+        types = []
     for kind in types:
         f = files[f"{small}-{kind}.gguf"]
-        ours = run_child(
-            {
-                "kind": "ours",
-                "model": {"@llama_models": "spacy-llama.GGUF.v2", "path": f["path"], "quantize": "auto"},
-                **common,
-                "batches": batches,
-            }
-        )
+        model = {"@llama_models": "spacy-llama.GGUF.v2", "path": f["path"], "quantize": "auto"}
+        ours = run_child({"kind": "ours", "model": model, **common, "batches": batches})
         for r in ours.get("runs", {}).values():
             r.pop("ids", None)
         report["rows"].append(
-            {"label": f"GGUF.v2 {kind} (auto)", "file_bytes": f["bytes"], "result": ours,
-             "bytes_per_token": ours.get("weight_bytes_per_token")}
+            {
+                "label": f"GGUF.v2 {kind} (auto)",
+                "file_bytes": f["bytes"],
+                "result": ours,
+                "bytes_per_token": ours.get("weight_bytes_per_token"),
+            }
         )
+        save(f"GGUF.v2 {kind}: {_brief(ours)}")
         cpp_bytes = _gguf_bytes_per_token(f["path"])
         if "llama_cpp" in skip:
             cpp: Dict[str, Any] = {"error": "skipped"}
@@ -1003,36 +1009,72 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "n_vocab" in cpp:
                 cpp["vocab_matches"] = cpp["n_vocab"] == built["small"]["vocab"]
             report["rows"].append(
-                {"label": f"llama.cpp {kind}", "file_bytes": f["bytes"], "result": cpp,
-                 "bytes_per_token": cpp_bytes}
-            )
-        report["targets"][kind] = assess(
-            kind, f["bytes"], ours, cpp, report["bandwidth"], batches, fp32, cpp_bytes
-        )
-    for name, f in files.items():  # llama.cpp loads and runs every other small GGUF
-        measured = {f"{small}-{k}.gguf" for k in types}
-        mine = name.startswith(f"{small}-") and not name.startswith(built["big"]["name"])
-        if mine and name.endswith(".gguf") and name not in measured:
-            if "llama_cpp" not in skip:
-                check = run_child(
-                    {"kind": "llama_cpp", "path": f["path"], **common, "batches": [1],
-                     "docs": {"1": 1}}
-                )
-                report.setdefault("llama_cpp_checks", {})[name] = {
-                    "vocab_matches": check.get("n_vocab") == built["small"]["vocab"],
-                    "generated": check.get("runs", {}).get("1", {}).get("tokens"),
-                    "error": check.get("error"),
+                {
+                    "label": f"llama.cpp {kind}",
+                    "file_bytes": f["bytes"],
+                    "result": cpp,
+                    "bytes_per_token": cpp_bytes,
                 }
+            )
+        results[kind] = (f["bytes"], ours, cpp, cpp_bytes)
+        report["targets"][kind] = assess(
+            kind, f["bytes"], ours, cpp, report["bandwidth"], batches, None, cpp_bytes
+        )
+        save(f"llama.cpp {kind}: {_brief(cpp)}")
+    measured = {f"{small}-{k}.gguf" for k in types}
+    for name, f in files.items():  # llama.cpp loads and runs every other small GGUF
+        mine = name.startswith(f"{small}-") and not name.startswith(built["big"]["name"])
+        if mine and name.endswith(".gguf") and name not in measured and "llama_cpp" not in skip:
+            spec = {**common, "kind": "llama_cpp", "path": f["path"], "batches": [1]}
+            check = run_child({**spec, "docs": {"1": 1}})
+            report.setdefault("llama_cpp_checks", {})[name] = {
+                "vocab_matches": check.get("n_vocab") == built["small"]["vocab"],
+                "generated": check.get("runs", {}).get("1", {}).get("tokens"),
+                "error": check.get("error"),
+            }
+            save(f"llama.cpp check {name}: {report['llama_cpp_checks'][name]}")
     if "8b" not in skip:
         report["big"] = big_row(built, files, common, quick, skip)
         report["rows"].extend(report["big"].pop("rows"))
+        save(f"8B-shaped: {report['big']['summary']}")
     if "quality" not in skip:
         report["quality"] = quality(threads, quick, args.ppl_tokens, skip)
+        save("quality")
+    if "fp32" not in skip:
+        hf = files[f"{small}-hf"]
+        model = {"@llama_models": "spacy-llama.HF.v1", "path": hf["path"], "dtype": "float32"}
+        fp32_batch = [b for b in batches if b != 1][:1] if quick else [16]
+        spec = {"kind": "ours", "model": model, **common, "batches": fp32_batch}
+        fp32 = run_child({**spec, "kv_float32": True})
+        for r in fp32.get("runs", {}).values():
+            r.pop("ids", None)
+        report["rows"].append(
+            {
+                "label": "HF.v1 float32 (bf16 folder)",
+                "file_bytes": hf["bytes"],
+                "result": fp32,
+                "bytes_per_token": fp32.get("weight_bytes_per_token"),
+            }
+        )
+        for kind, (size, ours, cpp, cpp_bytes) in results.items():
+            report["targets"][kind] = assess(
+                kind, size, ours, cpp, report["bandwidth"], batches, fp32, cpp_bytes
+            )
+        save(f"HF.v1 float32: {_brief(fp32)}")
     print_table(report, batches)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _brief(result: Dict[str, Any]) -> str:
+    if "error" in result:
+        return result["error"].splitlines()[0]
+    runs = ", ".join(f"b{b} {r['tok_s']:.2f} tok/s" for b, r in result.get("runs", {}).items())
+    return (
+        f"load {result['load_s']:.0f} s, peak load RSS {result['peak_load_rss_gib']:.2f} GiB, "
+        f"generating {result.get('peak_gen_rss_gib', 0):.2f} GiB; {runs}"
+    )
 
 
 def big_row(
@@ -1044,18 +1086,37 @@ def big_row(
     f = files[f"{big['name']}-Q4_K.gguf"]
     spec = {**common, "batches": [1], "docs": {"1": 1}, "new_tokens": 4 if not quick else 2}
     ours = run_child(
-        {"kind": "ours", **spec,
-         "model": {"@llama_models": "spacy-llama.GGUF.v2", "path": f["path"], "quantize": "auto"}},
+        {
+            "kind": "ours",
+            **spec,
+            "model": {
+                "@llama_models": "spacy-llama.GGUF.v2",
+                "path": f["path"],
+                "quantize": "auto",
+            },
+        },
         budget=BUDGET_8B,
     )
-    rows = [{"label": f"GGUF.v2 {big['name']} Q4_K", "file_bytes": f["bytes"], "result": ours,
-             "bytes_per_token": ours.get("weight_bytes_per_token")}]
+    rows = [
+        {
+            "label": f"GGUF.v2 {big['name']} Q4_K",
+            "file_bytes": f["bytes"],
+            "result": ours,
+            "bytes_per_token": ours.get("weight_bytes_per_token"),
+        }
+    ]
     cpp: Dict[str, Any] = {}
     if "llama_cpp" not in skip:
         cpp = run_child({"kind": "llama_cpp", "path": f["path"], **spec}, budget=BUDGET_8B)
         cpp["vocab_matches"] = cpp.get("n_vocab") == big["vocab"]
-        rows.append({"label": f"llama.cpp {big['name']} Q4_K", "file_bytes": f["bytes"],
-                     "result": cpp, "bytes_per_token": _gguf_bytes_per_token(f["path"])})
+        rows.append(
+            {
+                "label": f"llama.cpp {big['name']} Q4_K",
+                "file_bytes": f["bytes"],
+                "result": cpp,
+                "bytes_per_token": _gguf_bytes_per_token(f["path"]),
+            }
+        )
     for r in ours.get("runs", {}).values():
         r.pop("ids", None)
     if "error" in ours:
@@ -1075,8 +1136,13 @@ def big_row(
                 f"; llama.cpp peak {max(cpp['peak_load_rss_gib'], cpp['peak_gen_rss_gib']):.2f}"
                 f" GiB, {_g(_tok_s(cpp, 1), '{:.2f}')} tok/s"
             )
-    return {"label": f"{big['name']} Q4_K (memory row)", "summary": summary,
-            "budget_gib": BUDGET_8B / GiB, "met": met, "rows": rows}
+    return {
+        "label": f"{big['name']} Q4_K (memory row)",
+        "summary": summary,
+        "budget_gib": BUDGET_8B / GiB,
+        "met": met,
+        "rows": rows,
+    }
 
 
 def quality(threads: int, quick: bool, ppl_tokens: Optional[int], skip: set) -> Dict[str, Any]:
@@ -1100,8 +1166,13 @@ def quality(threads: int, quick: bool, ppl_tokens: Optional[int], skip: set) -> 
     }
     if "llama_cpp" not in skip:
         cpp = run_child(
-            {"kind": "quality_llama_cpp", "path": ours["file"], "threads": threads,
-             "ppl_ctx": spec["ppl_ctx"], "ids": ours["ppl_ids"]}
+            {
+                "kind": "quality_llama_cpp",
+                "path": ours["file"],
+                "threads": threads,
+                "ppl_ctx": spec["ppl_ctx"],
+                "ids": ours["ppl_ids"],
+            }
         )
         if "error" in cpp:
             out["llama_cpp_error"] = cpp["error"]

@@ -88,7 +88,7 @@ def test_quick_run_reports_consistent_numbers(work, capsys):
     for result in (ours, cpp, rows["HF.v1 float32 (bf16 folder)"]):
         assert "error" not in result, result
         assert result["peak_load_rss_gib"] >= result["rss_imports_gib"] > 0
-        for b, run in result["runs"].items():
+        for run in result["runs"].values():
             assert 0 < run["tokens"] <= run["docs"] * 4
             assert run["tok_s"] == pytest.approx(run["tokens"] / run["seconds"])
     assert cpp["vocab_matches"] is True
