@@ -35,12 +35,15 @@ def batched_greedy(
     max_new: int,
     n_seq: int = 32,
     threads: int = 2,
+    llm: Any = None,
 ) -> List[List[int]]:
-    """Generated token ids (without the stop token) for each prompt, greedy."""
+    """Generated token ids (without the stop token) for each prompt, greedy. ``llm``: a
+    ``Llama`` of ``model_path`` already loaded (to time generation without the load)."""
     import llama_cpp.llama_cpp as L
     from llama_cpp import Llama
 
-    llm = Llama(model_path=model_path, n_ctx=512, n_threads=threads, verbose=False)
+    if llm is None:
+        llm = Llama(model_path=model_path, n_ctx=512, n_threads=threads, verbose=False)
     ids = [llm.tokenize(p.encode("utf8"), add_bos=False, special=True) for p in prompts]
     longest = max(len(t) for t in ids) + max_new
     n_seq = min(n_seq, len(ids))
