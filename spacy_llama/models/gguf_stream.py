@@ -35,7 +35,7 @@ from .fingerprint import file_stamps, source_stamps
 from .gguf import check_gguf_file, fix_special_tokens
 from .gguf_blocks import INT4_TYPES, KEPT, Q, decode_float, decode_int4, expected_bytes, type_name
 from .loading import cached_load, finish_model
-from .memory import plan_gguf
+from .memory import plan_gguf, release_freed_memory
 from .qlinear import (
     Int4Linear,
     Int8Embedding,
@@ -50,6 +50,7 @@ logger = logging.getLogger("spacy_llama")
 QuantizeName = Optional[str]  # None | "auto" | "int8" | "int4"
 QUANTIZE_CHOICES = (None, "auto", "int8", "int4")
 STREAM_VERSION = 1  # part of the fingerprint: bump when what a tensor becomes changes
+ROW_CHUNK = 4096  # rows de-quantised at a time on the way to int8
 
 _LAYER_PARTS = {
     "attn_q": ("self_attn", "q_proj"),
@@ -139,6 +140,7 @@ def load_gguf_quantized(
             builder.add(name, tensor, _read(f, file, tensor))
     builder.finish()
     del reader
+    release_freed_memory()
     model.eval()
     return finish_model(
         model,
@@ -318,17 +320,17 @@ class _Builder:
                 self._check_finite(name, qtype, groups.scale, groups.zero)
                 return Int4Linear.from_groups(groups.q, groups.scale, groups.zero)
             return Int4Linear.from_float(torch.from_numpy(self._float(name, raw, qtype, shape)))
-        weight = torch.from_numpy(self._float(name, raw, qtype, shape))
         if mode in ("int4", "int8"):
-            return Int8Linear.from_float(weight)
+            return Int8Linear(*self._int8_rows(name, raw, qtype, shape))
+        weight = torch.from_numpy(self._float(name, raw, qtype, shape))
         linear = torch.nn.Linear(k, n, bias=False, device="cpu", dtype=self.dtype)
         linear.weight = torch.nn.Parameter(weight.to(self.dtype), requires_grad=False)
         return linear
 
     def _embedding(self, name: str, raw: np.ndarray, qtype: Any, shape: tuple) -> None:
-        weight = torch.from_numpy(self._float(name, raw, qtype, shape))
         inner = self.model.model
         if self._mode(qtype) == "float":
+            weight = torch.from_numpy(self._float(name, raw, qtype, shape))
             emb = torch.nn.Embedding(shape[0], shape[1], device="cpu", dtype=self.dtype)
             emb.weight = torch.nn.Parameter(weight.to(self.dtype), requires_grad=False)
             inner.embed_tokens = emb
@@ -339,11 +341,28 @@ class _Builder:
                 head.weight = emb.weight
                 self.model.lm_head = head
             return
-        q, scale = quantize_rows_int8(weight)
+        q, scale = self._int8_rows(name, raw, qtype, shape)
         emb8 = Int8Embedding(q, scale, self.dtype)
         inner.embed_tokens = emb8
         if self.config.tie_word_embeddings:
             self.model.lm_head = emb8.head()
+
+    def _int8_rows(
+        self, name: str, raw: np.ndarray, qtype: Any, shape: tuple
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """int8 rows and their scales, decoded ``ROW_CHUNK`` rows at a time: an 8B model's
+        embedding in float32 alone is 2 GiB, and decoding it whole held two such copies."""
+        n, k = shape
+        rows = raw.reshape(n, -1)
+        q = torch.empty((n, k), dtype=torch.int8)
+        scale = torch.empty(n, dtype=torch.float32)
+        for start in range(0, n, ROW_CHUNK):
+            part = rows[start : start + ROW_CHUNK]
+            values = self._float(name, part.reshape(-1), qtype, (part.shape[0], k))
+            q_part, s_part = quantize_rows_int8(torch.from_numpy(values))
+            q[start : start + part.shape[0]] = q_part
+            scale[start : start + part.shape[0]] = s_part
+        return q, scale
 
     def _float(self, name: str, raw: np.ndarray, qtype: Any, shape: tuple) -> np.ndarray:
         try:

@@ -37,6 +37,7 @@ from .memory import (
     dtype_from_name,
     human,
     projection_bytes,
+    release_freed_memory,
 )
 from .qlinear import Int8Embedding, check_kernels, quantize_rows_int8, quantized_linear
 
@@ -167,6 +168,7 @@ def load_hf_streaming(
     for name, tensor in _tensors(folder):
         put_tensor(model, name, tensor, act, mode, tied)
     finish_skeleton(model, config, str(folder))
+    release_freed_memory()
     return finish_model(
         model,
         tokenizer,

@@ -257,6 +257,7 @@ def build_meta_quantized(
 
     from ..gguf_stream import finish_skeleton
     from ..hf_stream import put_tensor
+    from ..memory import release_freed_memory
     from .tokenizer_formats import detect_format
 
     files = shard_files(folder)
@@ -300,6 +301,7 @@ def build_meta_quantized(
     merge_shards(shards, params, dtype=None, put=put)
     del shards  # closes the mmaps
     finish_skeleton(model, config, str(folder))
+    release_freed_memory()
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     inputs = [*files, folder / "params.json", *tokenizer_inputs(tok_files)]
     return MetaCheckpoint(model, tokenizer, stops, inputs)
