@@ -138,6 +138,7 @@ def load_gguf_quantized(
                 builder.rope_factors = _float_tensor(name, tensor, _read(f, file, tensor), file)
                 continue
             builder.add(name, tensor, _read(f, file, tensor))
+            release_freed_memory()  # each tensor's buffers: the peak stays near what is kept
     builder.finish()
     del reader
     release_freed_memory()
