@@ -541,6 +541,12 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- structured output that always completes (generation/closing.py, alternatives.py) ---
+    E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
+            "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
+            "to at least {n}, or make the schema's required part smaller.")
+    E651 = ("max_string_tokens = {value}; it caps the tokens of each unbounded string the "
+            "model writes: set it to at least 1, or leave it out (no cap).")
 # fmt: on
 
 

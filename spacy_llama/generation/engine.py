@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import Errors, PromptTooLongError
+from ..errors import ConstraintError, Errors, PromptTooLongError
 from ..models.base import LlamaModel
 from ..types import (
     AnyRequest,
@@ -33,7 +33,7 @@ from .decoder import (
     fused_decoder,
     supports_fast_decoder,
 )
-from .grammar import CompiledGrammar, RowGrammar, compiler_for, model_vocab_size
+from .grammar import CompiledGrammar, compiler_for, model_vocab_size
 from .lookup import DraftStats
 from .output import finish
 from .remote import check_remote_constraint, complete_remote, is_remote
@@ -92,7 +92,7 @@ class Engine:
             if self.remote:
                 check_remote_constraint(model, config.constraint)
             else:
-                self.grammar(config.constraint)
+                self.check_budget([config.constraint])
 
     # -- public ----------------------------------------------------------------
     def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:
@@ -140,6 +140,23 @@ class Engine:
         tok = self.model.tokenizer
         n_vocab = model_vocab_size(self.model.model, tok)
         return compiler_for(tok, n_vocab, self._stop_ids).compile(constraint)
+
+    def check_budget(self, constraints: Sequence[Constraint], where: str = "") -> None:
+        """ConstraintError (E650) if a constraint's shortest complete output cannot fit in
+        max_new_tokens: every answer would fail, so the pipeline is not built."""
+        for constraint in constraints:
+            closing = self.grammar(constraint).minimal_tokens()
+            if closing is not None and len(closing) > self.config.max_new_tokens:
+                text = self.model.decode(closing)
+                raise ConstraintError(
+                    Errors.E650.format(
+                        kind=constraint.kind,
+                        where=where,
+                        max_new=self.config.max_new_tokens,
+                        n=len(closing),
+                        text=text if len(text) <= 120 else text[:117] + "...",
+                    )
+                )
 
     def tokenize(self, request: GenerationRequest) -> List[int]:
         if self.remote:
@@ -244,10 +261,11 @@ class Engine:
                 generator=None
                 if cfg.greedy
                 else make_generators([request_seed(cfg.seed, ids[i])])[0],
-                grammar=self._row_grammar(requests[i]),
             )
             for i in todo
         ]
+        for seq in seqs:
+            self._start_grammar(seq, requests[seq.index])
         stepper = Stepper(
             cfg,
             self._stop_ids,
@@ -293,9 +311,18 @@ class Engine:
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
 
-    def _row_grammar(self, request: GenerationRequest) -> Optional[RowGrammar]:
+    def _start_grammar(self, seq: SequenceState, request: GenerationRequest) -> None:
+        """A constrained row gets its matcher, its token budget, and the closing from the
+        start as its first checkpoint when that fits (``Stepper._budget_closes``)."""
         constraint = self.constraint(request)
-        return None if constraint is None else self.grammar(constraint).start()
+        if constraint is None:
+            return
+        compiled = self.grammar(constraint)
+        seq.grammar = compiled.start()
+        seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
+        closing = compiled.minimal_tokens()
+        if closing is not None and len(closing) <= seq.budget:
+            seq.checkpoint = (0, closing)
 
     def weights_changed(self) -> None:
         """The model's weights were replaced (merged adapters): build the fused decoder and

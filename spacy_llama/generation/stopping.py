@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..errors import Errors
 from ..types import GenerationResult
 from .config import GenerationConfig
+from .closing import closing_tokens
 from .grammar import RowGrammar, mask_logits
 from .sampling import choose_tokens
 
@@ -36,6 +37,13 @@ class SequenceState:
     reason: str = "length"
     grammar: Optional[RowGrammar] = None
     error: Optional[str] = None
+    # Budget-aware completion (constrained rows): the most tokens this row may generate
+    # (0: max_new_tokens), and the last position known to be closable within it: (tokens
+    # then, the closing tokens from there). None: no closing fits, the row runs as before.
+    budget: int = 0
+    checkpoint: Optional[Tuple[int, List[int]]] = None
+    closed: bool = False  # cut by the budget and closed onto its shortest completion
+    choices: List[Dict[str, Any]] = field(default_factory=list)  # alternatives.py's decisions
 
     def result(self, decode: Callable[[List[int]], str]) -> GenerationResult:
         return GenerationResult(
@@ -45,7 +53,15 @@ class SequenceState:
             finish_reason=self.reason,  # type: ignore[arg-type]
             prompt_tokens=self.prompt_len,
             error=self.error,
+            closed=self.closed,
+            choices=list(self.choices),
         )
+
+
+# Budget checks (``Stepper._budget_closes``): every token once the budget left is within
+# CHECK_SLACK of the last closing found, else every CHECK_EVERY tokens.
+CHECK_SLACK = 3
+CHECK_EVERY = 16
 
 
 class Stepper:
@@ -115,13 +131,51 @@ class Stepper:
             if seq.grammar.terminated:  # only a stop token could follow
                 seq.reason = "stop"
                 return True
+            if seq.checkpoint is not None and self._budget_closes(seq):
+                return True
         if cfg.stop:
             text = self.decode(seq.tokens)
             cut = first_stop(text, cfg.stop)
             if cut is not None:
                 seq.text, seq.reason = text[:cut], "stop"
                 return True
-        return len(seq.tokens) >= cfg.max_new_tokens
+        return len(seq.tokens) >= (seq.budget or cfg.max_new_tokens)
+
+    def _budget_closes(self, seq: SequenceState) -> bool:
+        """Keep a constrained row closable within its budget; whether it was closed now.
+
+        The row's checkpoint is the last position whose closing tokens were found to fit.
+        Far from the end the closing is searched every ``CHECK_EVERY`` tokens, near it at
+        every token. When the closing from here exactly fills the budget the row takes it;
+        when it would not fit, the row goes back to its checkpoint (the tokens since are
+        dropped: the row ends anyway) and takes the checkpoint's closing."""
+        assert seq.grammar is not None and seq.checkpoint is not None
+        n = len(seq.tokens)
+        left = (seq.budget or self.config.max_new_tokens) - n
+        at, path = seq.checkpoint
+        if left - len(path) > CHECK_SLACK and n - at < CHECK_EVERY:
+            return False
+        here = closing_tokens(seq.grammar)
+        if here is not None and len(here) <= left:
+            seq.checkpoint = (n, here)
+            if len(here) < left or not here:
+                return False  # room left, or complete already (max_new_tokens ends it)
+            self._close_onto(seq, here)
+            return True
+        seq.grammar.rollback(n - at)
+        del seq.tokens[at:], seq.logprobs[at:]
+        self._close_onto(seq, path)
+        return True
+
+    def _close_onto(self, seq: SequenceState, path: List[int]) -> None:
+        """Append the closing ``path``: no model pass scores it, so its log-probabilities
+        are NaN (unknown), not a certainty the model never gave."""
+        assert seq.grammar is not None
+        seq.grammar.accept_all(path)
+        seq.tokens.extend(path)
+        seq.logprobs.extend([float("nan")] * len(path))
+        seq.closed = True
+        seq.reason = "length"
 
     def _close(self, seq: SequenceState) -> None:
         """A finished row frees its grammar; cut short by max_new_tokens, it says so."""
