@@ -17,8 +17,8 @@ import torch
 
 from ..errors import Errors
 from ..types import GenerationResult
-from .config import GenerationConfig
 from .closing import closing_tokens
+from .config import GenerationConfig
 from .grammar import RowGrammar, mask_logits
 from .sampling import choose_tokens
 

@@ -29,6 +29,7 @@ from .prompt import DocLike, PromptTemplate, load_template
 from .schema import Schema, check_span_fields, doc_schema, is_array_field, load_schema
 from .structured import (
     DEFAULT_MAX_SPAN_TOKENS,
+    FINISH_ATTR,
     align_strings,
     candidate_substrings,
     json_constraint,
@@ -66,7 +67,7 @@ class ExtractTask(PromptedTask):
 
     @property
     def extensions(self) -> List[str]:
-        return [self.data_attr]
+        return [self.data_attr, FINISH_ATTR]
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)

@@ -21,6 +21,10 @@ from .prompt import DocLike
 
 logger = logging.getLogger("spacy_llama")
 DEFAULT_MAX_SPAN_TOKENS = 8
+# How each structured answer ended: "stop" (the model finished it), "closed" (the token
+# budget cut it and the engine closed it onto its shortest valid completion: complete and
+# valid, but worth filtering or re-running), or the engine's other finish reasons.
+FINISH_ATTR = "llama_finish"
 
 
 def _sentence_ranges(doc: DocLike) -> List[Tuple[int, int]]:
@@ -105,6 +109,8 @@ def json_constraint(schema: Dict[str, Any]) -> Constraint:
 def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: str) -> Any:
     """The answer's JSON value if it is complete and matches ``schema``; otherwise the doc
     is marked failed (the reason under ``DOC_ERROR_KEY``) and None is returned."""
+    if Doc.has_extension(FINISH_ATTR):
+        doc._.set(FINISH_ATTR, "closed" if res.closed else res.finish_reason)
     if res.error is not None:
         return _fail(doc, task, Errors.E369.format(error=res.error))
     try:

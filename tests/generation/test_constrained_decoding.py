@@ -176,8 +176,13 @@ def test_stop_strings_still_cut_constrained_output(model):
 
 
 def test_length_before_the_grammar_is_complete_is_an_error_and_is_cached(model, tmp_path):
+    """E426 is left only where even the shortest complete output does not fit: a request's
+    own constraint (a config's fails when the engine is built: E650)."""
+    with pytest.raises(ConstraintError, match=r"\[E650\].*max_new_tokens=3.*takes 12 tokens"):
+        Engine(model, GenerationConfig(json_schema=SCHEMA, max_new_tokens=3))
     cache = SQLiteCache(tmp_path / "cache.sqlite")
-    kw = dict(json_schema=SCHEMA, max_new_tokens=3, cache=cache)
+    own = Constraint("json_schema", json.dumps(SCHEMA))
+    kw = dict(constraint=own, max_new_tokens=3, cache=cache)
     [res] = run(model, PROMPTS[:1], **kw)
     assert res.finish_reason == "length" and len(res.token_ids) == 3
     assert res.error == (
