@@ -18,13 +18,14 @@ it stands where the sequence does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import torch
 
 from .decoder import FastLlama, KVCache
 from .lookup import DraftStats, PromptLookup
-from .stopping import SequenceState, Stepper
+from .alternatives import Decision
+from .stopping import Scored, Scorer, SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste
@@ -72,12 +73,14 @@ class ContinuousBatcher:
         prefix_cache: bool = True,
         prompt_lookup: bool = True,
         draft_stats: Optional[DraftStats] = None,
+        decide_alternatives: bool = True,
     ) -> None:
         self.fast = fast
         self.stepper = stepper
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
+        self.decide_alternatives = decide_alternatives  # closed sets scored as wholes
         # drafts are only checked against the greedy choice
         self.lookup = (
             PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
@@ -188,12 +191,21 @@ class ContinuousBatcher:
         fed = [0] * len(live)
         checked = 0
         for j in range(width):
-            done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows])
+            extra: Dict[int, int] = {}
+            decide = self._decider(
+                cache,
+                lambda k, rows=rows: rows[k],  # type: ignore[misc]
+                lambda k, rows=rows, j=j: lengths[rows[k]] + j + 1,  # type: ignore[misc]
+                extra,
+            )
+            done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows], decide)
             going = []
-            for r, d in zip(rows, done):
-                fed[r] += 1  # the token fed at position j is now in the cache
+            for k, (r, d) in enumerate(zip(rows, done)):
+                fed[r] += 1 + extra.get(k, 0)  # the token fed at position j is now cached
                 if d:
                     finished.append(r)
+                elif k in extra:
+                    pass  # a decided row wrote its chosen value, not the draft
                 elif j < len(drafts[r]):
                     checked += 1
                     if seqs[live[r]].tokens[-1] == drafts[r][j]:
@@ -209,6 +221,56 @@ class ContinuousBatcher:
         stats.checked += checked
         stats.kept += sum(fed) - len(fed)
         self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
+
+    def _decider(
+        self,
+        cache: KVCache,
+        slot_of: Callable[[int], int],
+        length_of: Callable[[int], int],
+        extra: Dict[int, int],
+    ) -> Optional[Scorer]:
+        """The stepper's scorer of closed sets of alternatives (``alternatives.py``): the
+        row's keys and values are copied once per alternative into a scratch cache, every
+        alternative's tokens after its first run in one pass from there, and the chosen
+        one's keys are copied back, so the row goes on as if it had decoded them.
+        ``extra[k]`` gets how many more tokens row ``k`` now has cached."""
+        if not self.decide_alternatives:
+            return None
+        fast = self.fast
+
+        def decide(k: int, decision: Decision) -> Scored:
+            slot, start = slot_of(k), length_of(k)
+            feeds = [sc[:-1] for sc in decision.scored]
+            width = max(len(f) for f in feeds)
+            later: List[List[float]] = [[] for _ in feeds]
+            scratch: Optional[KVCache] = None
+            if width:
+                n = len(feeds)
+                scratch = fast.new_cache(n, start + width)
+                scratch.k[:, :, :, :start] = cache.k[:, slot : slot + 1, :, :start]
+                scratch.v[:, :, :, :start] = cache.v[:, slot : slot + 1, :, :start]
+                ids = torch.zeros((n, width), dtype=torch.long)
+                for i, f in enumerate(feeds):
+                    ids[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+                logits = fast.verify(
+                    ids.to(fast.device), torch.full((n,), start, dtype=torch.long), scratch
+                )
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                later = [
+                    [float(lp[i, j, sc[j + 1]]) for j in range(len(sc) - 1)]
+                    for i, sc in enumerate(decision.scored)
+                ]
+
+            def keep(i: int) -> None:
+                m = len(decision.rests[i]) - 1  # the last one is fed at the next step
+                if m and scratch is not None:
+                    cache.k[:, slot, :, start : start + m] = scratch.k[:, i, :, start : start + m]
+                    cache.v[:, slot, :, start : start + m] = scratch.v[:, i, :, start : start + m]
+                extra[k] = m
+
+            return later, keep
+
+        return decide
 
     def _prefill(
         self,
@@ -255,7 +317,11 @@ class ContinuousBatcher:
         first: int,
     ) -> None:
         """Choose tokens for slots [first, len(live)); retire finished slots by compaction."""
-        done = self.stepper.step(logits, [seqs[i] for i in live[first:]])
+        extra: Dict[int, int] = {}
+        decide = self._decider(cache, lambda k: first + k, lambda k: lengths[first + k], extra)
+        done = self.stepper.step(logits, [seqs[i] for i in live[first:]], decide)
+        for k, m in extra.items():
+            lengths[first + k] += m
         finished = [first + k for k, d in enumerate(done) if d]
         self._retire(finished, live, lengths, seqs, cache, on_done)
 

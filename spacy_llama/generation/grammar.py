@@ -84,7 +84,8 @@ def alternative_texts(constraint: Constraint) -> List[str]:
     choices, or each ``enum`` member and ``const`` of a JSON schema as JSON (``alternatives.py``
     scores the ones the grammar allows at a position as wholes)."""
     if constraint.kind == "choices":
-        return parse_choices(constraint.spec)
+        choices = parse_choices(constraint.spec)
+        return choices if len(choices) <= MAX_ALTERNATIVES else []
     if constraint.kind != "json_schema":
         return []
     found: Dict[str, None] = {}
@@ -93,6 +94,8 @@ def alternative_texts(constraint: Constraint) -> List[str]:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "enum" and isinstance(value, list):
+                    if len(value) > MAX_ALTERNATIVES:  # e.g. a doc's substrings
+                        continue
                     for v in value:
                         found.setdefault(json.dumps(v, ensure_ascii=False), None)
                 elif key == "const":
@@ -105,6 +108,9 @@ def alternative_texts(constraint: Constraint) -> List[str]:
 
     walk(json.loads(constraint.spec))
     return list(found)
+
+
+MAX_ALTERNATIVES = 32  # a closed set larger than this is decoded token by token
 
 
 # -- the tokenizer, as llguidance sees it ----------------------------------------------------

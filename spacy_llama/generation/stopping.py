@@ -17,6 +17,8 @@ import torch
 
 from ..errors import Errors
 from ..types import GenerationResult
+from .alternatives import Decision, choose, open_alternatives
+from .alternatives import record as choice_record
 from .closing import closing_tokens
 from .config import GenerationConfig
 from .grammar import RowGrammar, mask_logits
@@ -58,6 +60,12 @@ class SequenceState:
         )
 
 
+# What a decode loop gives the stepper for a decision (``alternatives.py``): per row of the
+# step and its Decision, the log-probabilities of each alternative's scored tokens after the
+# first, and a function that keeps the chosen alternative's keys and values in the row's cache.
+Scored = Tuple[List[List[float]], Callable[[int], None]]
+Scorer = Callable[[int, Decision], Scored]
+
 # Budget checks (``Stepper._budget_closes``): every token once the budget left is within
 # CHECK_SLACK of the last closing found, else every CHECK_EVERY tokens.
 CHECK_SLACK = 3
@@ -83,27 +91,82 @@ class Stepper:
         self.mask_seconds = 0.0  # time spent filling and applying grammar masks
         self.mask_steps = 0  # steps that had at least one constrained row
 
-    def step(self, logits: torch.Tensor, seqs: Sequence[SequenceState]) -> List[bool]:
-        """Advance every sequence by one token; returns, per sequence, whether it is done."""
+    def step(
+        self,
+        logits: torch.Tensor,
+        seqs: Sequence[SequenceState],
+        decide: Optional[Scorer] = None,
+    ) -> List[bool]:
+        """Advance every sequence by one token (or, where ``decide`` is given and a row's
+        grammar offers a closed set of whole values, by the chosen value's tokens); returns,
+        per sequence, whether it is done."""
         cfg = self.config
         raw = logits.float()
-        chosen = choose_tokens(
-            self._masked(raw, seqs),
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            generators=[s.generator for s in seqs] if not cfg.greedy else [],  # type: ignore[misc]
-        )
-        # Honest log-probabilities: log-softmax of the raw logits, before any mask or warping.
-        lp = torch.log_softmax(raw, dim=-1).gather(-1, chosen[:, None])[:, 0]
-        done = [
-            self._record(seq, tok, logp)
-            for seq, tok, logp in zip(seqs, chosen.tolist(), lp.tolist())
-        ]
+        decisions = self._decisions(seqs) if decide is not None else {}
+        rest = [k for k in range(len(seqs)) if k not in decisions]
+        done = [False] * len(seqs)
+        if rest:
+            sub = raw if not decisions else raw[rest]
+            subseqs = [seqs[k] for k in rest]
+            chosen = choose_tokens(
+                self._masked(sub, subseqs),
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                generators=[s.generator for s in subseqs] if not cfg.greedy else [],  # type: ignore[misc]
+            )
+            # Honest log-probabilities: log-softmax of the raw logits, before any mask or warping.
+            lp = torch.log_softmax(sub, dim=-1).gather(-1, chosen[:, None])[:, 0]
+            for k, tok, logp in zip(rest, chosen.tolist(), lp.tolist()):
+                done[k] = self._record(seqs[k], tok, logp)
+        for k, decision in decisions.items():
+            assert decide is not None
+            done[k] = self._decide(seqs[k], decision, raw[k], decide(k, decision))
         for seq, d in zip(seqs, done):
             if d:
                 self._close(seq)
         return done
+
+    def _decisions(self, seqs: Sequence[SequenceState]) -> Dict[int, Decision]:
+        out: Dict[int, Decision] = {}
+        for k, seq in enumerate(seqs):
+            if seq.grammar is None or not seq.grammar.alternatives:
+                continue
+            decision = open_alternatives(seq.grammar, seq.tokens, sorted(self.stop_ids))
+            left = (seq.budget or self.config.max_new_tokens) - len(seq.tokens)
+            if decision is not None and all(len(r) <= left for r in decision.rests):
+                out[k] = decision
+        return out
+
+    def _decide(
+        self, seq: SequenceState, decision: Decision, raw: torch.Tensor, scored: Scored
+    ) -> bool:
+        """Take one of ``decision``'s alternatives for ``seq``; whether ``seq`` is done.
+        ``raw``: the logits of the row's next token; ``scored``: the log-probabilities of
+        each alternative's later tokens, and how to keep the chosen one's keys."""
+        later, keep = scored
+        first = torch.log_softmax(raw, dim=-1)
+        sums = [
+            float(first[toks[0]]) + sum(lps)
+            for toks, lps in zip(decision.scored, later)
+        ]
+        generator = None if self.config.greedy else seq.generator
+        i = choose(sums, temperature=self.config.temperature, generator=generator)
+        tokens = decision.rests[i]
+        start = len(self.decode(seq.tokens)) - decision.written[i]
+        seq.choices.append(choice_record(decision, i, sums, start))
+        keep(i)
+        assert seq.grammar is not None
+        seq.grammar.accept_all(tokens)
+        seq.tokens.extend(tokens)
+        seq.logprobs.extend([float(first[tokens[0]])] + list(later[i][: len(tokens) - 1]))
+        self.generated += len(tokens)
+        if decision.ends[i] or seq.grammar.terminated:
+            seq.reason = "stop"
+            return True
+        if seq.checkpoint is not None and self._budget_closes(seq):
+            return True
+        return len(seq.tokens) >= (seq.budget or self.config.max_new_tokens)
 
     def _masked(self, raw: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
         rows = [k for k, s in enumerate(seqs) if s.grammar is not None]
@@ -164,6 +227,9 @@ class Stepper:
             return True
         seq.grammar.rollback(n - at)
         del seq.tokens[at:], seq.logprobs[at:]
+        if seq.choices:  # decisions in the dropped tokens are gone with them
+            kept = len(self.decode(seq.tokens))
+            seq.choices = [c for c in seq.choices if c["start"] + len(c["text"]) <= kept]
         self._close_onto(seq, path)
         return True
 

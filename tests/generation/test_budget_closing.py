@@ -79,7 +79,9 @@ def test_budget_sweep_every_output_is_complete_and_valid(model, temperature):
 def test_closing_from_a_cut_string_closes_the_string_the_array_and_the_object(model):
     engine = Engine(model, GenerationConfig(max_new_tokens=64))
     row = engine.grammar(Constraint("json_schema", json.dumps(SCHEMA))).start()
-    assert row.accept_all(model.encode('{"section": "Books", "keywords": ["a b', add_special_tokens=False))
+    assert row.accept_all(
+        model.encode('{"section": "Books", "keywords": ["a b', add_special_tokens=False)
+    )
     path = closing_tokens(row)
     assert path is not None and model.decode(path) == '"]}'
 
@@ -118,7 +120,9 @@ def test_a_closed_answer_roundtrips_through_the_record_and_docbin(tiny_hf):
     doc = nlp(PROMPTS[0])
     assert DOC_ERROR_KEY not in doc.user_data
     assert doc._.llama_finish == "closed" and isinstance(doc._.llama_data["summary"], str)
-    record = doc_record(doc, Record(id="a", raw_id="a", text=doc.text), extensions=pipeline_extensions(nlp))
+    record = doc_record(
+        doc, Record(id="a", raw_id="a", text=doc.text), extensions=pipeline_extensions(nlp)
+    )
     assert record["llama_finish"] == "closed" and record["llama_data"] == doc._.llama_data
     back = docbin_roundtrip(doc)
     assert back._.llama_finish == "closed" and back._.llama_data == doc._.llama_data
