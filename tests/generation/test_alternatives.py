@@ -1,0 +1,101 @@
+"""Closed sets of alternatives are decided as whole values: the engine's probabilities and
+choices equal a brute-force reference (one plain forward pass of prompt + value per
+alternative), greedy and sampled, in both decode loops."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List
+
+import pytest
+import torch
+
+from spacy_llama.generation.config import GenerationConfig
+from spacy_llama.generation.engine import Engine
+from spacy_llama.generation.sampling import make_generators, request_seed
+from spacy_llama.models.hf import load_hf_folder
+from spacy_llama.types import GenerationRequest
+
+from ..fixtures.tiny import CORPUS
+
+CHOICES = ["London", "Paris", "the United Kingdom", "Lon"]  # "Lon" may also go on: scored with EOS
+PROMPTS = list(dict.fromkeys(CORPUS))
+SCHEMA = {
+    "type": "object",
+    "properties": {"section": {"enum": ["Books", "Electronics", "Toys"]}},
+    "required": ["section"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf):
+    return load_hf_folder(tiny_hf, device="cpu", dtype="float32")
+
+
+def brute_force(model: Any, prefix: List[int], values: List[List[int]]) -> List[float]:
+    """Summed log-probability of each value's tokens after ``prefix``, one pass each."""
+    out = []
+    with torch.no_grad():
+        for value in values:
+            ids = torch.tensor([prefix + value])
+            lp = torch.log_softmax(model.model(input_ids=ids).logits[0].float(), dim=-1)
+            out.append(sum(float(lp[len(prefix) - 1 + j, t]) for j, t in enumerate(value)))
+    return out
+
+
+def choice_tokens(model: Any, text: str) -> List[int]:
+    ids = model.encode(text, add_special_tokens=False)
+    # "Lon" is a prefix of "London": its score includes ending there (the stop token)
+    return ids + ([model.stop_token_ids[0]] if text == "Lon" else [])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("temperature", [0.0, 1.3])
+def test_choices_equal_the_brute_force_reference(model, fast, temperature):
+    cfg = GenerationConfig(choices=CHOICES, max_new_tokens=16, temperature=temperature, seed=5)
+    out = Engine(model, cfg, batch_size=3, fast_decoder=fast).run(
+        [GenerationRequest(p) for p in PROMPTS]
+    )
+    for prompt, res in zip(PROMPTS, out):
+        [decision] = res.choices
+        assert decision["alternatives"] == CHOICES and decision["start"] == 0
+        prefix = model.encode(prompt)
+        sums = brute_force(model, prefix, [choice_tokens(model, c) for c in CHOICES])
+        probs = torch.softmax(torch.tensor(sums, dtype=torch.float64), dim=0)
+        assert decision["probs"] == pytest.approx(probs.tolist(), abs=1e-4)
+        if temperature == 0.0:
+            expected = int(torch.argmax(probs))
+        else:  # the document's own generator, first draw, from softmax(sums / T)
+            gen = make_generators([request_seed(cfg.seed, prefix)])[0]
+            warped = torch.softmax(torch.tensor(sums, dtype=torch.float64) / temperature, dim=0)
+            expected = int(torch.multinomial(warped, 1, generator=gen)[0])
+        assert res.text == decision["text"] == CHOICES[expected]
+        assert res.finish_reason == "stop"
+
+
+def test_an_enum_inside_json_is_decided_from_the_output_so_far(model):
+    """Mid-object: the prefix is the prompt plus the tokens before the value."""
+    cfg = GenerationConfig(json_schema=SCHEMA, max_new_tokens=40)
+    for fast in (True, False):
+        for prompt, res in zip(PROMPTS, Engine(model, cfg, fast_decoder=fast).run(
+            [GenerationRequest(p) for p in PROMPTS]
+        )):  # fmt: skip
+            [decision] = res.choices
+            value = json.loads(res.text)["section"]
+            assert decision["text"] == json.dumps(value)
+            start = decision["start"]
+            assert res.text[start : start + len(decision["text"])] == decision["text"]
+            # the tokens before the value: those decoding to the text before its start
+            n = max(k for k in range(len(res.token_ids) + 1)
+                    if len(model.decode(res.token_ids[:k])) <= start)  # fmt: skip
+            before = model.decode(res.token_ids[:n])
+            written = before[start:]  # part of the value a token before it already wrote
+            rests = [
+                model.encode(a[len(written) :], add_special_tokens=False)
+                for a in decision["alternatives"]
+            ]
+            sums = brute_force(model, model.encode(prompt) + res.token_ids[:n], rests)
+            probs = torch.softmax(torch.tensor(sums, dtype=torch.float64), dim=0)
+            assert decision["probs"] == pytest.approx(probs.tolist(), abs=1e-4)
+            assert decision["text"] == decision["alternatives"][int(torch.argmax(probs))]
