@@ -18,13 +18,13 @@ it stands where the sequence does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
 import torch
 
-from .decoder import FastLlama, KVCache
-from .lookup import DraftStats, PromptLookup
 from .alternatives import Decision
+from .decoder import FastLlama, KVCache
+from .lookup import STEP_TOKENS, DraftStats, PromptLookup
 from .stopping import Scored, Scorer, SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
@@ -32,6 +32,7 @@ MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # little on padding (sample corpus: 30% padding in one pass of 32, 7% in passes of ~1024
 # tokens), while ~1000 rows still keep the GEMMs at full speed. Also bounds memory.
 PREFILL_TOKENS = 1024
+MAX_FORCED = 8  # forced (fast-forward) tokens verified per row and step
 
 
 def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
@@ -74,6 +75,7 @@ class ContinuousBatcher:
         prompt_lookup: bool = True,
         draft_stats: Optional[DraftStats] = None,
         decide_alternatives: bool = True,
+        fast_forward: bool = True,
     ) -> None:
         self.fast = fast
         self.stepper = stepper
@@ -81,6 +83,9 @@ class ContinuousBatcher:
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
         self.decide_alternatives = decide_alternatives  # closed sets scored as wholes
+        self.max_forced = MAX_FORCED if fast_forward else 0  # forced tokens verified per step
+        self.forced_fed = 0  # forced tokens fed as drafts, for tests and benchmarks
+        self._forced_rows: Set[int] = set()  # live slots whose draft this step is forced
         # drafts are only checked against the greedy choice
         self.lookup = (
             PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
@@ -102,8 +107,7 @@ class ContinuousBatcher:
         start = shared_prefix_len(prompts) if self.prefix_cache else 0
         # room for a step's drafts past the last position a sequence can reach
         capacity = max(len(p) for p in prompts) + self.max_new_tokens + 1
-        if self.lookup is not None:
-            capacity += self.lookup.max_draft
+        capacity += max(self.lookup.max_draft if self.lookup is not None else 0, self.max_forced)
         cache = fast.new_cache(slots, capacity)
         prefix: Optional[KVCache] = None
         if start:
@@ -140,20 +144,38 @@ class ContinuousBatcher:
     def _drafts(
         self, live: List[int], lengths: List[int], seqs: Sequence[SequenceState]
     ) -> List[List[int]]:
+        """Per live slot, the tokens to verify after its last one: a constrained row's
+        forced tokens (llguidance's fast-forward tokens: the mask allows nothing else, so
+        the model's choice under it keeps them, greedy or sampled), else a prompt-lookup
+        draft (greedy only) cut to what its grammar allows."""
         lookup = self.lookup
-        if lookup is None:
+        most = max(lookup.max_draft if lookup is not None else 0, self.max_forced)
+        if not most:
             return []
-        room = self._room(lengths, lookup.max_draft)
-        drafts = [
-            lookup.draft(
-                i,
-                seqs[i].tokens,
-                # r tokens left: a step chooses at most r, so at most r - 1 drafts count
-                min(room, self.max_new_tokens - len(seqs[i].tokens) - 1),
-            )
-            for i in live
-        ]
-        return lookup.allot([grammar_prefix(seqs[i], d) for i, d in zip(live, drafts)])
+        room = self._room(lengths, most)
+        forced: List[List[int]] = []
+        for i in live:
+            seq = seqs[i]
+            # r tokens left: a step chooses at most r, so at most r - 1 drafts count
+            limit = min(room, self.max_forced, self.max_new_tokens - len(seq.tokens) - 1)
+            f = seq.grammar.forced_tokens() if seq.grammar is not None and limit > 0 else []
+            forced.append(f[: max(0, limit)])
+        drafts: List[List[int]] = [[] for _ in live]
+        if lookup is not None:
+            for k, i in enumerate(live):
+                left = self.max_new_tokens - len(seqs[i].tokens) - 1
+                limit = min(room, lookup.max_draft, left)
+                if not forced[k]:
+                    drafts[k] = grammar_prefix(seqs[i], lookup.draft(i, seqs[i].tokens, limit))
+            drafts = lookup.allot(drafts)
+        self._forced_rows = set()
+        if not any(forced):
+            return drafts
+        width = forced_width([f or d for f, d in zip(forced, drafts)], STEP_TOKENS)
+        if width > 1:
+            self._forced_rows = {k for k, f in enumerate(forced) if f}
+            self.forced_fed += sum(min(len(f), width - 1) for f in forced)
+        return [(f or d)[: width - 1] for f, d in zip(forced, drafts)]
 
     def _room(self, lengths: List[int], most: int) -> int:
         """Drafts a step may verify. The pass pads every row to the widest draft, so the
@@ -207,7 +229,7 @@ class ContinuousBatcher:
                 elif k in extra:
                     pass  # a decided row wrote its chosen value, not the draft
                 elif j < len(drafts[r]):
-                    checked += 1
+                    checked += r not in self._forced_rows
                     if seqs[live[r]].tokens[-1] == drafts[r][j]:
                         going.append(r)  # the model chose the drafted token: its logits count
             rows = going
@@ -215,11 +237,12 @@ class ContinuousBatcher:
                 break
         for r, k in enumerate(fed):
             lengths[r] += k
-        assert self.lookup is not None  # drafts come from it
-        stats = self.lookup.stats
-        stats.drafted += sum(len(d) for d in drafts)
-        stats.checked += checked
-        stats.kept += sum(fed) - len(fed)
+        if self.lookup is not None:  # how often lookup's drafts (not forced tokens) are kept
+            looked = [r for r in range(len(live)) if r not in self._forced_rows]
+            stats = self.lookup.stats
+            stats.drafted += sum(len(drafts[r]) for r in looked)
+            stats.checked += checked
+            stats.kept += sum(fed[r] - 1 for r in looked)
         self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
 
     def _decider(
@@ -353,6 +376,19 @@ def grammar_prefix(seq: SequenceState, draft: List[int]) -> List[int]:
     if seq.grammar is None or not draft:
         return draft
     return draft[: seq.grammar.valid_prefix(draft)]
+
+
+def forced_width(drafts: List[List[int]], step_tokens: int) -> int:
+    """The verify width (1 + drafted tokens) with the most tokens per unit of time when the
+    drafts are kept (forced tokens are): a pass over ``x`` positions costs ``step_tokens +
+    x`` (``lookup.py``), and every row runs at the width."""
+    n = len(drafts)
+    best, best_rate = 1, n / (step_tokens + n)
+    for width in range(2, max(len(d) for d in drafts) + 2):
+        rate = (n + sum(min(len(d), width - 1) for d in drafts)) / (step_tokens + n * width)
+        if rate > best_rate:
+            best, best_rate = width, rate
+    return best
 
 
 def _groups(lengths: Sequence[int], budget: int) -> List[List[int]]:

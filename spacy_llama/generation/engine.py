@@ -87,6 +87,7 @@ class Engine:
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
         self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
         self.last_mask_steps = 0
+        self.last_forced_tokens = 0  # forced tokens verified in one pass (fast-forward)
         # an invalid schema or regex fails when the pipeline is built, not at the first doc
         if config.constraint is not None:
             if self.remote:
@@ -293,6 +294,7 @@ class Engine:
                 )
                 batcher.run(prompts, seqs, on_done)
                 self.last_prefill_sizes = batcher.prefill_calls
+                self.last_forced_tokens = batcher.forced_fed
             else:
                 self.last_prefill_sizes = decode_all(
                     self.model.model,

@@ -99,3 +99,36 @@ def test_an_enum_inside_json_is_decided_from_the_output_so_far(model):
             probs = torch.softmax(torch.tensor(sums, dtype=torch.float64), dim=0)
             assert decision["probs"] == pytest.approx(probs.tolist(), abs=1e-4)
             assert decision["text"] == decision["alternatives"][int(torch.argmax(probs))]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_forced_tokens_in_one_pass_equal_step_by_step_decoding(model, monkeypatch, temperature):
+    """llguidance's fast-forward tokens (keys, punctuation, closing brackets) are verified
+    in one pass; the output is the step-by-step one, token for token, logprobs included."""
+    from spacy_llama.generation import continuous
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "section": {"enum": ["Books", "Electronics", "Toys"]},
+            "keywords": {"type": "array", "items": {"type": "string", "maxLength": 6}},
+            "rating": {"type": "integer"},
+        },
+        "required": ["section", "keywords", "rating"],
+        "additionalProperties": False,
+    }
+    cfg = GenerationConfig(json_schema=schema, max_new_tokens=96, temperature=temperature)
+    reqs = [GenerationRequest(p) for p in PROMPTS]
+    fast = Engine(model, cfg, batch_size=3)
+    a = fast.run(reqs)
+    assert fast.last_forced_tokens > 0
+    monkeypatch.setattr(continuous, "MAX_FORCED", 0)
+    slow = Engine(model, cfg, batch_size=3, prompt_lookup=False)
+    b = slow.run(reqs)
+    assert slow.last_forced_tokens == 0
+    for x, y in zip(a, b):
+        assert x.token_ids == y.token_ids and x.text == y.text
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4, nan_ok=True)
+        assert [c["text"] for c in x.choices] == [c["text"] for c in y.choices]
+        for c, d in zip(x.choices, y.choices):
+            assert c["probs"] == pytest.approx(d["probs"], abs=1e-4)
