@@ -32,6 +32,7 @@ from .structured import (
     FINISH_ATTR,
     align_strings,
     candidate_substrings,
+    confidences,
     json_constraint,
     read_answer,
 )
@@ -67,7 +68,12 @@ class ExtractTask(PromptedTask):
 
     @property
     def extensions(self) -> List[str]:
-        return [self.data_attr, FINISH_ATTR]
+        return [self.data_attr, self.confidence_attr, FINISH_ATTR]
+
+    @property
+    def confidence_attr(self) -> str:
+        """Per enum field the engine decided as a whole, its probability (by JSON pointer)."""
+        return f"{self.data_attr}_confidence"
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
@@ -103,6 +109,7 @@ class ExtractTask(PromptedTask):
             if value is None:
                 continue  # the doc is marked failed; nothing half-written
             doc._.set(self.data_attr, value)
+            doc._.set(self.confidence_attr, confidences(value, res))
             doc.spans[self.spans_key] = self.spans(doc, value)
 
     def spans(self, doc: Doc, value: Dict[str, Any]) -> List[Span]:

@@ -127,6 +127,49 @@ def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: s
     return value
 
 
+def confidences(value: Any, res: GenerationResult) -> Dict[str, float]:
+    """The engine's probability of each value it chose from a closed set (an enum field),
+    by the field's JSON pointer (``/section``, ``/items/0/label``). The answer is written
+    as json.dumps writes it (", " and ": "), so each leaf's offset in the text is found by
+    writing the value again; a text written otherwise gets no confidences."""
+    if not res.choices:
+        return {}
+    leaves: Dict[int, str] = {}
+    if _write(value, "", leaves) != res.text:
+        return {}
+    out: Dict[str, float] = {}
+    for choice in res.choices:
+        path = leaves.get(int(choice["start"]))
+        if path is not None and choice["text"] in choice["alternatives"]:
+            out[path] = float(choice["probs"][choice["alternatives"].index(choice["text"])])
+    return out
+
+
+def _write(value: Any, path: str, leaves: Dict[int, str], at: int = 0) -> str:
+    """``value`` as json.dumps(..., ensure_ascii=False) writes it; ``leaves`` gets the
+    offset (from ``at``) of every scalar, with its JSON pointer."""
+    if isinstance(value, dict):
+        parts, pos = ["{"], at + 1
+        for k, (key, item) in enumerate(value.items()):
+            head = (", " if k else "") + json.dumps(key, ensure_ascii=False) + ": "
+            pos += len(head)
+            text = _write(item, f"{path}/{key}", leaves, pos)
+            parts += [head, text]
+            pos += len(text)
+        return "".join(parts) + "}"
+    if isinstance(value, list):
+        parts, pos = ["["], at + 1
+        for k, item in enumerate(value):
+            head = ", " if k else ""
+            pos += len(head)
+            text = _write(item, f"{path}/{k}", leaves, pos)
+            parts += [head, text]
+            pos += len(text)
+        return "".join(parts) + "]"
+    leaves[at] = path
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _fail(doc: Doc, task: str, reason: str) -> None:
     message = f"{task}: {reason}"
     doc.user_data.setdefault(DOC_ERROR_KEY, message)  # an earlier failure keeps its reason

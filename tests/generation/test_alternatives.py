@@ -132,3 +132,45 @@ def test_forced_tokens_in_one_pass_equal_step_by_step_decoding(model, monkeypatc
         assert [c["text"] for c in x.choices] == [c["text"] for c in y.choices]
         for c, d in zip(x.choices, y.choices):
             assert c["probs"] == pytest.approx(d["probs"], abs=1e-4)
+
+
+def test_extract_writes_a_confidence_per_decided_enum_field(tiny_hf):
+    import spacy
+
+    from spacy_llama.tasks.structured import confidences
+    from spacy_llama.types import GenerationResult
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "llama",
+        config={
+            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
+            "task": {
+                "@llama_tasks": "spacy-llama.Extract.v1",
+                "template": "{{ text }}",
+                "chat": False,
+                "schema": {**SCHEMA, "properties": {**SCHEMA["properties"]}},
+            },
+            "generation": {"max_new_tokens": 40},
+        },
+    )
+    for doc in nlp.pipe(PROMPTS[:3]):
+        [(path, p)] = doc._.llama_data_confidence.items()
+        assert path == "/section" and doc._.llama_data["section"] in [
+            "Books",
+            "Electronics",
+            "Toys",
+        ]
+        assert 1 / 3 <= p <= 1.0  # greedy: the likeliest of three
+    # nested fields by JSON pointer; the offsets are those of the written text
+    text = '{"items": [{"label": "B", "n": 1}, {"label": "A", "n": 2}]}'
+    res = GenerationResult(
+        text=text,
+        choices=[
+            {"start": text.index('"A"'), "text": '"A"', "alternatives": ['"A"', '"B"'],
+             "probs": [0.7, 0.3]},
+        ],
+    )  # fmt: skip
+    assert confidences(json.loads(text), res) == {"/items/1/label": 0.7}
+    assert confidences(json.loads(text), GenerationResult(text=text.replace(": ", ":"),
+                       choices=res.choices)) == {}  # fmt: skip
