@@ -545,8 +545,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
             "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
             "to at least {n}, or make the schema's required part smaller.")
-    E651 = ("max_string_tokens = {value}; it caps the tokens of each unbounded string the "
-            "model writes: set it to at least 1, or leave it out (no cap).")
 # fmt: on
 
 

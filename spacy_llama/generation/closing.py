@@ -19,7 +19,7 @@ import heapq
 import itertools
 from typing import List, Optional, Tuple
 
-from .grammar import RowGrammar
+from .grammar import CompiledGrammar, RowGrammar
 
 # Bytes that end a value or a container soonest, best first: close a string, an object, an
 # array; separators; then the shortest values (0, a, true/false/null's first letters).
@@ -92,3 +92,11 @@ def _consume(g: RowGrammar, data: bytes) -> bool:
     if any(b not in vocab.byte_tokens for b in data):
         return False
     return g.accept_all([vocab.byte_tokens[b] for b in data])
+
+
+def minimal_tokens(compiled: CompiledGrammar) -> Optional[List[int]]:
+    """The shortest complete output found from the start of ``compiled``, computed once
+    per compiled grammar; None when the search finds none."""
+    if compiled.minimal is None:
+        compiled.minimal = (closing_tokens(compiled.start()),)
+    return compiled.minimal[0]

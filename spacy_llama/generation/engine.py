@@ -24,6 +24,7 @@ from ..types import (
     ScoreRequest,
     TokenLogprobRequest,
 )
+from .closing import minimal_tokens
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import (
@@ -146,7 +147,7 @@ class Engine:
         """ConstraintError (E650) if a constraint's shortest complete output cannot fit in
         max_new_tokens: every answer would fail, so the pipeline is not built."""
         for constraint in constraints:
-            closing = self.grammar(constraint).minimal_tokens()
+            closing = minimal_tokens(self.grammar(constraint))
             if closing is not None and len(closing) > self.config.max_new_tokens:
                 text = self.model.decode(closing)
                 raise ConstraintError(
@@ -322,7 +323,7 @@ class Engine:
         compiled = self.grammar(constraint)
         seq.grammar = compiled.start()
         seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
-        closing = compiled.minimal_tokens()
+        closing = minimal_tokens(compiled)
         if closing is not None and len(closing) <= seq.budget:
             seq.checkpoint = (0, closing)
 

@@ -262,23 +262,12 @@ class CompiledGrammar:
         self.kind = kind
         self.vocab = vocab
         self.alternatives = tuple(alternatives)
-        self._closing: Optional[List[int]] = None
-        self._closing_done = False
+        self.minimal: Optional[Tuple[Optional[List[int]]]] = None  # closing.minimal_tokens
 
     def start(self) -> RowGrammar:
         row = RowGrammar(self._pristine.deep_copy(), self.kind, self.vocab)
         row.alternatives = self.alternatives
         return row
-
-    def minimal_tokens(self) -> Optional[List[int]]:
-        """The shortest complete output found from the start (``closing.py``), computed
-        once; None when the search finds none."""
-        if not self._closing_done:
-            from .closing import closing_tokens
-
-            self._closing = closing_tokens(self.start())
-            self._closing_done = True
-        return self._closing
 
 
 class GrammarCompiler:

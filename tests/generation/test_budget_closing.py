@@ -15,7 +15,7 @@ import spacy
 from spacy_llama.batch.reader import Record
 from spacy_llama.batch.records import doc_record, pipeline_extensions
 from spacy_llama.errors import ConstraintError
-from spacy_llama.generation.closing import closing_tokens
+from spacy_llama.generation.closing import closing_tokens, minimal_tokens
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.engine import Engine
 from spacy_llama.models.hf import load_hf_folder
@@ -44,7 +44,7 @@ def model(tiny_hf):
 
 def minimum(model: Any) -> int:
     engine = Engine(model, GenerationConfig(max_new_tokens=256))
-    closing = engine.grammar(Constraint("json_schema", json.dumps(SCHEMA))).minimal_tokens()
+    closing = minimal_tokens(engine.grammar(Constraint("json_schema", json.dumps(SCHEMA))))
     assert closing is not None
     assert json.loads(model.decode(closing)) == {"section": "Toys", "keywords": []}
     return len(closing)
