@@ -223,6 +223,7 @@ class Engine:
             quantize=self.quantize,
             reduced_precision=str(self.model.dtype) in REDUCED_DTYPES,
             prompt=prompt,
+            constrained=constraint is not None or self.config.constraint is not None,
         )
 
     # -- decoding ----------------------------------------------------------------
