@@ -222,7 +222,7 @@ def macro_f(pairs: List[Tuple[str, str]]) -> float:
     return sum(scores) / len(scores)
 
 
-def enum_accuracy(split: str) -> None:
+def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
     """The enum field of a JSON answer against TextCat.v2 scoring the same labels, with the
     same model and the same prompt (TextCat.v2's own, plain "Category:" prompt), on the gold
     split ``split`` (corpus/splits/gold_<split>.spacy; test is never tuned on). Rows:
@@ -265,6 +265,8 @@ def enum_accuracy(split: str) -> None:
         ("TextCat.v2 sum, raw", False),
         ("TextCat.v2 sum, PMI (shipped)", True),
     ):
+        if "textcat" not in kinds:
+            continue
         nlp = textcat(calibrate)
         start = time.perf_counter()
         pred = [max(d.cats, key=lambda k: d.cats[k]) for d in nlp.pipe(g.text for g in gold)]
@@ -281,25 +283,35 @@ def enum_accuracy(split: str) -> None:
         "additionalProperties": False,
     }
     back = {v: k for k, v in answers.items()}
-    cfg = GenerationConfig(max_new_tokens=48, json_schema=schema)
+    # choices: TextCat.v2's own candidate texts (" business", ...) as the grammar's closed set
+    cands = prompts[0].candidates
+    by_cand = {c: CATS[k] for k, c in enumerate(cands)}
+    runs = [
+        ("JSON enum", GenerationConfig(max_new_tokens=48, json_schema=schema)),
+        ("choices", GenerationConfig(max_new_tokens=16, choices=list(cands))),
+    ]
     original = stopping.Stepper._decisions
-    for name, whole in (("JSON enum, whole values", True), ("JSON enum, token by token", False)):
+    for (kind, cfg), whole in [(r, w) for r in runs for w in (True, False)]:
+        if kind not in kinds:
+            continue
+        name = f"{kind}, {'whole values' if whole else 'token by token'}"
         if not whole:
             stopping.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
         try:
             engine = Engine(pipe.model, cfg, batch_size=32)
+            reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens)
+                    for r in prompts]  # fmt: skip
             start = time.perf_counter()
-            out = engine.run(
-                [
-                    GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens)
-                    for r in prompts
-                ]
-            )
+            out = engine.run(reqs)
             seconds = time.perf_counter() - start
         finally:
             stopping.Stepper._decisions = original  # type: ignore[method-assign]
-        pred = [back[json.loads(r.text)["category"]] if valid_json(r.text) else "" for r in out]
-        ok = 100.0 * sum(valid_json(r.text) for r in out) / len(out)
+        if kind == "choices":
+            pred = [by_cand.get(r.text, "") for r in out]
+            ok = 100.0 * sum(r.text in by_cand for r in out) / len(out)
+        else:
+            pred = [back[json.loads(r.text)["category"]] if valid_json(r.text) else "" for r in out]
+            ok = 100.0 * sum(valid_json(r.text) for r in out) / len(out)
         closed = 100.0 * sum(r.closed for r in out) / len(out)
         rows.append((name, pred, seconds, ok, closed))
     print(f"{'run':32} {'accuracy':>8} {'macro F':>8} {'valid %':>8} {'closed %':>8} {'s':>6}")
@@ -326,13 +338,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", choices=["speed", "sweep", "enum"], default=None)
     ap.add_argument("--budgets", default="16,24,32,64,128,256", help="the sweep's max_new_tokens")
     ap.add_argument("--split", default="test", help="the gold split of the enum check")
+    ap.add_argument("--runs", default="textcat,JSON enum,choices", help="the enum check's rows")
     args = ap.parse_args(argv)
     import torch
 
     from spacy_llama.models.default import smollm2_model_v1
 
     if args.only == "enum":
-        enum_accuracy(args.split)
+        enum_accuracy(args.split, args.runs.split(","))
         return 0
     model = smollm2_model_v1(dtype="float32")
     if args.only == "sweep":
