@@ -57,8 +57,7 @@ def closing_paths(row: RowGrammar) -> List[bytes]:
             if _consume(g, forced):
                 heapq.heappush(heap, (len(path) + len(forced), next(count), path + forced, g))
             continue
-        ok = g.allows(vocab.byte_ids)
-        offered = [b for b, yes in zip(vocab.byte_values, ok) if yes]
+        offered = vocab.byte_array[g.allows(vocab.byte_ids)].tolist()
         if len(offered) > BRANCH_ALL:
             ranked = [b for b in PREFERRED if b in offered]
             offered = ranked[:BRANCH_FREE] or sorted(offered)[:1]

@@ -166,6 +166,9 @@ class GrammarVocab:
         self.byte_tokens = byte_tokens  # byte value -> a token that is exactly that byte
         self.byte_values = sorted(byte_tokens)
         self.byte_ids = [byte_tokens[b] for b in self.byte_values]
+        import numpy as np
+
+        self.byte_array = np.asarray(self.byte_values, dtype=np.int64)
 
     def tokenize(self, data: bytes) -> List[int]:
         return list(self.tokenizer.tokenize_bytes(data))
@@ -209,6 +212,14 @@ class RowGrammar:
 
         bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
         return np.unpackbits(bits, bitorder="little")
+
+    def completes(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` from here make a complete output (this row is unchanged)."""
+        ids = [int(t) for t in tokens]
+        if self.matcher.validate_tokens(ids) != len(ids):  # checked first: no error logged
+            return False
+        check = self.matcher.deep_copy()
+        return bool(check.consume_tokens(ids) and check.is_accepting())
 
     def accept_all(self, tokens: Sequence[int]) -> bool:
         """Advance by every token of ``tokens``; False if one is forbidden."""

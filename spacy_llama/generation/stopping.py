@@ -218,7 +218,7 @@ class Stepper:
         at, path = seq.checkpoint
         if left - len(path) > CHECK_SLACK and n - at < CHECK_EVERY:
             return False
-        here = closing_tokens(seq.grammar)
+        here = self._reuse(seq, at, path) or closing_tokens(seq.grammar)
         if here is not None and len(here) <= left:
             seq.checkpoint = (n, here)
             if len(here) < left or not here:
@@ -232,6 +232,22 @@ class Stepper:
             seq.choices = [c for c in seq.choices if c["start"] + len(c["text"]) <= kept]
         self._close_onto(seq, path)
         return True
+
+    @staticmethod
+    def _reuse(seq: SequenceState, at: int, path: List[int]) -> Optional[List[int]]:
+        """The checkpoint's closing, if it still closes from here: its rest when the tokens
+        since are its start, else itself (inside a string, the same quote and brackets
+        close it); None sends the row to the search. Not always the shortest, always
+        complete, and far cheaper than a search at every step near the end."""
+        assert seq.grammar is not None
+        since = seq.tokens[at:]
+        if path and path[: len(since)] == since:
+            rest = path[len(since) :]
+            if rest and seq.grammar.completes(rest):
+                return rest
+        if path and seq.grammar.completes(path):
+            return list(path)
+        return None
 
     def _close_onto(self, seq: SequenceState, path: List[int]) -> None:
         """Append the closing ``path``: no model pass scores it, so its log-probabilities
