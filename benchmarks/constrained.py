@@ -117,7 +117,7 @@ def run(
         seed=1,
         json_schema=SCHEMA if schema else None,
     )
-    warm = Engine(model, cfg.model_copy(update={"max_new_tokens": 2}), batch_size=batch)
+    warm = Engine(model, cfg.model_copy(update={"max_new_tokens": 16}), batch_size=batch)
     warm.run([GenerationRequest(texts[0], add_special_tokens=False)])  # compiles the grammar
     engine = Engine(model, cfg, batch_size=batch)
     reqs = [GenerationRequest(t, add_special_tokens=False) for t in texts]
