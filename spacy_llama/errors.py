@@ -719,6 +719,10 @@ class Errors(metaclass=ErrorsWithCodes):
             "Fix the file, or remove the examples block and translate again.")
     E755 = ("from-spacy-llm: --model-path {path} is neither a model folder (config.json) nor "
             "a .gguf file.")
+    # --- structured output that always completes (generation/closing.py, alternatives.py) ---
+    E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
+            "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
+            "to at least {n}, or make the schema's required part smaller.")
 # fmt: on
 
 

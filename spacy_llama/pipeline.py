@@ -192,6 +192,12 @@ class LlamaPipe(Pipe):
                 )
         else:
             task.initialize(self._formatter, sample=sample)
+            if not self.engine.remote:  # a per-doc schema that can never fit: E650 now
+                self.engine.check_budget(
+                    [r.constraint for r in task.requests([sample])
+                     if isinstance(r, GenerationRequest) and r.constraint is not None],
+                    where=f" of component '{name}'",
+                )  # fmt: skip
         if self.engine.remote:
             _check_remote_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 FinishReason = Literal["stop", "length", "eos", "empty", "error"]
 # doc.user_data key of a doc that failed: a batch run lists it in OUTPUT.failed.jsonl with
@@ -65,6 +65,13 @@ class GenerationResult:
     prompt_tokens: int = 0
     cached: bool = False
     error: Optional[str] = None
+    # A constrained answer the token budget cut, closed onto its shortest valid completion:
+    # complete and valid, finish_reason "length" (tasks write llama_finish = "closed").
+    closed: bool = False
+    # Closed sets of alternatives (enum, choices, const) decided as wholes: per decision,
+    # {"start": char offset of the value in text, "text": the chosen value's text,
+    #  "alternatives": [text, ...], "probs": [p, ...]} (generation/alternatives.py).
+    choices: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = {
@@ -76,6 +83,10 @@ class GenerationResult:
         }
         if self.error is not None:  # e.g. a constrained answer cut off by max_new_tokens
             out["error"] = self.error
+        if self.closed:
+            out["closed"] = True
+        if self.choices:
+            out["choices"] = [dict(c) for c in self.choices]
         return out
 
     @classmethod
@@ -88,6 +99,8 @@ class GenerationResult:
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             cached=cached,
             error=data.get("error"),
+            closed=bool(data.get("closed", False)),
+            choices=[dict(c) for c in data.get("choices", [])],
         )
 
 

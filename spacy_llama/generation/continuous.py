@@ -18,19 +18,21 @@ it stands where the sequence does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
 import torch
 
+from .alternatives import Decision
 from .decoder import FastLlama, KVCache
-from .lookup import DraftStats, PromptLookup
-from .stopping import SequenceState, Stepper
+from .lookup import STEP_TOKENS, DraftStats, PromptLookup
+from .stopping import Scored, Scorer, SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste
 # little on padding (sample corpus: 30% padding in one pass of 32, 7% in passes of ~1024
 # tokens), while ~1000 rows still keep the GEMMs at full speed. Also bounds memory.
 PREFILL_TOKENS = 1024
+MAX_FORCED = 8  # forced (fast-forward) tokens verified per row and step
 
 
 def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
@@ -72,12 +74,18 @@ class ContinuousBatcher:
         prefix_cache: bool = True,
         prompt_lookup: bool = True,
         draft_stats: Optional[DraftStats] = None,
+        decide_alternatives: bool = True,
+        fast_forward: bool = True,
     ) -> None:
         self.fast = fast
         self.stepper = stepper
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.prefix_cache = prefix_cache
+        self.decide_alternatives = decide_alternatives  # closed sets scored as wholes
+        self.max_forced = MAX_FORCED if fast_forward else 0  # forced tokens verified per step
+        self.forced_fed = 0  # forced tokens fed as drafts, for tests and benchmarks
+        self._forced_rows: Set[int] = set()  # live slots whose draft this step is forced
         # drafts are only checked against the greedy choice
         self.lookup = (
             PromptLookup(stats=draft_stats) if prompt_lookup and stepper.config.greedy else None
@@ -99,8 +107,7 @@ class ContinuousBatcher:
         start = shared_prefix_len(prompts) if self.prefix_cache else 0
         # room for a step's drafts past the last position a sequence can reach
         capacity = max(len(p) for p in prompts) + self.max_new_tokens + 1
-        if self.lookup is not None:
-            capacity += self.lookup.max_draft
+        capacity += max(self.lookup.max_draft if self.lookup is not None else 0, self.max_forced)
         cache = fast.new_cache(slots, capacity)
         prefix: Optional[KVCache] = None
         if start:
@@ -137,20 +144,38 @@ class ContinuousBatcher:
     def _drafts(
         self, live: List[int], lengths: List[int], seqs: Sequence[SequenceState]
     ) -> List[List[int]]:
+        """Per live slot, the tokens to verify after its last one: a constrained row's
+        forced tokens (llguidance's fast-forward tokens: the mask allows nothing else, so
+        the model's choice under it keeps them, greedy or sampled), else a prompt-lookup
+        draft (greedy only) cut to what its grammar allows."""
         lookup = self.lookup
-        if lookup is None:
+        most = max(lookup.max_draft if lookup is not None else 0, self.max_forced)
+        if not most:
             return []
-        room = self._room(lengths, lookup.max_draft)
-        drafts = [
-            lookup.draft(
-                i,
-                seqs[i].tokens,
-                # r tokens left: a step chooses at most r, so at most r - 1 drafts count
-                min(room, self.max_new_tokens - len(seqs[i].tokens) - 1),
-            )
-            for i in live
-        ]
-        return lookup.allot([grammar_prefix(seqs[i], d) for i, d in zip(live, drafts)])
+        room = self._room(lengths, most)
+        forced: List[List[int]] = []
+        for i in live:
+            seq = seqs[i]
+            # r tokens left: a step chooses at most r, so at most r - 1 drafts count
+            limit = min(room, self.max_forced, self.max_new_tokens - len(seq.tokens) - 1)
+            f = seq.grammar.forced_tokens() if seq.grammar is not None and limit > 0 else []
+            forced.append(f[: max(0, limit)])
+        drafts: List[List[int]] = [[] for _ in live]
+        if lookup is not None:
+            for k, i in enumerate(live):
+                left = self.max_new_tokens - len(seqs[i].tokens) - 1
+                limit = min(room, lookup.max_draft, left)
+                if not forced[k]:
+                    drafts[k] = grammar_prefix(seqs[i], lookup.draft(i, seqs[i].tokens, limit))
+            drafts = lookup.allot(drafts)
+        self._forced_rows = set()
+        if not any(forced):
+            return drafts
+        width = forced_width([f or d for f, d in zip(forced, drafts)], STEP_TOKENS)
+        if width > 1:
+            self._forced_rows = {k for k, f in enumerate(forced) if f}
+            self.forced_fed += sum(min(len(f), width - 1) for f in forced)
+        return [(f or d)[: width - 1] for f, d in zip(forced, drafts)]
 
     def _room(self, lengths: List[int], most: int) -> int:
         """Drafts a step may verify. The pass pads every row to the widest draft, so the
@@ -188,14 +213,23 @@ class ContinuousBatcher:
         fed = [0] * len(live)
         checked = 0
         for j in range(width):
-            done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows])
+            extra: Dict[int, int] = {}
+            decide = self._decider(
+                cache,
+                lambda k, rows=rows: rows[k],  # type: ignore[misc]
+                lambda k, rows=rows, j=j: lengths[rows[k]] + j + 1,  # type: ignore[misc]
+                extra,
+            )
+            done = self.stepper.step(logits[rows, j], [seqs[live[r]] for r in rows], decide)
             going = []
-            for r, d in zip(rows, done):
-                fed[r] += 1  # the token fed at position j is now in the cache
+            for k, (r, d) in enumerate(zip(rows, done)):
+                fed[r] += 1 + extra.get(k, 0)  # the token fed at position j is now cached
                 if d:
                     finished.append(r)
+                elif k in extra:
+                    pass  # a decided row wrote its chosen value, not the draft
                 elif j < len(drafts[r]):
-                    checked += 1
+                    checked += r not in self._forced_rows
                     if seqs[live[r]].tokens[-1] == drafts[r][j]:
                         going.append(r)  # the model chose the drafted token: its logits count
             rows = going
@@ -203,12 +237,63 @@ class ContinuousBatcher:
                 break
         for r, k in enumerate(fed):
             lengths[r] += k
-        assert self.lookup is not None  # drafts come from it
-        stats = self.lookup.stats
-        stats.drafted += sum(len(d) for d in drafts)
-        stats.checked += checked
-        stats.kept += sum(fed) - len(fed)
+        if self.lookup is not None:  # how often lookup's drafts (not forced tokens) are kept
+            looked = [r for r in range(len(live)) if r not in self._forced_rows]
+            stats = self.lookup.stats
+            stats.drafted += sum(len(drafts[r]) for r in looked)
+            stats.checked += checked
+            stats.kept += sum(fed[r] - 1 for r in looked)
         self._retire(sorted(finished), live, lengths, seqs, cache, on_done)
+
+    def _decider(
+        self,
+        cache: KVCache,
+        slot_of: Callable[[int], int],
+        length_of: Callable[[int], int],
+        extra: Dict[int, int],
+    ) -> Optional[Scorer]:
+        """The stepper's scorer of closed sets of alternatives (``alternatives.py``): the
+        row's keys and values are copied once per alternative into a scratch cache, every
+        alternative's tokens after its first run in one pass from there, and the chosen
+        one's keys are copied back, so the row goes on as if it had decoded them.
+        ``extra[k]`` gets how many more tokens row ``k`` now has cached."""
+        if not self.decide_alternatives:
+            return None
+        fast = self.fast
+
+        def decide(k: int, decision: Decision) -> Scored:
+            slot, start = slot_of(k), length_of(k)
+            feeds = [sc[:-1] for sc in decision.scored]
+            width = max(len(f) for f in feeds)
+            later: List[List[float]] = [[] for _ in feeds]
+            scratch: Optional[KVCache] = None
+            if width:
+                n = len(feeds)
+                scratch = fast.new_cache(n, start + width)
+                scratch.k[:, :, :, :start] = cache.k[:, slot : slot + 1, :, :start]
+                scratch.v[:, :, :, :start] = cache.v[:, slot : slot + 1, :, :start]
+                ids = torch.zeros((n, width), dtype=torch.long)
+                for i, f in enumerate(feeds):
+                    ids[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+                logits = fast.verify(
+                    ids.to(fast.device), torch.full((n,), start, dtype=torch.long), scratch
+                )
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                later = [
+                    [float(lp[i, j, sc[j + 1]]) for j in range(len(sc) - 1)]
+                    for i, sc in enumerate(decision.scored)
+                ]
+
+            def keep(i: int) -> None:
+                m = len(decision.rests[i]) - 1  # the last one is fed at the next step
+                if m and scratch is not None:
+                    cache.k[:, slot, :, start : start + m] = scratch.k[:, i, :, start : start + m]
+                    cache.v[:, slot, :, start : start + m] = scratch.v[:, i, :, start : start + m]
+                extra[k] = m
+
+            return later, keep
+
+        return decide
 
     def _prefill(
         self,
@@ -255,7 +340,11 @@ class ContinuousBatcher:
         first: int,
     ) -> None:
         """Choose tokens for slots [first, len(live)); retire finished slots by compaction."""
-        done = self.stepper.step(logits, [seqs[i] for i in live[first:]])
+        extra: Dict[int, int] = {}
+        decide = self._decider(cache, lambda k: first + k, lambda k: lengths[first + k], extra)
+        done = self.stepper.step(logits, [seqs[i] for i in live[first:]], decide)
+        for k, m in extra.items():
+            lengths[first + k] += m
         finished = [first + k for k, d in enumerate(done) if d]
         self._retire(finished, live, lengths, seqs, cache, on_done)
 
@@ -287,6 +376,19 @@ def grammar_prefix(seq: SequenceState, draft: List[int]) -> List[int]:
     if seq.grammar is None or not draft:
         return draft
     return draft[: seq.grammar.valid_prefix(draft)]
+
+
+def forced_width(drafts: List[List[int]], step_tokens: int) -> int:
+    """The verify width (1 + drafted tokens) with the most tokens per unit of time when the
+    drafts are kept (forced tokens are): a pass over ``x`` positions costs ``step_tokens +
+    x`` (``lookup.py``), and every row runs at the width."""
+    n = len(drafts)
+    best, best_rate = 1, n / (step_tokens + n)
+    for width in range(2, max(len(d) for d in drafts) + 2):
+        rate = (n + sum(min(len(d), width - 1) for d in drafts)) / (step_tokens + n * width)
+        if rate > best_rate:
+            best, best_rate = width, rate
+    return best
 
 
 def _groups(lengths: Sequence[int], budget: int) -> List[List[int]]:

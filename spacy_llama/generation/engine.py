@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import Errors, GenerationError, PromptTooLongError, Warnings
+from ..errors import ConstraintError, Errors, GenerationError, PromptTooLongError, Warnings
 from ..models.base import LlamaModel
 from ..types import (
     AnyRequest,
@@ -26,6 +26,7 @@ from ..types import (
     TokenLogprobRequest,
 )
 from .answers import check_answer
+from .closing import minimal_tokens
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
 from .decoder import (
@@ -35,7 +36,7 @@ from .decoder import (
     fused_decoder,
     supports_fast_decoder,
 )
-from .grammar import CompiledGrammar, RowGrammar, compiler_for, model_vocab_size
+from .grammar import CompiledGrammar, compiler_for, model_vocab_size
 from .lookup import DraftStats
 from .output import finish
 from .remote import check_remote_constraint, complete_remote, is_remote
@@ -87,12 +88,13 @@ class Engine:
         self.last_prefill_sizes: List[int] = []  # rows per prefill in the last run
         self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
         self.last_mask_steps = 0
+        self.last_forced_tokens = 0  # forced tokens verified in one pass (fast-forward)
         # an invalid schema or regex fails when the pipeline is built, not at the first doc
         if config.constraint is not None:
             if self.remote:
                 check_remote_constraint(model, config.constraint)
             else:
-                self.grammar(config.constraint)
+                self.check_budget([config.constraint])
 
     # -- public ----------------------------------------------------------------
     def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:
@@ -146,6 +148,23 @@ class Engine:
         tok = self.model.tokenizer
         n_vocab = model_vocab_size(self.model.model, tok)
         return compiler_for(tok, n_vocab, self._stop_ids).compile(constraint)
+
+    def check_budget(self, constraints: Sequence[Constraint], where: str = "") -> None:
+        """ConstraintError (E650) if a constraint's shortest complete output cannot fit in
+        max_new_tokens: every answer would fail, so the pipeline is not built."""
+        for constraint in constraints:
+            closing = minimal_tokens(self.grammar(constraint))
+            if closing is not None and len(closing) > self.config.max_new_tokens:
+                text = self.model.decode(closing)
+                raise ConstraintError(
+                    Errors.E650.format(
+                        kind=constraint.kind,
+                        where=where,
+                        max_new=self.config.max_new_tokens,
+                        n=len(closing),
+                        text=text if len(text) <= 120 else text[:117] + "...",
+                    )
+                )
 
     def tokenize(self, request: GenerationRequest) -> List[int]:
         if self.remote:
@@ -233,6 +252,7 @@ class Engine:
             quantize=self.quantize,
             reduced_precision=str(self.model.dtype) in REDUCED_DTYPES,
             prompt=prompt,
+            constrained=constraint is not None or self.config.constraint is not None,
         )
 
     # -- decoding ----------------------------------------------------------------
@@ -275,10 +295,11 @@ class Engine:
                 generator=None
                 if cfg.greedy
                 else make_generators([request_seed(cfg.seed, ids[i])])[0],
-                grammar=self._row_grammar(requests[i]),
             )
             for i in todo
         ]
+        for seq in seqs:
+            self._start_grammar(seq, requests[seq.index])
         stepper = Stepper(
             cfg,
             self._stop_ids,
@@ -306,6 +327,7 @@ class Engine:
                 )
                 batcher.run(prompts, seqs, on_done)
                 self.last_prefill_sizes = batcher.prefill_calls
+                self.last_forced_tokens = batcher.forced_fed
             else:
                 self.last_prefill_sizes = decode_all(
                     self.model.model,
@@ -324,9 +346,18 @@ class Engine:
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.generated_tokens += stepper.generated
 
-    def _row_grammar(self, request: GenerationRequest) -> Optional[RowGrammar]:
+    def _start_grammar(self, seq: SequenceState, request: GenerationRequest) -> None:
+        """A constrained row gets its matcher, its token budget, and the closing from the
+        start as its first checkpoint when that fits (``Stepper._budget_closes``)."""
         constraint = self.constraint(request)
-        return None if constraint is None else self.grammar(constraint).start()
+        if constraint is None:
+            return
+        compiled = self.grammar(constraint)
+        seq.grammar = compiled.start()
+        seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
+        closing = minimal_tokens(compiled)
+        if closing is not None and len(closing) <= seq.budget:
+            seq.checkpoint = (0, closing)
 
     def weights_changed(self) -> None:
         """The model's weights were replaced (merged adapters): build the fused decoder and

@@ -25,7 +25,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -79,6 +79,40 @@ def choices_lark(choices: Sequence[str]) -> str:
     return "start: " + " | ".join(json.dumps(c) for c in choices)
 
 
+def alternative_texts(constraint: Constraint) -> List[str]:
+    """Every value a closed set of the constraint offers, as the text it is written as: the
+    choices, or each ``enum`` member and ``const`` of a JSON schema as JSON (``alternatives.py``
+    scores the ones the grammar allows at a position as wholes)."""
+    if constraint.kind == "choices":
+        choices = parse_choices(constraint.spec)
+        return choices if len(choices) <= MAX_ALTERNATIVES else []
+    if constraint.kind != "json_schema":
+        return []
+    found: Dict[str, None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "enum" and isinstance(value, list):
+                    if len(value) > MAX_ALTERNATIVES:  # e.g. a doc's substrings
+                        continue
+                    for v in value:
+                        found.setdefault(json.dumps(v, ensure_ascii=False), None)
+                elif key == "const":
+                    found.setdefault(json.dumps(value, ensure_ascii=False), None)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(constraint.spec))
+    return list(found)
+
+
+MAX_ALTERNATIVES = 32  # a closed set larger than this is decoded token by token
+
+
 # -- the tokenizer, as llguidance sees it ----------------------------------------------------
 def token_bytes(tokenizer: Any, n_vocab: int) -> Tuple[List[bytes], List[int]]:
     """The bytes of every token id below ``n_vocab`` (b"" for ids the tokenizer lacks: a
@@ -117,12 +151,79 @@ class _Vocabulary:
 
 
 # -- compiled grammars and per-row state -----------------------------------------------------
+class GrammarVocab:
+    """What searches over a grammar (``closing.py``, ``alternatives.py``) need of the
+    vocabulary: llguidance's tokenizer, each token's bytes, and one token per single byte."""
+
+    def __init__(self, tokenizer: Any, token_bytes: List[bytes], stop_ids: Sequence[int]) -> None:
+        self.tokenizer = tokenizer  # llguidance.LLTokenizer
+        self.token_bytes = token_bytes
+        self.stop_ids = list(stop_ids)
+        byte_tokens: Dict[int, int] = {}
+        for i, b in enumerate(token_bytes):
+            if len(b) == 1 and b[0] not in byte_tokens:
+                byte_tokens[b[0]] = i
+        self.byte_tokens = byte_tokens  # byte value -> a token that is exactly that byte
+        self.byte_values = sorted(byte_tokens)
+        self.byte_ids = [byte_tokens[b] for b in self.byte_values]
+        import numpy as np
+
+        self.byte_array = np.asarray(self.byte_values, dtype=np.int64)
+
+    def tokenize(self, data: bytes) -> List[int]:
+        return list(self.tokenizer.tokenize_bytes(data))
+
+
 class RowGrammar:
     """One sequence's position in its grammar."""
 
-    def __init__(self, matcher: Any, kind: str) -> None:
+    def __init__(self, matcher: Any, kind: str, vocab: Optional[GrammarVocab] = None) -> None:
         self.matcher = matcher
         self.kind = kind
+        self.vocab = vocab
+        self.alternatives: Sequence[str] = ()  # the closed sets' members, as JSON text
+
+    def copy(self) -> RowGrammar:
+        """An independent copy at the same position (for a search; this one is unchanged)."""
+        out = RowGrammar(self.matcher.deep_copy(), self.kind, self.vocab)
+        out.alternatives = self.alternatives
+        return out
+
+    def forced_tokens(self) -> List[int]:
+        """Tokens the grammar forces next (llguidance's fast-forward tokens)."""
+        return list(self.matcher.compute_ff_tokens())
+
+    def forced_bytes(self) -> bytes:
+        """Bytes the grammar forces next, whatever their tokenization."""
+        return bytes(self.matcher.compute_ff_bytes())
+
+    def allowed_tokens(self) -> Any:
+        """The ids the grammar allows next (a numpy array)."""
+        import numpy as np
+
+        return np.flatnonzero(self._bits())
+
+    def allows(self, ids: Any) -> Any:
+        """Whether the grammar allows each of ``ids`` next (a numpy bool array)."""
+        return self._bits()[ids].astype(bool)
+
+    def _bits(self) -> Any:
+        import numpy as np
+
+        bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little")
+
+    def completes(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` from here make a complete output (this row is unchanged)."""
+        ids = [int(t) for t in tokens]
+        if self.matcher.validate_tokens(ids) != len(ids):  # checked first: no error logged
+            return False
+        check = self.matcher.deep_copy()
+        return bool(check.consume_tokens(ids) and check.is_accepting())
+
+    def accept_all(self, tokens: Sequence[int]) -> bool:
+        """Advance by every token of ``tokens``; False if one is forbidden."""
+        return bool(self.matcher.consume_tokens([int(t) for t in tokens])) if tokens else True
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
         """Write the allowed tokens into row ``row`` of a contiguous int32 CPU bitmask (32
@@ -161,12 +262,23 @@ class RowGrammar:
 class CompiledGrammar:
     """A constraint compiled for one tokenizer; ``start()`` gives a fresh row state."""
 
-    def __init__(self, matcher: Any, kind: str) -> None:
+    def __init__(
+        self,
+        matcher: Any,
+        kind: str,
+        vocab: Optional[GrammarVocab] = None,
+        alternatives: Sequence[str] = (),
+    ) -> None:
         self._pristine = matcher
         self.kind = kind
+        self.vocab = vocab
+        self.alternatives = tuple(alternatives)
+        self.minimal: Optional[Tuple[Optional[List[int]]]] = None  # closing.minimal_tokens
 
     def start(self) -> RowGrammar:
-        return RowGrammar(self._pristine.deep_copy(), self.kind)
+        row = RowGrammar(self._pristine.deep_copy(), self.kind, self.vocab)
+        row.alternatives = self.alternatives
+        return row
 
 
 class GrammarCompiler:
@@ -180,6 +292,7 @@ class GrammarCompiler:
         vocab = _Vocabulary(tokenizer, n_vocab, list(stop_ids))
         eos = sorted(set(stop_ids)) or [vocab.eos_token_id]
         self.tokenizer = LLTokenizer(TokenizerWrapper(vocab), n_vocab=n_vocab, eos_token=eos)
+        self.vocab = GrammarVocab(self.tokenizer, vocab.tokens, eos)
         self._cache: OrderedDict[Tuple[str, str], CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -202,7 +315,9 @@ class GrammarCompiler:
         matcher = LLMatcher(self.tokenizer, grammar)
         if matcher.is_error():
             raise ConstraintError(describe(constraint, matcher.get_error()))
-        compiled = CompiledGrammar(matcher, constraint.kind)
+        compiled = CompiledGrammar(
+            matcher, constraint.kind, self.vocab, alternative_texts(constraint)
+        )
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > CACHE_SIZE:

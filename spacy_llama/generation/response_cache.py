@@ -35,6 +35,7 @@ def response_key(
     reduced_precision: bool,
     prompt: Sequence[Any],
     constraint: Optional[Constraint] = None,
+    constrained: bool = False,
 ) -> str:
     """``constraint``: a request's own constraint (the config's is in its fingerprint);
     None leaves the key as it was before constraints existed."""
@@ -50,6 +51,8 @@ def response_key(
     h.update(",".join(map(str, prompt)).encode())
     if constraint is not None:
         h.update(f"\0constraint={constraint.kind}\0{constraint.spec}".encode())
+    # constrained answers closed within the budget and enums decided whole since 2026-12-07
+    h.update(b"\0closing+alternatives" if constrained else b"")
     return h.hexdigest()
 
 

@@ -4,11 +4,12 @@ model is spread over devices with ``device_map``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 
-from .stopping import SequenceState, Stepper
+from .alternatives import Decision
+from .stopping import Scored, Scorer, SequenceState, Stepper
 
 
 @torch.inference_mode()
@@ -47,29 +48,80 @@ def decode_batch(
     alive = list(range(n))
     logits = out.logits[:, -1, :]
     while True:
-        done = stepper.step(logits, [seqs[r] for r in alive])
+        extra: Dict[int, int] = {}
+        decide = _decider(lm, prompts, seqs, alive, extra, device, pad_id)
+        done = stepper.step(logits, [seqs[r] for r in alive], decide)
         keep = [b for b, d in enumerate(done) if not d]
         for b, d in enumerate(done):
             if d:
                 on_done(seqs[alive[b]])
         if not keep:
             return
+        fed = [1 + extra.get(b, 0) for b in keep]  # a decided row feeds its whole value
         if len(keep) < len(alive):
             idx = torch.tensor(keep, device=device)
             cache.batch_select_indices(idx)  # type: ignore[attr-defined]
             mask, last_pos = mask[idx], last_pos[idx]
             alive = [alive[b] for b in keep]
-        tokens = torch.tensor([seqs[r].tokens[-1] for r in alive], device=device)
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        last_pos = last_pos + 1
+        # right-aligned: a row with fewer new tokens has masked holes on the left
+        width = max(fed)
+        tokens = torch.full((len(alive), width), pad_id, dtype=torch.long)
+        new = torch.zeros((len(alive), width), dtype=torch.long)
+        pos = last_pos[:, None].repeat(1, width)
+        for b, (r, m) in enumerate(zip(alive, fed)):
+            tokens[b, width - m :] = torch.tensor(seqs[r].tokens[-m:])
+            new[b, width - m :] = 1
+            pos[b, width - m :] = last_pos[b] + torch.arange(1, m + 1, device=device)
+        mask = torch.cat([mask, new.to(device)], dim=1)
+        last_pos = last_pos + torch.tensor(fed, device=device)
         out = lm(
-            input_ids=tokens[:, None],
+            input_ids=tokens.to(device),
             attention_mask=mask,
-            position_ids=last_pos[:, None],
+            position_ids=pos,
             past_key_values=cache,
             use_cache=True,
         )
         logits = out.logits[:, -1, :]
+
+
+def _decider(
+    lm: Any,
+    prompts: Sequence[Sequence[int]],
+    seqs: Sequence[SequenceState],
+    alive: List[int],
+    extra: Dict[int, int],
+    device: Any,
+    pad_id: int,
+) -> Scorer:
+    """Closed sets of alternatives (``alternatives.py``) scored by one plain forward pass
+    of the row's prompt and output plus each alternative (no cache: this loop's cache is
+    one left-padded batch); the chosen value is fed at the next step."""
+
+    def decide(k: int, decision: Decision) -> Scored:
+        r = alive[k]
+        base = list(prompts[r]) + list(seqs[r].tokens)
+        rows = [base + sc[:-1] for sc in decision.scored]
+        width = max(len(x) for x in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        att = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, x in enumerate(rows):
+            ids[i, : len(x)] = torch.tensor(x)
+            att[i, : len(x)] = 1
+        lp = torch.log_softmax(
+            lm(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float(), dim=-1
+        )
+        at = len(base)
+        later = [
+            [float(lp[i, at + j, sc[j + 1]]) for j in range(len(sc) - 1)]
+            for i, sc in enumerate(decision.scored)
+        ]
+
+        def keep(i: int) -> None:
+            extra[k] = len(decision.rests[i]) - 1
+
+        return later, keep
+
+    return decide
 
 
 def decode_all(

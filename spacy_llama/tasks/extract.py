@@ -30,8 +30,10 @@ from .prompt import DocLike, PromptTemplate, load_template
 from .schema import Schema, check_span_fields, doc_schema, is_array_field, load_schema
 from .structured import (
     DEFAULT_MAX_SPAN_TOKENS,
+    FINISH_ATTR,
     align_strings,
     candidate_substrings,
+    confidences,
     json_constraint,
     read_answer,
 )
@@ -68,7 +70,12 @@ class ExtractTask(PromptedTask):
 
     @property
     def extensions(self) -> List[str]:
-        return [self.data_attr]
+        return [self.data_attr, self.confidence_attr, FINISH_ATTR]
+
+    @property
+    def confidence_attr(self) -> str:
+        """Per enum field the engine decided as a whole, its probability (by JSON pointer)."""
+        return f"{self.data_attr}_confidence"
 
     @property
     def assigns(self) -> List[str]:
@@ -108,6 +115,7 @@ class ExtractTask(PromptedTask):
             if value is None:
                 continue  # the doc is marked failed; nothing half-written
             doc._.set(self.data_attr, value)
+            doc._.set(self.confidence_attr, confidences(value, res))
             doc.spans[self.spans_key] = self.spans(doc, value)
             score_copied_strings(doc.spans[self.spans_key], res, decoder_of(self._formatter))
 

@@ -31,6 +31,7 @@ from .ner import Answer, Merge, NERTask
 from .prompt import DocLike, PromptTemplate, load_template
 from .structured import (
     DEFAULT_MAX_SPAN_TOKENS,
+    FINISH_ATTR,
     candidate_substrings,
     check_max_items,
     json_constraint,
@@ -111,6 +112,10 @@ class NERv2Task(NERTask):
         self.max_span_tokens = max_span_tokens
         self.max_entities = max_entities
         super().__init__(template, **settings)
+
+    @property
+    def extensions(self) -> List[str]:
+        return [self.unaligned_attr, FINISH_ATTR]
 
     def schema_for(self, doc: DocLike) -> Dict[str, Any]:
         cands = candidate_substrings(doc, self.max_span_tokens)

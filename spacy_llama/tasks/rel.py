@@ -27,7 +27,7 @@ from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .labels import Label, labels_context, make_labels
 from .prompt import DocLike, PromptTemplate, load_template
-from .structured import check_max_items, json_constraint, read_answer
+from .structured import FINISH_ATTR, check_max_items, json_constraint, read_answer
 
 logger = logging.getLogger("spacy_llama")
 NAME = "REL.v1"
@@ -91,7 +91,7 @@ class RELTask(PromptedTask):
 
     @property
     def extensions(self) -> List[str]:
-        return [self.relations_attr]
+        return [self.relations_attr, FINISH_ATTR]
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)

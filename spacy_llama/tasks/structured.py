@@ -21,6 +21,10 @@ from .prompt import DocLike
 
 logger = logging.getLogger("spacy_llama")
 DEFAULT_MAX_SPAN_TOKENS = 8
+# How each structured answer ended: "stop" (the model finished it), "closed" (the token
+# budget cut it and the engine closed it onto its shortest valid completion: complete and
+# valid, but worth filtering or re-running), or the engine's other finish reasons.
+FINISH_ATTR = "llama_finish"
 
 
 def _sentence_ranges(doc: DocLike) -> List[Tuple[int, int]]:
@@ -105,6 +109,8 @@ def json_constraint(schema: Dict[str, Any]) -> Constraint:
 def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: str) -> Any:
     """The answer's JSON value if it is complete and matches ``schema``; otherwise the doc
     is marked failed (the reason under ``DOC_ERROR_KEY``) and None is returned."""
+    if Doc.has_extension(FINISH_ATTR):
+        doc._.set(FINISH_ATTR, "closed" if res.closed else res.finish_reason)
     if res.error is not None:
         return _fail(doc, task, Errors.E369.format(error=res.error))
     try:
@@ -119,6 +125,49 @@ def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: s
         where = "/".join(map(str, error.absolute_path)) or "the top level"
         return _fail(doc, task, Errors.E371.format(error=f"{error.message} (at {where})"))
     return value
+
+
+def confidences(value: Any, res: GenerationResult) -> Dict[str, float]:
+    """The engine's probability of each value it chose from a closed set (an enum field),
+    by the field's JSON pointer (``/section``, ``/items/0/label``). The answer is written
+    as json.dumps writes it (", " and ": "), so each leaf's offset in the text is found by
+    writing the value again; a text written otherwise gets no confidences."""
+    if not res.choices:
+        return {}
+    leaves: Dict[int, str] = {}
+    if _write(value, "", leaves) != res.text:
+        return {}
+    out: Dict[str, float] = {}
+    for choice in res.choices:
+        path = leaves.get(int(choice["start"]))
+        if path is not None and choice["text"] in choice["alternatives"]:
+            out[path] = float(choice["probs"][choice["alternatives"].index(choice["text"])])
+    return out
+
+
+def _write(value: Any, path: str, leaves: Dict[int, str], at: int = 0) -> str:
+    """``value`` as json.dumps(..., ensure_ascii=False) writes it; ``leaves`` gets the
+    offset (from ``at``) of every scalar, with its JSON pointer."""
+    if isinstance(value, dict):
+        parts, pos = ["{"], at + 1
+        for k, (key, item) in enumerate(value.items()):
+            head = (", " if k else "") + json.dumps(key, ensure_ascii=False) + ": "
+            pos += len(head)
+            text = _write(item, f"{path}/{key}", leaves, pos)
+            parts += [head, text]
+            pos += len(text)
+        return "".join(parts) + "}"
+    if isinstance(value, list):
+        parts, pos = ["["], at + 1
+        for k, item in enumerate(value):
+            head = ", " if k else ""
+            pos += len(head)
+            text = _write(item, f"{path}/{k}", leaves, pos)
+            parts += [head, text]
+            pos += len(text)
+        return "".join(parts) + "]"
+    leaves[at] = path
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _fail(doc: Doc, task: str, reason: str) -> None:

@@ -176,8 +176,13 @@ def test_stop_strings_still_cut_constrained_output(model):
 
 
 def test_length_before_the_grammar_is_complete_is_an_error_and_is_cached(model, tmp_path):
+    """E426 is left only where even the shortest complete output does not fit: a request's
+    own constraint (a config's fails when the engine is built: E650)."""
+    with pytest.raises(ConstraintError, match=r"\[E650\].*max_new_tokens=3.*takes 12 tokens"):
+        Engine(model, GenerationConfig(json_schema=SCHEMA, max_new_tokens=3))
     cache = SQLiteCache(tmp_path / "cache.sqlite")
-    kw = dict(json_schema=SCHEMA, max_new_tokens=3, cache=cache)
+    own = Constraint("json_schema", json.dumps(SCHEMA))
+    kw = dict(constraint=own, max_new_tokens=3, cache=cache)
     [res] = run(model, PROMPTS[:1], **kw)
     assert res.finish_reason == "length" and len(res.token_ids) == 3
     assert res.error == (
@@ -246,11 +251,15 @@ def test_pipeline_with_chat_template_and_a_schema_file(tiny_hf, tmp_path):
     assert all(valid_entities(d._.llama_completion) for d in docs)
 
 
-def test_prompt_lookup_drafts_are_cut_to_the_grammar_and_keep_the_output(model):
+def test_prompt_lookup_drafts_are_cut_to_the_grammar_and_keep_the_output(model, monkeypatch):
     """The answer copies the prompt's start, then leaves it (one choice), so prompt lookup
-    drafts the prompt's continuation. Drafts are cut to what the grammar allows: every
+    drafts the prompt's continuation (forced tokens off: they would draft it instead).
+    Drafts are cut to what the grammar allows: every
     drafted token the model checks is kept (uncut, 2 of 10 were checked in vain), and the
     output is the one decoding without drafts gives."""
+    from spacy_llama.generation import continuous
+
+    monkeypatch.setattr(continuous, "MAX_FORCED", 0)
     text = PROMPTS[0]
     choice = text[:16] + "zq zq"
     cfg = GenerationConfig(max_new_tokens=40, choices=[choice])

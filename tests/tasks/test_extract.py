@@ -99,7 +99,8 @@ def test_assign_writes_data_and_spans_in_order(tiny_hf, monkeypatch):
         ("Zürich", "place", 4),
     ]
     assert DOC_ERROR_KEY not in doc.user_data
-    assert nlp.get_pipe("llama").task.extensions == ["ex_data"]
+    extensions = ["ex_data", "ex_data_confidence", "llama_finish"]
+    assert nlp.get_pipe("llama").task.extensions == extensions
 
 
 def test_a_string_repeated_beyond_its_occurrences_is_one_span(tiny_hf, monkeypatch):

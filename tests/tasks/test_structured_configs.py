@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "name,task_name,extensions",
     [
-        ("extract.cfg", "ExtractTask", ["llama_data"]),
-        ("ner_v2.cfg", "NERv2Task", ["llama_ner_overlaps"]),
-        ("rel.cfg", "RELTask", ["llama_relations"]),
+        ("extract.cfg", "ExtractTask", ["llama_data", "llama_data_confidence", "llama_finish"]),
+        ("ner_v2.cfg", "NERv2Task", ["llama_ner_overlaps", "llama_finish"]),
+        ("rel.cfg", "RELTask", ["llama_relations", "llama_finish"]),
     ],
 )
 def test_shipped_config_resolves(name, task_name, extensions):
