@@ -569,9 +569,10 @@ class Errors(metaclass=ErrorsWithCodes):
     E902 = ("quantize = {quantize!r} needs torch's CPU kernel {kernel}, which this torch "
             "{version} does not have. Use quantize = \"int8\" (or null), or torch >= 2.6.")
     E903 = ("quantize = {value!r} is not a choice; use one of {choices} (null: float weights).")
-    E904 = ("device = {device!r} with quantize = {quantize!r}: quantized GGUF weights run on "
-            "the CPU kernels only. Set device = \"cpu\", or quantize = null to de-quantise "
-            "the file to float for an accelerator.")
+    E904 = ("device = {device!r} with quantize = {quantize!r}: the streaming loaders "
+            "(GGUF.v2, HF.v2, Meta.v2) build the model on the CPU, where torch's int4/int8 "
+            "kernels run. Set device = \"cpu\"; for an accelerator use GGUF.v1, HF.v1 or "
+            "Meta.v1 (float weights).")
     E905 = ("{path} is a GGUF file of architecture {arch!r}; spacy-llama's fused decoder runs "
             "LLaMA-architecture models (general.architecture = \"llama\") only.")
     E906 = ("{path}: tensor {tensor} (type {type}) is corrupt or unreadable: {reason}. "

@@ -40,7 +40,7 @@ from .qlinear import (
     Int4Linear,
     Int8Embedding,
     Int8Linear,
-    check_kernels,
+    check_setting,
     int4_fits,
     quantize_rows_int8,
 )
@@ -49,6 +49,7 @@ logger = logging.getLogger("spacy_llama")
 
 QuantizeName = Optional[str]  # None | "auto" | "int8" | "int4"
 QUANTIZE_CHOICES = (None, "auto", "int8", "int4")
+FLOAT_SOURCE_CHOICES = (None, "int8", "int4")  # HF.v2 / Meta.v2: nothing to keep "as is"
 STREAM_VERSION = 1  # part of the fingerprint: bump when what a tensor becomes changes
 ROW_CHUNK = 4096  # rows de-quantised at a time on the way to int8
 
@@ -81,11 +82,7 @@ def gguf_model_v2(
     ``dtype`` is the activations' dtype (norms, attention, KV cache): ``auto`` is float32
     for quantized weights (batch-invariant; see ``memory.auto_activation_dtype``)."""
     file = check_gguf_file(path)
-    if quantize not in QUANTIZE_CHOICES:
-        raise ModelLoadError(Errors.E903.format(value=quantize, choices=QUANTIZE_CHOICES))
-    if device not in ("cpu", "auto") and quantize is not None:
-        raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
-    check_kernels(quantize)
+    check_setting(quantize, device, QUANTIZE_CHOICES)
     key = ("gguf-v2", str(file.resolve()), device, dtype, quantize)
     return cached_load(
         key,

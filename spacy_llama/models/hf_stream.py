@@ -24,7 +24,7 @@ from ..registry import llama_models
 from .base import DTypeName, LlamaModel
 from .cpu_features import cpu_features
 from .fingerprint import file_stamps, hf_inputs, source_stamps
-from .gguf_stream import QUANTIZE_CHOICES, finish_skeleton
+from .gguf_stream import FLOAT_SOURCE_CHOICES, finish_skeleton
 from .hf import check_hf_folder
 from .loading import cached_load, finish_model, weight_files
 from .memory import (
@@ -39,7 +39,7 @@ from .memory import (
     projection_bytes,
     release_freed_memory,
 )
-from .qlinear import Int8Embedding, check_kernels, quantize_rows_int8, quantized_linear
+from .qlinear import Int8Embedding, check_setting, quantize_rows_int8, quantized_linear
 
 logger = logging.getLogger("spacy_llama")
 
@@ -61,11 +61,7 @@ def hf_model_v2(
     ``quantize``: ``null`` (float weights; ``dtype = "auto"`` may still choose int8 when float
     does not fit), ``"int8"`` (per-channel) or ``"int4"`` (groups of 32)."""
     folder = check_hf_folder(path)
-    if quantize not in QUANTIZE_CHOICES or quantize == "auto":
-        raise ModelLoadError(Errors.E903.format(value=quantize, choices=(None, "int8", "int4")))
-    if device not in ("cpu", "auto"):
-        raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
-    check_kernels(quantize)
+    check_setting(quantize, device, FLOAT_SOURCE_CHOICES)
     tok_folder = Path(tokenizer_path) if tokenizer_path is not None else folder
     key = ("hf-v2", str(folder.resolve()), str(tok_folder), dtype, quantize)
     return cached_load(

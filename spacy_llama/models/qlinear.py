@@ -48,6 +48,17 @@ def has_int8_kernel() -> bool:
     return hasattr(torch, "_weight_int8pack_mm")
 
 
+def check_setting(quantize: Optional[str], device: str, choices: Tuple[Any, ...]) -> None:
+    """A streaming loader's ``quantize`` and ``device``, checked before anything is read."""
+    from ..errors import Errors, ModelLoadError
+
+    if quantize not in choices:
+        raise ModelLoadError(Errors.E903.format(value=quantize, choices=choices))
+    if device not in ("cpu", "auto"):
+        raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
+    check_kernels(quantize)
+
+
 def check_kernels(quantize: Optional[str]) -> None:
     """A config error, before loading, when this torch lacks the kernel ``quantize`` needs
     (``"auto"`` may need both)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from ...errors import Errors, ModelLoadError
 from ...registry import llama_models
 from ..base import DTypeName, LlamaModel
 from ..fingerprint import source_stamps
@@ -109,18 +108,14 @@ def meta_model_v2(
     """A Meta checkpoint folder with ``quantize = null | "int8" | "int4"``: each merged
     tensor is kept in that form as it is made (the float copy is dropped). ``dtype`` is the
     activations' (and float weights') dtype; ``auto`` is float32."""
-    from ..gguf_stream import QUANTIZE_CHOICES
+    from ..gguf_stream import FLOAT_SOURCE_CHOICES
     from ..loading import finish_model
     from ..memory import auto_activation_dtype, dtype_from_name
-    from ..qlinear import check_kernels
+    from ..qlinear import check_setting
     from .loader import build_meta_quantized
 
     folder = check_meta_folder(path)
-    if quantize not in QUANTIZE_CHOICES or quantize == "auto":
-        raise ModelLoadError(Errors.E903.format(value=quantize, choices=(None, "int8", "int4")))
-    if device not in ("cpu", "auto"):
-        raise ModelLoadError(Errors.E904.format(device=device, quantize=quantize))
-    check_kernels(quantize)
+    check_setting(quantize, device, FLOAT_SOURCE_CHOICES)
     act = auto_activation_dtype() if dtype == "auto" else dtype_from_name(dtype)
     tok = Path(tokenizer_path).expanduser() if tokenizer_path is not None else None
 

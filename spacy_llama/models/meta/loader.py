@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ...errors import Errors, ModelLoadError
 from ..base import LlamaModel
@@ -41,21 +41,7 @@ def build_meta(
     context_length: Optional[int] = None,
 ) -> MetaCheckpoint:
     """Read, merge and assemble a Meta folder on CPU; ``dtype=None`` keeps the checkpoint's."""
-    from .tokenizer_formats import detect_format
-
-    files = shard_files(folder)
-    params = read_params(folder)
-    tok_files = tokenizer_files(folder, tokenizer_path)
-    tiktoken = tok_files[0].name not in ("tokenizer.json", "tokenizer_config.json") and (
-        detect_format(tok_files[0]) == "tiktoken"
-    )
-    family = params.family(tiktoken=tiktoken)
-    tokenizer, stops = load_tokenizer(tok_files, variant="3.1" if family == "llama3.1" else "3")
-    tensors = [load_shard(f) for f in files]
-    shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
-    del tensors
-    check_shards(shards)
-    check_vocab(tokenizer, embedding_rows(shards, params), tok_files[0], folder)
+    files, params, tok_files, family, tokenizer, stops, shards = _open(folder, tokenizer_path)
     state = merge_shards(shards, params, dtype=dtype)
     del shards  # closes the mmaps
     vocab = state["model.embed_tokens.weight"].shape[0]
@@ -73,6 +59,27 @@ def build_meta(
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     inputs = [*files, folder / "params.json", *tokenizer_inputs(tok_files)]
     return MetaCheckpoint(model, tokenizer, stops, inputs)
+
+
+def _open(folder: Path, tokenizer_path: Optional[Path]) -> Tuple[Any, ...]:
+    """The shards (memory-mapped, checked), params, tokenizer files, family, tokenizer and
+    stop ids of a Meta folder; the vocabulary checked against the embedding's rows."""
+    from .tokenizer_formats import detect_format
+
+    files = shard_files(folder)
+    params = read_params(folder)
+    tok_files = tokenizer_files(folder, tokenizer_path)
+    tiktoken = tok_files[0].name not in ("tokenizer.json", "tokenizer_config.json") and (
+        detect_format(tok_files[0]) == "tiktoken"
+    )
+    family = params.family(tiktoken=tiktoken)
+    tokenizer, stops = load_tokenizer(tok_files, variant="3.1" if family == "llama3.1" else "3")
+    tensors = [load_shard(f) for f in files]
+    shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
+    del tensors
+    check_shards(shards)
+    check_vocab(tokenizer, embedding_rows(shards, params), tok_files[0], folder)
+    return files, params, tok_files, family, tokenizer, stops, shards
 
 
 def tokenizer_inputs(tok_files: List[Path]) -> List[Path]:
@@ -258,22 +265,9 @@ def build_meta_quantized(
     from ..gguf_stream import finish_skeleton
     from ..hf_stream import put_tensor
     from ..memory import release_freed_memory
-    from .tokenizer_formats import detect_format
 
-    files = shard_files(folder)
-    params = read_params(folder)
-    tok_files = tokenizer_files(folder, tokenizer_path)
-    tiktoken = tok_files[0].name not in ("tokenizer.json", "tokenizer_config.json") and (
-        detect_format(tok_files[0]) == "tiktoken"
-    )
-    family = params.family(tiktoken=tiktoken)
-    tokenizer, stops = load_tokenizer(tok_files, variant="3.1" if family == "llama3.1" else "3")
-    tensors = [load_shard(f) for f in files]
-    shards = ShardSet(files=files, tensors=tensors, mapped=file_mappings(files))
-    del tensors
-    check_shards(shards)
+    files, params, tok_files, family, tokenizer, stops, shards = _open(folder, tokenizer_path)
     vocab = embedding_rows(shards, params)
-    check_vocab(tokenizer, vocab, tok_files[0], folder)
     has_output = "output.weight" in shards.tensors[0]
     config = hf_config(
         params,
