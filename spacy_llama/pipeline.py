@@ -31,7 +31,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
-from .errors import Errors, FewShotError, TrainingError
+from .errors import Errors, FewShotError, PromptTooLongError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LlamaModel
 from .models.default import package_requirements
@@ -194,10 +194,8 @@ class LlamaPipe(Pipe):
             task.initialize(self._formatter, sample=sample)
             if not self.engine.remote:  # a per-doc schema that can never fit: E650 now
                 self.engine.check_budget(
-                    [r.constraint for r in task.requests([sample])
-                     if isinstance(r, GenerationRequest) and r.constraint is not None],
-                    where=f" of component '{name}'",
-                )  # fmt: skip
+                    _sample_constraints(task, sample), where=f" of component '{name}'"
+                )
         if self.engine.remote:
             _check_remote_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
@@ -487,6 +485,20 @@ def _from_folder_bytes(data: bytes, read: Callable[[Path], Any]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         read(root)
+
+
+def _sample_constraints(task: Task, sample: Doc) -> List[Any]:
+    """The constraints of the sample doc's requests. A prompt that does not fit the context
+    is not this check's business: on_overflow decides that per document at run time."""
+    try:
+        requests = task.requests([sample])
+    except PromptTooLongError:
+        return []
+    return [
+        r.constraint
+        for r in requests
+        if isinstance(r, GenerationRequest) and r.constraint is not None
+    ]
 
 
 def _check_remote_task(name: str, task: Task, sample: Doc) -> None:

@@ -41,15 +41,20 @@ def check_answer(
         return res, 0, problem
     text, fixed_text = _SURROGATE.subn("\ufffd", res.text)
     logprobs: List[Optional[float]] = []
-    fixed_numbers = 0
+    fixed_numbers = unscored = 0
     for value in res.logprobs:
         if value is not None and not math.isfinite(value):
             logprobs.append(None)
-            fixed_numbers += 1
+            # the closing tokens of a closed answer are NaN by design (no model pass scored
+            # them): null, but not a repair
+            if res.closed and math.isnan(value):
+                unscored += 1
+            else:
+                fixed_numbers += 1
         else:
             logprobs.append(value)
     repaired = fixed_text + fixed_numbers
-    if not repaired:
+    if not repaired and not unscored:
         return res, 0, None
     return dataclasses.replace(res, text=text, logprobs=logprobs), repaired, None  # type: ignore[arg-type]
 

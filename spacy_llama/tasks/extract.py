@@ -22,7 +22,7 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
-from .confidence import decoder_of, install_score, score_copied_strings
+from .confidence import SCORE_ATTR, decoder_of, install_score, score_copied_strings
 from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
@@ -79,7 +79,8 @@ class ExtractTask(PromptedTask):
 
     @property
     def assigns(self) -> List[str]:
-        return [f"doc._.{self.data_attr}"] + (["doc.spans"] if self.span_fields else [])
+        spans = ["doc.spans", f"span._.{SCORE_ATTR}"] if self.span_fields else []
+        return [f"doc._.{name}" for name in self.extensions] + spans
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)

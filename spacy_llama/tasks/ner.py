@@ -23,7 +23,7 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
-from .confidence import AnswerScorer, CharRange, decoder_of, install_score, set_score
+from .confidence import SCORE_ATTR, AnswerScorer, CharRange, decoder_of, install_score, set_score
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
@@ -86,7 +86,9 @@ class NERTask(DataLabels, PromptedTask):
     @property
     def assigns(self) -> List[str]:
         where = "doc.spans" if self.merge == "spans" else "doc.ents"
-        return [where, f"doc._.{self.unaligned_attr}"]
+        # every Doc extension the task writes (NER.v2 adds llama_finish), and each span's
+        # confidence (tasks/confidence.py)
+        return [where, *(f"doc._.{name}" for name in self.extensions), f"span._.{SCORE_ATTR}"]
 
     def _check_examples(self, examples: List[Example]) -> List[Example]:
         return check_entity_examples(examples, self.labels, require_in_text=False)

@@ -52,9 +52,9 @@ def test_retry_after_beyond_the_cap_opens_the_breaker() -> None:
         fake.state.script = [(429, {"Retry-After": "3600"})]
         results = model.complete(requests_for(["a", "b", "c"]), GenerationConfig())
         attempts = len(fake.state.completions) - sent
-    assert all(r.error is not None for r in results[:1])
+    # the requests go out concurrently: whichever got the 429 fails, naming the wait
     errors = [r.error for r in results if r.error]
-    assert any("Retry-After" in e and "3600" in e for e in errors)
+    assert errors and any("Retry-After" in e and "3600" in e for e in errors)
     assert attempts <= 3  # no retry of the one asked to wait an hour (it used to wait 120 s)
 
 

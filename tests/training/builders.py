@@ -81,12 +81,14 @@ ENT_GOLD = [
 ]
 
 
-def entity_nlp(path: Path, task: Dict[str, Any], *, adapter: bool = True) -> Language:
+def entity_nlp(
+    path: Path, task: Dict[str, Any], *, adapter: bool = True, max_new_tokens: int = 8
+) -> Language:
     """A tiny EntityReview / NER pipeline; ``task`` gives at least "@llama_tasks"."""
     cfg: Dict[str, Any] = {
         "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"},
         "task": {"labels": ENT_LABELS, "chat": False, **task},
-        "generation": {"max_new_tokens": 8},
+        "generation": {"max_new_tokens": max_new_tokens},
     }
     if adapter:
         cfg["adapter"] = adapter_block()
