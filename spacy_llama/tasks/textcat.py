@@ -358,22 +358,13 @@ def textcat_task_v2(
     (benchmarks/EVAL.md): with SmolLM2 a chat reply starts a line, where a label such as
     "sport" is split into rare word pieces, and v1's length-normalised mean favours an answer
     whose later words follow from its first."""
-    default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
     return TextCatV2Task(
-        load_template(template, template_path, default),
-        labels=config_labels(labels, verbalizers, label_definitions),
-        spec=LabelSpec(verbalizers, label_definitions),
-        exclusive=exclusive,
-        label_score=label_score,
-        calibrate=calibrate,
-        content_free=content_free_texts(content_free, calibrate),
-        examples=list(examples or []),
-        chat=chat,
-        system=system,
-        candidate_prefix=candidate_prefix,
-        threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
-        on_overflow=on_overflow,
-    )
+        load_template(template, template_path, _default_template(exclusive)),
+        **_v2_settings(
+            labels, verbalizers, label_definitions, exclusive, label_score, calibrate,
+            content_free, examples, chat, system, candidate_prefix, threshold, on_overflow,
+        ),
+    )  # fmt: skip
 
 
 @llama_tasks("spacy-llama.TextCat.v3")
@@ -400,10 +391,28 @@ def textcat_task_v3(
     instead of all of it: with full PMI a label whose answer the model favours everywhere
     (SmolLM2: "business") was never predicted. The weight was chosen on the gold train and
     dev halves (benchmarks/CALIBRATION.md); the gold test half was only reported."""
-    default = "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
     return TextCatV3Task(
-        load_template(template, template_path, default),
+        load_template(template, template_path, _default_template(exclusive)),
         prior_weight=prior_weight,
+        **_v2_settings(
+            labels, verbalizers, label_definitions, exclusive, label_score, calibrate,
+            content_free, examples, chat, system, candidate_prefix, threshold, on_overflow,
+        ),
+    )  # fmt: skip
+
+
+def _default_template(exclusive: bool) -> str:
+    return "textcat.jinja" if exclusive else "textcat_multilabel.jinja"
+
+
+def _v2_settings(
+    labels: List[str], verbalizers: Dict[str, str], label_definitions: Dict[str, str],
+    exclusive: bool, label_score: str, calibrate: bool, content_free: Union[str, List[str]],
+    examples: Optional[List[Dict[str, Any]]], chat: ChatSetting, system: Optional[str],
+    candidate_prefix: Optional[str], threshold: Optional[float], on_overflow: Overflow,
+) -> Dict[str, Any]:
+    """The settings TextCat.v2 and v3 build their task from (v3 adds ``prior_weight``)."""
+    return dict(
         labels=config_labels(labels, verbalizers, label_definitions),
         spec=LabelSpec(verbalizers, label_definitions),
         exclusive=exclusive,
@@ -416,4 +425,4 @@ def textcat_task_v3(
         candidate_prefix=candidate_prefix,
         threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
         on_overflow=on_overflow,
-    )
+    )  # fmt: skip
