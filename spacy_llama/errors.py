@@ -455,7 +455,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "it enforces. Set server = one of {kinds} in [components.llama.model].")
     E431 = ("server = {server!r} is not a server kind spacy-llama knows; use \"auto\" or one "
             "of {kinds}.")
-    # -- model folders and the LlamaModel (models/base.py, loading.py, hf.py): E450-E479
+    # -- model folders and the LoadedModel (models/base.py, loading.py, hf.py): E450-E479
     E450 = ("The model at {source} has no chat template, so `chat = true` cannot be used. Set "
             "`chat = \"auto\"` or `chat = false` in [components.llama.task], or load a "
             "tokenizer that has one.")

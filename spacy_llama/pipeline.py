@@ -33,7 +33,7 @@ from spacy.util import minibatch
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
 from .errors import Errors, FewShotError, PromptTooLongError, TrainingError
 from .generation.config import GenerationConfig
-from .models.base import LlamaModel
+from .models.base import LoadedModel
 from .models.default import package_requirements
 from .tasks.base import Task
 from .tasks.completion import SUMMARY_TEMPLATE
@@ -91,7 +91,7 @@ ASSIGNS = ["doc._.llama_completion", "doc._.llama_logprobs"]
 def make_llama(
     nlp: Language,
     name: str,
-    model: LlamaModel,
+    model: LoadedModel,
     task: Task,
     generation: Dict[str, Any],
     batch_size: int,
@@ -145,7 +145,7 @@ class LlamaPipe(Pipe):
         nlp: Language,
         name: str,
         *,
-        model: LlamaModel,
+        model: LoadedModel,
         task: Task,
         generation: GenerationConfig,
         batch_size: int = 32,

@@ -37,7 +37,7 @@ from thinc.types import Ragged
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import Errors, FeatureError
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..models.pieces import PieceReader
 from ..models.server import NoLocalWeights, ServerModel
 from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
@@ -57,12 +57,12 @@ Layer = Union[int, str]
 
 
 class LlamaFeatures(Model):
-    """The thinc model; the LlamaModel is a plain attribute (never serialised). With an
+    """The thinc model; the LoadedModel is a plain attribute (never serialised). With an
     adapter, ``llama`` is the adapter's merged copy (its fingerprint covers the adapter
     weights) and the adapter's shim is the model's only shim."""
 
     def __init__(
-        self, llama: LlamaModel, get_spans: SpanGetter, layer: Layer, batch_tokens: int,
+        self, llama: LoadedModel, get_spans: SpanGetter, layer: Layer, batch_tokens: int,
         adapter: Optional[Adapter] = None,
     ) -> None:  # fmt: skip
         n_states = int(llama.model.config.num_hidden_layers) + 1
@@ -97,7 +97,7 @@ class LlamaFeatures(Model):
 
 @registry.architectures("spacy-llama.TransformerModel.v1")
 def llama_transformer_v1(
-    model: LlamaModel,
+    model: LoadedModel,
     get_spans: SpanGetter,
     layer: Layer = -1,
     freeze: bool = True,
@@ -125,7 +125,7 @@ def llama_transformer_v1(
     return LlamaFeatures(model, get_spans, checked, batch_tokens, lora)
 
 
-def check_layer(layer: Any, model: LlamaModel) -> Layer:
+def check_layer(layer: Any, model: LoadedModel) -> Layer:
     """``layer`` as a hidden-state index in range, or "mix"."""
     count = int(model.model.config.num_hidden_layers) + 1
     if layer == "mix":

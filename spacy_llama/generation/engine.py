@@ -15,7 +15,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConstraintError, Errors, GenerationError, PromptTooLongError, Warnings
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..types import (
     AnyRequest,
     AnyResult,
@@ -52,7 +52,7 @@ REDUCED_DTYPES = ("torch.bfloat16", "torch.float16")
 class Engine:
     def __init__(
         self,
-        model: LlamaModel,
+        model: LoadedModel,
         config: GenerationConfig,
         *,
         batch_size: int = 16,

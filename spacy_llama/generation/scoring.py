@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import Errors, PromptTooLongError
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..types import (
     ScoreRequest,
     ScoreResult,
@@ -55,7 +55,7 @@ class _Window:
 class Scorer:
     def __init__(
         self,
-        model: LlamaModel,
+        model: LoadedModel,
         *,
         batch_size: int,
         window: Optional[int] = None,

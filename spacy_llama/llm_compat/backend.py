@@ -26,7 +26,7 @@ from ..errors import CompatError, Errors, PromptTooLongError
 from ..generation.config import GenerationConfig
 from ..generation.engine import Engine
 from ..generation.formatter import ModelPromptFormatter
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..types import GenerationRequest
 
 logger = logging.getLogger("spacy_llama")
@@ -51,7 +51,7 @@ class SpacyLLMBackend:
 
     def __init__(
         self,
-        model: LlamaModel,
+        model: LoadedModel,
         generation: GenerationConfig,
         *,
         chat: ChatSetting = "auto",
@@ -158,7 +158,7 @@ class SpacyLLMBackend:
             drop += over
 
 
-def token_counter_v1(model: Optional[LlamaModel] = None) -> Callable[[str], int]:
+def token_counter_v1(model: Optional[LoadedModel] = None) -> Callable[[str], int]:
     """``spacy-llama.TokenCounter.v1`` (registry ``llm_misc``): an ``n_token_estimator`` for
     spacy-llm's ``spacy.ShardMapper.v1`` that counts a prompt's tokens with the model's own
     tokenizer (spacy-llm's default counts words, which undercounts). Give it the same model
@@ -177,7 +177,7 @@ def token_counter_v1(model: Optional[LlamaModel] = None) -> Callable[[str], int]
 
 
 def spacy_llm_v1(
-    model: Optional[LlamaModel] = None,
+    model: Optional[LoadedModel] = None,
     generation: Dict[str, Any] = {},  # noqa: B006 - read only
     chat: ChatSetting = "auto",
     system: Optional[str] = None,

@@ -1,1 +1,1 @@
-"""Model loaders. Each returns a :class:`~spacy_llama.models.base.LlamaModel`."""
+"""Model loaders. Each returns a :class:`~spacy_llama.models.base.LoadedModel`."""

@@ -31,8 +31,12 @@ DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 @dataclass
-class LlamaModel:
-    """A loaded LLaMA-family causal LM plus everything the engine needs to drive it."""
+class LoadedModel:
+    """A loaded LLaMA-family causal LM plus everything the engine needs to drive it.
+
+    Named for what it is (not ``transformers.LlamaModel``, the decoder stack inside
+    ``model``); :data:`LlamaModel` stays as an alias so custom loaders keep working.
+    """
 
     model: Any  # a transformers PreTrainedModel (torch.nn.Module)
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
@@ -140,6 +144,10 @@ class LlamaModel:
                 )
             )
         return str(out)
+
+
+# The dataclass's name until 0.x; custom loaders written against it keep working.
+LlamaModel = LoadedModel
 
 
 def _tensor_digest(module: Any) -> str:

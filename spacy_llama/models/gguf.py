@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 
 from ..errors import Errors, ModelLoadError, Warnings
 from ..registry import llama_models
-from .base import DTypeName, LlamaModel, file_digest
+from .base import DTypeName, LoadedModel, file_digest
 from .fingerprint import source_stamps
 from .loading import cached_load, load_hf_folder
 
@@ -44,7 +44,7 @@ def gguf_model_v1(
     device: str = "auto",
     dtype: DTypeName = "auto",
     cache_dir: Optional[Union[str, Path]] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     """Load a LLaMA-architecture ``.gguf`` file (any quantisation transformers reads)."""
     file = check_gguf_file(path)
     key = ("gguf", str(file.resolve()), device, dtype, str(cache_dir))
@@ -215,7 +215,7 @@ def load_gguf(
     device: str = "auto",
     dtype: str = "auto",
     cache_dir: Optional[Union[str, Path]] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     folder = ensure_converted(file, converted_folder(file, cache_dir))
     model = load_hf_folder(
         folder,

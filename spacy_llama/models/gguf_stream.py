@@ -30,7 +30,7 @@ import torch
 
 from ..errors import Errors, ModelLoadError, Warnings
 from ..registry import llama_models
-from .base import DTypeName, LlamaModel
+from .base import DTypeName, LoadedModel
 from .fingerprint import file_stamps, source_stamps
 from .gguf import check_gguf_file, fix_special_tokens
 from .gguf_blocks import INT4_TYPES, KEPT, Q, decode_float, decode_int4, expected_bytes, type_name
@@ -73,7 +73,7 @@ def gguf_model_v2(
     device: str = "cpu",
     dtype: DTypeName = "auto",
     quantize: QuantizeName = "auto",
-) -> LlamaModel:
+) -> LoadedModel:
     """A LLaMA-architecture ``.gguf`` file with its weights kept quantized.
 
     ``quantize``: ``"auto"`` keeps each tensor at the file's precision (4-bit types as int4,
@@ -93,7 +93,7 @@ def gguf_model_v2(
 
 def load_gguf_quantized(
     file: Path, *, dtype: str = "auto", quantize: QuantizeName = "auto"
-) -> LlamaModel:
+) -> LoadedModel:
     from gguf import GGUFReader
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
     from transformers.utils import logging as hf_logging

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Union
 from ..errors import Errors, ModelLoadError, Warnings
 from ..registry import llama_models
 from .architecture import architecture_name, fused_decoder_blocker
-from .base import DTypeName, LlamaModel
+from .base import DTypeName, LoadedModel
 from .fingerprint import source_stamps
 from .loading import cached_load, load_hf_folder, weight_files
 
@@ -29,7 +29,7 @@ def hf_model_v1(
     dtype: DTypeName = "auto",
     device_map: Optional[str] = None,
     trust_remote_code: bool = False,
-) -> LlamaModel:
+) -> LoadedModel:
     """Load a causal LM and its tokenizer from a local folder (no hub access)."""
     folder = check_hf_folder(path)
     warn_unfused_architecture(folder)

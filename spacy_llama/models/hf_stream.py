@@ -21,7 +21,7 @@ import torch
 
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
-from .base import DTypeName, LlamaModel
+from .base import DTypeName, LoadedModel
 from .cpu_features import cpu_features
 from .fingerprint import file_stamps, hf_inputs, source_stamps
 from .gguf_stream import FLOAT_SOURCE_CHOICES, finish_skeleton
@@ -55,7 +55,7 @@ def hf_model_v2(
     device: str = "cpu",
     dtype: DTypeName = "auto",
     quantize: Optional[str] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     """A local LlamaForCausalLM folder (safetensors), read tensor by tensor.
 
     ``quantize``: ``null`` (float weights; ``dtype = "auto"`` may still choose int8 when float
@@ -134,7 +134,7 @@ def choose(
 
 def load_hf_streaming(
     folder: Path, tok_folder: Path, *, dtype: str = "auto", quantize: Optional[str] = None
-) -> LlamaModel:
+) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     fingerprint_files = hf_inputs(folder, tok_folder)

@@ -1,4 +1,4 @@
-"""Loading a transformers folder into a :class:`LlamaModel`, once per process.
+"""Loading a transformers folder into a :class:`LoadedModel`, once per process.
 
 Every local loader ends here: HF.v1 loads the user's folder, GGUF.v1 and Meta.v1 load the
 folder they converted to. :func:`cached_load` keys a loaded model by its source and
@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import Errors, ModelLoadError
-from .base import LlamaModel
+from .base import LoadedModel
 from .fingerprint import FileStamp, file_stamps, hf_inputs, loaded_state_digest
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-_LOADED: Dict[Tuple[Any, ...], Tuple[Tuple[FileStamp, ...], LlamaModel]] = {}
+_LOADED: Dict[Tuple[Any, ...], Tuple[Tuple[FileStamp, ...], LoadedModel]] = {}
 _LOCK = threading.Lock()
 
 
 def cached_load(
     key: Tuple[Any, ...],
-    load: Callable[[], LlamaModel],
+    load: Callable[[], LoadedModel],
     *,
     stamps: Tuple[FileStamp, ...] = (),
-) -> LlamaModel:
+) -> LoadedModel:
     """Load each (source, device, dtype) once per process: several pipelines share it.
     ``stamps`` are the versions of the source's files (:func:`.fingerprint.source_stamps`):
     once they differ, the source was edited, and it is loaded again (replacing the old)."""
@@ -61,7 +61,7 @@ def load_hf_folder(
     source: Optional[str] = None,
     fingerprint_files: Optional[List[Path]] = None,
     extra_fingerprint: str = "",
-) -> LlamaModel:
+) -> LoadedModel:
     """``fingerprint_files`` default to the folders' own (:func:`.fingerprint.hf_inputs`);
     a converting loader names its source files instead."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,7 +116,7 @@ def finish_model(
     extra_stop_ids: Optional[List[int]] = None,
     extra_fingerprint: str = "",
     loaded_stamps: Optional[Tuple[FileStamp, ...]] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     """Collect stop ids, pad id and context length from a loaded transformers model, and
     what its fingerprint needs: the versions of its files and the digest of what was
     loaded (taken now, before anything can change the model or tokenizer in memory)."""
@@ -139,7 +139,7 @@ def finish_model(
         or getattr(tokenizer, "model_max_length", None)
         or 2048
     )
-    return LlamaModel(
+    return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         name=name,

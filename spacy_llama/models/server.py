@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequ
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
 from ..types import Constraint, FinishReason, GenerationRequest, GenerationResult
-from .base import LlamaModel, control_strings_in, special_strings
+from .base import LoadedModel, control_strings_in, special_strings
 from .breaker import BreakerOpen, CircuitBreaker
 from .structured import SERVER_KINDS, constraint_fields, detect_kind
 
@@ -313,7 +313,7 @@ class NoLocalWeights:
 
 # -- the model ------------------------------------------------------------------------------
 @dataclass
-class ServerModel(LlamaModel):
+class ServerModel(LoadedModel):
     """A model behind an OpenAI-compatible server; see the module docstring."""
 
     client: Optional[HttpClient] = None

@@ -35,7 +35,7 @@ from ..errors import Errors, TrainingError
 
 # the attribute that caches a model's fused decoders: the copies must not share them
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..models.fingerprint import base_identity
 from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
 from .settings import LoRASettings
@@ -81,7 +81,7 @@ class AdapterShim(PyTorchShim):
 
 
 class Adapter:
-    def __init__(self, base: LlamaModel, settings: LoRASettings, *, name: str) -> None:
+    def __init__(self, base: LoadedModel, settings: LoRASettings, *, name: str) -> None:
         from peft import LoraConfig, get_peft_model
         from peft.tuners.lora import Linear as LoraLinear
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from spacy.training import Example
 
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..types import GenerationRequest
 from .entity_gold import is_entity_review, ner_gold, review_targets
 from .gold import usable
@@ -30,7 +30,7 @@ from .losses import answers_nll, candidate_scores
 
 def entity_task_loss(
     task: Any,
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     examples: Iterable[Example],
     *,
@@ -48,7 +48,7 @@ def entity_task_loss(
 
 # -- EntityReview ------------------------------------------------------------------------
 def review_loss(
-    task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example]
+    task: Any, lm: LoadedModel, module: Any, egs: Sequence[Example]
 ) -> Optional[torch.Tensor]:
     """Summed over the gold entities of ``egs``; None when none has a target (a constant
     has no gradient to backpropagate)."""
@@ -76,7 +76,7 @@ def review_loss(
 # -- NER -----------------------------------------------------------------------------------
 def ner_loss(
     task: Any,
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     egs: Sequence[Example],
     *,

@@ -30,7 +30,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from ..generation.scoring import Scorer
-from ..models.base import LlamaModel
+from ..models.base import LoadedModel
 from ..types import GenerationRequest, ScoreRequest
 from .forward import Past, chunks, logprobs_at, run, shared_length
 from .gold import answer_attr, is_textcat, usable
@@ -38,7 +38,7 @@ from .gold import answer_attr, is_textcat, usable
 
 def task_loss(
     task: Any,
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     examples: Iterable[Example],
     *,
@@ -59,7 +59,7 @@ def task_loss(
 
 # -- TextCat -----------------------------------------------------------------------------
 def textcat_loss(
-    task: Any, lm: LlamaModel, module: Any, egs: Sequence[Example], **opts: Any
+    task: Any, lm: LoadedModel, module: Any, egs: Sequence[Example], **opts: Any
 ) -> torch.Tensor:
     docs = [eg.predicted for eg in egs]
     requests: List[ScoreRequest] = list(task.requests(docs))
@@ -90,14 +90,14 @@ def gold_indices(task: Any, ref: Doc) -> List[int]:
     return [0 if ref.cats.get(x.name, 0.0) >= 0.5 else 1 for x in task.labels]  # (yes, no)
 
 
-def candidate_scores(task: Any, lm: LlamaModel, module: Any, req: ScoreRequest) -> torch.Tensor:
+def candidate_scores(task: Any, lm: LoadedModel, module: Any, req: ScoreRequest) -> torch.Tensor:
     """Summed (or mean) log-probability of each candidate of one request, with gradients."""
     return candidate_values(task, lm, module, [req])[0]
 
 
 def candidate_values(
     task: Any,
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     requests: Sequence[ScoreRequest],
     *,
@@ -158,7 +158,7 @@ def _chunk_values(
 # -- Completion / Summary ------------------------------------------------------------------
 def answer_loss(
     task: Any,
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     egs: Sequence[Example],
     *,
@@ -176,7 +176,7 @@ def answer_loss(
 
 
 def answers_nll(
-    lm: LlamaModel,
+    lm: LoadedModel,
     module: Any,
     requests: Sequence[GenerationRequest],
     answers: Sequence[str],
@@ -206,7 +206,7 @@ def answers_nll(
 
 
 def answer_rows(
-    lm: LlamaModel, requests: Sequence[GenerationRequest], answers: Sequence[str]
+    lm: LoadedModel, requests: Sequence[GenerationRequest], answers: Sequence[str]
 ) -> Tuple[List[List[int]], List[List[int]]]:
     """Per request, the prompt's tokens and prompt + answer + stop token (cut to the
     context)."""

@@ -9,13 +9,13 @@ import torch
 
 from spacy_llama.errors import PromptTooLongError
 from spacy_llama.generation.scoring import Scorer
-from spacy_llama.models.base import LlamaModel
+from spacy_llama.models.base import LoadedModel
 from spacy_llama.models.hf import hf_model_v1
 from spacy_llama.types import ScoreRequest, TokenLogprobRequest
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_hf) -> LlamaModel:
+def tiny(tiny_hf) -> LoadedModel:
     return hf_model_v1(path=str(tiny_hf), device="cpu")
 
 
@@ -34,7 +34,7 @@ def make_scorer(tiny, fused, decoder: str, batch_size: int) -> Scorer:
 DECODERS = pytest.mark.parametrize("decoder", ["transformers", "fused"])
 
 
-def direct_logprobs(model: LlamaModel, ids: List[int]) -> List[Optional[float]]:
+def direct_logprobs(model: LoadedModel, ids: List[int]) -> List[Optional[float]]:
     """log P(token j | tokens < j) from one plain forward pass over the full row."""
     with torch.inference_mode():
         logits = model.model(input_ids=torch.tensor([ids])).logits[0].float()
@@ -42,7 +42,7 @@ def direct_logprobs(model: LlamaModel, ids: List[int]) -> List[Optional[float]]:
     return [None] + [float(logp[j - 1, ids[j]]) for j in range(1, len(ids))]
 
 
-def direct_candidate(model: LlamaModel, prompt: str, cand: str) -> List[float]:
+def direct_candidate(model: LoadedModel, prompt: str, cand: str) -> List[float]:
     enc = model.tokenizer(prompt + cand, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     mine = [j for j, (_, e) in enumerate(enc["offset_mapping"]) if e > len(prompt)]

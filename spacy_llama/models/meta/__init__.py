@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ...registry import llama_models
-from ..base import DTypeName, LlamaModel
+from ..base import DTypeName, LoadedModel
 from ..fingerprint import source_stamps
 from ..loading import cached_load
 from .loader import (
@@ -76,7 +76,7 @@ def meta_model_v1(
     dtype: DTypeName = "auto",
     device_map: Optional[str] = None,
     context_length: Optional[int] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     """Load a Meta LLaMA checkpoint folder (Llama 1, 2, 3, 3.1, 3.2, Code Llama)."""
     folder = check_meta_folder(path)
     tok = Path(tokenizer_path).expanduser() if tokenizer_path is not None else None
@@ -104,7 +104,7 @@ def meta_model_v2(
     dtype: DTypeName = "auto",
     quantize: Optional[str] = None,
     context_length: Optional[int] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     """A Meta checkpoint folder with ``quantize = null | "int8" | "int4"``: each merged
     tensor is kept in that form as it is made (the float copy is dropped). ``dtype`` is the
     activations' (and float weights') dtype; ``auto`` is float32."""
@@ -119,7 +119,7 @@ def meta_model_v2(
     act = auto_activation_dtype() if dtype == "auto" else dtype_from_name(dtype)
     tok = Path(tokenizer_path).expanduser() if tokenizer_path is not None else None
 
-    def load() -> LlamaModel:
+    def load() -> LoadedModel:
         ckpt = build_meta_quantized(
             folder, tokenizer_path=tok, quantize=quantize, dtype=act, context_length=context_length
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ...errors import Errors, ModelLoadError
-from ..base import LlamaModel
+from ..base import LoadedModel
 from ..fingerprint import TOKENIZER_PATTERNS, folder_inputs
 from ..loading import finish_model, load_hf_folder
 from .merge import embedding_rows, merge_shards
@@ -172,7 +172,7 @@ def load_meta_folder(
     dtype: str = "auto",
     device_map: Optional[str] = None,
     context_length: Optional[int] = None,
-) -> LlamaModel:
+) -> LoadedModel:
     from ..placement import place, resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
@@ -206,7 +206,7 @@ def _load_with_device_map(
     dtype: str,
     device_map: str,
     context_length: Optional[int],
-) -> LlamaModel:  # pragma: no cover - multi-GPU
+) -> LoadedModel:  # pragma: no cover - multi-GPU
     """accelerate's dispatch works from a saved folder: convert to a temporary one first."""
     tmp = Path(tempfile.mkdtemp(prefix="spacy-llama-meta-"))
     try:
