@@ -85,7 +85,7 @@ def row_tokens(pipe: Any, batch: List[Any]) -> int:
 
     scorer = Scorer(pipe.model, batch_size=1)
     prepared = [
-        scorer._prepare(i, r)
+        scorer.prepare(i, r)
         for i, r in enumerate(pipe.task.requests([eg.predicted for eg in batch]))
     ]
     return sum(len(p.prefix) + len(c) for p in prepared for c in p.conts)
@@ -169,7 +169,7 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
     for k, batch in enumerate(batches(egs, args.batch, args.steps)):
         t0 = time.perf_counter()
         requests = task.requests([eg.predicted for eg in batch])
-        prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]
+        prepared = [scorer.prepare(i, r) for i, r in enumerate(requests)]
         rows = [
             (p.prefix + c, len(p.prefix) + f) for p in prepared for c, f in zip(p.conts, p.first)
         ]

@@ -255,6 +255,7 @@ def test_prompt_too_long_raises_by_config(tiny_hf):
 
 def test_prefill_token_budget_splits_passes_without_changing_results(tiny_hf, monkeypatch):
     from spacy_llama.generation import continuous
+    from spacy_llama.generation.rows import group_by_padded_size
 
     whole = [d._.llama_completion for d in tiny_nlp(tiny_hf, batch_size=8).pipe(TEXTS)]
     monkeypatch.setattr(continuous, "PREFILL_TOKENS", 20)
@@ -263,7 +264,7 @@ def test_prefill_token_budget_splits_passes_without_changing_results(tiny_hf, mo
     sizes = nlp.get_pipe("llama").engine.last_prefill_sizes
     assert split == whole
     assert len(sizes) > 1 and sum(sizes) == len(TEXTS)
-    assert continuous._groups([5, 5, 30, 2], 20) == [[0, 1], [2], [3]]
+    assert group_by_padded_size([5, 5, 30, 2], 20) == [[0, 1], [2], [3]]
 
 
 def test_int8_quantization_is_an_opt_in_with_its_own_cache_key(tiny_hf):

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
 import numpy
 import torch
 
+from ..generation.rows import group_by_padded_size, pad_right, right_positions
+
 _ATTN_LOCK = threading.RLock()
 PAD_MULTIPLE = 8
 
@@ -51,36 +53,19 @@ def eager_attention(model: Any) -> Iterator[None]:
                 config._attn_implementation = saved[key]
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """Input ids and the attention mask of ``rows``, padded on the right."""
-    width = grid_width(rows)
-    ids = numpy.full((len(rows), width), pad_id, dtype="int64")
-    mask = numpy.zeros((len(rows), width), dtype="int64")
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
     """Row indices, longest first, grouped so each group's padded size fits the budget
-    (a row longer than the budget runs alone)."""
+    (a row longer than the budget runs alone; a row counts at least ``PAD_MULTIPLE``)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: List[List[int]] = []
-    for i in order:
-        longest = max(lengths[groups[-1][0]], PAD_MULTIPLE) if groups else 0
-        if groups and longest * (len(groups[-1]) + 1) <= batch_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    floored = [max(lengths[i], PAD_MULTIPLE) for i in order]
+    return [[order[k] for k in g] for g in group_by_padded_size(floored, batch_tokens)]
 
 
 Parts = List[Tuple[List[int], int, "torch.Tensor"]]
 
 
 def _run_groups(
-    base: Any, rows: Sequence[Sequence[int]], ids: numpy.ndarray, mask: numpy.ndarray,
+    base: Any, rows: Sequence[Sequence[int]], ids: torch.Tensor, mask: torch.Tensor,
     layers: Union[int, str], batch_tokens: int,
 ) -> Parts:  # fmt: skip
     """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
@@ -89,9 +74,8 @@ def _run_groups(
     with eager_attention(base):
         for group in sub_batches([len(r) for r in rows], batch_tokens):
             width = grid_width([rows[i] for i in group])
-            g_ids = torch.from_numpy(ids[group, :width])
-            g_mask = torch.from_numpy(mask[group, :width])
-            positions = torch.arange(width).expand(len(group), width)
+            g_ids, g_mask = ids[group, :width], mask[group, :width]
+            positions = right_positions(torch.zeros(len(group), dtype=torch.long), width)
             result = base(
                 input_ids=g_ids, attention_mask=g_mask, position_ids=positions,
                 output_hidden_states=True, use_cache=False,
@@ -121,7 +105,7 @@ def hidden_states(
 ) -> numpy.ndarray:  # fmt: skip
     """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
     layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
-    ids, mask = pad_right(rows, pad_id)
+    ids, mask = pad_right(rows, pad_id, width=grid_width(rows))
     with torch.inference_mode():
         parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
         return _grid(parts, len(rows), ids.shape[1], layers)
@@ -137,7 +121,7 @@ def trainable_hidden_states(
     """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
     graph kept: the backprop takes d(states), shaped as the states, and accumulates the
     gradients in the parameters that require them (the LoRA weights). Call it once."""
-    ids, mask = pad_right(rows, pad_id)
+    ids, mask = pad_right(rows, pad_id, width=grid_width(rows))
     parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
     states = _grid(parts, len(rows), ids.shape[1], layers)
 

@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from spacy.tokens import Doc
 from spacy.training import Example
 
+from ..generation.rows import group_by_sum as chunks
+from ..generation.rows import shared_prefix as shared_length
 from ..generation.scoring import Scorer
 from ..models.base import LoadedModel
 from ..types import GenerationRequest, ScoreRequest
-from .forward import Past, chunks, logprobs_at, run, shared_length
+from .forward import Past, logprobs_at, run
 from .gold import answer_attr, is_textcat, usable
 
 
@@ -106,7 +108,7 @@ def candidate_values(
 ) -> List[torch.Tensor]:
     """Per request, the summed (or mean) log-probability of each candidate."""
     scorer = Scorer(lm, batch_size=1)
-    prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]  # the engine's tokens
+    prepared = [scorer.prepare(i, r) for i, r in enumerate(requests)]  # the engine's tokens
     shared = shared_length([p.prefix for p in prepared]) if share_prompt else 0
     base = run(module, [prepared[0].prefix[:shared]], None)[1] if shared else None
     out: List[torch.Tensor] = []

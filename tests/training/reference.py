@@ -44,7 +44,7 @@ def _textcat(task: Any, lm: Any, module: Any, egs: List[Example]) -> torch.Tenso
 
 
 def _candidates(task: Any, lm: Any, module: Any, req: Any) -> torch.Tensor:
-    prepared = Scorer(lm, batch_size=1)._prepare(0, req)
+    prepared = Scorer(lm, batch_size=1).prepare(0, req)
     out = []
     for cont, first in zip(prepared.conts, prepared.first):
         row = prepared.prefix + cont
