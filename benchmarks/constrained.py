@@ -232,7 +232,7 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
     import spacy
     from spacy.tokens import DocBin
 
-    from spacy_llama.generation import stopping
+    from spacy_llama.generation import decode_step
     from spacy_llama.generation.config import GenerationConfig
     from spacy_llama.generation.engine import Engine
     from spacy_llama.types import GenerationRequest
@@ -290,13 +290,13 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
         ("JSON enum", GenerationConfig(max_new_tokens=48, json_schema=schema)),
         ("choices", GenerationConfig(max_new_tokens=16, choices=list(cands))),
     ]
-    original = stopping.Stepper._decisions
+    original = decode_step.Stepper._decisions
     for (kind, cfg), whole in [(r, w) for r in runs for w in (True, False)]:
         if kind not in kinds:
             continue
         name = f"{kind}, {'whole values' if whole else 'token by token'}"
         if not whole:
-            stopping.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
+            decode_step.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
         try:
             engine = Engine(pipe.model, cfg, batch_size=32)
             reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens)
@@ -305,7 +305,7 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
             out = engine.run(reqs)
             seconds = time.perf_counter() - start
         finally:
-            stopping.Stepper._decisions = original  # type: ignore[method-assign]
+            decode_step.Stepper._decisions = original  # type: ignore[method-assign]
         if kind == "choices":
             pred = [by_cand.get(r.text, "") for r in out]
             ok = 100.0 * sum(r.text in by_cand for r in out) / len(out)

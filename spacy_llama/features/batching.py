@@ -12,6 +12,10 @@ takes another kernel for a product of fewer than 8 rows (a lone 5-piece span wou
 match itself inside a batch). Rows are run in
 length-sorted sub-batches of at most ``batch_tokens`` padded pieces (less padding, bounded
 memory), and copied into one right-padded grid.
+
+The pass is transformers' own forward through ``generation/rows.forward_after``, not the
+engine's fused decoder: that one's SDPA is not batch-invariant, it keeps no per-layer
+states, builds no graph and bypasses peft's LoRA layers (``freeze = false``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
 import numpy
 import torch
 
-from ..generation.rows import group_by_padded_size, pad_right, right_positions
+from ..generation.rows import forward_after, group_by_padded_size
 
 _ATTN_LOCK = threading.RLock()
 PAD_MULTIPLE = 8
@@ -65,20 +69,20 @@ Parts = List[Tuple[List[int], int, "torch.Tensor"]]
 
 
 def _run_groups(
-    base: Any, rows: Sequence[Sequence[int]], ids: torch.Tensor, mask: torch.Tensor,
-    layers: Union[int, str], batch_tokens: int,
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
 ) -> Parts:  # fmt: skip
     """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
     as torch tensors (with a graph, if autograd is on)."""
     parts: Parts = []
+    device = next(base.parameters()).device
     with eager_attention(base):
         for group in sub_batches([len(r) for r in rows], batch_tokens):
-            width = grid_width([rows[i] for i in group])
-            g_ids, g_mask = ids[group, :width], mask[group, :width]
-            positions = right_positions(torch.zeros(len(group), dtype=torch.long), width)
-            result = base(
-                input_ids=g_ids, attention_mask=g_mask, position_ids=positions,
-                output_hidden_states=True, use_cache=False,
+            g_rows = [rows[i] for i in group]
+            width = grid_width(g_rows)
+            result, _ = forward_after(
+                base, g_rows, None, device=device, pad_id=pad_id, keep=False, width=width,
+                output_hidden_states=True,
             )  # fmt: skip
             states = result.hidden_states
             picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
@@ -105,10 +109,9 @@ def hidden_states(
 ) -> numpy.ndarray:  # fmt: skip
     """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
     layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
-    ids, mask = pad_right(rows, pad_id, width=grid_width(rows))
     with torch.inference_mode():
-        parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
-        return _grid(parts, len(rows), ids.shape[1], layers)
+        parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+        return _grid(parts, len(rows), grid_width(rows), layers)
 
 
 StatesBackprop = Callable[[numpy.ndarray], None]
@@ -121,9 +124,8 @@ def trainable_hidden_states(
     """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
     graph kept: the backprop takes d(states), shaped as the states, and accumulates the
     gradients in the parameters that require them (the LoRA weights). Call it once."""
-    ids, mask = pad_right(rows, pad_id, width=grid_width(rows))
-    parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
-    states = _grid(parts, len(rows), ids.shape[1], layers)
+    parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+    states = _grid(parts, len(rows), grid_width(rows), layers)
 
     def backprop(d_states: numpy.ndarray) -> None:
         d_grid = d_states if layers == "mix" else d_states[None]

@@ -23,10 +23,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 import torch
 
 from .alternatives import Decision
+from .decode_step import Scored, Scorer, SequenceState, Stepper
 from .decoder import FastLlama, KVCache
 from .lookup import STEP_TOKENS, DraftStats, PromptLookup
 from .rows import group_by_padded_size, pad_right, shared_prefix
-from .stopping import Scored, Scorer, SequenceState, Stepper
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste

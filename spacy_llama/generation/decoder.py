@@ -18,6 +18,12 @@ dominated by overheads that this file removes, without changing the arithmetic:
   and bf16 weights only where oneDNN has a bf16 path (``models/cpu_features.py``).
 Norms, rotary embeddings and activations are the model's own modules, so the numbers are
 those of transformers up to the order of floating-point sums.
+
+Why this forward path exists (docs/architecture.md lists the three): it is the fast one,
+inference only. It cannot serve training (no autograd graph, and peft's LoRA layers sit in
+the transformers modules it bypasses) nor the listener features (its SDPA is not
+batch-invariant on CPU, and it keeps no per-layer hidden states); those run transformers'
+own forward through ``rows.forward_after``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .answers import check_answer
 from .closing import minimal_tokens
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
+from .decode_step import SequenceState, Stepper
 from .decoder import (
     FastLlama,
     can_prepack,
@@ -43,7 +44,6 @@ from .remote import check_remote_constraint, complete_remote, is_remote
 from .response_cache import PendingWrites, ResponseCache, lookup, response_key
 from .sampling import make_generators, request_seed
 from .stats import EngineStats
-from .stopping import SequenceState, Stepper
 from .transformers_loop import decode_all
 
 REDUCED_DTYPES = ("torch.bfloat16", "torch.float16")

@@ -9,12 +9,20 @@ scoring, the training losses (``training/forward.py``) and the listener features
 
 Right padding is the default: a causal model's real tokens never see the pads after them,
 and every row's positions run from where its own prefix ends, so a row's values do not
-depend on the rows beside it. Left padding (:func:`pad_left`) is only for the portable decode
-loop, whose rows all end at the last column so one step appends one token to each.
+depend on the rows beside it (up to the last bits of a batched product, which
+``features/batching.py`` also pins down). Left padding (:func:`pad_left`) is only for the
+portable decode loop, whose rows all end at the last column so one step appends one token
+to each.
 
 :func:`forward_after` is the transformers pass over right-padded rows after a cached
 :class:`Past`; row ``j`` continues after its own ``lengths[j]`` real tokens, whatever the
-padding before it, so padded positions inside a row's cache are masked out.
+padding before it, so padded positions inside a row's cache are masked out. It is one of
+the package's three LLaMA forward paths (docs/architecture.md), and exists because the other
+two cannot serve its callers: the fused decoder (``decoder.py``) keeps no graph, bypasses
+peft's LoRA layers and keeps no per-layer states, and the transformers decode loop
+(``transformers_loop.py``) is a left-padded generation loop. Its callers: scoring when the
+engine has no fused decoder (another architecture, ``device_map``), the training losses
+(with the graph), the listener features (eager attention, every layer's states).
 """
 
 from __future__ import annotations
@@ -170,17 +178,20 @@ def forward_after(
     device: Any,
     pad_id: int = 0,
     keep: bool = True,
+    width: Optional[int] = None,
+    **options: Any,
 ) -> Tuple[Any, Optional[Past]]:
-    """``module``'s output on ``rows``, right padded, after ``past`` (attention mask and
-    explicit position ids); with ``keep``, the Past of the rows extended by them.
+    """``module``'s output on ``rows``, right padded (to ``width``, default the longest),
+    after ``past`` (attention mask and explicit position ids); with ``keep``, the Past of
+    the rows extended by them. ``options`` go to the module (``output_hidden_states``).
 
     ``module`` is a transformers decoder stack (``.last_hidden_state``) or a causal LM
     (``.logits``): anything that takes ``input_ids``, ``attention_mask``, ``position_ids``
-    and ``past_key_values``. Runs under the caller's grad mode (the training losses keep
-    the graph, scoring runs under ``torch.inference_mode``)."""
+    and ``past_key_values``. Runs under the caller's grad mode (the training losses and
+    trainable features keep the graph, scoring runs under ``torch.inference_mode``)."""
     from transformers import DynamicCache
 
-    ids, mask = pad_right(rows, pad_id)
+    ids, mask = pad_right(rows, pad_id, width=width)
     ids, mask = ids.to(device), mask.to(device)
     n = len(rows)
     start = past.lengths if past is not None else torch.zeros(n, dtype=torch.long, device=device)
@@ -192,6 +203,7 @@ def forward_after(
         position_ids=right_positions(start, ids.shape[1]),
         past_key_values=cache,
         use_cache=keep,
+        **options,
     )
     if not keep:
         return out, None

@@ -298,17 +298,15 @@ class Scorer:
         self, rows: List[List[int]], windows: List[_Window]
     ) -> List[List[Optional[float]]]:
         lm, device = self.model.model, self.model.device
-        ids, mask = pad_right(rows, self.model.pad_token_id)
-        ids, mask = ids.to(device), mask.to(device)
+        ids = pad_right(rows, self.model.pad_token_id)[0].to(device)
         head: Any
         if self.fast is not None:
             hidden = self.fast.hidden_states(ids, torch.tensor([len(r) for r in rows]))
             head = self.fast.lm_head
         else:
-            positions = torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
-            hidden = _decoder(lm)(
-                input_ids=ids, attention_mask=mask, position_ids=positions
-            ).last_hidden_state
+            body, pad = _decoder(lm), self.model.pad_token_id
+            states, _ = forward_after(body, rows, None, device=device, pad_id=pad, keep=False)
+            hidden = states.last_hidden_state
             head = lm.get_output_embeddings()
         out: List[List[Optional[float]]] = []
         for r, (row, w) in enumerate(zip(rows, windows)):

@@ -1,6 +1,13 @@
 """The portable decode loop: any transformers causal LM through ``model(...)`` and a
-``DynamicCache``. Used when :mod:`.decoder` does not support the architecture (or the
-model is spread over devices with ``device_map``)."""
+``DynamicCache``.
+
+Why this forward path exists (docs/architecture.md lists the three): :mod:`.decoder` is
+LLaMA-only and single-device, so another architecture, a model spread over devices with
+``device_map``, or ``fast_decoder = false`` decodes here. Rows are left padded
+(``rows.pad_left``): every row ends at the last column, so one step appends one token to
+each row of the one ``DynamicCache`` and finished rows are dropped from it. Right padding
+would change which cached positions are masked, and with them the last bits of the
+numbers this loop has always produced."""
 
 from __future__ import annotations
 
@@ -9,8 +16,8 @@ from typing import Any, Callable, Dict, List, Sequence
 import torch
 
 from .alternatives import Decision
+from .decode_step import Scored, Scorer, SequenceState, Stepper
 from .rows import left_positions, pad_left, pad_right
-from .stopping import Scored, Scorer, SequenceState, Stepper
 
 
 @torch.inference_mode()

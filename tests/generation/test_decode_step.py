@@ -7,7 +7,7 @@ from typing import List
 import torch
 
 from spacy_llama.generation.config import GenerationConfig
-from spacy_llama.generation.stopping import SequenceState, Stepper
+from spacy_llama.generation.decode_step import SequenceState, Stepper
 
 PIECES = {0: "Paris", 1: " is", 2: "\n", 3: "Q", 4: ":", 5: ".\nQ"}
 
