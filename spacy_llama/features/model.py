@@ -37,6 +37,7 @@ from thinc.types import Ragged
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import Errors, FeatureError
+from ..generation.rows import pad_right
 from ..models.base import LoadedModel
 from ..models.pieces import PieceReader
 from ..models.server import NoLocalWeights, ServerModel
@@ -204,13 +205,9 @@ def build_alignment(
 
 
 def wordpiece_batch(model: LlamaFeatures, rows: Sequence[Sequence[int]]) -> WordpieceBatch:
-    width = grid_width(rows)
-    pad = model.llama.pad_token_id
-    ids: Any = numpy.full((len(rows), width), pad, dtype="i")
-    mask: Any = numpy.zeros((len(rows), width), dtype="f")
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1.0
+    padded, attended = pad_right(rows, model.llama.pad_token_id, width=grid_width(rows))
+    ids: Any = padded.numpy().astype("i")
+    mask: Any = attended.numpy().astype("f")
     strings = [list(model.llama.tokenizer.convert_ids_to_tokens(list(r))) for r in rows]
     return WordpieceBatch(strings, ids, mask, [len(r) for r in rows], None)
 
