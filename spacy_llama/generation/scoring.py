@@ -6,7 +6,8 @@ boundary is handled. The token prefix shared by all candidates of a request is r
 (KV cache kept), the cache is repeated per candidate, and only the short continuations run
 again (right padded). Log-softmax is taken in float32. LLaMA models run on the engine's
 fused decoder (``FastLlama``: slot KV cache, prepacked GEMMs, a ``verify`` pass for the
-candidates); any other causal LM through its transformers forward pass.
+candidates); any other causal LM (or a model spread over devices) through its
+transformers forward pass (``rows.forward_after``, the pass the training losses share).
 
 Token log-probabilities (:meth:`Scorer.token_logprobs`): texts longer than the window are cut
 into overlapping windows; every token is scored once, with at least ``window - stride`` tokens
