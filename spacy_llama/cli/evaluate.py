@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import srsly
 
     from ..batch.evaluate import evaluate, format_scores, read_gold
-    from ..batch.prepare import load_pipeline
+    from ..batch.loading import load_pipeline
 
     overrides = parse_overrides(args)
     if overrides is None:

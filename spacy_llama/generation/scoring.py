@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import Errors, PromptTooLongError
+from ..errors import CandidateError, Errors, PromptTooLongError
 from ..models.base import LoadedModel
 from ..types import (
     ScoreRequest,
@@ -118,7 +118,7 @@ class Scorer:
         if not req.candidates:
             return _Prepared(prefix=[], conts=[], first=[])
         if any(not c for c in req.candidates):
-            raise ValueError(Errors.E405.format(name=name))
+            raise CandidateError(Errors.E405.format(name=name))
         rows: List[List[int]] = []
         starts: List[int] = []
         for cand in req.candidates:
@@ -133,7 +133,7 @@ class Scorer:
             starts.append(start)
         shared = min(_common_prefix(rows), min(starts))
         if shared < 1:
-            raise ValueError(Errors.E407.format(name=name))
+            raise CandidateError(Errors.E407.format(name=name))
         return _Prepared(
             prefix=rows[0][:shared],
             conts=[row[shared:] for row in rows],
@@ -154,7 +154,7 @@ class Scorer:
             # the boundary is scored with the candidate. Added specials ((0, 0)) never are.
             mine = [j for j, (_, end) in enumerate(offsets) if end > len(req.prompt)]
             if not mine:
-                raise ValueError(Errors.E408.format(cand=cand, name=name))
+                raise CandidateError(Errors.E408.format(cand=cand, name=name))
             start, stop = mine[0], mine[-1] + 1
             ids = ids[:stop]
         else:  # slow tokenizers have no offsets: assume the tokenizations concatenate
@@ -162,7 +162,7 @@ class Scorer:
             ids = head + self.model.encode(cand, add_special_tokens=False)
             start = len(head)
         if start == 0:
-            raise ValueError(Errors.E409.format(cand=cand, name=name))
+            raise CandidateError(Errors.E409.format(cand=cand, name=name))
         return ids, start
 
     def _fast_shared(self, ids: List[int]) -> KVCache:
