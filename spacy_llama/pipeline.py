@@ -141,6 +141,12 @@ def make_llama(
     )
 
 
+# A Pipe, not a TrainablePipe: TrainablePipe's methods take ``self.model`` for a thinc Model
+# that owns the weights and is saved with the pipeline (to_disk, finish_update, use_params,
+# create_optimizer); here the weights come from the config and are never saved, and training
+# is a torch LoRA adapter, off without an ``adapter`` block. The contract spaCy's training
+# checks (spacy.ty.TrainableComponent and InitializableComponent: update, finish_update,
+# is_trainable, initialize; Language.use_params: use_params) is implemented below instead.
 class LlamaPipe(Pipe):
     def __init__(
         self,
