@@ -32,7 +32,7 @@ def test_an_override_spacy_rejects_is_a_usage_exit_without_running(capsys: Any) 
 
 def test_quiet_silences_warnings_only_while_the_work_runs() -> None:
     def work(overrides: Dict[str, Any]) -> int:
-        warnings.warn("noisy", UserWarning)
+        warnings.warn("noisy", UserWarning, stacklevel=2)
         return 0
 
     with warnings.catch_warnings(record=True) as caught:
