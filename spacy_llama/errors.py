@@ -97,7 +97,6 @@ class Errors(metaclass=ErrorsWithCodes):
     # -- evaluate (batch/evaluate.py) -----------------------------------------------------
     E040 = "Gold file {path!r} does not exist."
     E041 = "Gold file {path!r}: use .spacy or .jsonl."
-    E042 = "Record {index} of {path!r}: an entity is not on token boundaries."
     # -- the component (pipeline.py) ------------------------------------------------------
     E050 = ("Component '{name}': the task {task} scores text ({kinds}), which a server "
             "backend cannot do. Use a local model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 "
@@ -150,7 +149,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "{output} was made with this config. Pass --overwrite to start again, or write "
             "to a new OUTPUT.")
     E089 = "the text could not be made into a Doc ({error}); fix or remove the document"
-    # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
+    # -- fingerprints and config hashes (models/base.py, batch/identity.py): E100-E119 ----
     E100 = ("The files of the model {source} changed after it was loaded: {files}. Its "
             "fingerprint would describe files the loaded model does not hold, and cached "
             "answers of the old files would be mixed with new ones. Run again, so the model "
@@ -740,7 +739,8 @@ class TemplateError(SpacyLlamaError, ValueError):
 
 
 class FewShotError(SpacyLlamaError, ValueError):
-    """Few-shot examples or labels are malformed; the message names the file and example."""
+    """Few-shot examples, labels or another task setting are malformed; the message names
+    the file, example or setting."""
 
 
 class SchemaError(SpacyLlamaError, ValueError):
@@ -803,3 +803,27 @@ class DistillError(SpacyLlamaError, ValueError):
 class CompatError(SpacyLlamaError, ValueError):
     """spacy-llm compatibility: a missing spacy-llm install, a prompt spacy-llm handed over
     that does not fit, or a spacy-llm config the translator cannot read."""
+
+
+# Classes for coded errors that used to be raised as bare builtins; each keeps that builtin
+# as a base, so ``except ValueError`` (TypeError, RuntimeError...) callers keep working.
+class BackendError(SpacyLlamaError, ValueError):
+    """The model's backend cannot do what the task needs (a server cannot score text); the
+    message names the component and a loader that can."""
+
+
+class NoWeightsError(SpacyLlamaError, NotImplementedError):
+    """Something asked a server-backed model for its weights (scoring needs logits)."""
+
+
+class RequestTypeError(SpacyLlamaError, TypeError):
+    """The engine was handed a request of a kind it does not answer."""
+
+
+class CandidateError(SpacyLlamaError, ValueError):
+    """A label's answer (candidate) cannot be scored: it is empty, has no tokens, or has
+    nothing to condition on; the message names the label."""
+
+
+class TaskStateError(SpacyLlamaError, RuntimeError):
+    """A task was used before the llama component set it up (``initialize``)."""

@@ -31,7 +31,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
-from .errors import Errors, FewShotError, PromptTooLongError, TrainingError
+from .errors import BackendError, Errors, FewShotError, PromptTooLongError, TrainingError
 from .generation.config import GenerationConfig
 from .models.base import LoadedModel
 from .models.default import package_requirements
@@ -46,6 +46,8 @@ from .types import AnyResult, GenerationRequest
 if TYPE_CHECKING:  # pragma: no cover
     from thinc.api import Optimizer
 
+    from .generation.response_cache import ResponseCache
+    from .generation.stats import EngineStats
     from .training.adapters import Adapter
 
 DEFAULT_TEMPLATE = SUMMARY_TEMPLATE  # tasks/completion.py: the instruction comes first
@@ -139,6 +141,12 @@ def make_llama(
     )
 
 
+# A Pipe, not a TrainablePipe: TrainablePipe's methods take ``self.model`` for a thinc Model
+# that owns the weights and is saved with the pipeline (to_disk, finish_update, use_params,
+# create_optimizer); here the weights come from the config and are never saved, and training
+# is a torch LoRA adapter, off without an ``adapter`` block. The contract spaCy's training
+# checks (spacy.ty.TrainableComponent and InitializableComponent: update, finish_update,
+# is_trainable, initialize; Language.use_params: use_params) is implemented below instead.
 class LlamaPipe(Pipe):
     def __init__(
         self,
@@ -435,6 +443,34 @@ class LlamaPipe(Pipe):
         if pending and not needs_labels(self.task):
             self.task.initialize(self._formatter, sample=self._sample)
 
+    # -- what a corpus run asks of the component (batch/: annotate, its Ray workers) -----
+    @property
+    def model_fingerprint(self) -> str:
+        """What identifies the weights that answer (a run's config hash covers it)."""
+        return self.engine.model.fingerprint
+
+    @property
+    def engine_stats(self) -> EngineStats:
+        """The engine's running counts: model calls, cache hits, tokens generated and
+        scored, answers repaired."""
+        return self.engine.stats
+
+    def use_run_cache(self, cache: Optional[ResponseCache]) -> None:
+        """A corpus run's response cache: ``cache``, unless the config gave this component
+        its own; ``None`` turns caching off, the config's cache too (``--no-cache``)."""
+        if cache is None:
+            self.engine.cache = None
+        elif self.engine.cache is None:
+            self.engine.cache = cache
+
+    def prompt_templates(self) -> Dict[str, str]:
+        """The text of each prompt template the task renders, by the task's setting name
+        (the package's defaults included, so an upgrade that changes one is seen)."""
+        from .tasks.prompt import PromptTemplate
+
+        items = vars(self.task).items()
+        return {attr: value.source for attr, value in items if isinstance(value, PromptTemplate)}
+
 
 def _add_requirements(nlp: Language, requirements: List[str]) -> None:
     """Into the pipeline's meta.json, which ``spacy package`` reads its requirements from."""
@@ -507,7 +543,7 @@ def _check_remote_task(name: str, task: Task, sample: Doc) -> None:
         type(r).__name__ for r in task.requests([sample]) if not isinstance(r, GenerationRequest)
     }
     if unsupported:
-        raise ValueError(
+        raise BackendError(
             Errors.E050.format(
                 name=name, task=type(task).__name__, kinds=", ".join(sorted(unsupported))
             )

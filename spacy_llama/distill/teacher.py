@@ -19,8 +19,8 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import registry
 from spacy.vocab import Vocab
 
+from ..batch.loading import load_pipeline, read_run_config
 from ..batch.options import AnnotateOptions
-from ..batch.prepare import load_pipeline, read_run_config
 from ..batch.sinks import docbin_parts
 from ..batch.summary import Summary
 from ..errors import DistillError, Errors

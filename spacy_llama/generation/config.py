@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..errors import Errors
+from ..errors import ConstraintError, Errors
 from ..types import Constraint
 
 # The constraint settings: at most one is set. Left out of the fingerprint while unset, so
@@ -45,7 +45,7 @@ class GenerationConfig(BaseModel):
     def _one_constraint(self) -> GenerationConfig:
         names = [n for n in CONSTRAINT_FIELDS if getattr(self, n) is not None]
         if len(names) > 1:
-            raise ValueError(Errors.E420.format(names=", ".join(names)))
+            raise ConstraintError(Errors.E420.format(names=", ".join(names)))
         self._constraint = self._read_constraint()
         return self
 
@@ -57,16 +57,16 @@ class GenerationConfig(BaseModel):
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as e:
-                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+                raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
             try:
                 return Constraint("json_schema", schema_text(json.loads(text)))
             except ValueError as e:
-                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+                raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
         if self.regex is not None:
             return Constraint("regex", self.regex)
         if self.choices is not None:
             if not self.choices or not all(self.choices):
-                raise ValueError(Errors.E423.format(spec=json.dumps(self.choices)))
+                raise ConstraintError(Errors.E423.format(spec=json.dumps(self.choices)))
             return Constraint("choices", json.dumps(list(self.choices)))
         return None
 
@@ -94,7 +94,7 @@ def schema_text(schema: Union[Dict[str, Any], str]) -> str:
         try:
             schema = json.loads(schema)
         except ValueError as e:
-            raise ValueError(Errors.E421.format(error=e)) from None
+            raise ConstraintError(Errors.E421.format(error=e)) from None
     if not isinstance(schema, dict):
-        raise ValueError(Errors.E428.format(kind=type(schema).__name__))
+        raise ConstraintError(Errors.E428.format(kind=type(schema).__name__))
     return json.dumps(schema)

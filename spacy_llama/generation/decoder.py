@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from ..errors import Errors
+from ..errors import Errors, ModelLoadError
 from ..models.cpu_features import cpu_features
 
 PREPACK_MAX_BYTES = 4 << 30
@@ -112,11 +112,11 @@ def check_int8(model: Any) -> None:
     """int8 needs float32 weights on a CPU whose torch has the int8 GEMM."""
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
-        raise ValueError(Errors.E400.format(dtype=param.dtype, device=param.device))
+        raise ModelLoadError(Errors.E400.format(dtype=param.dtype, device=param.device))
     try:
         torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
     except (AttributeError, RuntimeError) as exc:
-        raise ValueError(Errors.E401.format(version=torch.__version__, error=exc)) from exc
+        raise ModelLoadError(Errors.E401.format(version=torch.__version__, error=exc)) from exc
 
 
 def supports_fast_decoder(model: Any) -> bool:

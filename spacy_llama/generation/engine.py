@@ -14,7 +14,15 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import ConstraintError, Errors, GenerationError, PromptTooLongError, Warnings
+from ..errors import (
+    ConstraintError,
+    Errors,
+    GenerationError,
+    ModelLoadError,
+    PromptTooLongError,
+    RequestTypeError,
+    Warnings,
+)
 from ..models.base import LoadedModel
 from ..types import (
     AnyRequest,
@@ -77,7 +85,7 @@ class Engine:
         self._fast: Optional[FastLlama] = None
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
         if quantize is not None and not supports_fast_decoder(model.model):
-            raise ValueError(Errors.E402.format(quantize=quantize, source=model.source))
+            raise ModelLoadError(Errors.E402.format(quantize=quantize, source=model.source))
         if quantize is not None:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
         # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),
@@ -120,7 +128,7 @@ class Engine:
                 outs = read
             else:
                 known = "GenerationRequest, ScoreRequest, TokenLogprobRequest"
-                raise TypeError(Errors.E051.format(kind=kind.__name__, known=known))
+                raise RequestTypeError(Errors.E051.format(kind=kind.__name__, known=known))
             for i, out in zip(idx, outs):
                 results[i] = out
         return results  # type: ignore[return-value]

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import Errors, PromptTooLongError
+from ..errors import CandidateError, Errors, PromptTooLongError
 from ..models.base import LoadedModel
 from ..types import (
     ScoreRequest,
@@ -116,7 +116,7 @@ class Scorer:
         if not req.candidates:
             return PreparedScore(prefix=[], conts=[], first=[])
         if any(not c for c in req.candidates):
-            raise ValueError(Errors.E405.format(name=name))
+            raise CandidateError(Errors.E405.format(name=name))
         rows: List[List[int]] = []
         starts: List[int] = []
         for cand in req.candidates:
@@ -131,7 +131,7 @@ class Scorer:
             starts.append(start)
         shared = min(common_prefix(rows), min(starts))
         if shared < 1:
-            raise ValueError(Errors.E407.format(name=name))
+            raise CandidateError(Errors.E407.format(name=name))
         return PreparedScore(
             prefix=rows[0][:shared],
             conts=[row[shared:] for row in rows],
@@ -152,7 +152,7 @@ class Scorer:
             # the boundary is scored with the candidate. Added specials ((0, 0)) never are.
             mine = [j for j, (_, end) in enumerate(offsets) if end > len(req.prompt)]
             if not mine:
-                raise ValueError(Errors.E408.format(cand=cand, name=name))
+                raise CandidateError(Errors.E408.format(cand=cand, name=name))
             start, stop = mine[0], mine[-1] + 1
             ids = ids[:stop]
         else:  # slow tokenizers have no offsets: assume the tokenizations concatenate
@@ -160,7 +160,7 @@ class Scorer:
             ids = head + self.model.encode(cand, add_special_tokens=False)
             start = len(head)
         if start == 0:
-            raise ValueError(Errors.E409.format(cand=cand, name=name))
+            raise CandidateError(Errors.E409.format(cand=cand, name=name))
         return ids, start
 
     def _fast_shared(self, ids: List[int]) -> KVCache:

@@ -46,7 +46,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Union
 
-from ..errors import Errors, ModelLoadError
+from ..errors import Errors, ModelLoadError, NoWeightsError
 from ..registry import llama_models
 from ..types import Constraint, FinishReason, GenerationRequest, GenerationResult
 from .base import LoadedModel, control_strings_in, special_strings
@@ -308,7 +308,7 @@ class NoLocalWeights:
         self.source = source
 
     def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(Errors.E124.format(source=self.source))
+        raise NoWeightsError(Errors.E124.format(source=self.source))
 
 
 # -- the model ------------------------------------------------------------------------------

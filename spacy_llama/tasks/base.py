@@ -17,7 +17,7 @@ from typing import (
 
 from spacy.tokens import Doc
 
-from ..errors import Errors
+from ..errors import Errors, TaskStateError
 from ..types import AnyRequest, AnyResult, GenerationRequest
 
 # ``chat = "auto"``: the tokenizer's chat template when it has one, the plain prompt otherwise.
@@ -87,5 +87,5 @@ class PromptedTask:
     @property
     def formatter(self) -> PromptFormatter:
         if self._formatter is None:
-            raise RuntimeError(Errors.E300.format(task=type(self).__name__))
+            raise TaskStateError(Errors.E300.format(task=type(self).__name__))
         return self._formatter

@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from spacy.tokens import Doc
 
-from ..errors import Errors
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
@@ -97,7 +97,7 @@ def summary_task_v1(
     """Summarise each doc in at most ``max_words`` words."""
     check_names(summary_attr=summary_attr)
     if max_words < 1:
-        raise ValueError(Errors.E319.format(max_words=max_words))
+        raise FewShotError(Errors.E319.format(max_words=max_words))
     return SummaryTask(
         load_template(template, template_path, "summary.jinja"),
         max_words=int(max_words),

@@ -15,7 +15,7 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from spacy_llama.batch.prepare import isolate_failures, record_doc
+from spacy_llama.batch.failures import isolate_failures, record_doc
 from spacy_llama.batch.reader import FIELDS_KEY, ID_KEY, BadLine, Record, read_corpus
 from spacy_llama.batch.runinfo import RunInfo
 from spacy_llama.batch.sinks import ERROR_KEY, DocBinSink, FailedSink, JsonlSink, docbin_parts
