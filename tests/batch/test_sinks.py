@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any, List
 
@@ -31,7 +30,6 @@ from spacy_llama.errors import RunStateError
 
 from ..fixtures.corpus_files import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[2]
 VOCAB = spacy.blank("en").vocab
 
 
@@ -146,35 +144,42 @@ def test_docbin_parts_are_in_numeric_order(tmp_path: Path) -> None:
 
 
 # -- a write survives a kill ---------------------------------------------------------------
-KILLED_WRITER = """
-import os, signal, sys
-from pathlib import Path
-import spacy
-from spacy_llama.batch.reader import ID_KEY
-from spacy_llama.batch.sinks import Finished, Outputs
-out = Path(sys.argv[1])
-nlp = spacy.blank("en")
-outputs = Outputs(out, docbin=out.with_suffix(".spacy"), resume=False, vocab=nlp.vocab,
-                  part_size=1000)
-items = []
-for i in range(3):
-    doc = nlp(f"doc {i}")
-    doc.user_data[ID_KEY] = f"d{i}"
-    items.append(Finished(id=f"d{i}", record={"id": f"d{i}", "text": doc.text, "i": i}, doc=doc))
-outputs.write(items)
-outputs.failed.write({"id": "bad", "source": "in.jsonl:4", "error": "broken"})
-print("written", flush=True)
-os.kill(os.getpid(), signal.SIGKILL)  # no close, no flush at exit, no finally
-"""
+def killed_writer(out: Path) -> None:
+    """In a forked child: one batch through every sink of a run, then SIGKILL (no close,
+    no flush at exit, no ``finally``): only what ``write`` made durable is left."""
+    nlp = spacy.blank("en")
+    outputs = Outputs(out, docbin=out.with_suffix(".spacy"), resume=False, vocab=nlp.vocab,
+                      part_size=1000)  # fmt: skip
+    items = []
+    for i in range(3):
+        doc = nlp(f"doc {i}")
+        doc.user_data[ID_KEY] = f"d{i}"
+        record = {"id": f"d{i}", "text": doc.text, "i": i}
+        items.append(Finished(id=f"d{i}", record=record, doc=doc))
+    outputs.write(items)
+    outputs.failed.write({"id": "bad", "source": "in.jsonl:4", "error": "broken"})
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_write_survives_a_kill_9_before_close(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(out)], env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == -signal.SIGKILL and proc.stdout.strip() == "written", proc.stderr
+    pid = os.fork()  # a fresh interpreter would spend seconds importing spaCy
+    if pid == 0:
+        try:
+            killed_writer(out)
+        finally:
+            os._exit(1)  # never back into pytest from the child
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the writing child did not finish in 60 s")
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert read_jsonl(out) == [{"id": f"d{i}", "text": f"doc {i}", "i": i} for i in range(3)]
     assert _on_disk(tmp_path / "out.spacy") == ["d0", "d1", "d2"]
     assert read_jsonl(tmp_path / "out.jsonl.failed.jsonl") == [
