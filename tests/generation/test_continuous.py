@@ -128,10 +128,24 @@ def test_shared_prefix_is_computed_once(tiny_hf, monkeypatch):
 
 def test_prefill_token_budget_splits_passes_without_changing_results(tiny_hf, monkeypatch):
     whole = [d._.llama_completion for d in tiny_nlp(tiny_hf, batch_size=8).pipe(TEXTS)]
-    monkeypatch.setattr(continuous, "PREFILL_TOKENS", 20)
-    nlp = tiny_nlp(tiny_hf, batch_size=8)
-    split = [d._.llama_completion for d in nlp.pipe(TEXTS)]
-    sizes = nlp.get_pipe("llama").engine.last_prefill_sizes
-    assert split == whole
-    assert len(sizes) > 1 and sum(sizes) == len(TEXTS)
-    assert continuous._groups([5, 5, 30, 2], 20) == [[0, 1], [2], [3]]
+    for budget in (20, 60):
+        monkeypatch.setattr(continuous, "PREFILL_TOKENS", budget)
+        nlp = tiny_nlp(tiny_hf, batch_size=8)
+        split = [d._.llama_completion for d in nlp.pipe(TEXTS)]
+        sizes = nlp.get_pipe("llama").engine.last_prefill_sizes
+        assert split == whole
+        assert len(sizes) > 1 and sum(sizes) == len(TEXTS)
+        # by hand: prompts longest first, a pass takes rows while rows x longest <= budget
+        pipe = nlp.get_pipe("llama")
+        requests = pipe.task.requests([nlp.make_doc(text) for text in TEXTS])
+        lengths = sorted((len(pipe.model.encode(r.prompt)) for r in requests), reverse=True)
+        want: List[int] = []
+        longest = 0
+        for n in lengths:
+            if want and max(longest, n) * (want[-1] + 1) <= budget:
+                want[-1] += 1
+            else:
+                want.append(1)
+                longest = n
+        assert sizes == want, (budget, lengths)
+    assert max(want) > 2  # the larger budget put several rows in one pass

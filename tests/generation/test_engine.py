@@ -24,7 +24,9 @@ from spacy_llama.types import (
 from ..fixtures.helpers import TEXTS, tiny_nlp
 
 
-def hf_greedy(folder, text: str, n: int):
+def hf_greedy(folder, text: str, n: int, stop):
+    """transformers' greedy generate: the new ids (a stop token ends them, unrecorded, as it
+    ends the engine's) and their log-probabilities."""
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32)
     ids = tok(text, return_tensors="pt")
@@ -35,9 +37,11 @@ def hf_greedy(folder, text: str, n: int):
         return_dict_in_generate=True,
         output_logits=True,
         pad_token_id=tok.eos_token_id,
-        eos_token_id=None,
+        eos_token_id=list(stop),
     )
     new = out.sequences[0, ids["input_ids"].shape[1] :].tolist()
+    if new and new[-1] in stop:
+        new = new[:-1]
     logprobs = [
         torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new)
     ]
@@ -45,12 +49,10 @@ def hf_greedy(folder, text: str, n: int):
 
 
 def test_greedy_equals_transformers_generate(tiny_hf):
-    # No EOS in the tiny model's stop ids for this comparison: max_new_tokens decides.
     nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 10, "stop_token_ids": []})
     pipe = nlp.get_pipe("llama")
-    pipe.engine._stop_ids = []
     doc = nlp(TEXTS[0])
-    ids, logprobs = hf_greedy(tiny_hf, TEXTS[0], 10)
+    ids, logprobs = hf_greedy(tiny_hf, TEXTS[0], 10, pipe.model.stop_token_ids)
     tok = AutoTokenizer.from_pretrained(str(tiny_hf))
     assert doc._.llama_completion == tok.decode(ids, skip_special_tokens=True)
     assert doc._.llama_logprobs == pytest.approx(logprobs, abs=1e-4)
@@ -64,7 +66,7 @@ def test_fast_decoder_equals_transformers_loop(tiny_hf):
     a = [(d._.llama_completion, d._.llama_logprobs) for d in fast.pipe(TEXTS)]
     b = [(d._.llama_completion, d._.llama_logprobs) for d in slow.pipe(TEXTS)]
     assert fast.get_pipe("llama").engine.fast is not None
-    assert slow.get_pipe("llama").engine._fast is None
+    assert slow.get_pipe("llama").engine.fast is None
     for (ta, la), (tb, lb) in zip(a, b):
         assert ta == tb
         assert la == pytest.approx(lb, abs=1e-4)
