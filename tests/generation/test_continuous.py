@@ -5,39 +5,16 @@ generate, token for token, log-probability for log-probability."""
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import List
 
 import pytest
-import torch
 
 from spacy_llama.generation import continuous
 
 from ..fixtures.helpers import TEXTS, tiny_nlp
+from ..fixtures.reference import hf_greedy
 
 TEMPLATE = "Summarize the text in one short sentence. Text: {{ text }}"
-
-
-def hf_generate(model: Any, ids: List[int], n: int) -> Tuple[List[int], List[float]]:
-    """transformers' greedy generate of one unpadded row, up to ``n`` tokens or a stop
-    token (not part of the answer): the new ids and their log-probabilities."""
-    stop = list(model.stop_token_ids)
-    with torch.inference_mode():
-        out = model.model.generate(
-            torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=n,
-            do_sample=False,
-            return_dict_in_generate=True,
-            output_logits=True,
-            pad_token_id=stop[0],
-            eos_token_id=stop,
-        )
-    new = out.sequences[0, len(ids) :].tolist()
-    if new and new[-1] in stop:
-        new = new[:-1]
-    steps = zip(out.logits, new)
-    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in steps]
-    return new, logprobs
 
 
 @pytest.mark.parametrize(
@@ -66,7 +43,7 @@ def test_each_row_equals_transformers_generate_alone(
     for doc in docs:
         [req] = pipe.task.requests([nlp.make_doc(doc.text)])
         ids = model.encode(req.prompt, add_special_tokens=req.add_special_tokens)
-        want_ids, want_logprobs = hf_generate(model, ids, 10)
+        want_ids, want_logprobs = hf_greedy(model.model, ids, 10, model.stop_token_ids)
         assert doc._.llama_completion == model.decode(want_ids), case
         assert doc._.llama_logprobs == pytest.approx(want_logprobs, abs=1e-4), case
 

@@ -22,38 +22,18 @@ from spacy_llama.types import (
 )
 
 from ..fixtures.helpers import TEXTS, tiny_nlp
-
-
-def hf_greedy(folder, text: str, n: int, stop):
-    """transformers' greedy generate: the new ids (a stop token ends them, unrecorded, as it
-    ends the engine's) and their log-probabilities."""
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32)
-    ids = tok(text, return_tensors="pt")
-    out = model.generate(
-        **ids,
-        max_new_tokens=n,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=tok.eos_token_id,
-        eos_token_id=list(stop),
-    )
-    new = out.sequences[0, ids["input_ids"].shape[1] :].tolist()
-    if new and new[-1] in stop:
-        new = new[:-1]
-    logprobs = [
-        torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new)
-    ]
-    return new, logprobs
+from ..fixtures.reference import hf_greedy
 
 
 def test_greedy_equals_transformers_generate(tiny_hf):
     nlp = tiny_nlp(tiny_hf, generation={"max_new_tokens": 10, "stop_token_ids": []})
     pipe = nlp.get_pipe("llama")
     doc = nlp(TEXTS[0])
-    ids, logprobs = hf_greedy(tiny_hf, TEXTS[0], 10, pipe.model.stop_token_ids)
+    # transformers' own model and tokenizer, read from the folder again
     tok = AutoTokenizer.from_pretrained(str(tiny_hf))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_hf), torch_dtype=torch.float32)
+    prompt = tok(TEXTS[0])["input_ids"]
+    ids, logprobs = hf_greedy(model, prompt, 10, pipe.model.stop_token_ids)
     assert doc._.llama_completion == tok.decode(ids, skip_special_tokens=True)
     assert doc._.llama_logprobs == pytest.approx(logprobs, abs=1e-4)
     assert len(doc._.llama_logprobs) == 10
