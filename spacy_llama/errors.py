@@ -724,6 +724,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
             "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
             "to at least {n}, or make the schema's required part smaller.")
+    # --- the engine's backend, chosen once (generation/backend.py): E965-E969 ---
+    E965 = ("The engine was given {kind} as its model, which neither holds weights here (a "
+            "LoadedModel, from spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) nor is "
+            "served (a model with a `complete` method, from spacy-llama.OpenAICompatible.v1). "
+            "Make the @llama_models function return one of them.")
 # fmt: on
 
 

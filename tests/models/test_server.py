@@ -372,7 +372,7 @@ def test_hung_completions_fail_fast_though_tokenize_answers(tmp_path: Path) -> N
 def test_only_a_completion_closes_the_breaker(monkeypatch) -> None:
     """After the cool-down one probe goes out; tokenize answering meanwhile does not close
     the breaker, a successful completion does."""
-    from spacy_llama.models.breaker import CircuitBreaker
+    from spacy_llama.models.server.breaker import CircuitBreaker
 
     now = [0.0]
     with FakeServer() as fake:
