@@ -159,7 +159,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "contents in the run's config hash: {error}. Make the file readable, or fix "
             "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
-    # servers (models/server.py)
+    # servers (models/server/)
     E120 = "{method} {url} returned something that is not JSON: {raw}"
     E121 = "{method} {url} {kind}: {reason}"
     E122 = "{url} answered HTTP {code}: {detail}"
