@@ -181,7 +181,9 @@ class LlamaPipe(Pipe):
                 )
         else:
             task.initialize(self._formatter, sample=sample)
-            if self.engine.answers_scoring:  # a per-doc schema that can never fit: E650 now
+            # a per-doc schema that can never fit: E650 now, measured with the local grammar
+            # (a server runs its own and is checked as each request is sent)
+            if self.engine.answers_scoring:
                 self.engine.check_budget(
                     _sample_constraints(task, sample), where=f" of component '{name}'"
                 )
