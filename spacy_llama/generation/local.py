@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from ..errors import ConstraintError, Errors
+from ..errors import ConstraintError, Errors, ModelLoadError
 from ..models.base import LoadedModel
 from ..types import Constraint, GenerationRequest, GenerationResult
 from .closing import minimal_tokens
@@ -56,7 +56,7 @@ class LocalBackend:
         self._scorer: Optional[Scorer] = None
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
         if quantize is not None and not supports_fast_decoder(model.model):
-            raise ValueError(Errors.E402.format(quantize=quantize, source=model.source))
+            raise ModelLoadError(Errors.E402.format(quantize=quantize, source=model.source))
         if quantize is not None:
             check_int8(model.model)  # fail when the pipeline is built, not at the first batch
         # oneDNN prepacking only where this CPU runs it (bf16: models/cpu_features.py),

@@ -48,7 +48,7 @@ class ServerBackend:
         if not callable(getattr(model, "complete", None)):
             raise ModelLoadError(Errors.E965.format(kind=type(model).__name__))
         if quantize is not None:  # quantized projections belong to the local fused decoder
-            raise ValueError(Errors.E402.format(quantize=quantize, source=model.source))
+            raise ModelLoadError(Errors.E402.format(quantize=quantize, source=model.source))
         self.model: ServedModel = model
         self.config = config
         self.stop_ids = stop_ids

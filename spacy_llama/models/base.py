@@ -73,7 +73,7 @@ class LanguageModel:
 
     def apply_chat_template(self, user: str, system: Optional[str]) -> str:
         if not self.has_chat_template:
-            raise ValueError(Errors.E450.format(source=self.source))
+            raise TemplateError(Errors.E450.format(source=self.source))
         messages: List[Dict[str, str]] = []
         if system is not None:
             messages.append({"role": "system", "content": system})
