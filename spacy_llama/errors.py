@@ -158,7 +158,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "contents in the run's config hash: {error}. Make the file readable, or fix "
             "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
-    # servers (models/server.py)
+    # servers (models/server/)
     E120 = "{method} {url} returned something that is not JSON: {raw}"
     E121 = "{method} {url} {kind}: {reason}"
     E122 = "{url} answered HTTP {code}: {detail}"
@@ -723,6 +723,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
             "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
             "to at least {n}, or make the schema's required part smaller.")
+    # --- the engine's backend, chosen once (generation/backend.py): E965-E969 ---
+    E965 = ("The engine was given {kind} as its model, which neither holds weights here (a "
+            "LoadedModel, from spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) nor is "
+            "served (a model with a `complete` method, from spacy-llama.OpenAICompatible.v1). "
+            "Make the @llama_models function return one of them.")
 # fmt: on
 
 

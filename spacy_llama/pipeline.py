@@ -22,7 +22,6 @@ from typing import (
 
 import srsly
 from confection import Config, ConfigValidationError
-from pydantic import ValidationError
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import Pipe
@@ -32,8 +31,8 @@ from spacy.util import minibatch
 
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
 from .errors import BackendError, Errors, FewShotError, PromptTooLongError, TrainingError
-from .generation.config import GenerationConfig
-from .models.base import LoadedModel
+from .generation.config import GenerationConfig, generation_config
+from .models.base import LanguageModel
 from .models.default import package_requirements
 from .tasks.base import Task
 from .tasks.completion import SUMMARY_TEMPLATE
@@ -93,7 +92,7 @@ ASSIGNS = ["doc._.llama_completion", "doc._.llama_logprobs"]
 def make_llama(
     nlp: Language,
     name: str,
-    model: LoadedModel,
+    model: LanguageModel,
     task: Task,
     generation: Dict[str, Any],
     batch_size: int,
@@ -110,15 +109,7 @@ def make_llama(
     from .models.threads import configure_threads
 
     configure_threads()  # once per process: the cores it may use, or SPACY_LLAMA_THREADS
-    try:
-        gen = GenerationConfig(**generation)
-    except ValidationError as e:
-        errors = [
-            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
-        ]
-        raise ConfigValidationError(
-            config={"generation": generation}, errors=errors, title=f"Config error for '{name}'"
-        ) from None
+    gen = generation_config(generation, title=f"Config error for '{name}'")
     if batch_size < 1:
         raise ConfigValidationError(
             config={"batch_size": batch_size},
@@ -153,7 +144,7 @@ class LlamaPipe(Pipe):
         nlp: Language,
         name: str,
         *,
-        model: LoadedModel,
+        model: LanguageModel,
         task: Task,
         generation: GenerationConfig,
         batch_size: int = 32,
@@ -164,8 +155,7 @@ class LlamaPipe(Pipe):
         scorer: Optional[Callable[..., Dict[str, Any]]] = None,
         adapter: Optional[LoRASettings] = None,
     ) -> None:
-        from .generation.engine import Engine
-        from .generation.formatter import ModelPromptFormatter
+        from .generation.setup import build_engine
 
         self._pipe_metas = nlp._pipe_meta  # see ``name``: this component's own meta there
         self.adapter: Optional[Adapter] = None
@@ -179,7 +169,7 @@ class LlamaPipe(Pipe):
         self.task = task
         self.generation = generation
         self.batch_size = batch_size
-        self.engine = Engine(
+        self.engine, self._formatter = build_engine(
             model,
             generation,
             batch_size=batch_size,
@@ -191,7 +181,6 @@ class LlamaPipe(Pipe):
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
         _add_requirements(nlp, package_requirements(model))
         sample = nlp.make_doc("This is a short sample document about Paris.")
-        self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
         self._sample = sample
         if needs_labels(task):  # labels = []: from the training data, in initialize
             if self.adapter is None:
@@ -200,12 +189,14 @@ class LlamaPipe(Pipe):
                 )
         else:
             task.initialize(self._formatter, sample=sample)
-            if not self.engine.remote:  # a per-doc schema that can never fit: E650 now
+            # a per-doc schema that can never fit: E650 now, measured with the local grammar
+            # (a server runs its own and is checked as each request is sent)
+            if self.engine.answers_scoring:
                 self.engine.check_budget(
                     _sample_constraints(task, sample), where=f" of component '{name}'"
                 )
-        if self.engine.remote:
-            _check_remote_task(name, task, sample)
+        if not self.engine.answers_scoring:
+            _check_scoring_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
         self.scorer = scorer
 
@@ -349,7 +340,9 @@ class LlamaPipe(Pipe):
         peft.train()
         try:
             # micro-batches of the component's batch_size rows, as in prediction
-            loss, _ = loss_fn(self.task, self.model, peft, examples, batch_size=self.batch_size)
+            loss, _ = loss_fn(
+                self.task, self.adapter.model, peft, examples, batch_size=self.batch_size
+            )
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss
@@ -537,8 +530,9 @@ def _sample_constraints(task: Task, sample: Doc) -> List[Any]:
     ]
 
 
-def _check_remote_task(name: str, task: Task, sample: Doc) -> None:
-    """A server completes text; scoring needs the weights. Say so now, not at batch one."""
+def _check_scoring_task(name: str, task: Task, sample: Doc) -> None:
+    """A backend without logits (a server) completes text; scoring needs the weights. Say
+    so now, not at batch one."""
     unsupported = {
         type(r).__name__ for r in task.requests([sample]) if not isinstance(r, GenerationRequest)
     }

@@ -38,9 +38,8 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import Errors, FeatureError
 from ..generation.rows import pad_right
-from ..models.base import LoadedModel
+from ..models.base import LanguageModel, LoadedModel, has_local_weights
 from ..models.pieces import PieceReader
-from ..models.server import NoLocalWeights, ServerModel
 from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .alignment import align_span
 from .batching import StatesBackprop, grid_width, hidden_states, trainable_hidden_states
@@ -98,7 +97,7 @@ class LlamaFeatures(Model):
 
 @registry.architectures("spacy-llama.TransformerModel.v1")
 def llama_transformer_v1(
-    model: LoadedModel,
+    model: LanguageModel,
     get_spans: SpanGetter,
     layer: Layer = -1,
     freeze: bool = True,
@@ -109,7 +108,7 @@ def llama_transformer_v1(
     (0 = the embeddings, -1 = the last layer, "mix" = a learned mix of all), one row per
     span of ``get_spans`` (e.g. spacy-transformers.strided_spans.v1). ``freeze = false``
     trains the LoRA ``adapter`` (spacy-llama.LoRA.v1) from the listeners' gradients."""
-    if isinstance(model, ServerModel) or isinstance(model.model, NoLocalWeights):
+    if not has_local_weights(model):
         raise FeatureError(Errors.E550.format(source=model.source))
     if not freeze and adapter is None:
         raise FeatureError(Errors.E555)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from confection import ConfigValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import ConstraintError, Errors
 from ..types import Constraint
@@ -98,3 +99,19 @@ def schema_text(schema: Union[Dict[str, Any], str]) -> str:
     if not isinstance(schema, dict):
         raise ConstraintError(Errors.E428.format(kind=type(schema).__name__))
     return json.dumps(schema)
+
+
+def generation_config(
+    generation: Dict[str, Any], *, title: str, defaults: Optional[Mapping[str, Any]] = None
+) -> GenerationConfig:
+    """The ``generation`` block over ``defaults``; a bad setting is a ConfigValidationError
+    naming ``generation.<setting>`` under ``title``."""
+    try:
+        return GenerationConfig(**{**(defaults or {}), **generation})
+    except ValidationError as e:
+        errors = [
+            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
+        ]
+        raise ConfigValidationError(
+            config={"generation": generation}, errors=errors, title=title
+        ) from None

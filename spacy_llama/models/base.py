@@ -25,75 +25,32 @@ from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_dig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from typing_extensions import TypeIs
 
 DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-@dataclass
-class LoadedModel:
-    """A loaded LLaMA-family causal LM plus everything the engine needs to drive it.
+class LanguageModel:
+    """What the engine, the prompt formatter and the tasks need of any model, wherever it
+    computes: its tokenizer, context length, stop tokens and a fingerprint of everything
+    that decides its answers. :class:`LoadedModel` holds its weights here; a served model
+    (``models/server``'s ``ServerModel``) has none, and the engine picks its backend from
+    :func:`has_local_weights` once, when it is built."""
 
-    Named for what it is (not ``transformers.LlamaModel``, the decoder stack inside
-    ``model``); :data:`LlamaModel` stays as an alias so custom loaders keep working.
-    """
-
-    model: Any  # a transformers PreTrainedModel (torch.nn.Module)
-    tokenizer: Any  # a transformers PreTrainedTokenizerBase
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase (a served model's may be None)
     name: str
-    source: str  # where the weights came from (path), for messages
+    source: str  # where the weights are (a path, a URL), for messages
     context_length: int
     stop_token_ids: List[int]
-    pad_token_id: int
-    fingerprint_files: List[Path] = field(default_factory=list)
-    extra_fingerprint: str = ""
-    # Taken when the model was loaded (by loading.finish_model): the digest of what was
-    # loaded, and the versions of fingerprint_files then (the digests are taken lazily).
-    loaded_state: str = ""
-    loaded_stamps: Tuple[FileStamp, ...] = ()
-    # A digest of trained adapter weights merged into ``model`` ("" without an adapter).
-    adapter_digest: str = ""
-    _fingerprint: Optional[str] = field(default=None, repr=False)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+    def fingerprint(self) -> str:  # pragma: no cover - every model defines its own
+        raise NotImplementedError
 
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
-
-    @property
-    def fingerprint(self) -> str:
-        """A hash of everything that decides the answers: the contents (not the names or
-        location) of the files the model was loaded from, what was loaded (configs and
-        tokenizer, see :func:`.fingerprint.loaded_state_digest`), and the dtype."""
-        if self._fingerprint is None:
-            changed = changed_files(self.loaded_stamps)
-            if changed:
-                raise ModelLoadError(Errors.E100.format(source=self.source, files=changed))
-            h = hashlib.sha256()
-            for digest in sorted(file_digest(path) for path in self.fingerprint_files):
-                h.update(digest.encode())
-            if not self.fingerprint_files:
-                h.update(_tensor_digest(self.model).encode())
-            state = self.loaded_state or loaded_state_digest(self.model, self.tokenizer)
-            h.update(state.encode())
-            h.update(self.extra_fingerprint.encode())
-            h.update(str(self.dtype).encode())
-            if self.adapter_digest:  # unchanged fingerprints (cache keys) without adapters
-                h.update(b"adapter:" + self.adapter_digest.encode())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
-
-    def set_adapter_digest(self, digest: str) -> None:
-        """The adapter weights merged into ``model`` changed: so does the fingerprint."""
-        self.adapter_digest = digest
-        self._fingerprint = None
 
     # -- tokenizer helpers (kept here so tasks never import transformers) --
     def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
@@ -144,6 +101,75 @@ class LoadedModel:
                 )
             )
         return str(out)
+
+
+@dataclass
+class LoadedModel(LanguageModel):
+    """A loaded LLaMA-family causal LM plus everything the engine needs to drive it.
+
+    Named for what it is (not ``transformers.LlamaModel``, the decoder stack inside
+    ``model``); :data:`LlamaModel` stays as an alias so custom loaders keep working.
+    """
+
+    model: Any  # a transformers PreTrainedModel (torch.nn.Module)
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase
+    name: str
+    source: str  # where the weights came from (path), for messages
+    context_length: int
+    stop_token_ids: List[int]
+    pad_token_id: int
+    fingerprint_files: List[Path] = field(default_factory=list)
+    extra_fingerprint: str = ""
+    # Taken when the model was loaded (by loading.finish_model): the digest of what was
+    # loaded, and the versions of fingerprint_files then (the digests are taken lazily).
+    loaded_state: str = ""
+    loaded_stamps: Tuple[FileStamp, ...] = ()
+    # A digest of trained adapter weights merged into ``model`` ("" without an adapter).
+    adapter_digest: str = ""
+    _fingerprint: Optional[str] = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the answers: the contents (not the names or
+        location) of the files the model was loaded from, what was loaded (configs and
+        tokenizer, see :func:`.fingerprint.loaded_state_digest`), and the dtype."""
+        if self._fingerprint is None:
+            changed = changed_files(self.loaded_stamps)
+            if changed:
+                raise ModelLoadError(Errors.E100.format(source=self.source, files=changed))
+            h = hashlib.sha256()
+            for digest in sorted(file_digest(path) for path in self.fingerprint_files):
+                h.update(digest.encode())
+            if not self.fingerprint_files:
+                h.update(_tensor_digest(self.model).encode())
+            state = self.loaded_state or loaded_state_digest(self.model, self.tokenizer)
+            h.update(state.encode())
+            h.update(self.extra_fingerprint.encode())
+            h.update(str(self.dtype).encode())
+            if self.adapter_digest:  # unchanged fingerprints (cache keys) without adapters
+                h.update(b"adapter:" + self.adapter_digest.encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def set_adapter_digest(self, digest: str) -> None:
+        """The adapter weights merged into ``model`` changed: so does the fingerprint."""
+        self.adapter_digest = digest
+        self._fingerprint = None
+
+
+def has_local_weights(model: object) -> TypeIs[LoadedModel]:
+    """Whether ``model``'s weights are here (a :class:`LoadedModel`): what decoding on this
+    machine, scoring, listener features and adapters need. The one question every room asks;
+    anything else the engine is given decodes on a server."""
+    return isinstance(model, LoadedModel)
 
 
 # The dataclass's name until 0.x; custom loaders written against it keep working.

@@ -35,7 +35,7 @@ from ..errors import Errors, TrainingError
 
 # the attribute that caches a model's fused decoders: the copies must not share them
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
-from ..models.base import LoadedModel
+from ..models.base import LoadedModel, has_local_weights
 from ..models.fingerprint import base_identity
 from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
 from .settings import LoRASettings
@@ -349,9 +349,7 @@ def _check_targets(name: str, module: Any, settings: LoRASettings, source: str) 
 
 def check_adapter_model(name: str, model: Any, quantize: Optional[str]) -> None:
     """An adapter needs local weights with gradients: no server, no int8."""
-    from ..generation.remote import is_remote
-
-    if is_remote(model):
+    if not has_local_weights(model):
         raise TrainingError(Errors.E501.format(name=name, source=getattr(model, "source", model)))
     if quantize is not None:
         raise TrainingError(Errors.E502.format(name=name, quantize=quantize))
