@@ -49,6 +49,8 @@ class Answer:
 
 
 class NERTask(DataLabels, PromptedTask):
+    """Generates its entities (tasks/base.py's ``GeneratesEntities``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -128,6 +130,19 @@ class NERTask(DataLabels, PromptedTask):
     # What a trained answer starts with after a plain (non-chat) prompt: free text begins
     # its "TYPE: text" lines on a new line after "Entities:", as the few-shot examples do.
     plain_answer_prefix = "\n"
+
+    @property
+    def entity_labels(self) -> List[str]:
+        return [x.name for x in self.labels]
+
+    def gold_answer(self, reference: Doc) -> str:
+        """What the model should write for ``reference`` (the training target): the task's
+        rendering of its gold entities of the task's labels, in text order, after a plain
+        prompt starting as the task's answers do (NER.v1: a new line after "Entities:";
+        NER.v2: the JSON right away); a chat reply starts its own message."""
+        names = set(self.entity_labels)
+        text = self.render([e for e in reference.ents if e.label_ in names])
+        return text if self.chat else self.plain_answer_prefix + text
 
     def render(self, ents: Iterable[Span]) -> str:
         """The answer for ``ents`` as the few-shot examples show it (ner.jinja) and

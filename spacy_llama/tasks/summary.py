@@ -17,16 +17,18 @@ from ..errors import Errors
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
-from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, load_template
+from .saved import write_task
 
 LEAD = re.compile(r"^\s*(?:summary\s*:)\s*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
 class SummaryTask(PromptedTask):
+    """Generates an answer (tasks/base.py's ``GeneratesAnswer``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -48,6 +50,13 @@ class SummaryTask(PromptedTask):
     @property
     def extensions(self) -> List[str]:
         return [self.summary_attr]
+
+    @property
+    def answer_attr(self) -> str:
+        return self.summary_attr
+
+    def gold_answer(self, reference: Doc) -> str:
+        return str(reference._.get(self.summary_attr))
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
