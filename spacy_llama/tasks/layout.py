@@ -58,9 +58,7 @@ def match(layout: Sequence[Asked], answers: Sequence[T], n_docs: int, *, task: s
         if where.doc_index is None:
             probes.setdefault(where.question, []).append(answer)
         elif not 0 <= where.doc_index < n_docs or where.question in docs[where.doc_index]:
-            raise TaskLayoutError(
-                Errors.E961.format(task=task, asked=tuple(where), n_docs=n_docs)
-            )
+            raise TaskLayoutError(Errors.E961.format(task=task, asked=tuple(where), n_docs=n_docs))
         else:
             docs[where.doc_index][where.question] = answer
     return Matched([[mine[q] for q in sorted(mine)] for mine in docs], probes)
