@@ -41,7 +41,7 @@ def _pipe(path: Any, task: Dict[str, Any]) -> Any:
         "llama",
         config={
             "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"},
-            "task": {"chat": False, **task},
+            "task": {"chat": False, **task} if "Surprisal" not in task["@llama_tasks"] else task,
             "generation": {"max_new_tokens": 4},
         },
     )

@@ -6,7 +6,7 @@ two) is refused with a coded error when the pipeline is built."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pytest
 import spacy
@@ -26,12 +26,14 @@ from spacy_llama.tasks.base import (
 )
 from spacy_llama.tasks.extensions import install_extensions
 from spacy_llama.tasks.layout import Asked, ask
+from spacy_llama.tasks.prompt import DocLike
+from spacy_llama.tasks.textcat import TextCatTask
 from spacy_llama.training.capabilities import TABLE, capabilities_of, training_for
 from spacy_llama.training.entity_losses import review_loss
 from spacy_llama.training.losses import answer_loss, textcat_loss
 from spacy_llama.types import GenerationRequest, GenerationResult
 
-from .builders import TEXTS, adapter_block
+from .builders import TEXTS, adapter_block, cat_examples, textcat_nlp
 from .reference import reference_loss
 
 LABELS = {"labels": ["A", "B"]}
@@ -206,3 +208,30 @@ def test_a_task_implementing_no_capability_is_refused_at_build(tiny_hf) -> None:
 def test_a_task_implementing_two_capabilities_is_refused_at_build(tiny_hf) -> None:
     with pytest.raises(TrainingError, match=r"\[E962\].*TwoWayTask.*ScoresLabels, GeneratesAnswer"):
         _nlp(tiny_hf, "spacy-llama-test.TwoWay.v1")
+
+
+class ReversedTextCat(TextCatTask):
+    """TextCat asking about its docs last to first (probes still first): only the requests'
+    stamps say which values are whose."""
+
+    def _plan(self, docs: Sequence[Doc]) -> List[Tuple[Asked, DocLike]]:
+        plan = super()._plan(docs)
+        probes = [p for p in plan if p[0].doc_index is None]
+        return probes + [p for p in plan if p[0].doc_index is not None][::-1]
+
+
+@pytest.mark.parametrize("settings", [{}, {"calibrate": True, "exclusive": False}])
+def test_the_loss_matches_values_to_docs_through_the_stamps(tiny_hf, settings) -> None:
+    """The same loss whatever order a task asks its docs in: the gold of doc k meets the
+    values of the requests stamped k (index arithmetic would pair them with other docs')."""
+    nlp = textcat_nlp(tiny_hf, adapter=adapter_block(), **settings)
+    pipe = nlp.get_pipe("llama")
+    egs = cat_examples(nlp)
+    with torch.no_grad():
+        forward, _ = pipe.get_loss(egs)
+        want = reference_loss(pipe.task, pipe.model, pipe.adapter.peft, egs)
+        pipe.task.__class__ = ReversedTextCat
+        assert pipe.task.requests([eg.predicted for eg in egs])[-1].doc_index == 0
+        backward, _ = pipe.get_loss(egs)
+    assert forward == pytest.approx(float(want), rel=1e-4)
+    assert backward == pytest.approx(forward, rel=1e-5)
