@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import (
+    Any,
     Iterable,
     List,
     Literal,
@@ -18,6 +19,7 @@ from typing import (
     Protocol,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
     runtime_checkable,
 )
@@ -26,7 +28,14 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from ..errors import Errors
-from ..types import AnyRequest, AnyResult, GenerationRequest, ScoreRequest
+from ..types import (
+    AnyRequest,
+    AnyResult,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+)
 from .labels import Label
 
 # ``chat = "auto"``: the tokenizer's chat template when it has one, the plain prompt otherwise.
@@ -53,15 +62,22 @@ class PromptFormatter(Protocol):
         """What a scored text starts after: (add special tokens, ids put before it)."""
 
 
+# What a task asks and what it is answered with (``Task[ScoreRequest, ScoreResult]``); a bare
+# ``Task`` is any task.
+Req = TypeVar("Req", bound=AnyRequest, covariant=True)
+Res = TypeVar("Res", bound=AnyResult, contravariant=True)
+
+
 @runtime_checkable
-class Task(Protocol):
+class Task(Protocol[Req, Res]):
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         """Called once the model is known; validate templates here, not on the 10,000th doc."""
 
-    def requests(self, docs: Sequence[Doc]) -> Sequence[AnyRequest]:
-        """Any number of requests per doc (e.g. one per entity), in a deterministic order."""
+    def requests(self, docs: Sequence[Doc]) -> Sequence[Req]:
+        """Any number of requests per doc (e.g. one per entity), in a deterministic order,
+        each stamped with what it asks (tasks/layout.py)."""
 
-    def assign(self, docs: Sequence[Doc], results: Sequence[AnyResult]) -> None:
+    def assign(self, docs: Sequence[Doc], results: Sequence[Res]) -> None:
         """``results[i]`` answers ``requests(docs)[i]``."""
 
     @property
@@ -70,7 +86,8 @@ class Task(Protocol):
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None: ...
 
-    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Task: ...
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Any:
+        """The task itself, with what a saved pipeline kept."""
 
 
 # -- capabilities ----------------------------------------------------------------------------
@@ -81,7 +98,7 @@ class Task(Protocol):
 
 
 @runtime_checkable
-class ScoresLabels(Task, Protocol):
+class ScoresLabels(Task[ScoreRequest, ScoreResult], Protocol):
     """Scores label candidates: per doc one question (``exclusive``: which label) or one
     yes/no question per label, each a ScoreRequest whose ``question`` says which; the
     calibration probes (``doc_index`` None) carry the question they calibrate."""
@@ -91,14 +108,13 @@ class ScoresLabels(Task, Protocol):
     length_normalize: bool  # a candidate's value: the mean of its token log-probs, else the sum
     prior_weight: float  # the share of the probes' mean value subtracted from a doc's
 
-    def requests(self, docs: Sequence[Doc]) -> Sequence[ScoreRequest]: ...
 
     def gold_candidates(self, reference: Doc) -> List[int]:
         """Per question of the doc, the index of the gold candidate (the training target)."""
 
 
 @runtime_checkable
-class ReviewsEntities(Task, Protocol):
+class ReviewsEntities(Task[ScoreRequest, ScoreResult], Protocol):
     """Reviews entities: one ScoreRequest per reviewed entity of a doc (its ``question``:
     the entity's place among the reviewed ones), the labels' answers as candidates, after
     one calibration probe when it calibrates."""
@@ -106,7 +122,6 @@ class ReviewsEntities(Task, Protocol):
     labels: List[Label]  # the candidates, in order (none_label last, when there is one)
     length_normalize: bool
 
-    def requests(self, docs: Sequence[Doc]) -> Sequence[ScoreRequest]: ...
 
     @property
     def entity_labels(self) -> List[str]:
@@ -122,13 +137,12 @@ class ReviewsEntities(Task, Protocol):
 
 
 @runtime_checkable
-class GeneratesEntities(Task, Protocol):
+class GeneratesEntities(Task[GenerationRequest, GenerationResult], Protocol):
     """Generates its entities as an answer (one GenerationRequest per doc); trained on its
     own rendering of the reference doc's entities."""
 
     labels: List[Label]
 
-    def requests(self, docs: Sequence[Doc]) -> Sequence[GenerationRequest]: ...
 
     @property
     def entity_labels(self) -> List[str]:
@@ -139,11 +153,10 @@ class GeneratesEntities(Task, Protocol):
 
 
 @runtime_checkable
-class GeneratesAnswer(Task, Protocol):
+class GeneratesAnswer(Task[GenerationRequest, GenerationResult], Protocol):
     """Generates an answer (one GenerationRequest per doc) that the reference doc holds in
     ``doc._.<answer_attr>``."""
 
-    def requests(self, docs: Sequence[Doc]) -> Sequence[GenerationRequest]: ...
 
     @property
     def answer_attr(self) -> str:

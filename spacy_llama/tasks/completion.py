@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Type
 
 from spacy.tokens import Doc
 
 from ..errors import Errors, TemplateError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter
+from .base import ChatSetting, GeneratesAnswer, PromptedTask, PromptFormatter
 from .extensions import install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, check_one_template
@@ -115,3 +115,7 @@ def completion_task_v1(
         completion_attr=completion_attr,
         logprobs_attr=logprobs_attr,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _completion_task_generates_answer: Type[GeneratesAnswer] = CompletionTask

@@ -9,7 +9,19 @@ are only removed with ``delete_none`` (when ``none_label`` wins): never silently
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Type,
+)
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
@@ -18,7 +30,14 @@ from spacy.training import Example as SpacyExample
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    PromptedTask,
+    PromptFormatter,
+    ReviewsEntities,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
@@ -359,3 +378,8 @@ def entity_review_task_v2(
         on_overflow=on_overflow, label_attr=label_attr, scores_attr=scores_attr,
         calibrate=calibrate, content_free=content_free,
     )  # fmt: skip
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _entity_review_task_reviews_entities: Type[ReviewsEntities] = EntityReviewTask
+    _entity_review_task_takes_labels_from_data: Type[TakesLabelsFromData] = EntityReviewTask

@@ -12,7 +12,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+)
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
@@ -22,7 +33,14 @@ from spacy.util import filter_spans
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    GeneratesEntities,
+    PromptedTask,
+    PromptFormatter,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .confidence import SCORE_ATTR, AnswerScorer, CharRange, decoder_of, install_score, set_score
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
@@ -293,3 +311,8 @@ def ner_task_v1(
         unaligned_attr=unaligned_attr,
         on_overflow=on_overflow,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _n_e_r_task_generates_entities: Type[GeneratesEntities] = NERTask
+    _n_e_r_task_takes_labels_from_data: Type[TakesLabelsFromData] = NERTask

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Type
 
 from spacy.tokens import Doc
 
 from ..errors import Errors
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter
+from .base import ChatSetting, GeneratesAnswer, PromptedTask, PromptFormatter
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, load_template
@@ -115,3 +115,7 @@ def summary_task_v1(
         on_overflow=on_overflow,
         summary_attr=summary_attr,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _summary_task_generates_answer: Type[GeneratesAnswer] = SummaryTask

@@ -16,7 +16,7 @@ calibration.py). v1 and v2 are kept exactly as released.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc
@@ -25,7 +25,14 @@ from spacy.training import Example as SpacyExample
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    PromptedTask,
+    PromptFormatter,
+    ScoresLabels,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .calibration import (
     check_label_score,
     check_prior_weight,
@@ -443,3 +450,12 @@ def _v2_settings(
         threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
         on_overflow=on_overflow,
     )  # fmt: skip
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _text_cat_task_scores_labels: Type[ScoresLabels] = TextCatTask
+    _text_cat_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatTask
+    _text_cat_v2_task_scores_labels: Type[ScoresLabels] = TextCatV2Task
+    _text_cat_v2_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatV2Task
+    _text_cat_v3_task_scores_labels: Type[ScoresLabels] = TextCatV3Task
+    _text_cat_v3_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatV3Task
