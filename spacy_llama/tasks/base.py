@@ -107,6 +107,7 @@ class ScoresLabels(Task[ScoreRequest, ScoreResult], Protocol):
     exclusive: bool
     length_normalize: bool  # a candidate's value: the mean of its token log-probs, else the sum
     prior_weight: float  # the share of the probes' mean value subtracted from a doc's
+    threshold: float  # a multi-label doc has a label whose probability reaches it
 
 
     def gold_candidates(self, reference: Doc) -> List[int]:

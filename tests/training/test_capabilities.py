@@ -131,6 +131,7 @@ class TwoWayTask(EchoTask):
     exclusive = True
     length_normalize = True
     prior_weight = 1.0
+    threshold = 0.5
 
     def gold_candidates(self, reference: Doc) -> List[int]:
         return [0]
