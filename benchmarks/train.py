@@ -145,7 +145,6 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from spacy_llama.generation.scoring import Scorer
-    from spacy_llama.training.losses import gold_indices
 
     nlp = build(args, adapter=False)
     pipe = nlp.get_pipe("llama")
@@ -200,7 +199,7 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
         ]
         loss = torch.zeros(())
         for d, eg in enumerate(batch):
-            for q, gold in enumerate(gold_indices(task, eg.reference)):
+            for q, gold in enumerate(task.gold_candidates(eg.reference)):
                 v = values[n_probes + d * per + q]
                 v = v - priors[q] if priors[q] is not None else v
                 loss = loss + torch.nn.functional.cross_entropy(v[None], torch.tensor([gold]))

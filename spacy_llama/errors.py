@@ -482,8 +482,9 @@ class Errors(metaclass=ErrorsWithCodes):
     E502 = ("Component '{name}': adapters cannot be trained with quantize = {quantize!r} "
             "(int8 projections have no gradients). Remove `quantize` or the adapter block.")
     E503 = ("Component '{name}': the task {task} cannot be trained (no loss for it); "
-            "trainable tasks are TextCat (v1, v2), EntityReview, NER, Completion and Summary. "
-            "Remove "
+            "trainable tasks are TextCat (v1, v2), EntityReview, NER, Completion and Summary, "
+            "and a custom task that implements one of spacy_llama.tasks.base's ScoresLabels, "
+            "ReviewsEntities, GeneratesEntities or GeneratesAnswer. Remove "
             "[components.{name}.adapter] or use one of those tasks.")
     E504 = ("Component '{name}': [components.{name}.adapter] target_modules {targets} match "
             "no module of the model {source} (its projections: {known}). Use names such as "
@@ -562,6 +563,18 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- task capabilities and request layout (tasks/base.py, tasks/layout.py): E960-E964 ---
+    E960 = ("{task}: {n} results for its {m} requests. Results answer requests one for one, "
+            "in request order: a task's assign (or a loss) must get the results of the "
+            "requests its own requests() built for the same docs.")
+    E961 = ("{task}: a request asks (doc_index, question) = {asked}, outside the {n_docs} "
+            "docs of the batch or asked twice. A task stamps each request with the index of "
+            "its doc in the batch given to requests() and a question unique within that doc "
+            "(tasks/layout.py's ask); calibration probes have doc_index None.")
+    E962 = ("Component '{name}': the task {task} implements several training capabilities "
+            "({capabilities}), so which loss trains it is ambiguous. A trainable task "
+            "implements exactly one of spacy_llama.tasks.base's ScoresLabels, "
+            "ReviewsEntities, GeneratesEntities and GeneratesAnswer.")
     # --- quantized weights and memory (GGUF.v2, quantize, dtype auto): E900-E939 ---
     E900 = ("Not enough memory for {source}: its weights need about {need} as {setting}, "
             "and {free} is available. Settings that would fit: {fits}.")
@@ -746,6 +759,11 @@ class TemplateError(SpacyLlamaError, ValueError):
 class FewShotError(SpacyLlamaError, ValueError):
     """Few-shot examples, labels or another task setting are malformed; the message names
     the file, example or setting."""
+
+
+class TaskLayoutError(SpacyLlamaError, RuntimeError):
+    """A task's requests and results do not line up (a bug in a custom task): the message
+    names the task and the rule (tasks/layout.py)."""
 
 
 class SchemaError(SpacyLlamaError, ValueError):

@@ -34,11 +34,9 @@ from .errors import BackendError, Errors, FewShotError, PromptTooLongError, Trai
 from .generation.config import GenerationConfig, generation_config
 from .models.base import LanguageModel
 from .models.default import package_requirements
-from .tasks.base import Task
+from .tasks.base import TakesLabelsFromData, Task, needs_labels
 from .tasks.completion import SUMMARY_TEMPLATE
 from .tasks.extensions import task_assigns
-from .training.data_labels import labels_from_data, needs_labels
-from .training.entity_gold import is_entity_task
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .types import AnyResult, GenerationRequest
 
@@ -287,10 +285,10 @@ class LlamaPipe(Pipe):
                     Errors.E532.format(name=self.name, task=type(self.task).__name__)
                 )
             return
-        from .training.gold import check_examples
+        from .training.capabilities import check_examples, labels_from_data
 
-        if needs_labels(self.task):
-            self.task.set_labels(labels_from_data(self.name, self.task, get_examples()))  # type: ignore[attr-defined]
+        if needs_labels(self.task) and isinstance(self.task, TakesLabelsFromData):
+            self.task.set_labels(labels_from_data(self.name, self.task, get_examples()))
             self.task.initialize(self._formatter, sample=self._sample)
         check_examples(self.name, self.task, get_examples())
 
@@ -313,10 +311,10 @@ class LlamaPipe(Pipe):
         if self.adapter is None:
             return losses
         losses.setdefault(self.name, 0.0)
-        from .training.gold import check_gold_cats
+        from .training.capabilities import check_batch
 
         examples = list(examples)
-        check_gold_cats(self.name, self.task, examples)  # NaN or 7 must not train silently
+        check_batch(self.name, self.task, examples)  # NaN or 7 must not train silently
         value, loss = self.get_loss(examples)
         if loss is not None:
             loss.backward()  # accumulates in .grad until finish_update
@@ -331,17 +329,15 @@ class LlamaPipe(Pipe):
         teacher-forced forward pass."""
         if self.adapter is None:
             return 0.0, None
-        from .training.entity_losses import entity_task_loss
-        from .training.losses import task_loss
+        from .training.capabilities import task_loss  # the loss of the task's capability
 
-        # losses.py cannot dispatch to entity_losses (which imports it): an import cycle
-        loss_fn = entity_task_loss if is_entity_task(self.task) else task_loss
         peft = self.adapter.peft
         peft.train()
         try:
             # micro-batches of the component's batch_size rows, as in prediction
-            loss, _ = loss_fn(
-                self.task, self.adapter.model, peft, examples, batch_size=self.batch_size
+            loss, _ = task_loss(
+                self.task, self.adapter.model, peft, examples, batch_size=self.batch_size,
+                name=self.name,
             )
         finally:
             peft.eval()
@@ -480,7 +476,9 @@ def _placeholder(get_examples: Callable[[], Iterable[Any]]) -> bool:
 
 
 def _example(task: Task) -> List[str]:
-    return ["PERSON", "ORG"] if is_entity_task(task) else ["sport", "politics"]
+    from .training.capabilities import example_labels
+
+    return example_labels(task)
 
 
 def _takes_task(scorer: Callable[..., Any]) -> bool:

@@ -30,8 +30,8 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import TokenLogprobRequest, TokenLogprobResult
 from .base import PromptFormatter, doc_label
-from .examples import write_task
 from .extensions import check_names, install_extensions
+from .saved import write_task
 
 
 class SurprisalTask:
@@ -76,8 +76,9 @@ class SurprisalTask:
                 window=self.window,
                 stride=self.stride,
                 prefix_ids=list(self._prefix),
+                doc_index=k,
             )
-            for doc in docs
+            for k, doc in enumerate(docs)
         ]
 
     def assign(self, docs: Sequence[Doc], results: Sequence[TokenLogprobResult]) -> None:
