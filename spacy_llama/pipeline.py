@@ -34,7 +34,7 @@ from .errors import BackendError, Errors, FewShotError, PromptTooLongError, Trai
 from .generation.config import GenerationConfig, generation_config
 from .models.base import LanguageModel
 from .models.default import package_requirements
-from .tasks.base import TakesLabelsFromData, Task, needs_labels
+from .tasks.base import NamesLabels, TakesLabelsFromData, Task, needs_labels
 from .tasks.completion import SUMMARY_TEMPLATE
 from .tasks.extensions import task_assigns
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
@@ -221,10 +221,7 @@ class LlamaPipe(Pipe):
         """The labels the task can assign (spaCy writes them to meta.json): TextCat's
         categories, NER's and EntityReview's entity labels, REL's relations; () for the
         others."""
-        names = getattr(self.task, "entity_labels", None)
-        if names is None:
-            names = [x.name for x in getattr(self.task, "labels", None) or ()]
-        return tuple(names)
+        return tuple(self.task.label_names) if isinstance(self.task, NamesLabels) else ()
 
     @property
     def extensions(self) -> List[str]:

@@ -17,7 +17,8 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
 from ..errors import Errors, GoldError, Warnings
-from ..tasks.base import ScoresLabels, Task
+from ..pipeline import LlamaPipe
+from ..tasks.base import Evaluates, ScoresLabels, Task
 from .reader import BadLine, read_lines
 
 
@@ -112,10 +113,9 @@ def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[st
     examples = [Example(p, g) for p, g in zip(predicted, gold)]
     scores: Dict[str, Any] = {"n_docs": len(examples)}
     for name, proc in nlp.pipeline:
-        task = getattr(proc, "task", None)
-        score = getattr(task, "score", None)
-        if score is not None:
-            scores.update(score(examples))
+        task = proc.task if isinstance(proc, LlamaPipe) else None
+        if isinstance(task, Evaluates):
+            scores.update(task.score(examples))
         missing = never_predicted_labels(task, examples)
         if missing and isinstance(task, ScoresLabels):
             scores.setdefault("llama_never_predicted", {})[name] = missing

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import (
     Any,
+    Dict,
     Iterable,
     List,
     Literal,
@@ -165,6 +166,25 @@ class GeneratesAnswer(Task[GenerationRequest, GenerationResult], Protocol):
 
     def gold_answer(self, reference: Doc) -> str:
         """What the model should write for ``reference`` (the training target)."""
+
+
+@runtime_checkable
+class Evaluates(Protocol):
+    """A task that measures its own annotations against gold ones, as spaCy components do
+    (``score(examples)`` -> a dict of metrics; what ``LlamaPipe.score`` and ``evaluate``
+    report)."""
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]: ...
+
+
+@runtime_checkable
+class NamesLabels(Protocol):
+    """A task with a set of labels it can assign: TextCat's categories, NER's and
+    EntityReview's entity labels, REL's relations (the component's ``labels``, which spaCy
+    writes to meta.json)."""
+
+    @property
+    def label_names(self) -> List[str]: ...
 
 
 @runtime_checkable

@@ -108,6 +108,10 @@ class EntityReviewTask(DataLabels, PromptedTask):
         return out + (["doc.ents"] if self.relabel or self.delete_none else [])
 
     @property
+    def label_names(self) -> List[str]:
+        return self.entity_labels
+
+    @property
     def entity_labels(self) -> List[str]:
         """The labels an entity can end up with (not the "none of these" answer)."""
         return [x.name for x in self.labels if x.name != self.none_label]

@@ -150,6 +150,10 @@ class NERTask(DataLabels, PromptedTask):
     plain_answer_prefix = "\n"
 
     @property
+    def label_names(self) -> List[str]:
+        return self.entity_labels
+
+    @property
     def entity_labels(self) -> List[str]:
         return [x.name for x in self.labels]
 

@@ -94,6 +94,10 @@ class RELTask(PromptedTask):
     def extensions(self) -> List[str]:
         return [self.relations_attr, FINISH_ATTR]
 
+    @property
+    def label_names(self) -> List[str]:
+        return [x.name for x in self.labels]
+
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
         self._request(sample)  # a bad template fails when the pipeline is built
