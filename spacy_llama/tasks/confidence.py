@@ -48,16 +48,22 @@ def token_ranges(decode: Decode, ids: Sequence[int]) -> List[CharRange]:
 
 
 def range_probability(
-    tokens: Sequence[CharRange], logprobs: Sequence[float], ranges: Sequence[CharRange]
+    tokens: Sequence[CharRange],
+    logprobs: Sequence[Optional[float]],
+    ranges: Sequence[CharRange],
 ) -> Optional[float]:
     """``exp`` of the summed log-probabilities of the tokens overlapping any of ``ranges``;
-    None when no token does."""
+    None when no token does, or when one of them was not chosen by the model (an answer
+    closed at its budget has unscored closing tokens, None or NaN: the span was cut, and
+    its confidence is unknown rather than that of the part the model wrote)."""
     picked = [
         lp
         for (a, b), lp in zip(tokens, logprobs)
         if any(a < end and start < b for start, end in ranges if end > start)
     ]
-    return math.exp(sum(picked)) if picked else None
+    if not picked or any(lp is None or math.isnan(lp) for lp in picked):
+        return None
+    return math.exp(sum(lp for lp in picked if lp is not None))
 
 
 class AnswerScorer:

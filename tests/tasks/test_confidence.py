@@ -47,6 +47,13 @@ def test_token_ranges_and_range_probability_by_hand() -> None:
     assert range_probability(ranges, lps, [(0, 9)]) == pytest.approx(math.exp(-0.6))
     assert range_probability(ranges, lps, [(10, 20)]) == pytest.approx(math.exp(-3.5))
     assert range_probability(ranges, lps, [(9, 9)]) is None  # an empty range: no token
+    # an answer closed at its budget: its closing tokens were not chosen by the model (None
+    # in a result, NaN inside the engine); a span they touch has no confidence, the others
+    # keep theirs
+    for unscored in (None, float("nan")):
+        closed = lps[:5] + [unscored, unscored]
+        assert range_probability(ranges, closed, [(10, 20)]) is None
+        assert range_probability(ranges, closed, [(0, 9)]) == pytest.approx(math.exp(-0.6))
 
 
 def test_token_ranges_clamp_a_prefix_that_decodes_longer() -> None:
@@ -92,6 +99,28 @@ def test_ner_v2_scores_only_the_label_and_text_values(tiny_hf, monkeypatch, tabl
     doc = nlp("Acme opened an office in Oslo.")
     got = {s.text: s._.llama_score for s in doc.spans["llama_ner"]}
     assert got == {"Acme": pytest.approx(math.exp(-0.3)), "Oslo": pytest.approx(math.exp(-1.3))}
+
+
+def test_ner_v2_span_cut_by_the_budget_has_no_score(tiny_hf, monkeypatch, table_decode) -> None:
+    """An answer closed at its budget (finish "length", closing tokens unscored): the span
+    whose text the closing tokens finished gets None, the span the model wrote its score."""
+    nlp = structured_nlp(
+        tiny_hf,
+        {"@llama_tasks": "spacy-llama.NER.v2", "labels": ["COMPANY", "CITY"], "merge": "spans"},
+        max_new_tokens=64,
+    )
+    result, table = table_answer(
+        [('{"entities": [{"label": "', -3.0), ("COMPANY", -0.1), ('", "text": "', -3.0),
+         ("Acme", -0.2), ('"}, {"label": "', -3.0), ("CITY", -0.4), ('", "text": "', -3.0),
+         ("Os", -0.9), ("lo", None), ('"}]}', None)]
+    )  # fmt: skip
+    result.finish_reason = "length"
+    result.closed = True
+    table_decode.append(table)
+    answer_with(monkeypatch, result)
+    doc = nlp("Acme opened an office in Oslo.")
+    got = {s.text: s._.llama_score for s in doc.spans["llama_ner"]}
+    assert got == {"Acme": pytest.approx(math.exp(-0.3)), "Oslo": None}
 
 
 def test_extract_scores_each_copied_string(tiny_hf, monkeypatch, table_decode) -> None:
