@@ -19,6 +19,7 @@ from .stats import EngineStats
 class Backend(Protocol):
     stop_ids: List[int]  # the model's and the config's: they end an answer (and key the cache)
     batch_size: int  # requests decoded together (a server's own max_concurrency bounds it)
+    config: GenerationConfig  # the engine's, kept in step by ``Engine.config``
 
     @property
     def answers_scoring(self) -> bool:

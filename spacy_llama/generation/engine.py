@@ -65,7 +65,7 @@ class Engine:
         quantize: Optional[str] = None,
     ) -> None:
         self.model = model
-        self.config = config
+        self._config = config
         self.cache = cache
         self.stats = EngineStats()
         self.quantize = quantize  # "int8": quantized projections (changes the numbers)
@@ -99,6 +99,16 @@ class Engine:
     last_mask_seconds = OnBackend("last_mask_seconds")
     last_mask_steps = OnBackend("last_mask_steps")
     last_forced_tokens = OnBackend("last_forced_tokens")
+
+    @property
+    def config(self) -> GenerationConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: GenerationConfig) -> None:
+        """A new config reaches the backend too (callers swap it for a warm-up or a sweep)."""
+        self._config = config
+        self.backend.config = config
 
     # -- public ----------------------------------------------------------------
     def run_all(self, requests: Sequence[AnyRequest]) -> List[AnyResult]:

@@ -112,3 +112,15 @@ def test_quantize_on_a_served_model_names_the_setting(tiny_hf) -> None:
     with pytest.raises(ValueError, match=r"\[E402\].*quantize = \"int8\""):
         Engine(served, GenerationConfig(), quantize="int8")  # type: ignore[arg-type]
     assert "model" not in served.read
+
+
+def test_a_config_swapped_on_the_engine_reaches_its_backend(tiny_hf) -> None:
+    """Callers swap ``engine.config`` (a warm-up, a sweep): the backend decodes with the new
+    one, so an answer never has more tokens than the config the engine reports."""
+    engine = Engine(hf_model_v1(path=str(tiny_hf), device="cpu"), GenerationConfig())
+    long = engine.run([GenerationRequest("The capital of France is")])[0]
+    engine.config = GenerationConfig(max_new_tokens=2)
+    assert engine.backend.config is engine.config
+    short = engine.run([GenerationRequest("The capital of France is")])[0]
+    assert len(long.token_ids) > 2 and len(short.token_ids) == 2
+    assert short.token_ids == long.token_ids[:2]  # greedy: the same start
