@@ -23,6 +23,9 @@ class Constraint:
 
     kind: ConstraintKind
     spec: str
+    # JSON schemas: the most tokens one free string value may hold (0: no cap); the engine
+    # closes a string that reaches it (``grammar.RowGrammar.cap_string``)
+    max_string_tokens: int = 0
 
 
 class Prompt(str):

@@ -354,6 +354,7 @@ class Engine:
             return
         compiled = self.grammar(constraint)
         seq.grammar = compiled.start()
+        seq.grammar.string_cap = constraint.max_string_tokens
         seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
         closing = minimal_tokens(compiled)
         if closing is not None and len(closing) <= seq.budget:

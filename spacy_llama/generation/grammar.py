@@ -169,9 +169,30 @@ class GrammarVocab:
         import numpy as np
 
         self.byte_array = np.asarray(self.byte_values, dtype=np.int64)
+        # tokens that begin with a quote: the ones that end a JSON string (max_string_tokens)
+        self.quote_first = torch.tensor([b[:1] == b'"' for b in token_bytes], dtype=torch.bool)
+        # tokens that end on half a UTF-8 character or a backslash: a quote cannot follow
+        self.open_end = torch.tensor([_open_end(b) for b in token_bytes], dtype=torch.bool)
 
     def tokenize(self, data: bytes) -> List[int]:
         return list(self.tokenizer.tokenize_bytes(data))
+
+
+def _open_end(data: bytes) -> bool:
+    """``data`` ends on an unfinished UTF-8 character or an odd run of backslashes."""
+    slashes = len(data) - len(data.rstrip(b"\\"))
+    if slashes % 2:
+        return True
+    for k in range(1, min(4, len(data)) + 1):
+        b = data[-k]
+        if b & 0xC0 != 0x80:  # the last lead (or ASCII) byte: does its sequence fit?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4
+            return need > k
+    return False  # only continuation bytes: unknown, allowed
+
+
+# a capped string's last tokens may not end on half a character (UTF-8 takes up to 4 bytes)
+OPEN_SLACK = 3
 
 
 class RowGrammar:
@@ -182,12 +203,68 @@ class RowGrammar:
         self.kind = kind
         self.vocab = vocab
         self.alternatives: Sequence[str] = ()  # the closed sets' members, as JSON text
+        self.string_cap = 0  # max_string_tokens (0: off), see cap_string
+        self._last: Optional[int] = None  # the last token accepted one by one
+        self._in_string = False  # the output so far ends inside a string
+        self._run = 0  # tokens holding bytes of that string
+        self._escape = False  # that string ends on an unpaired backslash
+        self._free = False  # that string is free (capped)
 
     def copy(self) -> RowGrammar:
         """An independent copy at the same position (for a search; this one is unchanged)."""
         out = RowGrammar(self.matcher.deep_copy(), self.kind, self.vocab)
         out.alternatives = self.alternatives
         return out
+
+    def cap_string(self, ok: torch.Tensor) -> None:
+        """``max_string_tokens``: limit ``ok`` (this step's allowed ids, changed in place)
+        to the tokens that close the string being written once it holds ``string_cap``
+        tokens. Called once per masked step, before the step's token is chosen.
+
+        The last accepted token's bytes are run through a small JSON lexer (in a string or
+        not, a pending backslash), so the row knows where strings open and close, ``", "``
+        closing one and opening the next in one token included. A string is free (capped)
+        once a step inside it allows most of the vocabulary: an unbounded or ``maxLength``
+        string; keys, ``enum`` values (a doc's substrings) and numbers allow few tokens and
+        are never cut. The tokens counted are those holding at least one of the string's
+        bytes. In its last ``OPEN_SLACK + 1`` tokens a string may not end on half a
+        character or a pending backslash, so that a quote can close it at the cap; when
+        none is allowed even so (a ``minLength`` or ``pattern`` not met yet) the string
+        goes on until one is."""
+        vocab = self.vocab
+        assert vocab is not None
+        last = vocab.token_bytes[self._last] if self._last is not None else b""
+        self._last = None
+        inside, escape, run, free = self._in_string, self._escape, self._run, self._free
+        counted = False
+        for b in last:
+            if not inside:
+                if b == 0x22:  # an opening quote
+                    inside, escape, run, free, counted = True, False, 0, False, False
+                continue
+            if escape:
+                escape = False
+            elif b == 0x5C:
+                escape = True
+            elif b == 0x22:  # the closing quote
+                inside = False
+                continue
+            if not counted:
+                run, counted = run + 1, True
+        if inside and not free:
+            free = int(ok.sum()) * 2 > ok.numel()
+        self._in_string, self._escape, self._run, self._free = inside, escape, run, free
+        if not (inside and free):
+            return
+        cap = self.string_cap
+        if run >= cap and not escape:
+            keep = ok & vocab.quote_first[: ok.numel()]
+        elif run >= cap - 1 - OPEN_SLACK:
+            keep = ok & ~vocab.open_end[: ok.numel()]
+        else:
+            return
+        if bool(keep.any()):
+            ok.copy_(keep)
 
     def forced_tokens(self) -> List[int]:
         """Tokens the grammar forces next (llguidance's fast-forward tokens)."""
@@ -223,6 +300,8 @@ class RowGrammar:
 
     def accept_all(self, tokens: Sequence[int]) -> bool:
         """Advance by every token of ``tokens``; False if one is forbidden."""
+        # a whole value (alternatives.py) or a closing: no string is left open after it
+        self._last, self._in_string, self._run, self._free = None, False, 0, False
         return bool(self.matcher.consume_tokens([int(t) for t in tokens])) if tokens else True
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
@@ -234,6 +313,7 @@ class RowGrammar:
 
     def accept(self, token: int) -> bool:
         """Advance by ``token``; False (and the matcher in its error state) if forbidden."""
+        self._last = int(token)
         return bool(self.matcher.consume_token(int(token)))
 
     @property
@@ -399,7 +479,11 @@ def mask_logits(
     (-inf elsewhere), as a new tensor; other rows are untouched (the same values)."""
     mask = bitmask(len(rows), max(n_vocab, logits.shape[-1]))
     fill_rows(grammars, mask)
-    ok = allowed(mask, logits.shape[-1]).to(logits.device)
+    ok = allowed(mask, logits.shape[-1])
+    for k, g in enumerate(grammars):
+        if g.string_cap:
+            g.cap_string(ok[k])
+    ok = ok.to(logits.device)
     none = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     if len(rows) == logits.shape[0]:  # every row constrained: one pass, no copy first
         return torch.where(ok, logits, none)

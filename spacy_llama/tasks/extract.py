@@ -33,6 +33,7 @@ from .structured import (
     FINISH_ATTR,
     align_strings,
     candidate_substrings,
+    check_max_string_tokens,
     confidences,
     json_constraint,
     read_answer,
@@ -54,8 +55,10 @@ class ExtractTask(PromptedTask):
         chat: ChatSetting,
         system: Optional[str],
         on_overflow: Overflow,
+        max_string_tokens: int = 0,
     ) -> None:
         self.template = template
+        self.max_string_tokens = max_string_tokens  # 0: free strings are not capped
         self.schema = schema
         self.span_fields = span_fields
         self.spans_key = spans_key
@@ -98,7 +101,7 @@ class ExtractTask(PromptedTask):
         # stays the same for every doc, so the engine computes its prefix once.
         user = self.template.render_doc(doc, schema=self._schema_text, span_fields=self.span_fields)
         req = self.formatter.format(user, chat=self.chat, system=self.system)
-        req.constraint = json_constraint(self.schema_for(doc))
+        req.constraint = json_constraint(self.schema_for(doc), self.max_string_tokens)
         return req
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
@@ -186,8 +189,12 @@ def extract_task_v1(
     chat: ChatSetting = True,
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
+    max_string_tokens: Optional[int] = None,
 ) -> ExtractTask:
-    """Structured extraction: a JSON object per doc, span fields copied from the text."""
+    """Structured extraction: a JSON object per doc, span fields copied from the text.
+    ``max_string_tokens``: the most tokens one free string value (a string field that is
+    not a span field and has no ``enum``) may hold; the engine closes a string that reaches
+    it. None (the default): no cap beyond the schema's own ``maxLength``."""
     check_names(data_attr=data_attr)
     if not spans_key:
         raise FewShotError(Errors.E318)
@@ -204,4 +211,5 @@ def extract_task_v1(
         chat=chat,
         system=system,
         on_overflow=on_overflow,
+        max_string_tokens=check_max_string_tokens(NAME, max_string_tokens),
     )
