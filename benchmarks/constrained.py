@@ -34,6 +34,7 @@ Issue 22 (structured output that always completes) adds two checks:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -290,16 +291,28 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
         ("JSON enum", GenerationConfig(max_new_tokens=48, json_schema=schema)),
         ("choices", GenerationConfig(max_new_tokens=16, choices=list(cands))),
     ]
+    # calibration (Extract.v1's calibrate): TextCat.v2's own content-free prompts as probes
+    # (its requests for one doc: one probe per content-free text, then the doc's own)
+    probe_prompts = [r.prompt for r in textcat(True).get_pipe("llama").task.requests(
+        [nlp0.make_doc(gold[0].text)])][:-1]  # fmt: skip
     original = stopping.Stepper._decisions
-    for (kind, cfg), whole in [(r, w) for r in runs for w in (True, False)]:
-        if kind not in kinds:
+    variants = [(r, w, pmi) for r in runs for w in (True, False) for pmi in (False, True)]
+    for (kind, cfg), whole, pmi in variants:
+        if kind not in kinds or (pmi and not whole):
             continue
-        name = f"{kind}, {'whole values' if whole else 'token by token'}"
+        name = f"{kind}, {'whole values' if whole else 'token by token'}" + (", PMI" if pmi else "")
         if not whole:
             stopping.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
+        constraint = cfg.constraint
+        if pmi:
+            assert constraint is not None
+            constraint = dataclasses.replace(
+                constraint, probes=tuple((p, constraint.spec) for p in probe_prompts)
+            )
         try:
             engine = Engine(pipe.model, cfg, batch_size=32)
-            reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens)
+            reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens,
+                                      constraint=constraint if pmi else None)
                     for r in prompts]  # fmt: skip
             start = time.perf_counter()
             out = engine.run(reqs)

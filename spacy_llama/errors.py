@@ -733,6 +733,10 @@ class Errors(metaclass=ErrorsWithCodes):
     E653 = ("The server at {url} cannot be asked to cap string values by tokens "
             "(max_string_tokens={value}): it only takes the schema. Remove max_string_tokens, "
             "or put maxLength in the schema's string fields.")
+    E654 = ("{task}: calibrate = true needs at least one content-free text (content_free, "
+            "e.g. [\"N/A\", \"\", \"[MASK]\"]), got {got!r}; every entry must be a string.")
+    E655 = ("{task}: prior_weight = {value!r} is outside [0, 1]: it is the share of the "
+            "content-free log-probability subtracted from each enum value's (1: PMI).")
 # fmt: on
 
 

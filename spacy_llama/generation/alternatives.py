@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..types import Constraint, GenerationRequest
 from .grammar import RowGrammar
 
 MAX_ALLOWED = 2048  # more tokens allowed than this: not a closed set (free text)
@@ -115,3 +116,49 @@ def record(
         "alternatives": list(decision.texts),
         "probs": normalised(sums),
     }
+
+
+# -- calibration ------------------------------------------------------------------------------
+# Per closed set (its members' texts), each member's weighted content-free log-probability.
+Priors = Dict[Tuple[str, ...], Dict[str, float]]
+
+
+def priors_from(probe_choices: Sequence[Sequence[Dict[str, Any]]], weight: float) -> Priors:
+    """The calibration of closed-set decisions from content-free probes: per closed set,
+    ``weight`` times each member's mean log-probability over the probes' decisions of that
+    set (``record``'s probabilities: a log-softmax, the same shift for every member, so the
+    argmax and the draw are those of PMI on the summed log-probabilities)."""
+    found: Dict[Tuple[str, ...], List[List[float]]] = {}
+    for choices in probe_choices:
+        for c in choices:
+            probs = [max(float(p), 1e-300) for p in c["probs"]]
+            found.setdefault(tuple(c["alternatives"]), []).append([math.log(p) for p in probs])
+    out: Priors = {}
+    for texts, rows in found.items():
+        means = [sum(col) / len(rows) for col in zip(*rows)]
+        out[texts] = {t: weight * m for t, m in zip(texts, means)}
+    return out
+
+
+def calibrated(sums: Sequence[float], texts: Sequence[str], priors: Priors) -> List[float]:
+    """``sums`` less each member's prior (the probes' decision of the same set, else of a
+    set holding every one of ``texts``); unchanged where no probe made such a decision."""
+    prior = priors.get(tuple(texts))
+    if prior is None:
+        prior = next((p for p in priors.values() if all(t in p for t in texts)), None)
+    if prior is None:
+        return list(sums)
+    return [s - prior[t] for s, t in zip(sums, texts)]
+
+
+def probe_requests(constraint: Constraint, add_special_tokens: bool) -> List[GenerationRequest]:
+    """The content-free probes of ``constraint``, as requests (not calibrated themselves)."""
+    return [
+        GenerationRequest(
+            prompt,
+            add_special_tokens=add_special_tokens,
+            label="content-free probe",
+            constraint=Constraint(constraint.kind, spec, constraint.max_string_tokens),
+        )
+        for prompt, spec in constraint.probes
+    ]

@@ -25,6 +25,7 @@ from ..types import (
     ScoreRequest,
     TokenLogprobRequest,
 )
+from .alternatives import Priors, priors_from, probe_requests
 from .answers import check_answer
 from .closing import minimal_tokens
 from .config import GenerationConfig
@@ -89,6 +90,7 @@ class Engine:
         self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
         self.last_mask_steps = 0
         self.last_forced_tokens = 0  # forced tokens verified in one pass (fast-forward)
+        self._priors: Dict[Any, Priors] = {}  # content-free probes' priors, per calibration
         # an invalid schema or regex fails when the pipeline is built, not at the first doc
         if config.constraint is not None:
             if self.remote:
@@ -288,6 +290,7 @@ class Engine:
             )
             return
         cfg = self.config
+        self._calibrate(requests, todo)
         seqs = [
             SequenceState(
                 index=i,
@@ -355,10 +358,22 @@ class Engine:
         compiled = self.grammar(constraint)
         seq.grammar = compiled.start()
         seq.grammar.string_cap = constraint.max_string_tokens
+        seq.priors = self._priors.get((constraint.probes, constraint.prior_weight), {})
         seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
         closing = minimal_tokens(compiled)
         if closing is not None and len(closing) <= seq.budget:
             seq.checkpoint = (0, closing)
+
+    def _calibrate(self, requests: Sequence[GenerationRequest], todo: Sequence[int]) -> None:
+        """Decode the content-free probes of every constraint that asks for calibration,
+        once per engine, before its rows (``alternatives.priors_from``)."""
+        for i in todo:
+            c = self.constraint(requests[i])
+            if c is not None and c.probes and (c.probes, c.prior_weight) not in self._priors:
+                out = self.run(probe_requests(c, requests[i].add_special_tokens))
+                self._priors[(c.probes, c.prior_weight)] = priors_from(
+                    [r.choices for r in out], c.prior_weight
+                )
 
     def weights_changed(self) -> None:
         """The model's weights were replaced (merged adapters): build the fused decoder and

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import Errors
 from ..types import GenerationResult
-from .alternatives import Decision, choose, open_alternatives
+from .alternatives import Decision, Priors, calibrated, choose, open_alternatives
 from .alternatives import record as choice_record
 from .closing import closing_tokens
 from .config import GenerationConfig
@@ -46,6 +46,7 @@ class SequenceState:
     checkpoint: Optional[Tuple[int, List[int]]] = None
     closed: bool = False  # cut by the budget and closed onto its shortest completion
     choices: List[Dict[str, Any]] = field(default_factory=list)  # alternatives.py's decisions
+    priors: Priors = field(default_factory=dict)  # alternatives.py's calibration
 
     def result(self, decode: Callable[[List[int]], str]) -> GenerationResult:
         return GenerationResult(
@@ -150,6 +151,7 @@ class Stepper:
             float(first[toks[0]]) + sum(lps)
             for toks, lps in zip(decision.scored, later)
         ]
+        sums = calibrated(sums, decision.texts, seq.priors)
         generator = None if self.config.greedy else seq.generator
         i = choose(sums, temperature=self.config.temperature, generator=generator)
         tokens = decision.rests[i]

@@ -111,6 +111,20 @@ def check_max_string_tokens(task: str, value: Optional[int]) -> int:
     return value
 
 
+def check_calibration(
+    task: str, calibrate: bool, content_free: Any, prior_weight: Any
+) -> Tuple[List[str], float]:
+    """The content-free texts (as a list) and the prior weight of an enum calibration."""
+    texts = [content_free] if isinstance(content_free, str) else list(content_free or [])
+    if (calibrate and not texts) or not all(isinstance(t, str) for t in texts):
+        raise SchemaError(Errors.E654.format(task=task, got=content_free))
+    if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)) or not (
+        0.0 <= prior_weight <= 1.0
+    ):
+        raise SchemaError(Errors.E655.format(task=task, value=prior_weight))
+    return texts, float(prior_weight)
+
+
 def json_constraint(schema: Dict[str, Any], max_string_tokens: int = 0) -> Constraint:
     """``max_string_tokens``: the most tokens one free string value may hold (0: no cap;
     ``grammar.RowGrammar.cap_string``), honoured by the local engine."""
