@@ -48,9 +48,6 @@ def open_alternatives(
     vocab = row.vocab
     if not row.alternatives or vocab is None or row.forced_bytes():
         return None
-    allowed = row.allowed_tokens()
-    if len(allowed) > MAX_ALLOWED or len(allowed) < 2:
-        return None
     longest = max(len(t.encode("utf-8")) for t in row.alternatives)
     tail = b"".join(vocab.token_bytes[t] for t in emitted[-longest:])
     texts: List[str] = []
@@ -71,6 +68,11 @@ def open_alternatives(
                 written.append(len(member[:k].decode("utf-8", errors="replace")))
                 break
     if len(texts) < 2:
+        return None
+    # the grammar's mask last: most positions (inside a free string, at a key) have already
+    # failed the cheap check above, and a mask costs as much as the rest
+    allowed = row.allowed_tokens()
+    if len(allowed) > MAX_ALLOWED or len(allowed) < 2:
         return None
     for t in allowed:  # closed: every allowed token begins one of the rests
         piece = vocab.token_bytes[int(t)]

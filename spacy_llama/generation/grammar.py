@@ -164,6 +164,7 @@ class GrammarVocab:
             if len(b) == 1 and b[0] not in byte_tokens:
                 byte_tokens[b[0]] = i
         self.byte_tokens = byte_tokens  # byte value -> a token that is exactly that byte
+        self._tokenized: Dict[bytes, Tuple[int, ...]] = {}  # tokenize's cache (enum values)
         self.byte_values = sorted(byte_tokens)
         self.byte_ids = [byte_tokens[b] for b in self.byte_values]
         import numpy as np
@@ -175,7 +176,12 @@ class GrammarVocab:
         self.open_end = torch.tensor([_open_end(b) for b in token_bytes], dtype=torch.bool)
 
     def tokenize(self, data: bytes) -> List[int]:
-        return list(self.tokenizer.tokenize_bytes(data))
+        hit = self._tokenized.get(data)
+        if hit is None:
+            if len(self._tokenized) >= 65536:
+                self._tokenized.clear()
+            hit = self._tokenized[data] = tuple(self.tokenizer.tokenize_bytes(data))
+        return list(hit)
 
 
 def _open_end(data: bytes) -> bool:
@@ -209,12 +215,62 @@ class RowGrammar:
         self._run = 0  # tokens holding bytes of that string
         self._escape = False  # that string ends on an unpaired backslash
         self._free = False  # that string is free (capped)
+        # The output's skeleton (closing.py's cache key): its bytes less the characters of
+        # value strings and of the string being written; one entry per accepted token, so
+        # rollback restores it. Kept for JSON schemas only.
+        self._skeleton: List[Tuple[bytes, int, int, int, bytes]] = [(b"", 0, -1, -1, b"")]
+        self.closings: Optional[Dict[bytes, List[int]]] = None  # shared per compiled grammar
 
     def copy(self) -> RowGrammar:
-        """An independent copy at the same position (for a search; this one is unchanged)."""
+        """An independent copy at the same position (for a search; this one is unchanged).
+        The copy keeps no skeleton (searches key nothing by it)."""
         out = RowGrammar(self.matcher.deep_copy(), self.kind, self.vocab)
         out.alternatives = self.alternatives
         return out
+
+    @property
+    def skeleton(self) -> Optional[bytes]:
+        """What the shortest closing from here depends on, for a JSON output: the bytes so
+        far with the characters of every value string (and of the one being written)
+        left out, keys kept. None where it is not tracked (other kinds, copies)."""
+        if self.closings is None:
+            return None
+        return self._skeleton[-1][0]
+
+    def _track(self, tokens: Sequence[int]) -> None:
+        vocab = self.vocab
+        if self.closings is None or vocab is None:
+            return
+        for t in tokens:
+            # state: skeleton, 0 outside a string / 1 inside / 2 after a backslash, where the
+            # last closed string's characters start and end in it (-1: none pending), the
+            # open string's characters
+            skel, mode, start, end, text = self._skeleton[-1]
+            out = bytearray(skel)
+            chars = bytearray(text)
+            for b in vocab.token_bytes[int(t)]:
+                if mode == 2:
+                    mode = 1
+                    chars.append(b)
+                elif mode == 1:
+                    if b == 0x22:
+                        mode, start, end = 0, len(out), len(out) + len(chars)
+                        out += chars
+                        out.append(b)
+                        chars.clear()
+                    else:
+                        mode = 2 if b == 0x5C else 1
+                        chars.append(b)
+                elif b in b" \t\r\n":
+                    out.append(b)
+                else:
+                    if start >= 0 and b != 0x3A:  # not a key: its characters go
+                        del out[start:end]
+                    start = end = -1
+                    out.append(b)
+                    if b == 0x22:
+                        mode = 1
+            self._skeleton.append((bytes(out), mode, start, end, bytes(chars)))
 
     def cap_string(self, ok: torch.Tensor) -> None:
         """``max_string_tokens``: limit ``ok`` (this step's allowed ids, changed in place)
@@ -302,6 +358,7 @@ class RowGrammar:
         """Advance by every token of ``tokens``; False if one is forbidden."""
         # a whole value (alternatives.py) or a closing: no string is left open after it
         self._last, self._in_string, self._run, self._free = None, False, 0, False
+        self._track(tokens)
         return bool(self.matcher.consume_tokens([int(t) for t in tokens])) if tokens else True
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
@@ -314,6 +371,7 @@ class RowGrammar:
     def accept(self, token: int) -> bool:
         """Advance by ``token``; False (and the matcher in its error state) if forbidden."""
         self._last = int(token)
+        self._track((token,))
         return bool(self.matcher.consume_token(int(token)))
 
     @property
@@ -337,6 +395,8 @@ class RowGrammar:
         """Undo the last ``n`` accepted tokens."""
         if n:
             self.matcher.rollback(int(n))
+            if self.closings is not None:
+                del self._skeleton[max(1, len(self._skeleton) - int(n)) :]
 
 
 class CompiledGrammar:
@@ -354,10 +414,15 @@ class CompiledGrammar:
         self.vocab = vocab
         self.alternatives = tuple(alternatives)
         self.minimal: Optional[Tuple[Optional[List[int]]]] = None  # closing.minimal_tokens
+        # closing.closing_tokens' cache: the closing found from each skeleton (a hint, always
+        # checked before use); shared by every row of this grammar
+        self.closings: Dict[bytes, List[int]] = {}
 
     def start(self) -> RowGrammar:
         row = RowGrammar(self._pristine.deep_copy(), self.kind, self.vocab)
         row.alternatives = self.alternatives
+        if self.kind == "json_schema":
+            row.closings = self.closings
         return row
 
 
