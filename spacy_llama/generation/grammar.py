@@ -498,9 +498,22 @@ def compiler_for(tokenizer: Any, n_vocab: int, stop_ids: Sequence[int]) -> Gramm
 
 
 def model_vocab_size(model: Any, tokenizer: Any) -> int:
-    """Rows of the output layer (the logits' width): may exceed the tokenizer's tokens."""
+    """Rows of the output layer (the logits' width): may exceed the tokenizer's tokens.
+    ``len(tokenizer)`` is read once per tokenizer and count of added tokens: a fast
+    tokenizer builds its whole vocabulary for it (~50 ms, at every constrained request)."""
     rows = getattr(getattr(model, "config", None), "vocab_size", None)
-    return max(int(rows or 0), len(tokenizer))
+    added = len(getattr(tokenizer, "added_tokens_encoder", ()) or ())
+    try:
+        known = _TOKENIZER_SIZES.get(tokenizer)
+    except TypeError:  # not weakly referenceable
+        return max(int(rows or 0), len(tokenizer))
+    if known is None or known[0] != added:
+        known = (added, len(tokenizer))
+        _TOKENIZER_SIZES[tokenizer] = known
+    return max(int(rows or 0), known[1])
+
+
+_TOKENIZER_SIZES: weakref.WeakKeyDictionary[Any, Tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 # -- masks on logits -------------------------------------------------------------------------
