@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -107,9 +107,7 @@ def normalised(sums: Sequence[float]) -> List[float]:
     return [w / total for w in weights]
 
 
-def record(
-    decision: Decision, chosen: int, sums: Sequence[float], start: int
-) -> Dict[str, Any]:
+def record(decision: Decision, chosen: int, sums: Sequence[float], start: int) -> Dict[str, Any]:
     """What ``GenerationResult.choices`` keeps of a decision (``start``: the character
     offset in the output where the chosen member's text starts)."""
     return {
@@ -164,3 +162,102 @@ def probe_requests(constraint: Constraint, add_special_tokens: bool) -> List[Gen
         )
         for prompt, spec in constraint.probes
     ]
+
+
+# -- scoring every decision of a step together ---------------------------------------------
+SCRATCH_BYTES = 256 * 2**20  # the most keys and values one batched pass copies
+
+
+class StepScorer:
+    """The continuous batcher's scorer of closed sets (``continuous.py``): each deciding
+    row's keys and values are copied once per alternative into a scratch cache, and every
+    alternative's tokens after its first run from there; the chosen one's keys are copied
+    back, so the row goes on as if it had decoded them. ``prepare`` (called by the stepper
+    with every decision of a step) scores all the step's rows in as few passes as
+    ``SCRATCH_BYTES`` allows, not one pass per row: a pass reads every weight once, as a
+    whole decode step does. ``extra[k]`` gets how many more tokens row ``k`` has cached."""
+
+    def __init__(
+        self,
+        fast: Any,
+        cache: Any,
+        slot_of: Callable[[int], int],
+        length_of: Callable[[int], int],
+        extra: Dict[int, int],
+    ) -> None:
+        self.fast, self.cache = fast, cache
+        self.slot_of, self.length_of, self.extra = slot_of, length_of, extra
+        # per deciding row: the later tokens' log-probabilities, and each alternative's new
+        # keys and values (the scratch cache itself goes with its pass)
+        self._ready: Dict[int, Tuple[List[List[float]], Any, Any]] = {}
+
+    def prepare(self, decisions: Dict[int, Decision]) -> None:
+        fast = self.fast
+        per_position = 2 * fast.n_layers * fast.n_kv * fast.head_dim * _element_size(fast)
+        group: List[Tuple[int, Decision]] = []
+        size = 0
+        for k, decision in decisions.items():
+            width = max(len(sc) - 1 for sc in decision.scored)
+            if not width:
+                self._ready[k] = ([[] for _ in decision.scored], None, None)
+                continue
+            need = len(decision.scored) * (self.length_of(k) + width) * per_position
+            if group and size + need > SCRATCH_BYTES:
+                self._score(group)
+                group, size = [], 0
+            group.append((k, decision))
+            size += need
+        if group:
+            self._score(group)
+
+    def _score(self, group: Sequence[Tuple[int, Decision]]) -> None:
+        fast, cache = self.fast, self.cache
+        feeds = [(k, sc[:-1]) for k, d in group for sc in d.scored]
+        width = max(len(f) for _, f in feeds)
+        starts = {k: self.length_of(k) for k, _ in group}
+        scratch = fast.new_cache(len(feeds), max(starts.values()) + width)
+        ids = torch.zeros((len(feeds), width), dtype=torch.long)
+        row = 0
+        firsts: Dict[int, int] = {}
+        for k, decision in group:
+            slot, start, n = self.slot_of(k), starts[k], len(decision.scored)
+            firsts[k] = row
+            scratch.k[:, row : row + n, :, :start] = cache.k[:, slot : slot + 1, :, :start]
+            scratch.v[:, row : row + n, :, :start] = cache.v[:, slot : slot + 1, :, :start]
+            for i, sc in enumerate(decision.scored):
+                ids[row + i, : len(sc) - 1] = torch.tensor(sc[:-1], dtype=torch.long)
+            row += n
+        lengths = torch.tensor([starts[k] for k, _ in feeds], dtype=torch.long)
+        logits = fast.verify(ids.to(fast.device), lengths, scratch)
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        for k, decision in group:
+            r0, n, start = firsts[k], len(decision.scored), starts[k]
+            later = [
+                [float(lp[r0 + i, j, sc[j + 1]]) for j in range(len(sc) - 1)]
+                for i, sc in enumerate(decision.scored)
+            ]
+            keys = scratch.k[:, r0 : r0 + n, :, start : start + width].clone()
+            values = scratch.v[:, r0 : r0 + n, :, start : start + width].clone()
+            self._ready[k] = (later, keys, values)
+
+    def __call__(
+        self, k: int, decision: Decision
+    ) -> Tuple[List[List[float]], Callable[[int], None]]:
+        if k not in self._ready:
+            self.prepare({k: decision})
+        later, keys, values = self._ready.pop(k)
+        slot, start = self.slot_of(k), self.length_of(k)
+        cache, extra = self.cache, self.extra
+
+        def keep(i: int) -> None:
+            m = len(decision.rests[i]) - 1  # the last one is fed at the next step
+            if m and keys is not None:
+                cache.k[:, slot, :, start : start + m] = keys[:, i, :, :m]
+                cache.v[:, slot, :, start : start + m] = values[:, i, :, :m]
+            extra[k] = m
+
+        return later, keep
+
+
+def _element_size(fast: Any) -> int:
+    return int(torch.empty((), dtype=fast.dtype).element_size())

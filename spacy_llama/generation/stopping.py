@@ -104,6 +104,9 @@ class Stepper:
         cfg = self.config
         raw = logits.float()
         decisions = self._decisions(seqs) if decide is not None else {}
+        prepare = getattr(decide, "prepare", None)
+        if decisions and prepare is not None:  # every row's decision in shared passes
+            prepare(decisions)
         rest = [k for k in range(len(seqs)) if k not in decisions]
         done = [False] * len(seqs)
         if rest:
