@@ -18,6 +18,7 @@ stop token after a member the grammar could end on but also continue).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -215,7 +216,7 @@ class StepScorer:
         feeds = [(k, sc[:-1]) for k, d in group for sc in d.scored]
         width = max(len(f) for _, f in feeds)
         starts = {k: self.length_of(k) for k, _ in group}
-        scratch = fast.new_cache(len(feeds), max(starts.values()) + width)
+        scratch = _scratch(cache, len(feeds), max(starts.values()) + width)
         ids = torch.zeros((len(feeds), width), dtype=torch.long)
         row = 0
         firsts: Dict[int, int] = {}
@@ -224,6 +225,8 @@ class StepScorer:
             firsts[k] = row
             scratch.k[:, row : row + n, :, :start] = cache.k[:, slot : slot + 1, :, :start]
             scratch.v[:, row : row + n, :, :start] = cache.v[:, slot : slot + 1, :, :start]
+            scratch.k[:, row : row + n, :, start:] = 0  # never read, but never NaN garbage
+            scratch.v[:, row : row + n, :, start:] = 0
             for i, sc in enumerate(decision.scored):
                 ids[row + i, : len(sc) - 1] = torch.tensor(sc[:-1], dtype=torch.long)
             row += n
@@ -257,6 +260,17 @@ class StepScorer:
             extra[k] = m
 
         return later, keep
+
+
+def _scratch(cache: Any, rows: int, capacity: int) -> Any:
+    """A cache like ``cache`` of ``rows`` slots, left uninitialised (the caller fills every
+    position): zero-filling a fresh one costs as much as the pass it serves."""
+    out = copy.copy(cache)
+    shape = (cache.k.shape[0], rows, cache.k.shape[2], capacity, cache.k.shape[4])
+    out.k = torch.empty(shape, dtype=cache.k.dtype, device=cache.k.device)
+    out.v = torch.empty(shape, dtype=cache.v.dtype, device=cache.v.device)
+    out.capacity = capacity
+    return out
 
 
 def _element_size(fast: Any) -> int:
