@@ -47,7 +47,9 @@ def open_alternatives(
 ) -> Optional[Decision]:
     """The closed set of whole values the grammar offers at ``row``'s position, or None."""
     vocab = row.vocab
-    if not row.alternatives or vocab is None or row.forced_bytes():
+    # Forced whole tokens go first (one pass, as drafts); forced bytes that no token is
+    # forced for (the leading space of " business", " sport") are part of the decision.
+    if not row.alternatives or vocab is None or (row.forced_bytes() and row.forced_tokens()):
         return None
     longest = max(len(t.encode("utf-8")) for t in row.alternatives)
     tail = b"".join(vocab.token_bytes[t] for t in emitted[-longest:])
