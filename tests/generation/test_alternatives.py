@@ -199,3 +199,20 @@ def test_every_decision_of_a_step_is_scored_in_one_pass(model, monkeypatch):
     for a, b in zip(one, together):
         assert a.text == b.text
         assert a.choices[0]["probs"] == pytest.approx(b.choices[0]["probs"], abs=1e-4)
+
+
+def test_choices_sharing_a_forced_first_byte_are_decided_as_wholes(model):
+    """TextCat.v2's candidates all start with a space: the grammar forces that byte, but no
+    token for it alone, so the decision is taken there, not token by token."""
+    spaced = [" London", " Paris", " the United Kingdom"]
+    cfg = GenerationConfig(choices=spaced, max_new_tokens=16)
+    for prompt, res in zip(
+        PROMPTS, Engine(model, cfg).run([GenerationRequest(p) for p in PROMPTS])
+    ):
+        [decision] = res.choices
+        sums = brute_force(
+            model, model.encode(prompt), [model.encode(c, add_special_tokens=False) for c in spaced]
+        )
+        probs = torch.softmax(torch.tensor(sums, dtype=torch.float64), dim=0)
+        assert decision["probs"] == pytest.approx(probs.tolist(), abs=1e-4)
+        assert res.text == spaced[int(torch.argmax(probs))]
