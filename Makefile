@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-# For the tests only: llama.cpp's OpenAI-compatible server (tests/test_server.py). The registry
+# For the tests only: llama.cpp's OpenAI-compatible server (tests/models/test_server.py). The registry
 # has only its source (~20-25 min to build on 2 cores); a prebuilt wheel is used when
 # SHARED_WHEELS has one. scripts/check_llama_cpp.py checks it with a real completion.
 LLAMA_CPP ?= llama-cpp-python[server]==0.3.36

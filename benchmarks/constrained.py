@@ -241,7 +241,7 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
     import spacy
     from spacy.tokens import DocBin
 
-    from spacy_llama.generation import stopping
+    from spacy_llama.generation import decode_step
     from spacy_llama.generation.config import GenerationConfig
     from spacy_llama.generation.engine import Engine
     from spacy_llama.types import GenerationRequest
@@ -303,14 +303,14 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
     # (its requests for one doc: one probe per content-free text, then the doc's own)
     probe_prompts = [r.prompt for r in textcat(True).get_pipe("llama").task.requests(
         [nlp0.make_doc(gold[0].text)])][:-1]  # fmt: skip
-    original = stopping.Stepper._decisions
+    original = decode_step.Stepper._decisions
     variants = [(r, w, pmi) for r in runs for w in (True, False) for pmi in (False, True)]
     for (kind, cfg), whole, pmi in variants:
         if kind not in kinds or (pmi and not whole):
             continue
         name = f"{kind}, {'whole values' if whole else 'token by token'}" + (", PMI" if pmi else "")
         if not whole:
-            stopping.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
+            decode_step.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
         constraint = cfg.constraint
         if pmi:
             assert constraint is not None
@@ -326,7 +326,7 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
             out = engine.run(reqs)
             seconds = time.perf_counter() - start
         finally:
-            stopping.Stepper._decisions = original  # type: ignore[method-assign]
+            decode_step.Stepper._decisions = original  # type: ignore[method-assign]
         if kind == "choices":
             pred = [by_cand.get(r.text, "") for r in out]
             ok = 100.0 * sum(r.text in by_cand for r in out) / len(out)

@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lm = pipe.model
     scorer = Scorer(lm, batch_size=args.batch_size, fast=pipe.engine.fast)
     scorer_hf = Scorer(lm, batch_size=args.batch_size)
-    prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]
+    prepared = [scorer.prepare(i, r) for i, r in enumerate(requests)]
     rows = [(p.prefix, c, f) for p in prepared for c, f in zip(p.conts, p.first)]
     tokens = sum(len(p) + len(c) for p, c, _ in rows)
     pad = lm.pad_token_id

@@ -85,7 +85,7 @@ def row_tokens(pipe: Any, batch: List[Any]) -> int:
 
     scorer = Scorer(pipe.model, batch_size=1)
     prepared = [
-        scorer._prepare(i, r)
+        scorer.prepare(i, r)
         for i, r in enumerate(pipe.task.requests([eg.predicted for eg in batch]))
     ]
     return sum(len(p.prefix) + len(c) for p in prepared for c in p.conts)
@@ -145,7 +145,6 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from spacy_llama.generation.scoring import Scorer
-    from spacy_llama.training.losses import gold_indices
 
     nlp = build(args, adapter=False)
     pipe = nlp.get_pipe("llama")
@@ -169,7 +168,7 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
     for k, batch in enumerate(batches(egs, args.batch, args.steps)):
         t0 = time.perf_counter()
         requests = task.requests([eg.predicted for eg in batch])
-        prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]
+        prepared = [scorer.prepare(i, r) for i, r in enumerate(requests)]
         rows = [
             (p.prefix + c, len(p.prefix) + f) for p in prepared for c, f in zip(p.conts, p.first)
         ]
@@ -200,7 +199,7 @@ def child_plain(args: argparse.Namespace) -> Dict[str, Any]:
         ]
         loss = torch.zeros(())
         for d, eg in enumerate(batch):
-            for q, gold in enumerate(gold_indices(task, eg.reference)):
+            for q, gold in enumerate(task.gold_candidates(eg.reference)):
                 v = values[n_probes + d * per + q]
                 v = v - priors[q] if priors[q] is not None else v
                 loss = loss + torch.nn.functional.cross_entropy(v[None], torch.tensor([gold]))

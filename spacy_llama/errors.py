@@ -97,7 +97,6 @@ class Errors(metaclass=ErrorsWithCodes):
     # -- evaluate (batch/evaluate.py) -----------------------------------------------------
     E040 = "Gold file {path!r} does not exist."
     E041 = "Gold file {path!r}: use .spacy or .jsonl."
-    E042 = "Record {index} of {path!r}: an entity is not on token boundaries."
     # -- the component (pipeline.py) ------------------------------------------------------
     E050 = ("Component '{name}': the task {task} scores text ({kinds}), which a server "
             "backend cannot do. Use a local model loader (spacy-llama.HF.v1, GGUF.v1, Meta.v1 "
@@ -150,7 +149,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "{output} was made with this config. Pass --overwrite to start again, or write "
             "to a new OUTPUT.")
     E089 = "the text could not be made into a Doc ({error}); fix or remove the document"
-    # -- fingerprints and config hashes (models/base.py, batch/prepare.py): E100-E119 -----
+    # -- fingerprints and config hashes (models/base.py, batch/identity.py): E100-E119 ----
     E100 = ("The files of the model {source} changed after it was loaded: {files}. Its "
             "fingerprint would describe files the loaded model does not hold, and cached "
             "answers of the old files would be mixed with new ones. Run again, so the model "
@@ -159,7 +158,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "contents in the run's config hash: {error}. Make the file readable, or fix "
             "`{setting}`.")
     # -- models, servers, conversion, evaluate, templates: E120-E299 ----------------------
-    # servers (models/server.py)
+    # servers (models/server/)
     E120 = "{method} {url} returned something that is not JSON: {raw}"
     E121 = "{method} {url} {kind}: {reason}"
     E122 = "{url} answered HTTP {code}: {detail}"
@@ -483,8 +482,9 @@ class Errors(metaclass=ErrorsWithCodes):
     E502 = ("Component '{name}': adapters cannot be trained with quantize = {quantize!r} "
             "(int8 projections have no gradients). Remove `quantize` or the adapter block.")
     E503 = ("Component '{name}': the task {task} cannot be trained (no loss for it); "
-            "trainable tasks are TextCat (v1, v2), EntityReview, NER, Completion and Summary. "
-            "Remove "
+            "trainable tasks are TextCat (v1, v2), EntityReview, NER, Completion and Summary, "
+            "and a custom task that implements one of spacy_llama.tasks.base's ScoresLabels, "
+            "ReviewsEntities, GeneratesEntities or GeneratesAnswer. Remove "
             "[components.{name}.adapter] or use one of those tasks.")
     E504 = ("Component '{name}': [components.{name}.adapter] target_modules {targets} match "
             "no module of the model {source} (its projections: {known}). Use names such as "
@@ -563,6 +563,18 @@ class Errors(metaclass=ErrorsWithCodes):
     E536 = ("Component '{name}' ({task}): no gold entity of the training data has one of "
             "the task's labels {labels} (the data's entity labels: {found}). Name the labels "
             "as the data does, or set labels = [] to take them from the data.")
+    # --- task capabilities and request layout (tasks/base.py, tasks/layout.py): E960-E964 ---
+    E960 = ("{task}: {n} results for its {m} requests. Results answer requests one for one, "
+            "in request order: a task's assign (or a loss) must get the results of the "
+            "requests its own requests() built for the same docs.")
+    E961 = ("{task}: a request asks (doc_index, question) = {asked}, outside the {n_docs} "
+            "docs of the batch or asked twice. A task stamps each request with the index of "
+            "its doc in the batch given to requests() and a question unique within that doc "
+            "(tasks/layout.py's ask); calibration probes have doc_index None.")
+    E962 = ("Component '{name}': the task {task} implements several training capabilities "
+            "({capabilities}), so which loss trains it is ambiguous. A trainable task "
+            "implements exactly one of spacy_llama.tasks.base's ScoresLabels, "
+            "ReviewsEntities, GeneratesEntities and GeneratesAnswer.")
     # --- quantized weights and memory (GGUF.v2, quantize, dtype auto): E900-E939 ---
     E900 = ("Not enough memory for {source}: its weights need about {need} as {setting}, "
             "and {free} is available. Settings that would fit: {fits}.")
@@ -737,6 +749,11 @@ class Errors(metaclass=ErrorsWithCodes):
             "e.g. [\"N/A\", \"\", \"[MASK]\"]), got {got!r}; every entry must be a string.")
     E655 = ("{task}: prior_weight = {value!r} is outside [0, 1]: it is the share of the "
             "content-free log-probability subtracted from each enum value's (1: PMI).")
+    # --- the engine's backend, chosen once (generation/backend.py): E965-E969 ---
+    E965 = ("The engine was given {kind} as its model, which neither holds weights here (a "
+            "LoadedModel, from spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) nor is "
+            "served (a model with a `complete` method, from spacy-llama.OpenAICompatible.v1). "
+            "Make the @llama_models function return one of them.")
 # fmt: on
 
 
@@ -753,7 +770,13 @@ class TemplateError(SpacyLlamaError, ValueError):
 
 
 class FewShotError(SpacyLlamaError, ValueError):
-    """Few-shot examples or labels are malformed; the message names the file and example."""
+    """Few-shot examples, labels or another task setting are malformed; the message names
+    the file, example or setting."""
+
+
+class TaskLayoutError(SpacyLlamaError, RuntimeError):
+    """A task's requests and results do not line up (a bug in a custom task): the message
+    names the task and the rule (tasks/layout.py)."""
 
 
 class SchemaError(SpacyLlamaError, ValueError):
@@ -816,3 +839,27 @@ class DistillError(SpacyLlamaError, ValueError):
 class CompatError(SpacyLlamaError, ValueError):
     """spacy-llm compatibility: a missing spacy-llm install, a prompt spacy-llm handed over
     that does not fit, or a spacy-llm config the translator cannot read."""
+
+
+# Classes for coded errors that used to be raised as bare builtins; each keeps that builtin
+# as a base, so ``except ValueError`` (TypeError, RuntimeError...) callers keep working.
+class BackendError(SpacyLlamaError, ValueError):
+    """The model's backend cannot do what the task needs (a server cannot score text); the
+    message names the component and a loader that can."""
+
+
+class NoWeightsError(SpacyLlamaError, NotImplementedError):
+    """Something asked a server-backed model for its weights (scoring needs logits)."""
+
+
+class RequestTypeError(SpacyLlamaError, TypeError):
+    """The engine was handed a request of a kind it does not answer."""
+
+
+class CandidateError(SpacyLlamaError, ValueError):
+    """A label's answer (candidate) cannot be scored: it is empty, has no tokens, or has
+    nothing to condition on; the message names the label."""
+
+
+class TaskStateError(SpacyLlamaError, RuntimeError):
+    """A task was used before the llama component set it up (``initialize``)."""

@@ -22,7 +22,6 @@ from typing import (
 
 import srsly
 from confection import Config, ConfigValidationError
-from pydantic import ValidationError
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import Pipe
@@ -31,21 +30,21 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from . import scorers  # noqa: F401  (registers spacy-llama.task_scorer.v1)
-from .errors import Errors, FewShotError, PromptTooLongError, TrainingError
-from .generation.config import GenerationConfig
-from .models.base import LoadedModel
+from .errors import BackendError, Errors, FewShotError, PromptTooLongError, TrainingError
+from .generation.config import GenerationConfig, generation_config
+from .models.base import LanguageModel
 from .models.default import package_requirements
-from .tasks.base import Task
+from .tasks.base import NamesLabels, TakesLabelsFromData, Task, needs_labels
 from .tasks.completion import SUMMARY_TEMPLATE
 from .tasks.extensions import task_assigns
-from .training.data_labels import labels_from_data, needs_labels
-from .training.entity_gold import is_entity_task
 from .training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .types import AnyResult, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinc.api import Optimizer
 
+    from .generation.response_cache import ResponseCache
+    from .generation.stats import EngineStats
     from .training.adapters import Adapter
 
 DEFAULT_TEMPLATE = SUMMARY_TEMPLATE  # tasks/completion.py: the instruction comes first
@@ -91,7 +90,7 @@ ASSIGNS = ["doc._.llama_completion", "doc._.llama_logprobs"]
 def make_llama(
     nlp: Language,
     name: str,
-    model: LoadedModel,
+    model: LanguageModel,
     task: Task,
     generation: Dict[str, Any],
     batch_size: int,
@@ -108,15 +107,7 @@ def make_llama(
     from .models.threads import configure_threads
 
     configure_threads()  # once per process: the cores it may use, or SPACY_LLAMA_THREADS
-    try:
-        gen = GenerationConfig(**generation)
-    except ValidationError as e:
-        errors = [
-            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
-        ]
-        raise ConfigValidationError(
-            config={"generation": generation}, errors=errors, title=f"Config error for '{name}'"
-        ) from None
+    gen = generation_config(generation, title=f"Config error for '{name}'")
     if batch_size < 1:
         raise ConfigValidationError(
             config={"batch_size": batch_size},
@@ -139,13 +130,19 @@ def make_llama(
     )
 
 
+# A Pipe, not a TrainablePipe: TrainablePipe's methods take ``self.model`` for a thinc Model
+# that owns the weights and is saved with the pipeline (to_disk, finish_update, use_params,
+# create_optimizer); here the weights come from the config and are never saved, and training
+# is a torch LoRA adapter, off without an ``adapter`` block. The contract spaCy's training
+# checks (spacy.ty.TrainableComponent and InitializableComponent: update, finish_update,
+# is_trainable, initialize; Language.use_params: use_params) is implemented below instead.
 class LlamaPipe(Pipe):
     def __init__(
         self,
         nlp: Language,
         name: str,
         *,
-        model: LoadedModel,
+        model: LanguageModel,
         task: Task,
         generation: GenerationConfig,
         batch_size: int = 32,
@@ -156,8 +153,7 @@ class LlamaPipe(Pipe):
         scorer: Optional[Callable[..., Dict[str, Any]]] = None,
         adapter: Optional[LoRASettings] = None,
     ) -> None:
-        from .generation.engine import Engine
-        from .generation.formatter import ModelPromptFormatter
+        from .generation.setup import build_engine
 
         self._pipe_metas = nlp._pipe_meta  # see ``name``: this component's own meta there
         self.adapter: Optional[Adapter] = None
@@ -171,7 +167,7 @@ class LlamaPipe(Pipe):
         self.task = task
         self.generation = generation
         self.batch_size = batch_size
-        self.engine = Engine(
+        self.engine, self._formatter = build_engine(
             model,
             generation,
             batch_size=batch_size,
@@ -183,7 +179,6 @@ class LlamaPipe(Pipe):
         self.cfg: Dict[str, Any] = {"batch_size": batch_size}
         _add_requirements(nlp, package_requirements(model))
         sample = nlp.make_doc("This is a short sample document about Paris.")
-        self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
         self._sample = sample
         if needs_labels(task):  # labels = []: from the training data, in initialize
             if self.adapter is None:
@@ -192,12 +187,14 @@ class LlamaPipe(Pipe):
                 )
         else:
             task.initialize(self._formatter, sample=sample)
-            if not self.engine.remote:  # a per-doc schema that can never fit: E650 now
+            # a per-doc schema that can never fit: E650 now, measured with the local grammar
+            # (a server runs its own and is checked as each request is sent)
+            if self.engine.answers_scoring:
                 self.engine.check_budget(
                     _sample_constraints(task, sample), where=f" of component '{name}'"
                 )
-        if self.engine.remote:
-            _check_remote_task(name, task, sample)
+        if not self.engine.answers_scoring:
+            _check_scoring_task(name, task, sample)
         # Pipe.score calls this, so `spacy evaluate` / nlp.evaluate score the task.
         self.scorer = scorer
 
@@ -224,10 +221,7 @@ class LlamaPipe(Pipe):
         """The labels the task can assign (spaCy writes them to meta.json): TextCat's
         categories, NER's and EntityReview's entity labels, REL's relations; () for the
         others."""
-        names = getattr(self.task, "entity_labels", None)
-        if names is None:
-            names = [x.name for x in getattr(self.task, "labels", None) or ()]
-        return tuple(names)
+        return tuple(self.task.label_names) if isinstance(self.task, NamesLabels) else ()
 
     @property
     def extensions(self) -> List[str]:
@@ -288,10 +282,10 @@ class LlamaPipe(Pipe):
                     Errors.E532.format(name=self.name, task=type(self.task).__name__)
                 )
             return
-        from .training.gold import check_examples
+        from .training.capabilities import check_examples, labels_from_data
 
-        if needs_labels(self.task):
-            self.task.set_labels(labels_from_data(self.name, self.task, get_examples()))  # type: ignore[attr-defined]
+        if needs_labels(self.task) and isinstance(self.task, TakesLabelsFromData):
+            self.task.set_labels(labels_from_data(self.name, self.task, get_examples()))
             self.task.initialize(self._formatter, sample=self._sample)
         check_examples(self.name, self.task, get_examples())
 
@@ -314,10 +308,10 @@ class LlamaPipe(Pipe):
         if self.adapter is None:
             return losses
         losses.setdefault(self.name, 0.0)
-        from .training.gold import check_gold_cats
+        from .training.capabilities import check_batch
 
         examples = list(examples)
-        check_gold_cats(self.name, self.task, examples)  # NaN or 7 must not train silently
+        check_batch(self.name, self.task, examples)  # NaN or 7 must not train silently
         value, loss = self.get_loss(examples)
         if loss is not None:
             loss.backward()  # accumulates in .grad until finish_update
@@ -332,16 +326,16 @@ class LlamaPipe(Pipe):
         teacher-forced forward pass."""
         if self.adapter is None:
             return 0.0, None
-        from .training.entity_losses import entity_task_loss
-        from .training.losses import task_loss
+        from .training.capabilities import task_loss  # the loss of the task's capability
 
-        # losses.py cannot dispatch to entity_losses (which imports it): an import cycle
-        loss_fn = entity_task_loss if is_entity_task(self.task) else task_loss
         peft = self.adapter.peft
         peft.train()
         try:
             # micro-batches of the component's batch_size rows, as in prediction
-            loss, _ = loss_fn(self.task, self.model, peft, examples, batch_size=self.batch_size)
+            loss, _ = task_loss(
+                self.task, self.adapter.model, peft, examples, batch_size=self.batch_size,
+                name=self.name,
+            )
         finally:
             peft.eval()
         return (float(loss.detach()) if loss is not None else 0.0), loss
@@ -435,6 +429,34 @@ class LlamaPipe(Pipe):
         if pending and not needs_labels(self.task):
             self.task.initialize(self._formatter, sample=self._sample)
 
+    # -- what a corpus run asks of the component (batch/: annotate, its Ray workers) -----
+    @property
+    def model_fingerprint(self) -> str:
+        """What identifies the weights that answer (a run's config hash covers it)."""
+        return self.engine.model.fingerprint
+
+    @property
+    def engine_stats(self) -> EngineStats:
+        """The engine's running counts: model calls, cache hits, tokens generated and
+        scored, answers repaired."""
+        return self.engine.stats
+
+    def use_run_cache(self, cache: Optional[ResponseCache]) -> None:
+        """A corpus run's response cache: ``cache``, unless the config gave this component
+        its own; ``None`` turns caching off, the config's cache too (``--no-cache``)."""
+        if cache is None:
+            self.engine.cache = None
+        elif self.engine.cache is None:
+            self.engine.cache = cache
+
+    def prompt_templates(self) -> Dict[str, str]:
+        """The text of each prompt template the task renders, by the task's setting name
+        (the package's defaults included, so an upgrade that changes one is seen)."""
+        from .tasks.prompt import PromptTemplate
+
+        items = vars(self.task).items()
+        return {attr: value.source for attr, value in items if isinstance(value, PromptTemplate)}
+
 
 def _add_requirements(nlp: Language, requirements: List[str]) -> None:
     """Into the pipeline's meta.json, which ``spacy package`` reads its requirements from."""
@@ -451,7 +473,9 @@ def _placeholder(get_examples: Callable[[], Iterable[Any]]) -> bool:
 
 
 def _example(task: Task) -> List[str]:
-    return ["PERSON", "ORG"] if is_entity_task(task) else ["sport", "politics"]
+    from .training.capabilities import example_labels
+
+    return example_labels(task)
 
 
 def _takes_task(scorer: Callable[..., Any]) -> bool:
@@ -501,13 +525,14 @@ def _sample_constraints(task: Task, sample: Doc) -> List[Any]:
     ]
 
 
-def _check_remote_task(name: str, task: Task, sample: Doc) -> None:
-    """A server completes text; scoring needs the weights. Say so now, not at batch one."""
+def _check_scoring_task(name: str, task: Task, sample: Doc) -> None:
+    """A backend without logits (a server) completes text; scoring needs the weights. Say
+    so now, not at batch one."""
     unsupported = {
         type(r).__name__ for r in task.requests([sample]) if not isinstance(r, GenerationRequest)
     }
     if unsupported:
-        raise ValueError(
+        raise BackendError(
             Errors.E050.format(
                 name=name, task=type(task).__name__, kinds=", ".join(sorted(unsupported))
             )

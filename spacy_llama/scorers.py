@@ -14,13 +14,14 @@ from typing import Any, Callable, Dict, Iterable, Optional
 from spacy.training import Example
 from spacy.util import registry
 
+from .tasks.base import Evaluates
+
 Scores = Dict[str, Any]
 
 
 def task_score(examples: Iterable[Example], *, task: Optional[Any] = None, **_: Any) -> Scores:
-    """The task's own scores of ``examples`` ({} for a task that does not score)."""
-    score = getattr(task, "score", None)
-    return score(examples) if callable(score) else {}
+    """The task's own scores of ``examples`` ({} for a task that does not evaluate itself)."""
+    return task.score(examples) if isinstance(task, Evaluates) else {}
 
 
 @registry.scorers("spacy-llama.task_scorer.v1")

@@ -62,6 +62,12 @@ class GenerationRequest:
     add_special_tokens: bool = True
     label: str = ""  # names the document in warnings and errors
     constraint: Optional[Constraint] = None
+    # What it asks (tasks/base.py's ``Asked``): which doc of the batch given to
+    # ``Task.requests`` (its index; None: a calibration probe, about no doc) and which of
+    # that doc's questions (a label, an entity; 0 when a doc has one). Tasks set them;
+    # results come back in request order, and the task's layout matches them to docs.
+    doc_index: Optional[int] = None
+    question: int = 0
 
 
 @dataclass
@@ -124,6 +130,12 @@ class ScoreRequest:
     candidates: List[str]
     add_special_tokens: bool = True
     label: str = ""
+    # What it asks (tasks/base.py's ``Asked``): which doc of the batch given to
+    # ``Task.requests`` (its index; None: a calibration probe, about no doc) and which of
+    # that doc's questions (a label, an entity; 0 when a doc has one). Tasks set them;
+    # results come back in request order, and the task's layout matches them to docs.
+    doc_index: Optional[int] = None
+    question: int = 0
 
 
 @dataclass
@@ -149,6 +161,12 @@ class TokenLogprobRequest:
     # Token ids put before the text as its context (Surprisal.v3's start token where the
     # tokenizer adds no BOS): never scored themselves, so the text's first token is.
     prefix_ids: List[int] = field(default_factory=list)
+    # What it asks (tasks/base.py's ``Asked``): which doc of the batch given to
+    # ``Task.requests`` (its index; None: a calibration probe, about no doc) and which of
+    # that doc's questions (a label, an entity; 0 when a doc has one). Tasks set them;
+    # results come back in request order, and the task's layout matches them to docs.
+    doc_index: Optional[int] = None
+    question: int = 0
 
 
 @dataclass

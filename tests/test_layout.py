@@ -4,8 +4,9 @@ through imports inside functions), and every exception class lives in ``errors.p
 from __future__ import annotations
 
 import ast
+import builtins
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spacy_llama"
 
@@ -107,7 +108,8 @@ def test_the_cycle_finder_sees_imports_inside_functions(tmp_path: Path) -> None:
 
 def test_exception_classes_live_in_the_catalogue() -> None:
     """One catalogue (as spaCy's errors.py): no module defines its own user-facing error."""
-    allowed = {("models/server.py", "ServerError")}  # an HTTP exchange's retry signal, internal
+    # an HTTP exchange's retry signal, internal
+    allowed = {("models/server/transport.py", "ServerError")}
     stray = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
@@ -121,3 +123,59 @@ def test_exception_classes_live_in_the_catalogue() -> None:
                 if (rel, node.name) not in allowed:
                     stray.append(f"{rel}:{node.name}")
     assert stray == []
+
+
+BUILTIN_EXCEPTIONS = {
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
+
+
+def builtin_raises_of_coded_messages(source: str) -> List[str]:
+    """``raise ValueError(Errors.E...)`` and the like: a coded message raised through a
+    builtin exception instead of one of the catalogue's classes (the CLI reports only
+    those as one line and an exit code)."""
+    found: List[Tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+            continue
+        func = node.exc.func
+        if not (isinstance(func, ast.Name) and func.id in BUILTIN_EXCEPTIONS):
+            continue
+        codes = [
+            f"{sub.value.id}.{sub.attr}"
+            for sub in ast.walk(node.exc)
+            if isinstance(sub, ast.Attribute)
+            and isinstance(sub.value, ast.Name)
+            and sub.value.id in ("Errors", "Warnings")
+        ]
+        if codes:
+            found.append((node.lineno, f"{node.lineno}: {func.id}({', '.join(codes)})"))
+    return [text for _, text in sorted(found)]
+
+
+def test_coded_errors_are_raised_through_the_catalogue_classes() -> None:
+    stray = [
+        f"{path.relative_to(PACKAGE).as_posix()}:{hit}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for hit in builtin_raises_of_coded_messages(path.read_text(encoding="utf-8"))
+    ]
+    assert stray == []
+
+
+def test_the_coded_raise_check_sees_builtins_and_passes_catalogue_classes() -> None:
+    source = (
+        "def f(x):\n"
+        "    if x:\n"
+        "        raise ValueError(Errors.E001.format(path=x)) from None\n"
+        "    raise RuntimeError(f'{Warnings.W001}')\n"
+        "def g():\n"
+        "    raise CorpusError(Errors.E001)\n"
+        "def h():\n"
+        "    raise ValueError('not coded')\n"
+    )
+    assert builtin_raises_of_coded_messages(source) == [
+        "3: ValueError(Errors.E001)",
+        "4: RuntimeError(Warnings.W001)",
+    ]

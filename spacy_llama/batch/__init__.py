@@ -2,7 +2,9 @@
 write every batch durably, and merge or evaluate outputs.
 
 Data flows top-down through the modules:
-``options`` -> ``reader`` -> ``selection`` -> ``prepare`` (the pipeline) -> ``local`` or
-``ray`` (the runners) -> ``records`` -> ``sinks`` / ``runinfo`` (the files, via ``files``).
-``merge`` and ``evaluate`` work on finished outputs and gold sets.
+``options`` -> ``reader`` -> ``selection`` -> the pipeline (``loading``, ``identity``,
+``batch_size``, ``failures``, ``run_stats``, ``workers``) -> ``lifecycle`` (the steps every
+run takes) -> ``local`` or ``ray`` (the runners) -> ``records`` -> ``sinks`` / ``runinfo``
+(the files, via ``files``). ``merge`` and ``evaluate`` work on finished outputs and gold
+sets.
 """

@@ -17,6 +17,8 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
 from ..errors import Errors, GoldError, Warnings
+from ..pipeline import LlamaPipe
+from ..tasks.base import Evaluates, ScoresLabels, Task
 from .reader import BadLine, read_lines
 
 
@@ -111,12 +113,11 @@ def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[st
     examples = [Example(p, g) for p, g in zip(predicted, gold)]
     scores: Dict[str, Any] = {"n_docs": len(examples)}
     for name, proc in nlp.pipeline:
-        task = getattr(proc, "task", None)
-        score = getattr(task, "score", None)
-        if score is not None:
-            scores.update(score(examples))
+        task = proc.task if isinstance(proc, LlamaPipe) else None
+        if isinstance(task, Evaluates):
+            scores.update(task.score(examples))
         missing = never_predicted_labels(task, examples)
-        if missing:
+        if missing and isinstance(task, ScoresLabels):
             scores.setdefault("llama_never_predicted", {})[name] = missing
             counts = Counter(x for ex in examples for x in _cats_predicted(ex.reference, task))
             warnings.warn(
@@ -130,20 +131,22 @@ def evaluate(nlp: Language, gold: List[Doc], *, batch_size: int = 32) -> Dict[st
     return scores
 
 
-def never_predicted_labels(task: Any, examples: List[Example]) -> List[str]:
-    """The labels of a text classifier that no predicted doc got (the argmax of an
-    exclusive task, or a score at or above the threshold of a multi-label one), where the
-    gold set has at least one doc of that label: a label that cannot be reached."""
-    labels = getattr(task, "label_names", None)
-    if not labels or not hasattr(task, "exclusive") or not examples:
+def never_predicted_labels(task: Optional[Task], examples: List[Example]) -> List[str]:
+    """The labels of a text classifier (a task that scores label candidates) that no
+    predicted doc got (the argmax of an exclusive task, or a score at or above the threshold
+    of a multi-label one), where the gold set has at least one doc of that label: a label
+    that cannot be reached."""
+    if not isinstance(task, ScoresLabels) or not task.labels or not examples:
         return []
+    labels = [x.name for x in task.labels]
     predicted = Counter(label for ex in examples for label in _cats_predicted(ex.predicted, task))
     gold = Counter(label for ex in examples for label in _cats_predicted(ex.reference, task))
     return [label for label in labels if predicted[label] == 0 and gold[label] > 0]
 
 
-def _cats_predicted(doc: Doc, task: Any) -> List[str]:
-    cats = {k: v for k, v in doc.cats.items() if k in task.label_names}
+def _cats_predicted(doc: Doc, task: ScoresLabels) -> List[str]:
+    names = {x.name for x in task.labels}
+    cats = {k: v for k, v in doc.cats.items() if k in names}
     if not cats:
         return []
     if task.exclusive:

@@ -6,7 +6,8 @@ documents through ``nlp.pipe``. Each batch is written and fsynced before the nex
 read, so a killed run loses at most the batch in flight, and ``resume`` skips every id
 already written. See :mod:`.sinks` and :mod:`.runinfo` for the files. Before the model is
 loaded, the output paths are checked (:mod:`.paths`: not the input, writable) and locked
-for the whole run (:mod:`.lock`: one writer per output); the Ray runner does the same.
+for the whole run (:mod:`.lock`: one writer per output). The steps of a run, shared with
+the Ray runner, are :mod:`.lifecycle`'s; this module is the local second pass.
 """
 
 from __future__ import annotations
@@ -14,108 +15,36 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.util import minibatch
-from spacy.vocab import Vocab
 
-from ..errors import AnnotateError, Errors
 from ..views import SAMPLE_DOCS, render, wrap_page
+from .batch_size import run_batch_size
+from .failures import record_doc
 from .files import write_atomic
-from .lock import locked
-from .options import AnnotateOptions
-from .paths import check_paths, io_errors, lock_targets
-from .prepare import (
-    config_identity,
-    identity_hash,
-    load_pipeline,
-    prepare_for_run,
-    record_doc,
-    run_batch_size,
-    set_cache,
+from .lifecycle import (
+    RunRecord,
+    claimed_outputs,
+    close_outputs,
+    count_outcome,
+    doc_outcome,
+    load_run_pipeline,
+    open_outputs,
+    pending_records,
+    ready_for_run,
+    write_batch,
 )
-from .reader import Record, input_files, parse_shard, read_corpus
-from .records import finished, format_doc, pipeline_extensions
-from .runinfo import RunInfo, run_info
-from .selection import selector_for, survey
-from .sinks import ERROR_KEY, STATS_KEY, Finished, Outputs
+from .options import AnnotateOptions
+from .reader import Record, input_files, parse_shard
+from .records import finished, format_doc
+from .selection import survey
+from .sinks import Outputs
 from .summary import Summary
 
 ZONE_DOCS = 2000  # docs per spaCy memory zone (with --n-process, workers restart per zone)
-
-
-def check_output(opts: AnnotateOptions) -> None:
-    """Output options that contradict each other."""
-    if opts.output.suffix not in (".jsonl", ".spacy"):
-        raise AnnotateError(Errors.E010.format(name=opts.output.name))
-    if opts.docbin is not None and opts.docbin.suffix != ".spacy":
-        raise AnnotateError(Errors.E011)
-    if opts.resume and opts.overwrite:
-        raise AnnotateError(Errors.E012)
-
-
-def check_existing(opts: AnnotateOptions) -> None:
-    """An existing output is only continued or replaced when asked to. Checked under the
-    lock: a run that finished just before we locked has written its output by then."""
-    exists = [p for p in (opts.output, opts.docbin) if p is not None and p.exists()]
-    if exists and not (opts.resume or opts.overwrite):
-        raise AnnotateError(Errors.E013.format(path=exists[0]))
-
-
-@contextmanager
-def claimed_outputs(opts: AnnotateOptions) -> Iterator[None]:
-    """Check the run's output paths (not the input, writable) and hold their locks for the
-    whole run, local or Ray; all before a model is loaded. The input must exist."""
-    check_output(opts)
-    check_paths(opts)
-    with locked(lock_targets(opts)):
-        check_existing(opts)
-        if opts.resume:  # the input it was started on, before any model is loaded
-            RunInfo(opts.output).check_input(input=opts.input, output=opts.output)
-        yield
-
-
-def open_outputs(opts: AnnotateOptions, vocab: Vocab) -> Outputs:
-    """The run's sinks (the same for a local and a Ray run, so either resumes the other)."""
-    with io_errors([opts.output]):
-        return Outputs(
-            opts.output,
-            docbin=opts.docbin,
-            resume=opts.resume,
-            vocab=vocab,
-            part_size=opts.part_size,
-        )
-
-
-def output_files(outputs: Outputs) -> List[Path]:
-    sinks = [outputs.jsonl.path if outputs.jsonl is not None else None]
-    sinks.append(outputs.docbin.folder if outputs.docbin is not None else None)
-    return [p for p in sinks if p is not None]
-
-
-def write_finished(outputs: Outputs, items: Sequence[Finished]) -> None:
-    """One durable write of a batch; a failing write (a full disk) becomes one message."""
-    with io_errors(output_files(outputs)):
-        outputs.write(items)
-
-
-def write_failed(outputs: Outputs, record: Dict[str, Any]) -> None:
-    with io_errors([outputs.failed.path]):
-        outputs.failed.write(record)
-
-
-def close_outputs(outputs: Outputs) -> None:
-    with io_errors(output_files(outputs)):
-        outputs.close()
-
-
-def write_info(info: RunInfo, record: Dict[str, Any]) -> None:
-    with io_errors([info.path]):
-        info.write(record)
 
 
 def annotate(opts: AnnotateOptions) -> Summary:
@@ -132,19 +61,13 @@ def annotate(opts: AnnotateOptions) -> Summary:
 def _annotate(
     opts: AnnotateOptions, shard: Optional[Tuple[int, int]], *, selected: int, start: float
 ) -> Summary:
-    nlp = load_pipeline(opts.config, overrides=opts.overrides, announce=not opts.quiet)
-    keys = config_identity(nlp)
-    run_hash = identity_hash(keys)
-    info = RunInfo(opts.output)
-    if opts.resume:
-        info.check(config_hash=run_hash, shard=opts.shard, output=opts.output, config_keys=keys)
-    write_info(info, run_info(opts, run_hash, finished=False, runner=None, config_keys=keys))
-    set_cache(nlp, path=opts.cache_path)
-    extensions = pipeline_extensions(nlp)
-    prepare_for_run(nlp, n_process=opts.n_process)
-    outputs = open_outputs(opts, nlp.vocab)
+    pipeline = load_run_pipeline(opts.config, overrides=opts.overrides, announce=not opts.quiet)
+    record = RunRecord(opts)
+    record.start(pipeline.config_hash, pipeline.config_keys)
+    ready_for_run(pipeline, cache=opts.cache_path, n_process=opts.n_process)
+    outputs = open_outputs(opts, pipeline.nlp.vocab)
     summary = Summary(failed_path=outputs.failed.path, load_seconds=time.perf_counter() - start)
-    run = LocalRun(opts, nlp, outputs, summary, extensions=extensions)
+    run = LocalRun(opts, pipeline.nlp, outputs, summary, extensions=pipeline.extensions)
     try:
         run.process(shard=shard, todo=selected - len(outputs.done))
     finally:
@@ -152,9 +75,7 @@ def _annotate(
         summary.seconds = time.perf_counter() - start
         if opts.html is not None:  # what was drawn, also when the run was interrupted
             write_atomic(opts.html, wrap_page(run.views).encode("utf8"))
-    done = run_info(opts, run_hash, finished=True, runner=None, config_keys=keys)
-    record = {**done, "summary": summary.to_json()}
-    write_info(info, record)
+    record.finish(summary)
     return summary
 
 
@@ -172,9 +93,7 @@ class LocalRun:
     def process(self, *, shard: Optional[Tuple[int, int]], todo: int) -> None:
         from tqdm import tqdm
 
-        selector = selector_for(self.opts, shard, failed=self.outputs.failed)
         batch_size = run_batch_size(self.nlp.config, self.opts.batch_size)
-        records = self._pending(selector(read_corpus(self.opts.input, vocab=self.nlp.vocab)))
         # disable=None: no bar when stderr is not a terminal (logs, CI), where its carriage
         # returns would interleave with --print's output
         bar = tqdm(
@@ -185,35 +104,30 @@ class LocalRun:
             dynamic_ncols=True,
         )
         began = time.perf_counter()
+        pending = pending_records(
+            self.opts, shard, self.outputs, self.summary, vocab=self.nlp.vocab
+        )
         try:
-            # Strings and lexemes of a zone's docs are freed when it closes: without zones
-            # the vocab grows with every new word of the corpus.
-            for chunk in minibatch(records, size=max(ZONE_DOCS, batch_size)):
-                with self.nlp.memory_zone():
-                    stream = self.nlp.pipe(
-                        self._docs(chunk),
-                        as_tuples=True,
-                        batch_size=batch_size,
-                        n_process=self.opts.n_process,
-                    )
-                    for batch in minibatch(stream, size=batch_size):
-                        self._write_batch(batch)
-                        bar.update(len(batch))
-                        secs = max(time.perf_counter() - began, 1e-9)
-                        bar.set_postfix_str(
-                            f"{self.summary.generated_tokens / secs:.1f} tok/s", refresh=False
+            with pending as records:
+                # Strings and lexemes of a zone's docs are freed when it closes: without
+                # zones the vocab grows with every new word of the corpus.
+                for chunk in minibatch(records, size=max(ZONE_DOCS, batch_size)):
+                    with self.nlp.memory_zone():
+                        stream = self.nlp.pipe(
+                            self._docs(chunk),
+                            as_tuples=True,
+                            batch_size=batch_size,
+                            n_process=self.opts.n_process,
                         )
+                        for batch in minibatch(stream, size=batch_size):
+                            self._write_batch(batch)
+                            bar.update(len(batch))
+                            secs = max(time.perf_counter() - began, 1e-9)
+                            bar.set_postfix_str(
+                                f"{self.summary.generated_tokens / secs:.1f} tok/s", refresh=False
+                            )
         finally:
             bar.close()
-            self.summary.failed += selector.bad
-
-    def _pending(self, records: Iterable[Record]) -> Iterator[Record]:
-        done: Set[str] = self.outputs.done
-        for rec in records:
-            if rec.id in done:
-                self.summary.skipped += 1
-            else:
-                yield rec
 
     def _docs(self, records: Iterable[Record]) -> Iterator[Tuple[Doc, Record]]:
         for rec in records:
@@ -224,8 +138,9 @@ class LocalRun:
         from tqdm import tqdm
 
         ok = [(doc, rec) for doc, rec in batch if not self._failed(doc, rec)]
-        write_finished(
+        write_batch(
             self.outputs,
+            self.summary,
             [
                 finished(
                     doc,
@@ -237,7 +152,6 @@ class LocalRun:
                 for doc, rec in ok
             ],
         )
-        self.summary.done += len(ok)
         if self.opts.html is not None:  # drawn now: a memory zone frees the docs' strings
             self.views += [render(doc) for doc, _ in ok[: SAMPLE_DOCS - len(self.views)]]
         if self.opts.print_docs:
@@ -246,11 +160,12 @@ class LocalRun:
                 tqdm.write(text + "\n", file=sys.stdout)
 
     def _failed(self, doc: Doc, rec: Record) -> bool:
-        self.summary.add_stats(doc.user_data.pop(STATS_KEY, None))
-        error = doc.user_data.pop(ERROR_KEY, None)
-        if error is None:
-            return False
-        self.summary.failed += 1
-        failed = {"id": rec.raw_id, "source": rec.source, "error": str(error)[:2000]}
-        write_failed(self.outputs, failed)
-        return True
+        stats, error = doc_outcome(doc)
+        return count_outcome(
+            self.outputs,
+            self.summary,
+            raw_id=rec.raw_id,
+            source=rec.source,
+            stats=stats,
+            error=error,
+        )

@@ -5,8 +5,9 @@ checks the input and output, picks the documents to annotate (the local run's ba
 policy, duplicate ids, shard, limit and resume rules: ids only, no model), and writes the
 results durably, batch by batch, in input order, through the local run's :class:`Outputs`.
 Ray Data reads the input files and runs the pipeline in ``map_batches`` on a pool of actors
-that each load the pipeline once. Output files, ``run.json`` and the failed list are the
-local run's, so a run started with ``--ray`` resumes without it and the other way round.
+that each load the pipeline once. Both sides take :mod:`.lifecycle`'s steps, as the local
+run does: output files, ``run.json`` and the failed list are the local run's, so a run
+started with ``--ray`` resumes without it and the other way round.
 
 On a multi-node cluster every node needs spacy-llama, the model files and the input at the
 same paths (a shared filesystem), and the response cache should live on shared storage
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
@@ -26,39 +26,27 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from ..errors import AnnotateError, CorpusError, Errors, PipelineError
-from .local import (
+from .batch_size import run_batch_size
+from .failures import record_doc
+from .lifecycle import (
+    RunRecord,
     claimed_outputs,
     close_outputs,
+    count_outcome,
+    doc_outcome,
+    load_run_pipeline,
     open_outputs,
-    write_failed,
-    write_finished,
-    write_info,
+    pending_records,
+    ready_for_run,
+    write_batch,
 )
+from .loading import read_run_config
 from .options import AnnotateOptions, RayOptions
-from .prepare import (
-    config_identity,
-    identity_hash,
-    load_pipeline,
-    prepare_for_run,
-    read_run_config,
-    record_doc,
-    run_batch_size,
-    set_cache,
-)
-from .reader import (
-    Item,
-    Record,
-    file_name,
-    input_files,
-    parse_shard,
-    read_corpus,
-    read_docbin,
-    read_lines,
-)
-from .records import doc_record, docbin_doc, format_doc, pipeline_extensions
-from .runinfo import RunInfo, run_info
-from .selection import selector_for, survey
-from .sinks import ERROR_KEY, STATS_KEY, Finished, Outputs
+from .reader import Item, Record, file_name, input_files, parse_shard, read_docbin, read_lines
+from .records import doc_record, docbin_doc, format_doc
+from .runinfo import RunInfo
+from .selection import survey
+from .sinks import Finished, Outputs
 from .summary import Summary
 
 INSTALL_HINT = "pip install 'spacy-llama[ray]'  (or: pip install 'ray[data]>=2.10')"
@@ -90,21 +78,20 @@ def _annotate_ray(
     batch_size: int,
     start: float,
 ) -> Summary:
-    info = RunInfo(opts.output)
-    old_hash = (info.resumable(opts.output) or {}).get("config_hash") if opts.resume else None
+    old = RunInfo(opts.output).resumable(opts.output) if opts.resume else None
     outputs = open_outputs(opts, Vocab())
     summary = Summary(failed_path=outputs.failed.path)
-    run = RunHash(info=info, opts=opts, known=old_hash)
+    record = RunRecord(opts, runner=RUNNER, config_hash=(old or {}).get("config_hash"))
     try:
         selected = select(opts, shard, outputs, summary)
         if selected:
             with ray_session(ray_opts):
                 rows = annotated_rows(opts, ray_opts, selected, batch_size=batch_size)
-                write_all(opts, rows, outputs, summary, run)
+                write_all(opts, rows, outputs, summary, record)
     finally:
         close_outputs(outputs)
         summary.seconds = time.perf_counter() - start
-    run.finish(summary)
+    record.finish(summary)
     return summary
 
 
@@ -114,47 +101,8 @@ def select(
 ) -> Dict[str, str]:
     """id -> source of each document to annotate now. Keying on the source too keeps only
     the first of two lines sharing an id, as the local run does."""
-    selector = selector_for(opts, shard, failed=outputs.failed)
-    chosen: Dict[str, str] = {}
-    for rec in selector(read_corpus(opts.input, vocab=Vocab())):
-        if rec.id in outputs.done:
-            summary.skipped += 1
-        else:
-            chosen[rec.id] = rec.source
-    summary.failed += selector.bad
-    return chosen
-
-
-@dataclass
-class RunHash:
-    """``run.json``: the config hash is computed by the workers (it covers the model's
-    fingerprint, which needs the model), so it is checked when the first batch arrives,
-    before anything of that batch is written."""
-
-    info: RunInfo
-    opts: AnnotateOptions
-    known: Optional[str] = None
-    checked: bool = field(default=False)
-    keys: Optional[Dict[str, str]] = None
-
-    def check(self, config_hash: str, config_keys: Optional[str] = None) -> None:
-        if self.checked:
-            return
-        keys = json.loads(config_keys) if config_keys else None
-        if self.opts.resume:
-            self.info.check(
-                config_hash=config_hash,
-                shard=self.opts.shard,
-                output=self.opts.output,
-                config_keys=keys,
-            )
-        self.known, self.keys, self.checked = config_hash, keys, True
-        info = run_info(self.opts, self.known, finished=False, runner=RUNNER, config_keys=keys)
-        write_info(self.info, info)
-
-    def finish(self, summary: Summary) -> None:
-        info = run_info(self.opts, self.known, finished=True, runner=RUNNER, config_keys=self.keys)
-        write_info(self.info, {**info, "summary": summary.to_json()})
+    with pending_records(opts, shard, outputs, summary, vocab=Vocab()) as records:
+        return {rec.id: rec.source for rec in records}
 
 
 def write_all(
@@ -162,20 +110,29 @@ def write_all(
     rows: Iterator[List[Dict[str, Any]]],
     outputs: Outputs,
     summary: Summary,
-    run: RunHash,
+    record: RunRecord,
 ) -> None:
+    """The workers' rows, batch by batch: ``run.json`` is checked when the first batch
+    arrives (the config hash covers the model's fingerprint, which only the workers load),
+    before anything of that batch is written."""
     vocab = Vocab()
     for batch in rows:
-        run.check(batch[0]["config_hash"], batch[0].get("config_keys"))
-        ok = [r for r in batch if not r["error"]]
-        for r in batch:
-            summary.add_stats(json.loads(r["stats"]))
-            if r["error"]:
-                summary.failed += 1
-                failed = {"id": json.loads(r["raw_id"]), "source": r["source"], "error": r["error"]}
-                write_failed(outputs, failed)
-        write_finished(outputs, [finished_row(r, vocab) for r in ok])
-        summary.done += len(ok)
+        if not record.started:
+            keys = batch[0].get("config_keys")
+            record.start(batch[0]["config_hash"], json.loads(keys) if keys else None)
+        ok = [
+            r
+            for r in batch
+            if not count_outcome(
+                outputs,
+                summary,
+                raw_id=json.loads(r["raw_id"]),
+                source=r["source"],
+                stats=json.loads(r["stats"]),
+                error=r["error"] or None,
+            )
+        ]
+        write_batch(outputs, summary, [finished_row(r, vocab) for r in ok])
         if opts.print_docs:
             for r in ok:
                 print(r["printed"] + "\n", file=sys.stdout)
@@ -380,12 +337,9 @@ class PipelineActor:
         from ..models.threads import configure_threads
 
         configure_threads(threads)  # cores are the actor's share, not the node's
-        self.nlp = load_pipeline(Path(config), overrides=overrides)
-        self.config_keys = config_identity(self.nlp)
-        self.config_hash = identity_hash(self.config_keys)
-        set_cache(self.nlp, path=Path(cache) if cache else None)
-        self.extensions = pipeline_extensions(self.nlp)
-        prepare_for_run(self.nlp)
+        self.run = load_run_pipeline(Path(config), overrides=overrides)
+        ready_for_run(self.run, cache=Path(cache) if cache else None)
+        self.nlp = self.run.nlp
         self.jsonl, self.docbin, self.print_docs = jsonl, docbin, print_docs
 
     def __call__(self, batch: Any) -> Any:
@@ -411,16 +365,16 @@ class PipelineActor:
         )
 
     def _result(self, doc: Doc, rec: Record) -> Dict[str, Any]:
-        stats = doc.user_data.pop(STATS_KEY, None) or {}
-        error = doc.user_data.pop(ERROR_KEY, None)
+        stats, error = doc_outcome(doc)
+        extensions = self.run.extensions
         result: Dict[str, Any] = {
             "id": rec.id,
             "raw_id": json.dumps(rec.raw_id),
             "source": rec.source,
-            "error": str(error)[:2000] if error is not None else "",
+            "error": error if error is not None else "",
             "stats": json.dumps(stats),
-            "config_hash": self.config_hash,
-            "config_keys": json.dumps(self.config_keys),
+            "config_hash": self.run.config_hash,
+            "config_keys": json.dumps(self.run.config_keys),
             "record": "",
             "doc": b"",
             "printed": "",
@@ -428,10 +382,10 @@ class PipelineActor:
         if error is not None:
             return result
         if self.jsonl:
-            record = doc_record(doc, rec, extensions=self.extensions)
+            record = doc_record(doc, rec, extensions=extensions)
             result["record"] = json.dumps(record, ensure_ascii=False)
         if self.docbin:
             result["doc"] = bytes(docbin_doc(doc, rec).to_bytes())
         if self.print_docs:
-            result["printed"] = format_doc(doc, rec, extensions=self.extensions)
+            result["printed"] = format_doc(doc, rec, extensions=extensions)
         return result

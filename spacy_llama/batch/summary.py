@@ -31,7 +31,7 @@ class Summary:
     failed_path: Optional[Path] = None
 
     def add_stats(self, stats: Optional[Mapping[str, int]]) -> None:
-        """Add one doc's engine counts (see ``prepare.RunStats``)."""
+        """Add one doc's engine counts (see ``run_stats.RunStats``)."""
         for name in STATS_FIELDS:
             setattr(self, name, getattr(self, name) + int((stats or {}).get(name, 0)))
 

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
-from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from .overrides import parse_overrides
+from .command import add_command, positive, run_with_overrides, takes_overrides
+from .exit_codes import EXIT_FAILED, EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "annotate",
         help="annotate a corpus (.txt/.jsonl/.spacy or a folder) into .jsonl and/or .spacy",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__ or "",
     )
     p.add_argument("config", type=Path, help="a .cfg (assembled on the fly) or a pipeline folder")
     p.add_argument("input", type=Path, help=".txt (a doc a line), .jsonl, .spacy, or a folder")
@@ -34,9 +33,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--shard", help="process only slice I of N (by id hash), e.g. 1/4")
-    p.add_argument("--batch-size", type=_positive, help="docs per batch (and per durable write)")
-    p.add_argument("--n-process", type=_positive, default=1, help="worker processes (CPU)")
-    p.add_argument("--limit", type=_positive, help="only the first N documents (of the shard)")
+    p.add_argument("--batch-size", type=positive, help="docs per batch (and per durable write)")
+    p.add_argument("--n-process", type=positive, default=1, help="worker processes (CPU)")
+    p.add_argument("--limit", type=positive, help="only the first N documents (of the shard)")
     p.add_argument("--cache", type=Path, help="response cache (default OUTPUT.cache.sqlite)")
     p.add_argument("--no-cache", action="store_true", help="do not cache model responses")
     p.add_argument(
@@ -61,30 +60,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ray", action="store_true", help="run on a Ray cluster (Ray Data actor pool)")
     p.add_argument("--ray-address", help="Ray cluster address, e.g. auto (default: a local one)")
     p.add_argument(
-        "--workers", type=_positive, default=2, help="Ray actors, each loading the pipeline once"
+        "--workers", type=positive, default=2, help="Ray actors, each loading the pipeline once"
     )
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor")
-    p.set_defaults(
-        func=run,
-        accepts_overrides=True,
-        interrupted_hint=" Finished batches are saved; run the same command with --resume to "
-        "continue.",
+    takes_overrides(
+        p,
+        run,
+        hint=" Finished batches are saved; run the same command with --resume to continue.",
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_with_overrides(args, lambda overrides: _annotate(args, overrides))
+
+
+def _annotate(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     from ..batch.options import AnnotateOptions, RayOptions
 
-    overrides = parse_overrides(args)
-    if overrides is None:
-        return EXIT_USAGE  # spaCy has printed what is wrong with the override
     opts = AnnotateOptions(
         config=args.config,
         input=args.input,
@@ -104,23 +96,20 @@ def run(args: argparse.Namespace) -> int:
         print_docs=args.print_docs,
         html=args.html,
     )
-    with warnings.catch_warnings():
-        if args.quiet:
-            warnings.simplefilter("ignore")
-        if args.ray:
-            from ..batch.ray import annotate_ray
+    if args.ray:
+        from ..batch.ray import annotate_ray
 
-            ray_opts = RayOptions(
-                address=args.ray_address,
-                workers=args.workers,
-                gpus_per_worker=args.gpus_per_worker,
-            )
-            summary = annotate_ray(opts, ray_opts)
-            name = "annotate --ray"
-        else:
-            from ..batch.local import annotate
+        ray_opts = RayOptions(
+            address=args.ray_address,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+        )
+        summary = annotate_ray(opts, ray_opts)
+        name = "annotate --ray"
+    else:
+        from ..batch.local import annotate
 
-            summary = annotate(opts)
-            name = "annotate"
+        summary = annotate(opts)
+        name = "annotate"
     print(f"[spacy-llama] {name}: {summary.line()}", file=sys.stderr)
     return EXIT_FAILED if summary.failed else EXIT_OK

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
-from .exit_codes import EXIT_OK, EXIT_USAGE
-from .overrides import parse_overrides
+from .command import add_command, run_with_overrides, takes_overrides
+from .exit_codes import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "distill",
         help="annotate with the LLM teacher, review the unsure docs, train a small spaCy student",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__ or "",
     )
     p.add_argument("teacher", type=Path, help="a pipeline folder or .cfg with a llama component")
     p.add_argument("input", type=Path, help="unlabelled texts: .txt, .jsonl, .spacy or a folder")
@@ -55,11 +54,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, help="the teacher's docs per batch")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(
-        func=run,
-        accepts_overrides=True,
-        interrupted_hint=" Finished steps are saved; run the same command to continue.",
-    )
+    takes_overrides(p, run, hint=" Finished steps are saved; run the same command to continue.")
 
 
 def _fractions(text: str) -> Tuple[float, ...]:
@@ -75,11 +70,12 @@ def _fractions(text: str) -> Tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_with_overrides(args, lambda overrides: _distill(args, overrides))
+
+
+def _distill(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     from ..distill.run import DistillOptions, distill
 
-    overrides = parse_overrides(args)
-    if overrides is None:
-        return EXIT_USAGE
     opts = DistillOptions(
         teacher=args.teacher,
         input=args.input,
@@ -96,10 +92,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quiet=args.quiet,
     )
-    with warnings.catch_warnings():
-        if args.quiet:
-            warnings.simplefilter("ignore")
-        report = distill(opts)
+    report = distill(opts)
     t, s = report["teacher"], report["student"]
     tf = "-" if t["scores"]["f"] is None else f"{100 * t['scores']['f']:.1f}"
     sf = "-" if s["scores"]["f"] is None else f"{100 * s['scores']['f']:.1f}"

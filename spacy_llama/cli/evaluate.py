@@ -10,35 +10,36 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
-from .exit_codes import EXIT_OK, EXIT_USAGE
-from .overrides import parse_overrides
+from .command import add_command, run_with_overrides, takes_overrides
+from .exit_codes import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "evaluate",
         help="score the llama tasks of a pipeline against a gold set (P/R/F per label)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__ or "",
     )
     p.add_argument("config", type=Path, help="a .cfg (assembled on the fly) or a pipeline folder")
     p.add_argument("gold", type=Path, help="gold .spacy (DocBin) or .jsonl")
     p.add_argument("--limit", type=int, help="only the first N gold documents")
     p.add_argument("--output", type=Path, help="also write the scores as JSON")
-    p.set_defaults(func=run, accepts_overrides=True)
+    takes_overrides(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_with_overrides(args, lambda overrides: _evaluate(args, overrides))
+
+
+def _evaluate(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
     import srsly
 
     from ..batch.evaluate import evaluate, format_scores, read_gold
-    from ..batch.prepare import load_pipeline
+    from ..batch.loading import load_pipeline
 
-    overrides = parse_overrides(args)
-    if overrides is None:
-        return EXIT_USAGE  # spaCy has printed what is wrong with the override
     nlp = load_pipeline(args.config, overrides=overrides, announce=True)
     gold = read_gold(args.gold, nlp)[: args.limit]
     scores = evaluate(nlp, gold)

@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CompatError, Errors
+from .command import add_command
 from .exit_codes import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "from-spacy-llm",
         help="translate a spacy-llm config into a spacy-llama config",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__ or "",
     )
     p.add_argument("config", type=Path, help="the spacy-llm pipeline config (.cfg)")
     p.add_argument("output", type=Path, help="the spacy-llama config to write (.cfg)")

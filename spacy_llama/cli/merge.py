@@ -15,15 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .command import add_command
 from .exit_codes import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "merge",
         help="join the outputs of `annotate --shard I/N` runs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__ or "",
     )
     p.add_argument("output", type=Path, help="the merged .jsonl file or .spacy folder")
     p.add_argument("shards", type=Path, nargs="+", help="the shard outputs, in order")

@@ -123,12 +123,13 @@ def _prodigy(record: Dict[str, Any]) -> Entry:
     return (None if doc_id is None else str(doc_id), record.get("text"), labels)
 
 
-def _label_studio(task: Any, path: Path, where: str) -> Entry:
-    if not isinstance(task, dict) or "data" not in task:
+def _label_studio(record: Any, path: Path, where: str) -> Entry:
+    """One Label Studio task (its export's name for a record): data, annotations."""
+    if not isinstance(record, dict) or "data" not in record:
         raise DistillError(Errors.E705.format(path=path, reason=f"{where} has no data"))
-    data = task["data"]
+    data = record["data"]
     doc_id = data.get("id")
-    done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+    done = [a for a in record.get("annotations", []) if not a.get("was_cancelled")]
     if not done:  # not reviewed: the teacher's labels stay
         return (None if doc_id is None else str(doc_id), data.get("text"), None)
     labels: List[Any] = []

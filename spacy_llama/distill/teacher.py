@@ -19,11 +19,12 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import registry
 from spacy.vocab import Vocab
 
+from ..batch.loading import load_pipeline, read_run_config
 from ..batch.options import AnnotateOptions
-from ..batch.prepare import load_pipeline, read_run_config
 from ..batch.sinks import docbin_parts
 from ..batch.summary import Summary
 from ..errors import DistillError, Errors
+from ..tasks.base import Task
 from ..tasks.entity_review import EntityReviewTask
 from ..tasks.extract import ExtractTask
 from ..tasks.ner import NERTask
@@ -106,7 +107,7 @@ def inspect_teacher(path: Path, overrides: Dict[str, Any], student: str) -> Teac
     )
 
 
-def _kind(task: Any, name: str) -> str:
+def _kind(task: Task, name: str) -> str:
     if isinstance(task, TextCatTask):
         return "textcat"
     if isinstance(task, (NERTask, EntityReviewTask)):
@@ -124,7 +125,7 @@ def _combos() -> str:
     return "; ".join(f"a {k} teacher -> --student {' or '.join(v)}" for k, v in COMBOS.items())
 
 
-def _labels(task: Any) -> List[str]:
+def _labels(task: Task) -> List[str]:
     if isinstance(task, ExtractTask):
         return list(task.span_fields)
     return [x.name for x in getattr(task, "labels", [])]

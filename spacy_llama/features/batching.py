@@ -12,6 +12,10 @@ takes another kernel for a product of fewer than 8 rows (a lone 5-piece span wou
 match itself inside a batch). Rows are run in
 length-sorted sub-batches of at most ``batch_tokens`` padded pieces (less padding, bounded
 memory), and copied into one right-padded grid.
+
+The pass is transformers' own forward through ``generation/rows.forward_after``, not the
+engine's fused decoder: that one's SDPA is not batch-invariant, it keeps no per-layer
+states, builds no graph and bypasses peft's LoRA layers (``freeze = false``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
 
 import numpy
 import torch
+
+from ..generation.rows import forward_after, group_by_padded_size
 
 _ATTN_LOCK = threading.RLock()
 PAD_MULTIPLE = 8
@@ -51,50 +57,32 @@ def eager_attention(model: Any) -> Iterator[None]:
                 config._attn_implementation = saved[key]
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """Input ids and the attention mask of ``rows``, padded on the right."""
-    width = grid_width(rows)
-    ids = numpy.full((len(rows), width), pad_id, dtype="int64")
-    mask = numpy.zeros((len(rows), width), dtype="int64")
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
     """Row indices, longest first, grouped so each group's padded size fits the budget
-    (a row longer than the budget runs alone)."""
+    (a row longer than the budget runs alone; a row counts at least ``PAD_MULTIPLE``)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: List[List[int]] = []
-    for i in order:
-        longest = max(lengths[groups[-1][0]], PAD_MULTIPLE) if groups else 0
-        if groups and longest * (len(groups[-1]) + 1) <= batch_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    floored = [max(lengths[i], PAD_MULTIPLE) for i in order]
+    return [[order[k] for k in g] for g in group_by_padded_size(floored, batch_tokens)]
 
 
 Parts = List[Tuple[List[int], int, "torch.Tensor"]]
 
 
 def _run_groups(
-    base: Any, rows: Sequence[Sequence[int]], ids: numpy.ndarray, mask: numpy.ndarray,
-    layers: Union[int, str], batch_tokens: int,
+    base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
+    batch_tokens: int,
 ) -> Parts:  # fmt: skip
     """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
     as torch tensors (with a graph, if autograd is on)."""
     parts: Parts = []
+    device = next(base.parameters()).device
     with eager_attention(base):
         for group in sub_batches([len(r) for r in rows], batch_tokens):
-            width = grid_width([rows[i] for i in group])
-            g_ids = torch.from_numpy(ids[group, :width])
-            g_mask = torch.from_numpy(mask[group, :width])
-            positions = torch.arange(width).expand(len(group), width)
-            result = base(
-                input_ids=g_ids, attention_mask=g_mask, position_ids=positions,
-                output_hidden_states=True, use_cache=False,
+            g_rows = [rows[i] for i in group]
+            width = grid_width(g_rows)
+            result, _ = forward_after(
+                base, g_rows, None, device=device, pad_id=pad_id, keep=False, width=width,
+                output_hidden_states=True,
             )  # fmt: skip
             states = result.hidden_states
             picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
@@ -121,10 +109,9 @@ def hidden_states(
 ) -> numpy.ndarray:  # fmt: skip
     """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
     layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
-    ids, mask = pad_right(rows, pad_id)
     with torch.inference_mode():
-        parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
-        return _grid(parts, len(rows), ids.shape[1], layers)
+        parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+        return _grid(parts, len(rows), grid_width(rows), layers)
 
 
 StatesBackprop = Callable[[numpy.ndarray], None]
@@ -137,9 +124,8 @@ def trainable_hidden_states(
     """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
     graph kept: the backprop takes d(states), shaped as the states, and accumulates the
     gradients in the parameters that require them (the LoRA weights). Call it once."""
-    ids, mask = pad_right(rows, pad_id)
-    parts = _run_groups(base, rows, ids, mask, layers, batch_tokens)
-    states = _grid(parts, len(rows), ids.shape[1], layers)
+    parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+    states = _grid(parts, len(rows), grid_width(rows), layers)
 
     def backprop(d_states: numpy.ndarray) -> None:
         d_grid = d_states if layers == "mix" else d_states[None]

@@ -37,9 +37,9 @@ from thinc.types import Ragged
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import Errors, FeatureError
-from ..models.base import LoadedModel
+from ..generation.rows import pad_right
+from ..models.base import LanguageModel, LoadedModel, has_local_weights
 from ..models.pieces import PieceReader
-from ..models.server import NoLocalWeights, ServerModel
 from ..training.settings import LoRASettings  # registers spacy-llama.LoRA.v1
 from .alignment import align_span
 from .batching import StatesBackprop, grid_width, hidden_states, trainable_hidden_states
@@ -97,7 +97,7 @@ class LlamaFeatures(Model):
 
 @registry.architectures("spacy-llama.TransformerModel.v1")
 def llama_transformer_v1(
-    model: LoadedModel,
+    model: LanguageModel,
     get_spans: SpanGetter,
     layer: Layer = -1,
     freeze: bool = True,
@@ -108,7 +108,7 @@ def llama_transformer_v1(
     (0 = the embeddings, -1 = the last layer, "mix" = a learned mix of all), one row per
     span of ``get_spans`` (e.g. spacy-transformers.strided_spans.v1). ``freeze = false``
     trains the LoRA ``adapter`` (spacy-llama.LoRA.v1) from the listeners' gradients."""
-    if isinstance(model, ServerModel) or isinstance(model.model, NoLocalWeights):
+    if not has_local_weights(model):
         raise FeatureError(Errors.E550.format(source=model.source))
     if not freeze and adapter is None:
         raise FeatureError(Errors.E555)
@@ -204,13 +204,9 @@ def build_alignment(
 
 
 def wordpiece_batch(model: LlamaFeatures, rows: Sequence[Sequence[int]]) -> WordpieceBatch:
-    width = grid_width(rows)
-    pad = model.llama.pad_token_id
-    ids: Any = numpy.full((len(rows), width), pad, dtype="i")
-    mask: Any = numpy.zeros((len(rows), width), dtype="f")
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1.0
+    padded, attended = pad_right(rows, model.llama.pad_token_id, width=grid_width(rows))
+    ids: Any = padded.numpy().astype("i")
+    mask: Any = attended.numpy().astype("f")
     strings = [list(model.llama.tokenizer.convert_ids_to_tokens(list(r))) for r in rows]
     return WordpieceBatch(strings, ids, mask, [len(r) for r in rows], None)
 

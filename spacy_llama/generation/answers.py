@@ -10,7 +10,7 @@ response cache's replay of either), so nothing downstream has to trust it:
   many log-probabilities as token ids when both are given; an answer longer than
   ``max_new_tokens`` tokens can be is refused. A refused answer fails its document with
   the reason (the size of a server's body is bounded before it is read, in
-  ``models/server.py``).
+  ``models/server/transport.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ vocabulary's own tokenization, checked by the matcher; one token per byte if it 
 
 The result is a complete output (the grammar accepts it), not always the shortest there
 is: the search gives up after ``MAX_EXPANSIONS`` positions. The budget logic in
-``stopping.py`` only needs a completion that is known to fit, and is exact about that.
+``decode_step.py`` only needs a completion that is known to fit, and is exact about that.
 """
 
 from __future__ import annotations

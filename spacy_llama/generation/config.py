@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from confection import ConfigValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from ..errors import Errors
+from ..errors import ConstraintError, Errors
 from ..types import Constraint
 
 # The constraint settings: at most one is set. Left out of the fingerprint while unset, so
@@ -48,7 +49,7 @@ class GenerationConfig(BaseModel):
     def _one_constraint(self) -> GenerationConfig:
         names = [n for n in CONSTRAINT_FIELDS if getattr(self, n) is not None]
         if len(names) > 1:
-            raise ValueError(Errors.E420.format(names=", ".join(names)))
+            raise ConstraintError(Errors.E420.format(names=", ".join(names)))
         self._constraint = self._read_constraint()
         return self
 
@@ -64,16 +65,16 @@ class GenerationConfig(BaseModel):
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as e:
-                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+                raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
             try:
                 return Constraint("json_schema", schema_text(json.loads(text)), cap or 0)
             except ValueError as e:
-                raise ValueError(Errors.E427.format(path=str(path), error=e)) from None
+                raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
         if self.regex is not None:
             return Constraint("regex", self.regex)
         if self.choices is not None:
             if not self.choices or not all(self.choices):
-                raise ValueError(Errors.E423.format(spec=json.dumps(self.choices)))
+                raise ConstraintError(Errors.E423.format(spec=json.dumps(self.choices)))
             return Constraint("choices", json.dumps(list(self.choices)))
         return None
 
@@ -102,7 +103,23 @@ def schema_text(schema: Union[Dict[str, Any], str]) -> str:
         try:
             schema = json.loads(schema)
         except ValueError as e:
-            raise ValueError(Errors.E421.format(error=e)) from None
+            raise ConstraintError(Errors.E421.format(error=e)) from None
     if not isinstance(schema, dict):
-        raise ValueError(Errors.E428.format(kind=type(schema).__name__))
+        raise ConstraintError(Errors.E428.format(kind=type(schema).__name__))
     return json.dumps(schema)
+
+
+def generation_config(
+    generation: Dict[str, Any], *, title: str, defaults: Optional[Mapping[str, Any]] = None
+) -> GenerationConfig:
+    """The ``generation`` block over ``defaults``; a bad setting is a ConfigValidationError
+    naming ``generation.<setting>`` under ``title``."""
+    try:
+        return GenerationConfig(**{**(defaults or {}), **generation})
+    except ValidationError as e:
+        errors = [
+            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
+        ]
+        raise ConfigValidationError(
+            config={"generation": generation}, errors=errors, title=title
+        ) from None

@@ -23,9 +23,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 import torch
 
 from .alternatives import StepScorer
+from .decode_step import Scorer, SequenceState, Stepper
 from .decoder import FastLlama, KVCache
 from .lookup import STEP_TOKENS, DraftStats, PromptLookup
-from .stopping import Scorer, SequenceState, Stepper
+from .rows import group_by_padded_size, pad_right, shared_prefix
 
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate pass
 # Padded prompt tokens per prefill pass. Prompts are sorted by length, so small passes waste
@@ -36,16 +37,8 @@ MAX_FORCED = 8  # forced (fast-forward) tokens verified per row and step
 
 
 def shared_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
-    if len(prompts) < 2:
-        return 0
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1  # every prompt keeps at least one token of its own
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return n if n >= MIN_SHARED_PREFIX else 0
+    """The prompt prefix computed once and copied into every slot (0: none worth it)."""
+    return shared_prefix(prompts, min_shared=MIN_SHARED_PREFIX)
 
 
 def rope_limit(model: Any) -> Optional[int]:
@@ -203,10 +196,8 @@ class ContinuousBatcher:
     ) -> None:
         """One pass over each live sequence's last token plus its draft; keep the drafted
         tokens the greedy choice agrees with, and the choice after the last of them."""
-        width = 1 + max(len(d) for d in drafts)
-        ids = torch.zeros((len(live), width), dtype=torch.long)
-        for row, (i, draft) in enumerate(zip(live, drafts)):
-            ids[row, : 1 + len(draft)] = torch.tensor([seqs[i].tokens[-1], *draft])
+        ids, _ = pad_right([[seqs[i].tokens[-1], *draft] for i, draft in zip(live, drafts)])
+        width = ids.shape[1]
         logits = self.fast.verify(ids.to(self.fast.device), torch.tensor(lengths), cache)
         finished: List[int] = []
         rows = list(range(len(live)))
@@ -277,11 +268,8 @@ class ContinuousBatcher:
                 cache.v[:, slot, :, :start] = prefix.v[:, 0]
         suffixes = [list(prompts[i][start:]) for i in take]
         outs = []
-        for group in _groups([len(x) for x in suffixes], PREFILL_TOKENS):
-            width = max(len(suffixes[k]) for k in group)
-            ids = torch.zeros((len(group), width), dtype=torch.long)
-            for row, k in enumerate(group):
-                ids[row, : len(suffixes[k])] = torch.tensor(suffixes[k])
+        for group in group_by_padded_size([len(x) for x in suffixes], PREFILL_TOKENS):
+            ids, _ = pad_right([suffixes[k] for k in group])
             self.prefill_calls.append(len(group))
             outs.append(
                 self.fast.prefill(
@@ -355,19 +343,3 @@ def forced_width(drafts: List[List[int]], step_tokens: int) -> int:
         if rate > best_rate:
             best, best_rate = width, rate
     return best
-
-
-def _groups(lengths: Sequence[int], budget: int) -> List[List[int]]:
-    """Consecutive groups whose padded size (rows x longest) stays within ``budget``."""
-    groups: List[List[int]] = []
-    current: List[int] = []
-    longest = 0
-    for k, n in enumerate(lengths):
-        if current and max(longest, n) * (len(current) + 1) > budget:
-            groups.append(current)
-            current, longest = [], 0
-        current.append(k)
-        longest = max(longest, n)
-    if current:
-        groups.append(current)
-    return groups

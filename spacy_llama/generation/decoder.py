@@ -18,6 +18,12 @@ dominated by overheads that this file removes, without changing the arithmetic:
   and bf16 weights only where oneDNN has a bf16 path (``models/cpu_features.py``).
 Norms, rotary embeddings and activations are the model's own modules, so the numbers are
 those of transformers up to the order of floating-point sums.
+
+Why this forward path exists (docs/architecture.md lists the three): it is the fast one,
+inference only. It cannot serve training (no autograd graph, and peft's LoRA layers sit in
+the transformers modules it bypasses) nor the listener features (its SDPA is not
+batch-invariant on CPU, and it keeps no per-layer hidden states); those run transformers'
+own forward through ``rows.forward_after``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from ..errors import Errors
+from ..errors import Errors, ModelLoadError
 from ..models.cpu_features import cpu_features
 
 PREPACK_MAX_BYTES = 4 << 30
@@ -106,11 +112,11 @@ def check_int8(model: Any) -> None:
     """int8 needs float32 weights on a CPU whose torch has the int8 GEMM."""
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
-        raise ValueError(Errors.E400.format(dtype=param.dtype, device=param.device))
+        raise ModelLoadError(Errors.E400.format(dtype=param.dtype, device=param.device))
     try:
         torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
     except (AttributeError, RuntimeError) as exc:
-        raise ValueError(Errors.E401.format(version=torch.__version__, error=exc)) from exc
+        raise ModelLoadError(Errors.E401.format(version=torch.__version__, error=exc)) from exc
 
 
 def supports_fast_decoder(model: Any) -> bool:

@@ -6,14 +6,14 @@ import logging
 from typing import List, Optional, Tuple, Union
 
 from ..errors import Errors, FewShotError
-from ..models.base import LoadedModel
+from ..models.base import LanguageModel
 from ..types import GenerationRequest, Prompt
 
 logger = logging.getLogger("spacy_llama")
 
 
 class ModelPromptFormatter:
-    def __init__(self, model: LoadedModel, *, max_new_tokens: int) -> None:
+    def __init__(self, model: LanguageModel, *, max_new_tokens: int) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens
 

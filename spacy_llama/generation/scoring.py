@@ -6,7 +6,8 @@ boundary is handled. The token prefix shared by all candidates of a request is r
 (KV cache kept), the cache is repeated per candidate, and only the short continuations run
 again (right padded). Log-softmax is taken in float32. LLaMA models run on the engine's
 fused decoder (``FastLlama``: slot KV cache, prepacked GEMMs, a ``verify`` pass for the
-candidates); any other causal LM through its transformers forward pass.
+candidates); any other causal LM (or a model spread over devices) through its
+transformers forward pass (``rows.forward_after``, the pass the training losses share).
 
 Token log-probabilities (:meth:`Scorer.token_logprobs`): texts longer than the window are cut
 into overlapping windows; every token is scored once, with at least ``window - stride`` tokens
@@ -17,11 +18,11 @@ of left context. Logits are computed only for the positions needed, in slices, b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import Errors, PromptTooLongError
+from ..errors import CandidateError, Errors, PromptTooLongError
 from ..models.base import LoadedModel
 from ..types import (
     ScoreRequest,
@@ -30,14 +31,16 @@ from ..types import (
     TokenLogprobResult,
 )
 from .decoder import FastLlama, KVCache
+from .rows import Past, common_prefix, forward_after, group_by_sum, pad_right, prefix_runs
 
 Offsets = List[Tuple[int, int]]
 HEAD_SLICE = 512  # positions per lm_head call in token_logprobs (bounds memory)
 
 
 @dataclass
-class _Prepared:
-    """One ScoreRequest as token ids: the shared prefix, then one continuation per candidate."""
+class PreparedScore:
+    """One ScoreRequest as token ids: the prefix its candidates share, then one continuation
+    per candidate (the tokens the engine scores, and the training losses teacher-force)."""
 
     prefix: List[int]
     conts: List[List[int]]
@@ -71,20 +74,20 @@ class Scorer:
     # -- candidate scoring -------------------------------------------------------------
     def score(self, requests: Sequence[ScoreRequest]) -> List[ScoreResult]:
         """Summed and mean log-probability of every candidate; results in input order."""
-        prepared = [self._prepare(i, req) for i, req in enumerate(requests)]
+        prepared = [self.prepare(i, req) for i, req in enumerate(requests)]
         results: List[ScoreResult] = [ScoreResult([], [], []) for _ in requests]
         # Sorted by token ids, requests that share a prompt prefix (the entities of one doc,
         # the few-shot block of a task) are neighbours; each group runs its prefix once.
         todo = sorted(
             (i for i, p in enumerate(prepared) if p.conts), key=lambda i: prepared[i].prefix
         )
-        for group in _groups([prepared[i].prefix for i in todo]):
-            members = [todo[k] for k in group]
+        for run in prefix_runs([prepared[i].prefix for i in todo]):
+            members = [todo[k] for k in run]
             shared = min(
-                _common_prefix([prepared[i].prefix for i in members]),
+                common_prefix([prepared[i].prefix for i in members]),
                 min(len(prepared[i].prefix) for i in members) - 1,  # each keeps a token to run
             )
-            run_shared: Callable[[List[int]], Any] = self._run_shared
+            run_shared: Callable[[List[int]], Any] = self._shared_past
             score_chunk: Callable[..., List[List[List[float]]]] = self._score_chunk
             if self.fast is not None:
                 run_shared, score_chunk = self._fast_shared, self._score_chunk_fast
@@ -99,26 +102,21 @@ class Scorer:
                     )
         return results
 
-    def _chunks(self, order: List[int], prepared: List[_Prepared]) -> Iterator[List[int]]:
+    def _chunks(self, order: List[int], prepared: List[PreparedScore]) -> List[List[int]]:
         """Groups of requests with at most ``batch_size`` candidate rows (at least one request)."""
-        chunk: List[int] = []
-        rows = 0
-        for i in order:
-            n = len(prepared[i].conts)
-            if chunk and rows + n > self.batch_size:
-                yield chunk
-                chunk, rows = [], 0
-            chunk.append(i)
-            rows += n
-        if chunk:
-            yield chunk
+        sizes = [len(prepared[i].conts) for i in order]
+        return [[order[k] for k in group] for group in group_by_sum(sizes, self.batch_size)]
 
-    def _prepare(self, i: int, req: ScoreRequest) -> _Prepared:
+    def prepare(self, i: int, req: ScoreRequest) -> PreparedScore:
+        """``req`` (request ``i``, for messages) as the token ids the engine scores: the
+        prefix its candidates share and each candidate's continuation. Raises a coded error
+        for an empty candidate, a row longer than the context or a candidate that swallows
+        the prompt."""
         name = req.label or f"request {i}"
         if not req.candidates:
-            return _Prepared(prefix=[], conts=[], first=[])
+            return PreparedScore(prefix=[], conts=[], first=[])
         if any(not c for c in req.candidates):
-            raise ValueError(Errors.E405.format(name=name))
+            raise CandidateError(Errors.E405.format(name=name))
         rows: List[List[int]] = []
         starts: List[int] = []
         for cand in req.candidates:
@@ -131,10 +129,10 @@ class Scorer:
                 )
             rows.append(ids)
             starts.append(start)
-        shared = min(_common_prefix(rows), min(starts))
+        shared = min(common_prefix(rows), min(starts))
         if shared < 1:
-            raise ValueError(Errors.E407.format(name=name))
-        return _Prepared(
+            raise CandidateError(Errors.E407.format(name=name))
+        return PreparedScore(
             prefix=rows[0][:shared],
             conts=[row[shared:] for row in rows],
             first=[s - shared for s in starts],
@@ -154,7 +152,7 @@ class Scorer:
             # the boundary is scored with the candidate. Added specials ((0, 0)) never are.
             mine = [j for j, (_, end) in enumerate(offsets) if end > len(req.prompt)]
             if not mine:
-                raise ValueError(Errors.E408.format(cand=cand, name=name))
+                raise CandidateError(Errors.E408.format(cand=cand, name=name))
             start, stop = mine[0], mine[-1] + 1
             ids = ids[:stop]
         else:  # slow tokenizers have no offsets: assume the tokenizations concatenate
@@ -162,7 +160,7 @@ class Scorer:
             ids = head + self.model.encode(cand, add_special_tokens=False)
             start = len(head)
         if start == 0:
-            raise ValueError(Errors.E409.format(cand=cand, name=name))
+            raise CandidateError(Errors.E409.format(cand=cand, name=name))
         return ids, start
 
     def _fast_shared(self, ids: List[int]) -> KVCache:
@@ -173,7 +171,7 @@ class Scorer:
 
     @torch.inference_mode()
     def _score_chunk_fast(
-        self, items: List[_Prepared], base: Optional[KVCache], shared: int
+        self, items: List[PreparedScore], base: Optional[KVCache], shared: int
     ) -> List[List[List[float]]]:
         """As :meth:`_score_chunk`, on the fused decoder: the rest of each request's prefix
         is prefilled into one slot per request, the slots are repeated per candidate, and one
@@ -190,9 +188,7 @@ class Scorer:
         if base is not None:
             cache.k[:, :, :, :shared] = base.k[:, 0:1]
             cache.v[:, :, :, :shared] = base.v[:, 0:1]
-        ids = torch.zeros((n, max(len(r) for r in rests)), dtype=torch.long)
-        for row, rest in enumerate(rests):
-            ids[row, : len(rest)] = torch.tensor(rest)
+        ids, _ = pad_right(rests)
         lengths = torch.tensor([len(r) for r in rests])
         slots = torch.arange(n)
         last = torch.log_softmax(
@@ -200,75 +196,42 @@ class Scorer:
         )
         idx = torch.tensor(owner, device=device)
         cache.k, cache.v = cache.k.index_select(1, idx), cache.v.index_select(1, idx)
-        cids = torch.zeros((len(conts), width), dtype=torch.long)
-        for row, cont in enumerate(conts):
-            cids[row, : len(cont)] = torch.tensor(cont)
+        cids, _ = pad_right(conts)
         logits = fast.verify(cids.to(device), shared + lengths[owner], cache)
         return _candidate_logprobs(items, last, torch.log_softmax(logits.float(), dim=-1))
 
     @torch.inference_mode()
-    def _run_shared(self, ids: List[int]) -> Tuple[Any, ...]:
+    def _shared_past(self, ids: List[int]) -> Past:
         """The KV cache of a prefix shared by a group of requests (one row)."""
-        from transformers import DynamicCache
-
-        cache: Any = DynamicCache()
-        device = self.model.device
-        _decoder(self.model.model)(
-            input_ids=torch.tensor([ids], dtype=torch.long, device=device),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        return tuple(cache.to_legacy_cache())
+        body = _decoder(self.model.model)
+        pad = self.model.pad_token_id
+        past = forward_after(body, [ids], None, device=self.model.device, pad_id=pad)[1]
+        assert past is not None
+        return past
 
     @torch.inference_mode()
     def _score_chunk(
-        self, items: List[_Prepared], base: Optional[Tuple[Any, ...]], shared: int
+        self, items: List[PreparedScore], base: Optional[Past], shared: int
     ) -> List[List[List[float]]]:
         """Per request, per candidate: the log-probability of each candidate token.
 
         Three steps share one KV cache: the group's common prefix (``base``, ``shared``
         tokens), the rest of each request's prefix (right padded), then every candidate.
         """
-        from transformers import DynamicCache
-
         lm, device, pad = self.model.model, self.model.device, self.model.pad_token_id
         n = len(items)
-        cache: Any = (
-            DynamicCache.from_legacy_cache(
-                tuple((k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in base)
-            )
-            if base is not None
-            else DynamicCache()
-        )
+        past = base.select([0] * n) if base is not None else None
         rests = [it.prefix[shared:] for it in items]
-        ids, mask = _right_pad(rests, pad)
-        ids, mask = ids.to(device), mask.to(device)
-        mask = torch.cat([mask.new_ones((n, shared)), mask], dim=1)
-        positions = shared + torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
-        hidden = _decoder(lm)(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
+        out, past = forward_after(_decoder(lm), rests, past, device=device, pad_id=pad)
+        assert past is not None
         ends = torch.tensor([len(r) - 1 for r in rests], device=device)
         head = lm.get_output_embeddings()
-        last = torch.log_softmax(head(hidden[torch.arange(n, device=device), ends]).float(), -1)
+        hidden = out.last_hidden_state[torch.arange(n, device=device), ends]
+        last = torch.log_softmax(head(hidden).float(), -1)
         owner = [b for b, it in enumerate(items) for _ in it.conts]
         conts = [c for it in items for c in it.conts]
-        idx = torch.tensor(owner, dtype=torch.long, device=device)
-        cache.batch_select_indices(idx)  # one copy of the cache per candidate
-        cids, cmask = _right_pad(conts, pad)
-        cids, cmask = cids.to(device), cmask.to(device)
-        cpos = (shared + ends[idx] + 1)[:, None] + torch.arange(cids.shape[1], device=device)
-        out = lm(
-            input_ids=cids,
-            attention_mask=torch.cat([mask[idx], cmask], dim=1),
-            position_ids=cpos,
-            past_key_values=cache,
-            use_cache=True,
-        )
+        # one copy of the cache per candidate; the full LM gives the candidates' logits
+        out, _ = forward_after(lm, conts, past.select(owner), device=device, pad_id=pad)
         return _candidate_logprobs(items, last, torch.log_softmax(out.logits.float(), dim=-1))
 
     # -- token log-probabilities ----------------------------------------------------------
@@ -336,17 +299,15 @@ class Scorer:
         self, rows: List[List[int]], windows: List[_Window]
     ) -> List[List[Optional[float]]]:
         lm, device = self.model.model, self.model.device
-        ids, mask = _right_pad(rows, self.model.pad_token_id)
-        ids, mask = ids.to(device), mask.to(device)
+        ids = pad_right(rows, self.model.pad_token_id)[0].to(device)
         head: Any
         if self.fast is not None:
             hidden = self.fast.hidden_states(ids, torch.tensor([len(r) for r in rows]))
             head = self.fast.lm_head
         else:
-            positions = torch.arange(ids.shape[1], device=device)[None, :].expand_as(ids)
-            hidden = _decoder(lm)(
-                input_ids=ids, attention_mask=mask, position_ids=positions
-            ).last_hidden_state
+            body, pad = _decoder(lm), self.model.pad_token_id
+            states, _ = forward_after(body, rows, None, device=device, pad_id=pad, keep=False)
+            hidden = states.last_hidden_state
             head = lm.get_output_embeddings()
         out: List[List[Optional[float]]] = []
         for r, (row, w) in enumerate(zip(rows, windows)):
@@ -362,7 +323,7 @@ class Scorer:
 
 
 def _candidate_logprobs(
-    items: List[_Prepared], last: torch.Tensor, clog: torch.Tensor
+    items: List[PreparedScore], last: torch.Tensor, clog: torch.Tensor
 ) -> List[List[List[float]]]:
     """Per request, per candidate, the log-probability of each candidate token: ``last``
     holds each request's prefix-end log-probs, ``clog`` (candidate rows in request order,
@@ -387,53 +348,3 @@ def _decoder(lm: Any) -> Any:
     if body is None:
         raise TypeError(f"{type(lm).__name__} does not expose its decoder (get_decoder()).")
     return body
-
-
-def _groups(prefixes: List[List[int]], *, min_shared: int = 16) -> List[List[int]]:
-    """Runs of sorted prefixes that share a long common prefix.
-
-    A run ends when the next prefix shares fewer than ``min_shared`` tokens with the run's
-    first, or clearly less (3/4) than the run shares so far: the entities of one doc stay
-    together instead of falling back to the instruction all docs share.
-    """
-    groups: List[List[int]] = []
-    shared = 0
-    for k, ids in enumerate(prefixes):
-        if groups:
-            common = _common_prefix([prefixes[groups[-1][0]], ids])
-            floor = max(min_shared, (3 * shared) // 4 if len(groups[-1]) > 1 else 0)
-            if common >= floor:
-                shared = common if len(groups[-1]) == 1 else min(shared, common)
-                groups[-1].append(k)
-                continue
-        groups.append([k])
-        shared = 0
-    return groups
-
-
-def _common_prefix(rows: List[List[int]]) -> int:
-    n = min(len(r) for r in rows)
-    for j in range(n):
-        if any(r[j] != rows[0][j] for r in rows[1:]):
-            return j
-    return n
-
-
-def _left_pad(rows: List[List[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: List[List[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask

@@ -1,6 +1,13 @@
 """The portable decode loop: any transformers causal LM through ``model(...)`` and a
-``DynamicCache``. Used when :mod:`.decoder` does not support the architecture (or the
-model is spread over devices with ``device_map``)."""
+``DynamicCache``.
+
+Why this forward path exists (docs/architecture.md lists the three): :mod:`.decoder` is
+LLaMA-only and single-device, so another architecture, a model spread over devices with
+``device_map``, or ``fast_decoder = false`` decodes here. Rows are left padded
+(``rows.pad_left``): every row ends at the last column, so one step appends one token to
+each row of the one ``DynamicCache`` and finished rows are dropped from it. Right padding
+would change which cached positions are masked, and with them the last bits of the
+numbers this loop has always produced."""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from typing import Any, Callable, Dict, List, Sequence
 import torch
 
 from .alternatives import Decision
-from .stopping import Scored, Scorer, SequenceState, Stepper
+from .decode_step import Scored, Scorer, SequenceState, Stepper
+from .rows import left_positions, pad_left, pad_right
 
 
 @torch.inference_mode()
@@ -27,14 +35,9 @@ def decode_batch(
 
     device = next(lm.parameters()).device
     n = len(prompts)
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        input_ids[row, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p) :] = 1
+    input_ids, mask = pad_left(prompts, pad_id)
     input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = left_positions(mask)
     cache = DynamicCache()
     out = lm(
         input_ids=input_ids,
@@ -64,15 +67,10 @@ def decode_batch(
             mask, last_pos = mask[idx], last_pos[idx]
             alive = [alive[b] for b in keep]
         # right-aligned: a row with fewer new tokens has masked holes on the left
-        width = max(fed)
-        tokens = torch.full((len(alive), width), pad_id, dtype=torch.long)
-        new = torch.zeros((len(alive), width), dtype=torch.long)
-        pos = last_pos[:, None].repeat(1, width)
-        for b, (r, m) in enumerate(zip(alive, fed)):
-            tokens[b, width - m :] = torch.tensor(seqs[r].tokens[-m:])
-            new[b, width - m :] = 1
-            pos[b, width - m :] = last_pos[b] + torch.arange(1, m + 1, device=device)
-        mask = torch.cat([mask, new.to(device)], dim=1)
+        tokens, new = pad_left([seqs[r].tokens[-m:] for r, m in zip(alive, fed)], pad_id)
+        new = new.to(device)
+        pos = last_pos[:, None] + new.cumsum(-1)  # the holes sit at the row's last position
+        mask = torch.cat([mask, new], dim=1)
         last_pos = last_pos + torch.tensor(fed, device=device)
         out = lm(
             input_ids=tokens.to(device),
@@ -100,13 +98,7 @@ def _decider(
     def decide(k: int, decision: Decision) -> Scored:
         r = alive[k]
         base = list(prompts[r]) + list(seqs[r].tokens)
-        rows = [base + sc[:-1] for sc in decision.scored]
-        width = max(len(x) for x in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, x in enumerate(rows):
-            ids[i, : len(x)] = torch.tensor(x)
-            att[i, : len(x)] = 1
+        ids, att = pad_right([base + sc[:-1] for sc in decision.scored], pad_id)
         lp = torch.log_softmax(
             lm(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float(), dim=-1
         )

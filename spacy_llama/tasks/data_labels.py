@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-import srsly
-
 from .examples import Example, FewShotState
 from .labels import Label, make_labels
+from .saved import read_task
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,9 @@ class DataLabels(FewShotState):
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> Any:
         """A task built without labels takes those saved with it (from training)."""
-        file = Path(path) / "task.json"
-        if self.needs_labels and file.exists():
-            saved = srsly.read_json(file).get("labels") or []
+        data = read_task(path) if self.needs_labels else None
+        if data is not None:
+            saved = data.get("labels") or []
             if saved:
                 self._adopt([Label(**x) for x in saved])
         if self.needs_labels:

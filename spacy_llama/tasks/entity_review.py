@@ -9,7 +9,19 @@ are only removed with ``delete_none`` (when ``none_label`` wins): never silently
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Type,
+)
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
@@ -18,18 +30,28 @@ from spacy.training import Example as SpacyExample
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    PromptedTask,
+    PromptFormatter,
+    ReviewsEntities,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, fit_doc, token_count
 from .labels import Label, config_labels, labels_context, softmax
+from .layout import Asked, ask, match
 from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 Context = Literal["doc", "sentence"]
 
 
 class EntityReviewTask(DataLabels, PromptedTask):
+    """Reviews entities (tasks/base.py's ``ReviewsEntities``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -86,6 +108,10 @@ class EntityReviewTask(DataLabels, PromptedTask):
         return out + (["doc.ents"] if self.relabel or self.delete_none else [])
 
     @property
+    def label_names(self) -> List[str]:
+        return self.entity_labels
+
+    @property
     def entity_labels(self) -> List[str]:
         """The labels an entity can end up with (not the "none of these" answer)."""
         return [x.name for x in self.labels if x.name != self.none_label]
@@ -127,45 +153,62 @@ class EntityReviewTask(DataLabels, PromptedTask):
     def _calibrating(self, docs: Sequence[Doc]) -> bool:
         return self.calibrate and any(self.reviewed(doc) for doc in docs)
 
+    def _plan(self, docs: Sequence[Doc]) -> List[Tuple[Asked, DocLike, Span]]:
+        """What each request asks, about which doc and entity, in request order: the
+        calibration probe first (contextual calibration, Zhao et al., 2021: a content-free
+        text and entity give the model's prior for each label, which assign divides out),
+        then each doc's reviewed entities."""
+        plan: List[Tuple[Asked, DocLike, Span]] = []
+        if self._calibrating(docs):
+            probe = content_free_doc(docs[0].vocab, self.content_free)
+            plan.append((Asked(None), probe, probe[:]))
+        for k, doc in enumerate(docs):
+            plan += [(Asked(k, j), doc, ent) for j, ent in enumerate(self.reviewed(doc))]
+        return plan
+
+    def layout(self, docs: Sequence[Doc]) -> List[Asked]:
+        """What each request of ``requests(docs)`` asks (tasks/layout.py)."""
+        return [where for where, _, _ in self._plan(docs)]
+
     def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
         out = []
-        if self._calibrating(docs):
-            # Contextual calibration (Zhao et al., 2021): a content-free text and entity give
-            # the model's prior for each label; assign() divides it out.
-            probe = content_free_doc(docs[0].vocab, self.content_free)
-            out.append(self._request(probe, probe[:]))
-        for doc in docs:
-            name = doc_label(doc)
-            for ent in self.reviewed(doc):
-                req = self._request(doc, ent) if self.context == "doc" else None
-                if req is None or not self._fits(req):
-                    # Too long (or asked for): the entity's sentence, cut after the entity.
-                    sent = ent.sent if doc.has_annotation("SENT_START") else doc[:]
-                    req = fit_doc(
-                        doc[sent.start : max(ent.end, sent.end)],
-                        lambda d, e=ent: self._request(d, e),  # type: ignore[misc]
-                        self._fits,
-                        on_overflow=self.on_overflow,
-                        label=f"entity {ent.text!r} of {name}",
-                    )
-                req.label = f"entity {ent.text!r} of {name}"
-                out.append(req)
+        for where, doc, ent in self._plan(docs):
+            if where.doc_index is None:
+                req = self._request(doc, ent)
+            else:
+                req = self._entity_request(doc, ent)  # type: ignore[arg-type]
+            out.append(ask(req, where))
         return out
 
+    def _entity_request(self, doc: Doc, ent: Span) -> ScoreRequest:
+        name = doc_label(doc)
+        req = self._request(doc, ent) if self.context == "doc" else None
+        if req is None or not self._fits(req):
+            # Too long (or asked for): the entity's sentence, cut after the entity.
+            sent = ent.sent if doc.has_annotation("SENT_START") else doc[:]
+            req = fit_doc(
+                doc[sent.start : max(ent.end, sent.end)],
+                lambda d, e=ent: self._request(d, e),  # type: ignore[misc]
+                self._fits,
+                on_overflow=self.on_overflow,
+                label=f"entity {ent.text!r} of {name}",
+            )
+        req.label = f"entity {ent.text!r} of {name}"
+        return req
+
     def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
-        prior = [0.0] * len(self.labels)
-        if self._calibrating(docs):
-            prior = self._values(results[0])
-            results = results[1:]
-        it = iter(results)
-        for doc in docs:
-            reviewed = {(e.start, e.end) for e in self.reviewed(doc)}
+        got = match(self.layout(docs), results, len(docs), task=type(self).__name__)
+        probes = got.probes_of(0)
+        prior = self._values(probes[0]) if probes else [0.0] * len(self.labels)
+        for doc, answers in zip(docs, got.docs):
+            answer = {(e.start, e.end): res for e, res in zip(self.reviewed(doc), answers)}
             ents = []
             for ent in doc.ents:
-                if (ent.start, ent.end) not in reviewed:
+                res = answer.get((ent.start, ent.end))
+                if res is None:  # not reviewed
                     ents.append(ent)
                     continue
-                values = [v - p for v, p in zip(self._values(next(it)), prior)]
+                values = [v - p for v, p in zip(self._values(res), prior)]
                 probs = dict(zip((x.name for x in self.labels), softmax(values)))
                 best = max(probs, key=lambda k: probs[k])
                 ent._.set(self.label_attr, best)
@@ -177,6 +220,36 @@ class EntityReviewTask(DataLabels, PromptedTask):
 
     def _values(self, res: ScoreResult) -> List[float]:
         return list(res.means if self.length_normalize else res.sums)
+
+    def review_targets(self, example: SpacyExample) -> Tuple[Doc, List[str]]:
+        """What the task is trained on: the doc it is asked about (a copy of the predicted
+        doc whose entities are the gold spans) and each gold span's target label, in the
+        order ``requests`` asks (its questions).
+
+        The entity's label in the prompt is the upstream one when the predicted doc has the
+        same span (what inference sees), else the gold label. A gold label the task does not
+        have is taught as ``none_label`` when there is one, and left out otherwise."""
+        doc = example.predicted.copy()
+        upstream = {(e.start_char, e.end_char): e.label_ for e in example.predicted.ents}
+        names = {x.name for x in self.labels}
+        spans: List[Span] = []
+        targets = {}
+        for ent in example.reference.ents:
+            target = self._review_target(ent.label_, names)
+            key = (ent.start_char, ent.end_char)
+            shown = upstream.get(key, ent.label_)
+            span = doc.char_span(*key, label=shown)
+            if target is None or span is None:  # nothing to teach, or not on the doc's tokens
+                continue
+            spans.append(span)
+            targets[(span.start, span.end)] = target
+        doc.ents = spans
+        return doc, [targets[(e.start, e.end)] for e in self.reviewed(doc)]
+
+    def _review_target(self, gold: str, names: Set[str]) -> Optional[str]:
+        if gold in names and gold != self.none_label:
+            return gold
+        return self.none_label
 
     def _decide(self, ent: Span, best: str, prob: float) -> Optional[Span]:
         """The entity as it leaves the review: unchanged, relabelled, or (if allowed) removed."""
@@ -309,3 +382,8 @@ def entity_review_task_v2(
         on_overflow=on_overflow, label_attr=label_attr, scores_attr=scores_attr,
         calibrate=calibrate, content_free=content_free,
     )  # fmt: skip
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _entity_review_task_reviews_entities: Type[ReviewsEntities] = EntityReviewTask
+    _entity_review_task_takes_labels_from_data: Type[TakesLabelsFromData] = EntityReviewTask

@@ -17,6 +17,7 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_readers
 from .labels import Label, check_label, labels_context
 from .prompt import PromptTemplate
+from .saved import read_task, write_task
 
 Example = Dict[str, Any]
 
@@ -51,18 +52,11 @@ def example_name(ex: Example, i: int) -> str:
     return str(ex.get("_source", f"few-shot example {i}"))
 
 
-def write_task(path: Path, data: Dict[str, Any]) -> None:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(path / "task.json", data)
-
-
 def read_examples(path: Path) -> Optional[List[Example]]:
     """The few-shot examples saved with a pipeline, so a saved pipeline is self-contained."""
-    file = Path(path) / "task.json"
-    if not file.exists():
+    data = read_task(path)
+    if data is None:
         return None
-    data = srsly.read_json(file)
     return list(data["examples"]) if data.get("examples") is not None else None
 
 

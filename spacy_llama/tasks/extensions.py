@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List
 from spacy.tokens import Doc, Span, Token
 
 from ..errors import Errors, FewShotError, PipelineError, UsageError
+from .base import Task
 
 
 def install_extensions(
@@ -30,7 +31,7 @@ def check_names(**names: str) -> None:
         raise FewShotError(Errors.E315.format(names=names))
 
 
-def task_assigns(task: Any) -> List[str]:
+def task_assigns(task: Task) -> List[str]:
     """What a task writes, in spaCy's notation (``doc._.x``, ``span._.x``, ``token._.x``,
     ``doc.cats``...): its ``assigns`` when it declares them, else its ``extensions`` as Doc
     extensions."""

@@ -25,10 +25,10 @@ from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
 from .calibration import probe_doc
 from .confidence import SCORE_ATTR, decoder_of, install_score, score_copied_strings
-from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, load_template
+from .saved import write_task
 from .schema import Schema, check_span_fields, doc_schema, is_array_field, load_schema
 from .structured import (
     DEFAULT_MAX_SPAN_TOKENS,

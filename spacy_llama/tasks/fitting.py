@@ -12,6 +12,7 @@ from spacy.tokens import Doc
 from ..errors import Errors, PromptTooLongError
 from ..types import GenerationRequest
 from .base import PromptFormatter, doc_label
+from .layout import Asked, ask
 from .prompt import DocLike
 
 Overflow = Literal["truncate", "error"]
@@ -62,13 +63,13 @@ def generation_requests(
     *,
     on_overflow: str,
 ) -> List[GenerationRequest]:
-    """One request per doc; empty docs get an empty prompt (no model call), long ones are
-    cut to fit the context (see :func:`fit_doc`)."""
+    """One request per doc (stamped with its doc's index); empty docs get an empty prompt
+    (no model call), long ones are cut to fit the context (see :func:`fit_doc`)."""
     out = []
-    for doc in docs:
+    for k, doc in enumerate(docs):
         name = doc_label(doc)
         if not doc.text.strip():
-            out.append(GenerationRequest(prompt="", label=name))
+            out.append(ask(GenerationRequest(prompt="", label=name), Asked(k)))
             continue
         req = fit_doc(
             doc,
@@ -78,5 +79,5 @@ def generation_requests(
             label=name,
         )
         req.label = name
-        out.append(req)
+        out.append(ask(req, Asked(k)))
     return out

@@ -12,7 +12,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+)
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
@@ -22,7 +33,14 @@ from spacy.util import filter_spans
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    GeneratesEntities,
+    PromptedTask,
+    PromptFormatter,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .confidence import SCORE_ATTR, AnswerScorer, CharRange, decoder_of, install_score, set_score
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
@@ -49,6 +67,8 @@ class Answer:
 
 
 class NERTask(DataLabels, PromptedTask):
+    """Generates its entities (tasks/base.py's ``GeneratesEntities``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -128,6 +148,23 @@ class NERTask(DataLabels, PromptedTask):
     # What a trained answer starts with after a plain (non-chat) prompt: free text begins
     # its "TYPE: text" lines on a new line after "Entities:", as the few-shot examples do.
     plain_answer_prefix = "\n"
+
+    @property
+    def label_names(self) -> List[str]:
+        return self.entity_labels
+
+    @property
+    def entity_labels(self) -> List[str]:
+        return [x.name for x in self.labels]
+
+    def gold_answer(self, reference: Doc) -> str:
+        """What the model should write for ``reference`` (the training target): the task's
+        rendering of its gold entities of the task's labels, in text order, after a plain
+        prompt starting as the task's answers do (NER.v1: a new line after "Entities:";
+        NER.v2: the JSON right away); a chat reply starts its own message."""
+        names = set(self.entity_labels)
+        text = self.render([e for e in reference.ents if e.label_ in names])
+        return text if self.chat else self.plain_answer_prefix + text
 
     def render(self, ents: Iterable[Span]) -> str:
         """The answer for ``ents`` as the few-shot examples show it (ner.jinja) and
@@ -278,3 +315,8 @@ def ner_task_v1(
         unaligned_attr=unaligned_attr,
         on_overflow=on_overflow,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _n_e_r_task_generates_entities: Type[GeneratesEntities] = NERTask
+    _n_e_r_task_takes_labels_from_data: Type[TakesLabelsFromData] = NERTask

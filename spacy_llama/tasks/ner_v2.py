@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Type
 
 from spacy.tokens import Doc, Span
 
 from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, doc_label
+from .base import ChatSetting, GeneratesEntities, doc_label
 from .confidence import AnswerScorer, Decode, decoder_of, json_objects, json_value_ranges
 from .data_labels import LabelSpec
 from .examples import Example
@@ -193,3 +193,7 @@ def ner_task_v2(
         unaligned_attr=overlaps_attr,
         on_overflow=on_overflow,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _n_e_rv2_task_generates_entities: Type[GeneratesEntities] = NERv2Task

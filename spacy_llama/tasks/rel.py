@@ -22,11 +22,12 @@ from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
-from .examples import write_task
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .labels import Label, labels_context, make_labels
+from .layout import Asked, ask
 from .prompt import DocLike, PromptTemplate, load_template
+from .saved import write_task
 from .structured import FINISH_ATTR, check_max_items, json_constraint, read_answer
 
 logger = logging.getLogger("spacy_llama")
@@ -93,6 +94,10 @@ class RELTask(PromptedTask):
     def extensions(self) -> List[str]:
         return [self.relations_attr, FINISH_ATTR]
 
+    @property
+    def label_names(self) -> List[str]:
+        return [x.name for x in self.labels]
+
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
         self._request(sample)  # a bad template fails when the pipeline is built
@@ -108,15 +113,14 @@ class RELTask(PromptedTask):
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
         out: List[GenerationRequest] = []
-        for doc in docs:
+        for k, doc in enumerate(docs):
             if len(doc.ents) < 2:  # nothing to relate: an empty prompt is no model call
-                out.append(GenerationRequest(prompt="", label=doc_label(doc)))
-                continue
-            out.extend(
-                generation_requests(
+                req = GenerationRequest(prompt="", label=doc_label(doc))
+            else:
+                [req] = generation_requests(
                     [doc], self._request, self.formatter, on_overflow=self.on_overflow
                 )
-            )
+            out.append(ask(req, Asked(k)))
         return out
 
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Type
 
 from spacy.tokens import Doc
 
-from ..errors import Errors
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
-from .base import ChatSetting, PromptedTask, PromptFormatter
-from .examples import write_task
+from .base import ChatSetting, GeneratesAnswer, PromptedTask, PromptFormatter
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
 from .prompt import DocLike, PromptTemplate, load_template
+from .saved import write_task
 
 LEAD = re.compile(r"^\s*(?:summary\s*:)\s*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
 class SummaryTask(PromptedTask):
+    """Generates an answer (tasks/base.py's ``GeneratesAnswer``)."""
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -48,6 +50,13 @@ class SummaryTask(PromptedTask):
     @property
     def extensions(self) -> List[str]:
         return [self.summary_attr]
+
+    @property
+    def answer_attr(self) -> str:
+        return self.summary_attr
+
+    def gold_answer(self, reference: Doc) -> str:
+        return str(reference._.get(self.summary_attr))
 
     def initialize(self, formatter: PromptFormatter, *, sample: Doc) -> None:
         self.bind(formatter)
@@ -97,7 +106,7 @@ def summary_task_v1(
     """Summarise each doc in at most ``max_words`` words."""
     check_names(summary_attr=summary_attr)
     if max_words < 1:
-        raise ValueError(Errors.E319.format(max_words=max_words))
+        raise FewShotError(Errors.E319.format(max_words=max_words))
     return SummaryTask(
         load_template(template, template_path, "summary.jinja"),
         max_words=int(max_words),
@@ -106,3 +115,7 @@ def summary_task_v1(
         on_overflow=on_overflow,
         summary_attr=summary_attr,
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _summary_task_generates_answer: Type[GeneratesAnswer] = SummaryTask

@@ -26,12 +26,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc
 from spacy.training import Example as SpacyExample
 
-from ..errors import Errors
+from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import TokenLogprobRequest, TokenLogprobResult
 from .base import PromptFormatter, doc_label
-from .examples import write_task
 from .extensions import check_names, install_extensions
+from .saved import write_task
 
 
 class SurprisalTask:
@@ -76,8 +76,9 @@ class SurprisalTask:
                 window=self.window,
                 stride=self.stride,
                 prefix_ids=list(self._prefix),
+                doc_index=k,
             )
-            for doc in docs
+            for k, doc in enumerate(docs)
         ]
 
     def assign(self, docs: Sequence[Doc], results: Sequence[TokenLogprobResult]) -> None:
@@ -160,9 +161,9 @@ def surprisal_task_v2(
     A fixed window makes perplexities comparable across models and documents."""
     check_names(logprob_attr=logprob_attr, perplexity_attr=perplexity_attr)
     if window is not None and window < 2:
-        raise ValueError(Errors.E320.format(window=window))
+        raise FewShotError(Errors.E320.format(window=window))
     if stride is not None and (stride < 1 or (window is not None and stride >= window)):
-        raise ValueError(Errors.E321.format(stride=stride, window=window))
+        raise FewShotError(Errors.E321.format(stride=stride, window=window))
     return SurprisalTask(
         add_bos=add_bos,
         logprob_attr=logprob_attr,

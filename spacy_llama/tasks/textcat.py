@@ -16,7 +16,7 @@ calibration.py). v1 and v2 are kept exactly as released.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc
@@ -25,14 +25,19 @@ from spacy.training import Example as SpacyExample
 from ..errors import Errors, FewShotError
 from ..registry import llama_tasks
 from ..types import ScoreRequest, ScoreResult
-from .base import ChatSetting, PromptedTask, PromptFormatter, doc_label
+from .base import (
+    ChatSetting,
+    PromptedTask,
+    PromptFormatter,
+    ScoresLabels,
+    TakesLabelsFromData,
+    doc_label,
+)
 from .calibration import (
     check_label_score,
     check_prior_weight,
     content_free_texts,
-    label_values,
     pmi,
-    prior_values,
     probe_doc,
     scored_parts,
 )
@@ -40,12 +45,17 @@ from .data_labels import DataLabels, LabelSpec
 from .examples import Example, example_name
 from .fitting import Overflow, fit_doc, token_count
 from .labels import Label, check_label, config_labels, labels_context, softmax
+from .layout import Asked, ask, match
 from .prompt import DocLike, PromptTemplate, content_free_doc, load_template
 
 YES, NO = "yes", "no"
 
 
 class TextCatTask(DataLabels, PromptedTask):
+    """Scores label candidates (tasks/base.py's ``ScoresLabels``)."""
+
+    prior_weight = 1.0  # the share of the content-free baseline subtracted (v3: a setting)
+
     def __init__(
         self,
         template: PromptTemplate,
@@ -161,20 +171,39 @@ class TextCatTask(DataLabels, PromptedTask):
         """One question per doc (exclusive), or one yes/no question per label."""
         return [None] if self.exclusive else list(self.labels)
 
-    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
-        out = []
-        if self.calibrate and docs:
-            # Contextual calibration (Zhao et al., 2021): the same prompt around a content-free
-            # text measures the model's prior for each answer; assign() divides it out.
-            probe = content_free_doc(docs[0].vocab, self.content_free)
-            out += [self._request(probe, q) for q in self._questions()]
-        return out + self._doc_requests(docs)
+    def _probe_texts(self) -> List[str]:
+        """The content-free texts of the calibration probes (none without calibration)."""
+        return [self.content_free] if self.calibrate else []
 
-    def _doc_requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+    def _probe_doc(self, vocab: Any, text: str) -> DocLike:
+        return content_free_doc(vocab, text)
+
+    def _plan(self, docs: Sequence[Doc]) -> List[Tuple[Asked, DocLike]]:
+        """What each request asks and the doc it asks about, in request order: per
+        content-free text one probe per question (contextual calibration, Zhao et al.,
+        2021: the same prompt around a content-free text measures the model's prior for
+        each answer, which assign divides out), then each doc's questions."""
+        questions = range(len(self._questions()))
+        plan: List[Tuple[Asked, DocLike]] = []
+        if docs:
+            for text in self._probe_texts():
+                probe = self._probe_doc(docs[0].vocab, text)
+                plan += [(Asked(None, q), probe) for q in questions]
+        return plan + [(Asked(k, q), doc) for k, doc in enumerate(docs) for q in questions]
+
+    def layout(self, docs: Sequence[Doc]) -> List[Asked]:
+        """What each request of ``requests(docs)`` asks (tasks/layout.py)."""
+        return [where for where, _ in self._plan(docs)]
+
+    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+        questions = self._questions()
         out = []
-        for doc in docs:
-            name = doc_label(doc)
-            for label in self._questions():
+        for where, doc in self._plan(docs):
+            label = questions[where.question]
+            if where.doc_index is None:  # a probe: short, nothing to fit
+                req = self._request(doc, label)
+            else:
+                name = doc_label(doc)  # type: ignore[arg-type]
                 req = fit_doc(
                     doc,
                     lambda d, lab=label: self._request(d, lab),  # type: ignore[misc]
@@ -183,29 +212,44 @@ class TextCatTask(DataLabels, PromptedTask):
                     label=name,
                 )
                 req.label = name
-                out.append(req)
+            out.append(ask(req, where))
         return out
 
     def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
-        per = len(self._questions())
-        priors: List[Optional[ScoreResult]] = [None] * per
-        if self.calibrate and docs:
-            priors, results = list(results[:per]), results[per:]
-        for k, doc in enumerate(docs):
-            mine = results[k * per : (k + 1) * per]
+        got = match(self.layout(docs), results, len(docs), task=type(self).__name__)
+        priors = [self._prior(got.probes_of(q)) for q in range(len(self._questions()))]
+        for doc, mine in zip(docs, got.docs):
             if self.exclusive:
-                probs = softmax(self._values(mine[0], priors[0]))
+                probs = softmax(self._calibrated(mine[0], priors[0]))
                 doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
             else:
                 for label, res, prior in zip(self.labels, mine, priors):
-                    doc.cats[label.name] = softmax(self._values(res, prior))[0]
+                    doc.cats[label.name] = softmax(self._calibrated(res, prior))[0]
 
-    def _values(self, res: ScoreResult, prior: Optional[ScoreResult]) -> List[float]:
-        values = list(res.means if self.length_normalize else res.sums)
-        if prior is None:
-            return values
-        base = prior.means if self.length_normalize else prior.sums
-        return [v - b for v, b in zip(values, base)]
+    def _values(self, res: ScoreResult) -> List[float]:
+        """Per candidate: the mean of its token log-probs (``length_normalize``), or the sum
+        (TextCat.v2's ``first_word`` candidates are already cut to the first word)."""
+        return list(res.means if self.length_normalize else res.sums)
+
+    def _prior(self, probes: Sequence[ScoreResult]) -> Optional[List[float]]:
+        """The content-free baseline: per candidate, the mean value over the probes."""
+        if not probes:
+            return None
+        rows = [self._values(p) for p in probes]
+        return [sum(col) / len(rows) for col in zip(*rows)]
+
+    def _calibrated(self, res: ScoreResult, prior: Optional[List[float]]) -> List[float]:
+        """The values less ``prior_weight`` times the baseline (v1, v2: all of it)."""
+        return pmi(self._values(res), prior, self.prior_weight)
+
+    def gold_candidates(self, reference: Doc) -> List[int]:
+        """Per question, the index of the gold candidate: the best gold label (exclusive),
+        or per label 0 for "yes" (gold >= 0.5) and 1 for "no"."""
+        if self.exclusive:
+            names = [x.name for x in self.labels]
+            best = max(names, key=lambda n: reference.cats.get(n, 0.0))
+            return [names.index(best)]
+        return [0 if reference.cats.get(x.name, 0.0) >= 0.5 else 1 for x in self.labels]
 
     def score(self, examples: Iterable[SpacyExample], **kwargs: Any) -> Dict[str, Any]:
         """spaCy's textcat scores (``cats_score``, ``cats_f_per_type``, ...)."""
@@ -225,8 +269,6 @@ class TextCatV2Task(TextCatTask):
     """TextCat.v2: ``label_score`` says which part of each answer is scored and how its token
     log-probs are aggregated; with ``calibrate`` the mean score of the same answer after each
     content-free text is subtracted (PMI, see calibration.py) before the softmax."""
-
-    prior_weight = 1.0  # the share of the content-free baseline subtracted (v3: a setting)
 
     def __init__(
         self,
@@ -253,30 +295,12 @@ class TextCatV2Task(TextCatTask):
         parts = scored_parts([x.answer for x in self.labels], self.label_score)
         return [self.prefix + x for x in parts]
 
-    def requests(self, docs: Sequence[Doc]) -> List[ScoreRequest]:
+    def _probe_texts(self) -> List[str]:
         """Per batch, one probe per content-free text (per question), then the docs'."""
-        out = []
-        if self.calibrate and docs:
-            for text in self.content_free_texts:
-                probe = probe_doc(docs[0].vocab, text)
-                out += [self._request(probe, q) for q in self._questions()]
-        return out + self._doc_requests(docs)
+        return list(self.content_free_texts) if self.calibrate else []
 
-    def assign(self, docs: Sequence[Doc], results: Sequence[ScoreResult]) -> None:
-        per = len(self._questions())
-        n_probes = per * len(self.content_free_texts) if self.calibrate and docs else 0
-        probes, results = results[:n_probes], results[n_probes:]
-        priors = [prior_values(probes[q::per], self.label_score) for q in range(per)]
-        for k, doc in enumerate(docs):
-            mine = results[k * per : (k + 1) * per]
-            if self.exclusive:
-                values = pmi(label_values(mine[0], self.label_score), priors[0], self.prior_weight)
-                probs = softmax(values)
-                doc.cats.update({x.name: p for x, p in zip(self.labels, probs)})
-            else:
-                for label, res, prior in zip(self.labels, mine, priors):
-                    values = pmi(label_values(res, self.label_score), prior, self.prior_weight)
-                    doc.cats[label.name] = softmax(values)[0]
+    def _probe_doc(self, vocab: Any, text: str) -> DocLike:
+        return probe_doc(vocab, text)
 
     def _state(self) -> Dict[str, Any]:
         return {**super()._state(), "label_score": self.label_score}
@@ -426,3 +450,12 @@ def _v2_settings(
         threshold=threshold if threshold is not None else (0.0 if exclusive else 0.5),
         on_overflow=on_overflow,
     )  # fmt: skip
+
+
+if TYPE_CHECKING:  # mypy checks that the task has its capabilities (tasks/base.py)
+    _text_cat_task_scores_labels: Type[ScoresLabels] = TextCatTask
+    _text_cat_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatTask
+    _text_cat_v2_task_scores_labels: Type[ScoresLabels] = TextCatV2Task
+    _text_cat_v2_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatV2Task
+    _text_cat_v3_task_scores_labels: Type[ScoresLabels] = TextCatV3Task
+    _text_cat_v3_task_takes_labels_from_data: Type[TakesLabelsFromData] = TextCatV3Task

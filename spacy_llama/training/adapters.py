@@ -35,9 +35,10 @@ from ..errors import Errors, TrainingError
 
 # the attribute that caches a model's fused decoders: the copies must not share them
 from ..generation.decoder import _SHARED_ATTR, drop_fused_decoders
-from ..models.base import LoadedModel
+from ..models.base import LoadedModel, has_local_weights
 from ..models.fingerprint import base_identity
 from ..models.qlinear import QUANTIZED, Int4Linear, Int8Linear, LowRankAdded
+from ..tasks.base import Task
 from .settings import LoRASettings
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -349,22 +350,20 @@ def _check_targets(name: str, module: Any, settings: LoRASettings, source: str) 
 
 def check_adapter_model(name: str, model: Any, quantize: Optional[str]) -> None:
     """An adapter needs local weights with gradients: no server, no int8."""
-    from ..generation.remote import is_remote
-
-    if is_remote(model):
+    if not has_local_weights(model):
         raise TrainingError(Errors.E501.format(name=name, source=getattr(model, "source", model)))
     if quantize is not None:
         raise TrainingError(Errors.E502.format(name=name, quantize=quantize))
 
 
 def build_adapter(
-    name: str, model: Any, task: Any, settings: LoRASettings, quantize: Optional[str]
+    name: str, model: Any, task: Task, settings: LoRASettings, quantize: Optional[str]
 ) -> Adapter:
-    """The component's adapter, after the checks that make a bad block a build-time error."""
-    from .gold import trainable
+    """The component's adapter, after the checks that make a bad block a build-time error
+    (a task that no row of the capability table trains: E503, E962)."""
+    from .capabilities import training_for
 
-    if not trainable(task):
-        raise TrainingError(Errors.E503.format(name=name, task=type(task).__name__))
+    training_for(task, name)
     return new_adapter(name, model, settings, quantize)
 
 

@@ -16,87 +16,73 @@ expanded over its candidates, which run as short continuations; rows are right p
 micro-batches of at most ``batch_size`` rows. The values equal one plain forward per
 candidate row (tests/training/reference.py keeps that implementation to compare against).
 
-Tasks are read through their public attributes (duck typing, so a TextCat.v2 with the same
-attributes trains too); the tasks themselves never touch torch.
+Tasks are read through their capabilities (tasks/base.py's ``ScoresLabels``,
+``GeneratesAnswer``, ``GeneratesEntities``): the gold target is the task's own
+(``gold_candidates``, ``gold_answer``), and each request says which doc and question it
+asks (tasks/layout.py), so the losses never rebuild the tasks' request layout. The tasks
+themselves never touch torch; ``capabilities.py`` says which loss trains which task.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from spacy.tokens import Doc
 from spacy.training import Example
 
+from ..generation.rows import group_by_sum as chunks
+from ..generation.rows import shared_prefix as shared_length
 from ..generation.scoring import Scorer
 from ..models.base import LoadedModel
+from ..tasks.base import GeneratesAnswer, GeneratesEntities, ReviewsEntities, ScoresLabels
+from ..tasks.layout import asked, match
 from ..types import GenerationRequest, ScoreRequest
-from .forward import Past, chunks, logprobs_at, run, shared_length
-from .gold import answer_attr, is_textcat, usable
+from .forward import Past, logprobs_at, run
+
+# The tasks whose requests score candidates, and those that learn to write an answer.
+ScoringTask = Union[ScoresLabels, ReviewsEntities]
+AnswerTask = Union[GeneratesAnswer, GeneratesEntities]
 
 
-def task_loss(
-    task: Any,
+# -- ScoresLabels (TextCat) ----------------------------------------------------------------
+def textcat_loss(
+    task: ScoresLabels,
     lm: LoadedModel,
     module: Any,
-    examples: Iterable[Example],
+    egs: Sequence[Example],
     *,
     batch_size: Optional[int] = None,
     share_prompt: bool = True,
-) -> Tuple[Optional[torch.Tensor], int]:
-    """The summed loss of the usable examples (empty docs skipped) and how many there were.
-    ``batch_size``: rows per forward (None: all at once); ``share_prompt``: run the prefix
-    all requests share once."""
-    egs = [eg for eg in examples if usable(eg)]
-    if not egs:
-        return None, 0
-    opts: Dict[str, Any] = {"batch_size": batch_size, "share_prompt": share_prompt}
-    if is_textcat(task):
-        return textcat_loss(task, lm, module, egs, **opts), len(egs)
-    return answer_loss(task, lm, module, egs, **opts), len(egs)
-
-
-# -- TextCat -----------------------------------------------------------------------------
-def textcat_loss(
-    task: Any, lm: LoadedModel, module: Any, egs: Sequence[Example], **opts: Any
 ) -> torch.Tensor:
-    docs = [eg.predicted for eg in egs]
-    requests: List[ScoreRequest] = list(task.requests(docs))
-    per = 1 if task.exclusive else len(task.labels)
-    n_probes = len(requests) - per * len(docs)  # calibration probes come first
-    values = candidate_values(task, lm, module, requests, **opts)
-    priors: List[Optional[torch.Tensor]] = [None] * per
-    if n_probes:
-        priors = [torch.stack(values[q:n_probes:per]).mean(dim=0) for q in range(per)]
+    """Summed over docs and questions: the cross-entropy of each question's gold candidate
+    under the softmax of its candidates' values, less ``prior_weight`` times the mean of
+    the calibration probes of that question, as the task's ``assign`` does."""
+    requests: List[ScoreRequest] = list(task.requests([eg.predicted for eg in egs]))
+    values = candidate_values(
+        task, lm, module, requests, batch_size=batch_size, share_prompt=share_prompt
+    )
+    got = match([asked(r) for r in requests], values, len(egs), task=type(task).__name__)
+    priors = {q: torch.stack(probes).mean(dim=0) for q, probes in got.probes.items()}
     total = torch.zeros((), device=lm.device)
-    for k, eg in enumerate(egs):
-        for q, gold in enumerate(gold_indices(task, eg.reference)):
-            mine = values[n_probes + k * per + q]
-            prior = priors[q]
-            if prior is not None:  # as assign: TextCat.v3 subtracts a share of it
-                mine = mine - getattr(task, "prior_weight", 1.0) * prior
-            target = torch.tensor([gold], device=mine.device)
-            total = total + F.cross_entropy(mine[None, :], target)
+    for eg, mine in zip(egs, got.docs):
+        for q, (value, gold) in enumerate(zip(mine, task.gold_candidates(eg.reference))):
+            if q in priors:  # as assign: TextCat.v3 subtracts a share of the probes' mean
+                value = value - task.prior_weight * priors[q]
+            target = torch.tensor([gold], device=value.device)
+            total = total + F.cross_entropy(value[None, :], target)
     return total
 
 
-def gold_indices(task: Any, ref: Doc) -> List[int]:
-    """Per question of the doc, the index of the gold candidate."""
-    if task.exclusive:
-        names = [x.name for x in task.labels]
-        best = max(names, key=lambda n: ref.cats.get(n, 0.0))
-        return [names.index(best)]
-    return [0 if ref.cats.get(x.name, 0.0) >= 0.5 else 1 for x in task.labels]  # (yes, no)
-
-
-def candidate_scores(task: Any, lm: LoadedModel, module: Any, req: ScoreRequest) -> torch.Tensor:
+def candidate_scores(
+    task: ScoringTask, lm: LoadedModel, module: Any, req: ScoreRequest
+) -> torch.Tensor:
     """Summed (or mean) log-probability of each candidate of one request, with gradients."""
     return candidate_values(task, lm, module, [req])[0]
 
 
 def candidate_values(
-    task: Any,
+    task: ScoringTask,
     lm: LoadedModel,
     module: Any,
     requests: Sequence[ScoreRequest],
@@ -106,7 +92,7 @@ def candidate_values(
 ) -> List[torch.Tensor]:
     """Per request, the summed (or mean) log-probability of each candidate."""
     scorer = Scorer(lm, batch_size=1)
-    prepared = [scorer._prepare(i, r) for i, r in enumerate(requests)]  # the engine's tokens
+    prepared = [scorer.prepare(i, r) for i, r in enumerate(requests)]  # the engine's tokens
     shared = shared_length([p.prefix for p in prepared]) if share_prompt else 0
     base = run(module, [prepared[0].prefix[:shared]], None)[1] if shared else None
     out: List[torch.Tensor] = []
@@ -120,7 +106,12 @@ def candidate_values(
 
 
 def _chunk_values(
-    task: Any, module: Any, items: Sequence[Any], hidden: torch.Tensor, past: Past, shared: int
+    task: ScoringTask,
+    module: Any,
+    items: Sequence[Any],
+    hidden: torch.Tensor,
+    past: Past,
+    shared: int,
 ) -> List[torch.Tensor]:
     """The candidates of ``items`` as continuations of their prompts' cache: the prompt's last
     position predicts each candidate's first token, the continuation the rest."""
@@ -155,9 +146,9 @@ def _chunk_values(
     return out
 
 
-# -- Completion / Summary ------------------------------------------------------------------
+# -- GeneratesAnswer (Completion, Summary), GeneratesEntities (NER) ------------------------
 def answer_loss(
-    task: Any,
+    task: AnswerTask,
     lm: LoadedModel,
     module: Any,
     egs: Sequence[Example],
@@ -165,11 +156,11 @@ def answer_loss(
     batch_size: Optional[int] = None,
     share_prompt: bool = True,
 ) -> torch.Tensor:
-    """Summed over docs: the mean NLL of each doc's reference answer (``doc._.<attr>``)
-    after its prompt."""
-    attr = str(answer_attr(task))
+    """Summed over docs: the mean NLL of each doc's gold answer (the task's
+    ``gold_answer``: ``doc._.<attr>`` for Completion and Summary, the rendering of the gold
+    entities for NER) after its prompt."""
     requests: List[GenerationRequest] = list(task.requests([eg.predicted for eg in egs]))
-    answers = [str(eg.reference._.get(attr)) for eg in egs]
+    answers = [task.gold_answer(eg.reference) for eg in egs]
     return answers_nll(
         lm, module, requests, answers, batch_size=batch_size, share_prompt=share_prompt
     )

@@ -281,16 +281,3 @@ def test_merge_docbin_shards(setup: Dict[str, Path]) -> None:
     docs = _read_docbin_folder(merged, spacy.blank("en").vocab)
     assert sorted(d.user_data["spacy_llama_id"] for d in docs) == sorted(f"d{i}" for i in range(10))
     assert all(isinstance(d._.llama_completion, str) for d in docs)
-
-
-def test_memory_zones_do_not_change_records(setup: Dict[str, Path], monkeypatch: Any) -> None:
-    import spacy_llama.batch.local as annotator
-
-    inp = write_jsonl(setup["dir"] / "in.jsonl", corpus(10))
-    whole, zoned = setup["dir"] / "whole.jsonl", setup["dir"] / "zoned.jsonl"
-    run(setup["config"], inp, whole, batch_size=2)
-    monkeypatch.setattr(annotator, "ZONE_DOCS", 3)  # four zones of at most 3 docs
-    run(setup["config"], inp, zoned, batch_size=2, docbin=setup["dir"] / "zoned.spacy")
-    assert_same_records(read_jsonl(zoned), read_jsonl(whole))
-    docs = _read_docbin_folder(setup["dir"] / "zoned.spacy", spacy.blank("en").vocab)
-    assert [d.text for d in docs] == [r["text"] for r in read_jsonl(whole)]

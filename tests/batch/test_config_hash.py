@@ -13,8 +13,9 @@ from typing import Any, Dict, List
 import pytest
 import srsly
 
-from spacy_llama.batch import prepare
-from spacy_llama.batch.prepare import config_hash, load_pipeline
+from spacy_llama.batch import identity
+from spacy_llama.batch.identity import config_hash
+from spacy_llama.batch.loading import load_pipeline
 from spacy_llama.cli import main
 from spacy_llama.errors import PipelineError
 
@@ -178,7 +179,7 @@ def test_unreadable_named_file_is_a_coded_error(
     def unreadable(path: Path) -> str:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(prepare, "file_digest", unreadable)
+    monkeypatch.setattr(identity, "file_digest", unreadable)
     with pytest.raises(PipelineError, match=r"\[E101\].*prompt\.jinja.*template_path"):
         config_hash(nlp)
 

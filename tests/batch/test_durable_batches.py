@@ -47,15 +47,15 @@ def test_batch_size_smaller_than_the_components_writes_at_that_size(
 
 KILLER = """
 import os, signal, sys
-from spacy_llama.generation import stopping
-real = stopping.SequenceState.result
+from spacy_llama.generation import decode_step
+real = decode_step.SequenceState.result
 finished = []
 def result(self, decode):
     if len(finished) == 3:  # kill -9 while the 4th answer of the batch comes out
         os.kill(os.getpid(), signal.SIGKILL)
     finished.append(self.index)
     return real(self, decode)
-stopping.SequenceState.result = result
+decode_step.SequenceState.result = result
 from spacy_llama.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -1,114 +1,30 @@
 """Records that used to stop a run for good: a lone surrogate, deep nesting, huge numbers,
 non-JSON values from a .spacy input, a text over ``nlp.max_length``. Each is a bad line
 (reported with file:line before the model loads, or recorded and skipped) or a failed doc
-(recorded, the rest of its batch written); a resume afterwards works. Also: the output
-files stay writable for such records, a DocBin part is on disk once its batch is written,
-and a resume without a readable ``OUTPUT.run.json`` is refused."""
+(recorded, the rest of its batch written); a resume afterwards works. Also: a resume
+without a readable ``OUTPUT.run.json`` is refused. (The reader's and the sinks' own checks
+of such records are in test_reader.py and test_sinks.py.)"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from spacy_llama.batch.prepare import isolate_failures, record_doc
-from spacy_llama.batch.reader import FIELDS_KEY, ID_KEY, BadLine, Record, read_corpus
+from spacy_llama.batch.failures import isolate_failures, record_doc
+from spacy_llama.batch.reader import ID_KEY, Record
 from spacy_llama.batch.runinfo import RunInfo
-from spacy_llama.batch.sinks import ERROR_KEY, DocBinSink, FailedSink, JsonlSink, docbin_parts
+from spacy_llama.batch.sinks import ERROR_KEY, docbin_parts
 from spacy_llama.cli import main
 from spacy_llama.errors import RunStateError
 
 from ..fixtures.corpus_files import corpus, read_jsonl, write_jsonl
 from ..fixtures.helpers import write_config
-
-VOCAB = spacy.blank("en").vocab
-SURROGATE = "\\ud800"  # as the JSONL holds it: a JSON escape for a lone surrogate
-
-POISON = {
-    "surrogate in text": '{"id": "p1", "text": "bad ' + SURROGATE + ' text"}',
-    "surrogate in a field": '{"id": "p2", "text": "fine", "note": "x' + SURROGATE + '"}',
-    "surrogate in a key": '{"id": "p3", "text": "fine", "k' + SURROGATE + '": 1}',
-    "surrogate in the id": '{"id": "p' + SURROGATE + '", "text": "fine"}',
-    "nested past the recursion limit": '{"text": "x", "a": ' + "[" * 5000 + "]" * 5000 + "}",
-    "nested past the depth limit": '{"text": "x", "a": ' + "[" * 300 + "]" * 300 + "}",
-    "a number too long to read": '{"id": ' + "7" * 5000 + ', "text": "x"}',
-    "an id beyond 64 bits": '{"id": ' + str(2**70) + ', "text": "x"}',
-    "a field int beyond 64 bits": '{"text": "x", "n": ' + str(-(2**64)) + "}",
-}
-REASONS = {  # a fragment of each reason, the code of its message
-    "surrogate in text": ('field "text"', "E080"),
-    "surrogate in a field": ('field "note"', "E080"),
-    "surrogate in a key": ("a key", "E080"),
-    "surrogate in the id": ('field "id"', "E080"),
-    "nested past the recursion limit": ("nested deeper than", "E081"),
-    "nested past the depth limit": ('field "a"', "E081"),
-    "a number too long to read": ("digits", "E082"),
-    "an id beyond 64 bits": ('field "id"', "E083"),
-    "a field int beyond 64 bits": ('field "n"', "E083"),
-}
-
-
-def items(path: Path) -> List[Any]:
-    return list(read_corpus(path, vocab=VOCAB))
-
-
-@pytest.mark.parametrize("case", sorted(POISON))
-def test_poison_line_is_a_bad_line(tmp_path: Path, case: str) -> None:
-    path = tmp_path / "in.jsonl"
-    path.write_text('{"text": "ok"}\n' + POISON[case] + '\n{"text": "also ok"}\n')
-    got = items(path)
-    assert isinstance(got[0], Record) and isinstance(got[2], Record)
-    bad = got[1]
-    assert isinstance(bad, BadLine) and bad.source == "in.jsonl:2", bad
-    fragment, code = REASONS[case]
-    assert fragment in bad.reason and f"[{code}]" in bad.reason, bad.reason
-    bad.message().encode("utf-8")  # printable and writable as it is
-
-
-def test_ordinary_values_stay_records(tmp_path: Path) -> None:
-    """The checks reject only what cannot be written: NUL, non-ASCII, a valid surrogate
-    pair (an emoji as a JSON escape), 64-bit ints and nesting within the limit pass."""
-    path = tmp_path / "in.jsonl"
-    lines = [
-        '{"id": 18446744073709551615, "text": "nul \\u0000 inside", "n": -9223372036854775808}',
-        '{"text": "emoji \\ud83d\\ude00 K\\u00f6ln", "a": ' + "[" * 50 + "]" * 50 + "}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    got = items(path)
-    assert all(isinstance(r, Record) for r in got), got
-    assert got[0].raw_id == 2**64 - 1 and "\x00" in got[0].text
-    assert got[1].text == "emoji \U0001f600 Köln"
-
-
-def test_docbin_input_with_non_json_values_is_bad(tmp_path: Path) -> None:
-    nlp = spacy.blank("en")
-    db = DocBin(store_user_data=True)
-    user_data: List[Dict[Any, Any]] = [
-        {FIELDS_KEY: {"blob": b"\x00\x01"}},
-        {FIELDS_KEY: {"m": {1: "int key"}}},
-        {ID_KEY: 1.5},
-        {ID_KEY: b"bytes-id"},
-        {ID_KEY: "ok", FIELDS_KEY: {"lang": "de", "tags": [1, 2.5, None, True]}},
-        {ID_KEY: None},  # no id: the source is the id
-    ]
-    for i, data in enumerate(user_data):
-        doc = nlp(f"doc {i}")
-        doc.user_data.update(data)
-        db.add(doc)
-    db.to_disk(tmp_path / "in.spacy")
-    got = items(tmp_path / "in.spacy")
-    assert [type(x).__name__ for x in got] == ["BadLine"] * 4 + ["Record"] * 2
-    reasons = [x.reason for x in got[:4]]
-    assert '"blob"' in reasons[0] and "bytes" in reasons[0] and "[E084]" in reasons[0]
-    assert '"m"' in reasons[1] and "key" in reasons[1] and "[E084]" in reasons[1]
-    assert all("[E085]" in r for r in reasons[2:]), reasons
-    # msgpack gives lists back as tuples, which JSON writes as lists
-    assert got[4].fields == {"lang": "de", "tags": (1, 2.5, None, True), "text": "doc 4"}
-    assert got[5].id == "in.spacy#6"
+from ..fixtures.poison_lines import POISON, REASONS
 
 
 def test_a_doc_that_failed_before_the_pipeline_keeps_its_reason() -> None:
@@ -131,68 +47,13 @@ def test_a_doc_that_failed_before_the_pipeline_keeps_its_reason() -> None:
     assert "[E086]" in stand_in.user_data[ERROR_KEY]
 
 
-# -- the output files take what reaches them ------------------------------------------------
-def test_failed_and_jsonl_sinks_escape_a_surrogate(tmp_path: Path) -> None:
-    """The failed list (and, defensively, the output) writes a string UTF-8 cannot hold as
-    a JSON escape instead of crashing, and reads back the same string."""
-    failed = FailedSink(tmp_path / "o.failed.jsonl")
-    failed.write({"id": "a\ud800", "source": "in.jsonl:1", "error": "Köln \udfff"})
-    failed.write({"id": 2, "source": "in.jsonl:2", "error": "Köln"})
-    lines = (tmp_path / "o.failed.jsonl").read_bytes().splitlines()
-    assert json.loads(lines[0]) == {"id": "a\ud800", "source": "in.jsonl:1", "error": "Köln \udfff"}
-    assert "Köln".encode() in lines[1]  # readable UTF-8 where it can be
-    sink = JsonlSink(tmp_path / "o.jsonl", resume=False)
-    sink.write([("a", {"id": "a", "text": "x\ud800"}), ("b", {"id": "b", "text": "y"})])
-    sink.close()
-    assert [r["text"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["x\ud800", "y"]
-
-
-def _docs(n: int, start: int = 0) -> List[Any]:
-    nlp = spacy.blank("en")
-    out = []
-    for i in range(start, start + n):
-        doc = nlp(f"doc {i}")
-        doc.user_data[ID_KEY] = f"d{i}"
-        out.append((f"d{i}", doc))
-    return out
-
-
 def _on_disk(folder: Path) -> List[str]:
+    vocab = spacy.blank("en").vocab
     return [
         d.user_data[ID_KEY]
         for part in docbin_parts(folder)
-        for d in DocBin().from_disk(part).get_docs(VOCAB)
+        for d in DocBin().from_disk(part).get_docs(vocab)
     ]
-
-
-def test_docbin_batch_is_on_disk_before_close(tmp_path: Path) -> None:
-    """A killed run (no close) keeps every batch its DocBin sink was given."""
-    folder = tmp_path / "o.spacy"
-    sink = DocBinSink(folder, resume=False, vocab=VOCAB, part_size=1000)
-    sink.write(_docs(3))
-    assert _on_disk(folder) == ["d0", "d1", "d2"]
-    sink.write(_docs(2, start=3))
-    assert _on_disk(folder) == [f"d{i}" for i in range(5)]
-    assert len(docbin_parts(folder)) == 2  # one part per batch
-    again = DocBinSink(folder, resume=True, vocab=VOCAB, part_size=2)  # never closed `sink`
-    assert again.done == {f"d{i}" for i in range(5)}
-    again.write(_docs(10))  # d5..d9 are new: more than part_size, so split in 2 + 2 + 1
-    assert _on_disk(folder) == [f"d{i}" for i in range(10)]
-    assert len(docbin_parts(folder)) == 5
-
-
-def test_docbin_parts_are_in_numeric_order(tmp_path: Path) -> None:
-    """With a part per batch a run can pass part 99999; part-100000 comes after it."""
-    folder = tmp_path / "o.spacy"
-    folder.mkdir()
-    for index, (_, doc) in zip((99999, 100000), _docs(2)):
-        db = DocBin(store_user_data=True)
-        db.add(doc)
-        db.to_disk(folder / f"part-{index:05d}.spacy")
-    assert [p.name for p in docbin_parts(folder)] == ["part-99999.spacy", "part-100000.spacy"]
-    sink = DocBinSink(folder, resume=True, vocab=VOCAB)
-    sink.write(_docs(1, start=2))
-    assert _on_disk(folder) == ["d0", "d1", "d2"]
 
 
 # -- whole runs -------------------------------------------------------------------------------

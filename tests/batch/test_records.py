@@ -10,6 +10,8 @@ from spacy.tokens import Span
 from spacy_llama.batch.reader import Record
 from spacy_llama.batch.records import doc_record
 
+from ..fixtures.helpers import tiny_model
+
 
 def test_span_groups_reach_the_record_and_empty_ones_do_not() -> None:
     """Span groups (NER with merge = "spans", Extract's span fields) are output as
@@ -23,10 +25,6 @@ def test_span_groups_reach_the_record_and_empty_ones_do_not() -> None:
     assert "spans" not in doc_record(plain, Record(id="d1", raw_id="d1", text="x"), extensions=[])
 
 
-def _model(path) -> dict:
-    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
-
-
 def test_entity_review_values_are_the_fourth_element_of_each_entity(tiny_hf) -> None:
     """EntityReview's Span extensions reach the record (before, only `ents` as triples)."""
     from spacy.tokens import Doc
@@ -35,7 +33,7 @@ def test_entity_review_values_are_the_fourth_element_of_each_entity(tiny_hf) -> 
 
     nlp = spacy.blank("en")
     task = {"@llama_tasks": "spacy-llama.EntityReview.v1", "labels": ["PERSON", "ORG"]}
-    nlp.add_pipe("llama", config={"model": _model(tiny_hf), "task": task})
+    nlp.add_pipe("llama", config={"model": tiny_model(tiny_hf), "task": task})
     extensions = pipeline_extensions(nlp)
     assert extensions == ["span._.llama_label", "span._.llama_scores"]
     doc = Doc(nlp.vocab, words=["Anna", "met", "Ben", "."], ents=["B-PERSON", "O", "B-ORG", "O"])
@@ -70,7 +68,7 @@ def test_surprisal_token_values_are_arrays_aligned_to_tokens(tiny_hf) -> None:
 
     nlp = spacy.blank("en")
     task = {"@llama_tasks": "spacy-llama.Surprisal.v1"}
-    nlp.add_pipe("llama", config={"model": _model(tiny_hf), "task": task})
+    nlp.add_pipe("llama", config={"model": tiny_model(tiny_hf), "task": task})
     extensions = pipeline_extensions(nlp)
     doc = nlp("The cat sat on the mat.")
     record = doc_record(doc, Record(id="d", raw_id="d", text=doc.text), extensions=extensions)

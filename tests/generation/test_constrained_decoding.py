@@ -113,8 +113,8 @@ def test_each_request_keeps_its_own_constraint_through_refill_and_compaction(mod
 def test_stepper_leaves_unconstrained_rows_bit_identical(model, temperature):
     """On the same logits, rows without a grammar choose the same tokens with the same
     logprobs, bit for bit, whether or not other rows of the step are constrained."""
+    from spacy_llama.generation.decode_step import SequenceState, Stepper
     from spacy_llama.generation.sampling import make_generators
-    from spacy_llama.generation.stopping import SequenceState, Stepper
 
     cfg = GenerationConfig(max_new_tokens=5, temperature=temperature, top_p=0.9)
     engine = Engine(model, cfg)
@@ -206,19 +206,19 @@ def test_request_constraint_enters_the_cache_key(model, tmp_path):
 def test_grammar_state_is_freed_when_a_row_finishes(model):
     engine = Engine(model, GenerationConfig(max_new_tokens=4, regex="[0-9]+"), batch_size=2)
     seen: List[Optional[Any]] = []
-    from spacy_llama.generation import stopping
+    from spacy_llama.generation import decode_step
 
-    original = stopping.Stepper._close
+    original = decode_step.Stepper._close
 
     def close(self: Any, seq: Any) -> None:
         original(self, seq)
         seen.append(seq.grammar)
 
-    stopping.Stepper._close = close  # type: ignore[method-assign]
+    decode_step.Stepper._close = close  # type: ignore[method-assign]
     try:
         engine.run([GenerationRequest(p) for p in PROMPTS[:3]])
     finally:
-        stopping.Stepper._close = original  # type: ignore[method-assign]
+        decode_step.Stepper._close = original  # type: ignore[method-assign]
     assert len(seen) == 3 and seen == [None, None, None]
 
 

@@ -12,8 +12,8 @@ from spacy_llama.errors import ConstraintError
 from spacy_llama.generation import grammar as G
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.continuous import grammar_prefix
+from spacy_llama.generation.decode_step import SequenceState
 from spacy_llama.generation.response_cache import response_key
-from spacy_llama.generation.stopping import SequenceState
 from spacy_llama.types import Constraint
 
 from ..fixtures.tiny import make_tokenizer

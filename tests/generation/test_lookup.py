@@ -127,7 +127,7 @@ def test_fuzz_drafting_changes_nothing_but_the_steps():
     """Random batches over a 12-token vocabulary (outputs loop, so drafts are often right):
     shared prefixes, refills, EOS and stop ids and stop strings inside drafts, max_new_tokens
     reached mid-draft. Tokens, finish reasons, cut texts and logprobs match no drafting."""
-    from spacy_llama.generation.stopping import SequenceState, Stepper
+    from spacy_llama.generation.decode_step import SequenceState, Stepper
 
     vocab = 12
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_drafts_near_the_end_of_the_context_keep_generate_output(rope):
     of the call: a verify pass that pads a row near the end of the context past
     max_position_embeddings would switch the whole call (and the keys it caches). Greedy
     tokens and log-probs must equal transformers' generate, one prompt at a time."""
-    from spacy_llama.generation.stopping import SequenceState, Stepper
+    from spacy_llama.generation.decode_step import SequenceState, Stepper
 
     vocab, ctx = 12, 64
     torch.manual_seed(0)

@@ -75,7 +75,7 @@ def test_score_matches_direct_forward_pass(tiny, fused, decoder, batch_size):
 
 @DECODERS
 def test_requests_sharing_a_prefix_are_grouped(tiny, fused, decoder):
-    from spacy_llama.generation.scoring import _groups
+    from spacy_llama.generation.rows import prefix_runs
 
     shared = "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911. "
     other = "San Francisco considers banning sidewalk delivery robots. London is a big city. "
@@ -85,8 +85,8 @@ def test_requests_sharing_a_prefix_are_grouped(tiny, fused, decoder):
         ScoreRequest(prompt=p + "\nType:", candidates=[" PERSON", " GPE", " DATE"]) for p in prompts
     ]
     scorer = make_scorer(tiny, fused, decoder, 4)  # several chunks per group
-    prefixes = sorted(scorer._prepare(i, r).prefix for i, r in enumerate(reqs))
-    assert sorted(len(g) for g in _groups(prefixes)) == [2, 3]
+    prefixes = sorted(scorer.prepare(i, r).prefix for i, r in enumerate(reqs))
+    assert sorted(len(g) for g in prefix_runs(prefixes)) == [2, 3]
     for req, res in zip(reqs, scorer.score(reqs)):
         for k, cand in enumerate(req.candidates):
             expected = direct_candidate(tiny, req.prompt, cand)

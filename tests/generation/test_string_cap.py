@@ -15,7 +15,7 @@ from spacy_llama.errors import ConstraintError, SchemaError
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.engine import Engine
 from spacy_llama.models.hf import load_hf_folder
-from spacy_llama.models.structured import constraint_fields
+from spacy_llama.models.server.constraints import constraint_fields
 from spacy_llama.types import DOC_ERROR_KEY, Constraint, GenerationRequest
 
 from ..fixtures.tiny import CORPUS

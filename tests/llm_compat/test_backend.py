@@ -190,17 +190,3 @@ def test_bad_settings_are_named(tiny_long):
 
     with pytest.raises(ConfigValidationError, match="max_new_tokens"):
         spacy_llm_v1(model=model, generation={"max_new_tokens": 0})
-
-
-def test_batching_benchmark_runs_end_to_end(tiny_long, capsys):
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root))
-    from benchmarks import spacy_llm_batching
-
-    args = ["--limit", "3", "--max-new-tokens", "4", "--batch-size", "2"]
-    assert spacy_llm_batching.main([*args, "--model-path", str(tiny_long)]) == 0
-    out = capsys.readouterr().out
-    assert "engine calls: A 3, B 2 (prompts per call: [2, 1])" in out
-    assert "B / A speed-up:" in out and "same answer both ways:" in out

@@ -18,7 +18,7 @@ from spacy_llama.errors import GenerationError, ModelLoadError
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.engine import Engine
 from spacy_llama.models.server import ServerModel, openai_compatible_v1
-from spacy_llama.types import GenerationRequest
+from spacy_llama.types import GenerationRequest, ScoreRequest
 
 from ..conftest import HAS_EN_CORE
 from ..fixtures.fake_server import FakeServer
@@ -295,8 +295,10 @@ def test_slow_server_hits_the_timeout() -> None:
 def test_scoring_tasks_explain_they_need_a_local_model() -> None:
     with FakeServer() as fake:
         model = server_model(fake.url)
+        assert not hasattr(model, "model")  # no stand-in for weights it does not have
+        engine = Engine(model, GenerationConfig())
         with pytest.raises(NotImplementedError, match="generation tasks only.*local loader"):
-            model.model.parameters()
+            engine.run_all([ScoreRequest(prompt="The capital is", candidates=[" Paris"])])
 
 
 def test_sampling_parameters_reach_the_server() -> None:
@@ -372,7 +374,7 @@ def test_hung_completions_fail_fast_though_tokenize_answers(tmp_path: Path) -> N
 def test_only_a_completion_closes_the_breaker(monkeypatch) -> None:
     """After the cool-down one probe goes out; tokenize answering meanwhile does not close
     the breaker, a successful completion does."""
-    from spacy_llama.models.breaker import CircuitBreaker
+    from spacy_llama.models.server.breaker import CircuitBreaker
 
     now = [0.0]
     with FakeServer() as fake:

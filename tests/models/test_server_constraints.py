@@ -13,7 +13,8 @@ from spacy_llama.errors import ConstraintError, ModelLoadError
 from spacy_llama.generation.config import GenerationConfig
 from spacy_llama.generation.engine import Engine
 from spacy_llama.models.server import openai_compatible_v1
-from spacy_llama.models.structured import choices_gbnf, detect_kind
+from spacy_llama.models.server.constraints import choices_gbnf
+from spacy_llama.models.server.discovery import detect_kind
 from spacy_llama.types import Constraint, GenerationRequest
 
 from ..fixtures.fake_server import FakeServer, completion

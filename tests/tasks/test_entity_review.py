@@ -17,6 +17,8 @@ from spacy_llama.generation import scoring
 from spacy_llama.generation.scoring import Scorer
 from spacy_llama.types import ScoreRequest, ScoreResult
 
+from ..fixtures.helpers import tiny_model
+
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["PERSON", "ORG", "GPE"]
 SMOL = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
@@ -29,10 +31,6 @@ def review_nlp(model: Dict[str, Any], base: str = "", **task: Any) -> spacy.Lang
         "llama", config={"model": model, "task": config, "generation": {"max_new_tokens": 1}}
     )
     return nlp
-
-
-def tiny_model(path: Path) -> Dict[str, Any]:
-    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
 
 
 def annotated_doc(nlp: spacy.Language) -> Doc:

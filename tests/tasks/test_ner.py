@@ -16,6 +16,8 @@ from spacy_llama.generation.engine import Engine
 from spacy_llama.tasks.labels import labels_context
 from spacy_llama.types import GenerationRequest, GenerationResult
 
+from ..fixtures.helpers import tiny_model
+
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["COMPANY", "CITY"]
 SMOL = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
@@ -33,10 +35,6 @@ def ner_nlp(model: Dict[str, Any], base: str = "", **task: Any) -> spacy.Languag
         },
     )
     return nlp
-
-
-def tiny_model(path: Path) -> Dict[str, Any]:
-    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
 
 
 def annotated_doc(nlp: spacy.Language) -> Doc:

@@ -13,7 +13,7 @@ import srsly
 import spacy_llama.tasks.extract  # noqa: F401  (registers the three tasks)
 import spacy_llama.tasks.ner_v2  # noqa: F401
 import spacy_llama.tasks.rel  # noqa: F401
-from spacy_llama.batch.prepare import load_pipeline
+from spacy_llama.batch.loading import load_pipeline
 from spacy_llama.types import DOC_ERROR_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

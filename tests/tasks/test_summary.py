@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
@@ -12,6 +11,8 @@ from spacy.tokens import Doc, DocBin
 from spacy_llama.generation.engine import Engine
 from spacy_llama.tasks.summary import clip_words
 from spacy_llama.types import GenerationRequest, GenerationResult
+
+from ..fixtures.helpers import tiny_model
 
 SMOL = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
 
@@ -24,10 +25,6 @@ def summary_nlp(model: Dict[str, Any], max_new_tokens: int = 16, **task: Any) ->
         config={"model": model, "task": config, "generation": {"max_new_tokens": max_new_tokens}},
     )
     return nlp
-
-
-def tiny_model(path: Path) -> Dict[str, Any]:
-    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
 
 
 def annotated_doc(nlp: spacy.Language) -> Doc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict
 
 import pytest
@@ -14,6 +13,8 @@ from spacy_llama.generation.scoring import Scorer
 from spacy_llama.tasks.surprisal import align_to_tokens
 from spacy_llama.types import TokenLogprobRequest
 
+from ..fixtures.helpers import tiny_model
+
 SMOL = {"@llama_models": "spacy-llama.SmolLM2.v1", "device": "cpu", "dtype": "float32"}
 
 
@@ -22,10 +23,6 @@ def surprisal_nlp(model: Dict[str, Any], **task: Any) -> spacy.Language:
     config = {"@llama_tasks": "spacy-llama.Surprisal.v1", **task}
     nlp.add_pipe("llama", config={"model": model, "task": config, "generation": {}})
     return nlp
-
-
-def tiny_model(path: Path) -> Dict[str, Any]:
-    return {"@llama_models": "spacy-llama.HF.v1", "path": str(path), "device": "cpu"}
 
 
 def test_align_by_character_offsets():

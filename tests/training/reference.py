@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from spacy.training import Example
 
 from spacy_llama.generation.scoring import Scorer
-from spacy_llama.training.gold import answer_attr, is_textcat, usable
-from spacy_llama.training.losses import gold_indices
+from spacy_llama.tasks.base import ScoresLabels
+from spacy_llama.training.gold import usable
 
 
 def reference_loss(task: Any, lm: Any, module: Any, examples: Sequence[Example]) -> torch.Tensor:
     egs = [eg for eg in examples if usable(eg)]
-    if is_textcat(task):
+    if isinstance(task, ScoresLabels):
         return _textcat(task, lm, module, egs)
     return _answer(task, lm, module, egs)
 
@@ -35,7 +35,7 @@ def _textcat(task: Any, lm: Any, module: Any, egs: List[Example]) -> torch.Tenso
         priors = [torch.stack(values[q:n_probes:per]).mean(0) for q in range(per)]
     total = torch.zeros(())
     for k, eg in enumerate(egs):
-        for q, gold in enumerate(gold_indices(task, eg.reference)):
+        for q, gold in enumerate(task.gold_candidates(eg.reference)):
             mine = values[n_probes + k * per + q]
             if priors[q] is not None:
                 mine = mine - priors[q]
@@ -44,7 +44,7 @@ def _textcat(task: Any, lm: Any, module: Any, egs: List[Example]) -> torch.Tenso
 
 
 def _candidates(task: Any, lm: Any, module: Any, req: Any) -> torch.Tensor:
-    prepared = Scorer(lm, batch_size=1)._prepare(0, req)
+    prepared = Scorer(lm, batch_size=1).prepare(0, req)
     out = []
     for cont, first in zip(prepared.conts, prepared.first):
         row = prepared.prefix + cont
@@ -55,11 +55,10 @@ def _candidates(task: Any, lm: Any, module: Any, req: Any) -> torch.Tensor:
 
 
 def _answer(task: Any, lm: Any, module: Any, egs: List[Example]) -> torch.Tensor:
-    attr = str(answer_attr(task))
     total = torch.zeros(())
     for eg, req in zip(egs, task.requests([eg.predicted for eg in egs])):
         prompt = lm.encode(req.prompt, add_special_tokens=req.add_special_tokens)
-        answer = lm.encode(str(eg.reference._.get(attr)), add_special_tokens=False)
+        answer = lm.encode(task.gold_answer(eg.reference), add_special_tokens=False)
         row = prompt + (answer + lm.stop_token_ids[:1])[: max(1, lm.context_length - len(prompt))]
         total = total - _token_logprobs(module, row)[len(prompt) - 1 : len(row) - 1].mean()
     return total

@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 import pytest
 import torch
 
-from spacy_llama.training.losses import task_loss
+from spacy_llama.training.capabilities import task_loss
 
 from .builders import (
     TEXTS,

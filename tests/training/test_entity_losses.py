@@ -10,8 +10,8 @@ import torch
 from thinc.api import SGD
 
 from spacy_llama.tasks.labels import softmax
-from spacy_llama.training.entity_gold import review_targets
-from spacy_llama.training.entity_losses import ner_loss, review_loss
+from spacy_llama.training.entity_losses import review_loss
+from spacy_llama.training.losses import answer_loss
 
 from .builders import ENT_GOLD, entity_examples, entity_nlp
 
@@ -41,7 +41,7 @@ def test_review_loss_is_the_cross_entropy_of_the_engines_scores(tiny_hf, calibra
     nlp = entity_nlp(tiny_hf, {**REVIEW, "calibrate": calibrate})
     pipe = nlp.get_pipe("llama")
     eg = entity_examples(nlp, [ENT_GOLD[0]])[0]  # London: CITY
-    doc, targets = review_targets(pipe.task, eg)
+    doc, targets = pipe.task.review_targets(eg)
     assert targets == ["CITY"] and [e.text for e in doc.ents] == ["London"]
     results = pipe.engine.run_all(pipe.task.requests([doc]))
     values = results[-1].means  # length_normalize = true (the default)
@@ -61,12 +61,12 @@ def test_review_targets_follow_the_gold_and_the_none_label(tiny_hf) -> None:
     gold = [("Apple is in London.", [("Apple", "COMPANY"), ("London", "GPE")])]
     eg = entity_examples(nlp, gold)[0]
     eg.predicted.ents = [eg.predicted.char_span(0, 5, label="ORG")]
-    doc, targets = review_targets(task, eg)
+    doc, targets = task.review_targets(eg)
     assert targets == ["COMPANY", "OTHER"]
     assert [(e.text, e.label_) for e in doc.ents] == [("Apple", "ORG"), ("London", "GPE")]
     assert [(e.text, e.label_) for e in eg.predicted.ents] == [("Apple", "ORG")]  # unchanged
     plain = entity_nlp(tiny_hf, REVIEW).get_pipe("llama").task
-    assert review_targets(plain, eg)[1] == ["COMPANY"]  # no none_label: GPE is left out
+    assert plain.review_targets(eg)[1] == ["COMPANY"]  # no none_label: GPE is left out
 
 
 def test_update_lowers_the_ner_loss(tiny_hf) -> None:
@@ -86,7 +86,7 @@ def test_ner_loss_masks_the_prompt_and_renders_as_the_task_parses(tiny_hf) -> No
     eg = entity_examples(nlp, [ENT_GOLD[1]])[0]
     answer = "\nCOMPANY: Apple\nCITY: U.K."
     with torch.no_grad():
-        got = ner_loss(pipe.task, pipe.model, pipe.adapter.peft, [eg])
+        got = answer_loss(pipe.task, pipe.model, pipe.adapter.peft, [eg])
         prompt = pipe.model.encode(pipe.task.requests([eg.predicted])[0].prompt)
         tokens = pipe.model.encode(answer, add_special_tokens=False) + [2]
         logits = pipe.adapter.peft(input_ids=torch.tensor([prompt + tokens])).logits[0]
@@ -114,13 +114,12 @@ def test_ner_v2_trains_on_the_json_its_grammar_decodes(tiny_hf) -> None:
     (not NER.v1's "TYPE: text" lines it inherits), token for token accepted by the doc's
     grammar, starting right after the prompt (the grammar admits no leading newline), and
     read back by its own assign as the gold spans."""
-    from spacy_llama.training.entity_losses import ner_answer
     from spacy_llama.types import GenerationResult
 
     nlp = entity_nlp(tiny_hf, NER_V2, max_new_tokens=16)  # its shortest JSON takes 12 (E650)
     pipe = nlp.get_pipe("llama")
     eg = entity_examples(nlp, [ENT_GOLD[1]])[0]
-    answer = ner_answer(pipe.task, eg)
+    answer = pipe.task.gold_answer(eg.reference)
     assert answer == (
         '{"entities": [{"label": "COMPANY", "text": "Apple"}, '
         '{"label": "CITY", "text": "U.K."}]}'

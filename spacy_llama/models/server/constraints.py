@@ -16,21 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConstraintError, Errors
-from ..types import Constraint
+from ...errors import ConstraintError, Errors
+from ...types import Constraint
 
 SERVER_KINDS = ("llama.cpp", "llama-cpp-python", "vllm")
 VLLM_FIELDS = {"json_schema": "guided_json", "regex": "guided_regex", "choices": "guided_choice"}
-OWNED_BY = {"vllm": "vllm", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
-
-
-def detect_kind(entry: Dict[str, Any], route_name: Optional[str]) -> Optional[str]:
-    """The server family from its /models entry (``owned_by``: vLLM says "vllm", llama.cpp
-    "llamacpp", llama-cpp-python "me") or the tokenize route it answered; None if unknown."""
-    kind = OWNED_BY.get(str(entry.get("owned_by", "")).lower())
-    if kind is None and route_name is not None:
-        kind = {"llama-cpp-python": "llama-cpp-python", "llama.cpp": "llama.cpp"}.get(route_name)
-    return kind
 
 
 def choices_gbnf(choices: List[str]) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module():
@@ -30,7 +31,26 @@ def test_report_tables_zero_shot_and_trained_scores(tmp_path) -> None:
     argv = [str(paths[0]), str(out), "--baseline", str(paths[1]), "--meta", str(paths[2])]
     assert _module().main(argv) == 0
     text = out.read_text(encoding="utf8")
-    assert "| cats_score | 25.0 | 50.0 |" in text
-    assert "| cats_micro_f | - | 60.0 |" in text
-    assert "| F sport | 10.0 | 75.0 |" in text
+    assert table(text) == {  # percentages: zero-shot, trained; None where there is none
+        "cats_score": (25.0, 50.0),
+        "cats_micro_f": (None, 60.0),
+        "F sport": (10.0, 75.0),
+    }
     assert "Pipeline `p 1`" in text and "120 words/s" in text
+
+
+def table(markdown: str) -> Dict[str, Tuple[Optional[float], Optional[float]]]:
+    """The report's score rows: metric -> (zero-shot, trained) as numbers."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and (cells[1] == "-" or _number(cells[1]) is not None):
+            rows[cells[0]] = (_number(cells[1]), _number(cells[2]))
+    return rows
+
+
+def _number(cell: str) -> Optional[float]:
+    try:
+        return float(cell)
+    except ValueError:
+        return None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
@@ -71,7 +71,7 @@ def test_builders_write_files_of_the_right_types_and_vocabularies(work):
     assert Path(files["tiny-Q4_0.gguf"]["path"]).stat().st_mtime_ns == mtime
 
 
-def test_quick_run_reports_consistent_numbers(work, capsys):
+def test_quick_run_reports_consistent_numbers(work):
     """One quick run (children processes): GGUF.v2 and llama.cpp on the tiny Q4_0 file, the
     float32 path, the untied file under the 16 GiB budget; quality left out (it loads the
     real SmolLM2 twice)."""
@@ -80,8 +80,6 @@ def test_quick_run_reports_consistent_numbers(work, capsys):
     out = work / "scale.json"
     argv = ["--quick", "--work", str(work), "--json", str(out), "--skip", "quality"]
     assert scale.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "GGUF.v2 Q4_0 (auto)" in printed and "llama.cpp Q4_0" in printed
     report = json.loads(out.read_text())
     rows = {row["label"]: row["result"] for row in report["rows"]}
     ours, cpp = rows["GGUF.v2 Q4_0 (auto)"], rows["llama.cpp Q4_0"]

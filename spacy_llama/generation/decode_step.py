@@ -1,4 +1,7 @@
-"""Per-sequence bookkeeping shared by both decode loops: choose, record, decide to stop.
+"""One decode step of every live sequence, shared by both decode loops (continuous batching
+and the transformers loop): choose the next token (sampling, grammar masks, closed sets of
+alternatives), record it with its log-probability, decide whether the sequence stops (stop
+tokens, stop strings, budgets and their closing).
 
 Constrained rows (``SequenceState.grammar``, see ``grammar.py``) choose among the tokens
 their grammar allows; unconstrained rows in the same batch are untouched. The reported
