@@ -57,7 +57,7 @@ class GenerationConfig(BaseModel):
         cap = self.max_string_tokens
         if cap is not None and self.json_schema is None and self.json_schema_path is None:
             what = next((n for n in CONSTRAINT_FIELDS if getattr(self, n) is not None), None)
-            raise ValueError(Errors.E652.format(value=cap, what=what or "no constraint"))
+            raise ConstraintError(Errors.E652.format(value=cap, what=what or "no constraint"))
         if self.json_schema is not None:
             return Constraint("json_schema", schema_text(self.json_schema), cap or 0)
         if self.json_schema_path is not None:
