@@ -16,10 +16,11 @@ the schema ``{"entities": [{"label": enum, "text": string}]}`` (at most 4 entiti
 
 Issue 22 (structured output that always completes) adds two checks:
 
-- **budget sweep** (``--only sweep``): the schema ``{section: enum of 5, keywords: up to 3
-  unbounded strings}`` on the sample docs at every ``--budgets`` max_new_tokens, greedy and
-  sampled, batch 32: % of outputs that parse and validate, % closed (cut by the budget and
-  closed onto the shortest completion), E426 failures.
+- **budget sweep** (``--only sweep [--max-string-tokens N]``): the schema
+  ``{section: enum of 5, keywords: up to 3 unbounded strings}`` on the sample docs at
+  every ``--budgets`` max_new_tokens, greedy and sampled, batch 32: % of outputs that
+  parse and validate, % closed (cut by the budget and closed onto the shortest
+  completion), E426 failures.
 - **enum accuracy** (``--only enum [--split test]``): on corpus/splits/gold_<split>.spacy
   (the test half is never tuned on), TextCat.v2's own prompt answered as JSON
   ``{category: enum of the 4 labels, keywords}``, the enum decided as whole values and
@@ -34,6 +35,7 @@ Issue 22 (structured output that always completes) adds two checks:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -180,9 +182,12 @@ def valid_product(text: str) -> bool:
     return True
 
 
-def sweep(model: Any, limit: Optional[int], budgets: Sequence[int]) -> None:
+def sweep(
+    model: Any, limit: Optional[int], budgets: Sequence[int], max_string_tokens: Optional[int]
+) -> None:
     """Every budget, greedy and sampled, batch 32: % valid, % closed (cut by the budget and
-    closed onto the shortest completion), E426 failures."""
+    closed onto the shortest completion), E426 failures; ``max_string_tokens`` caps the
+    keyword strings."""
     from spacy_llama.generation.config import GenerationConfig
     from spacy_llama.generation.engine import Engine
     from spacy_llama.types import GenerationRequest
@@ -196,7 +201,11 @@ def sweep(model: Any, limit: Optional[int], budgets: Sequence[int]) -> None:
     for n in budgets:
         for temperature in (0.0, 1.0):
             cfg = GenerationConfig(
-                max_new_tokens=n, temperature=temperature, seed=1, json_schema=PRODUCT_SCHEMA
+                max_new_tokens=n,
+                temperature=temperature,
+                seed=1,
+                json_schema=PRODUCT_SCHEMA,
+                max_string_tokens=max_string_tokens,
             )
             start = time.perf_counter()
             out = Engine(model, cfg, batch_size=32).run(reqs)
@@ -290,16 +299,28 @@ def enum_accuracy(split: str, kinds: Sequence[str]) -> None:
         ("JSON enum", GenerationConfig(max_new_tokens=48, json_schema=schema)),
         ("choices", GenerationConfig(max_new_tokens=16, choices=list(cands))),
     ]
+    # calibration (Extract.v1's calibrate): TextCat.v2's own content-free prompts as probes
+    # (its requests for one doc: one probe per content-free text, then the doc's own)
+    probe_prompts = [r.prompt for r in textcat(True).get_pipe("llama").task.requests(
+        [nlp0.make_doc(gold[0].text)])][:-1]  # fmt: skip
     original = decode_step.Stepper._decisions
-    for (kind, cfg), whole in [(r, w) for r in runs for w in (True, False)]:
-        if kind not in kinds:
+    variants = [(r, w, pmi) for r in runs for w in (True, False) for pmi in (False, True)]
+    for (kind, cfg), whole, pmi in variants:
+        if kind not in kinds or (pmi and not whole):
             continue
-        name = f"{kind}, {'whole values' if whole else 'token by token'}"
+        name = f"{kind}, {'whole values' if whole else 'token by token'}" + (", PMI" if pmi else "")
         if not whole:
             decode_step.Stepper._decisions = lambda self, seqs: {}  # type: ignore[method-assign]
+        constraint = cfg.constraint
+        if pmi:
+            assert constraint is not None
+            constraint = dataclasses.replace(
+                constraint, probes=tuple((p, constraint.spec) for p in probe_prompts)
+            )
         try:
             engine = Engine(pipe.model, cfg, batch_size=32)
-            reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens)
+            reqs = [GenerationRequest(r.prompt, add_special_tokens=r.add_special_tokens,
+                                      constraint=constraint if pmi else None)
                     for r in prompts]  # fmt: skip
             start = time.perf_counter()
             out = engine.run(reqs)
@@ -338,6 +359,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", choices=["speed", "sweep", "enum"], default=None)
     ap.add_argument("--budgets", default="16,24,32,64,128,256", help="the sweep's max_new_tokens")
     ap.add_argument("--split", default="test", help="the gold split of the enum check")
+    ap.add_argument("--max-string-tokens", type=int, default=None, help="the sweep's cap")
     ap.add_argument("--runs", default="textcat,JSON enum,choices", help="the enum check's rows")
     args = ap.parse_args(argv)
     import torch
@@ -350,7 +372,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = smollm2_model_v1(dtype="float32")
     if args.only == "sweep":
         print("\n## budget sweep (schema: section enum of 5, up to 3 unbounded keyword strings)")
-        sweep(model, args.limit, [int(x) for x in args.budgets.split(",")])
+        sweep(model, args.limit, [int(x) for x in args.budgets.split(",")], args.max_string_tokens)
         return 0
     texts = prompts(model, args.limit)
     print(f"{len(texts)} docs, torch threads {torch.get_num_threads()}")

@@ -736,6 +736,19 @@ class Errors(metaclass=ErrorsWithCodes):
     E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
             "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "
             "to at least {n}, or make the schema's required part smaller.")
+    # --- max_string_tokens, enum calibration (issue 22): E651-E669 ---
+    E651 = ("{task}: max_string_tokens={value} must be a whole number of at least 1 (the most "
+            "tokens one free string value may hold), or null for no cap.")
+    E652 = ("[components.llama.generation] max_string_tokens={value} caps the strings of a "
+            "JSON schema, but the generation section sets {what}. Set json_schema (or "
+            "json_schema_path), or remove max_string_tokens.")
+    E653 = ("The server at {url} cannot be asked to cap string values by tokens "
+            "(max_string_tokens={value}): it only takes the schema. Remove max_string_tokens, "
+            "or put maxLength in the schema's string fields.")
+    E654 = ("{task}: calibrate = true needs at least one content-free text (content_free, "
+            "e.g. [\"N/A\", \"\", \"[MASK]\"]), got {got!r}; every entry must be a string.")
+    E655 = ("{task}: prior_weight = {value!r} is outside [0, 1]: it is the share of the "
+            "content-free log-probability subtracted from each enum value's (1: PMI).")
     # --- the engine's backend, chosen once (generation/backend.py): E965-E969 ---
     E965 = ("The engine was given {kind} as its model, which neither holds weights here (a "
             "LoadedModel, from spacy-llama.HF.v1, GGUF.v1, Meta.v1 or SmolLM2.v1) nor is "

@@ -23,6 +23,14 @@ class Constraint:
 
     kind: ConstraintKind
     spec: str
+    # JSON schemas: the most tokens one free string value may hold (0: no cap); the engine
+    # closes a string that reaches it (``grammar.RowGrammar.cap_string``)
+    max_string_tokens: int = 0
+    # Calibration of closed-set decisions (enum, choices; ``alternatives.py``): content-free
+    # probes as (prompt, spec) pairs, decoded once; each value's log-probability there,
+    # times ``prior_weight``, is subtracted from its score (PMI, as TextCat.v2 calibrates)
+    probes: Tuple[Tuple[str, str], ...] = ()
+    prior_weight: float = 1.0
 
 
 class Prompt(str):

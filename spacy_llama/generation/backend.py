@@ -5,7 +5,7 @@ this protocol and never asks which one it has."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
 from ..models.base import has_local_weights
 from ..types import Constraint, GenerationRequest, GenerationResult
@@ -14,6 +14,9 @@ from .local import LocalBackend
 from .remote import ServerBackend
 from .response_cache import PendingWrites
 from .stats import EngineStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .alternatives import Priors
 
 
 class Backend(Protocol):
@@ -55,9 +58,11 @@ class Backend(Protocol):
         writes: PendingWrites,
         stats: EngineStats,
         results: List[Optional[GenerationResult]],
+        priors: Mapping[Any, Priors],
     ) -> None:
         """Answer ``requests[i]`` for every ``i`` in ``todo`` into ``results[i]``, storing
-        each answer whose key is in ``keys`` through ``writes`` as it arrives."""
+        each answer whose key is in ``keys`` through ``writes`` as it arrives. ``priors``:
+        the content-free priors of calibrated constraints, by (probes, prior_weight)."""
 
 
 def choose_backend(

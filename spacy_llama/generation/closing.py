@@ -71,7 +71,31 @@ def closing_paths(row: RowGrammar) -> List[bytes]:
 def closing_tokens(row: RowGrammar) -> Optional[List[int]]:
     """The fewest tokens among :func:`closing_paths`' continuations, each tokenized by the
     vocabulary and checked against ``row``'s grammar (one token per byte if it refuses the
-    tokenization); None if there is none."""
+    tokenization); None if there is none.
+
+    Cached per skeleton (``RowGrammar.skeleton``: the output less its value strings'
+    characters), for every row of the grammar: a row writing a string, or a row at the
+    same place of the structure as another, takes the closing found before once it checks
+    that it completes from here; a search runs only where none does. The closing reused
+    is complete, not always the shortest from here (a ``minLength`` met in one row and
+    not in another is found by the check)."""
+    key, cache = row.skeleton, row.closings
+    if key is not None and cache is not None:
+        hit = cache.get(key)
+        if hit is not None and row.completes(hit):
+            return list(hit)
+    best = _search_closing(row)
+    if key is not None and cache is not None and best is not None:
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[key] = list(best)
+    return best
+
+
+CACHE_LIMIT = 4096  # skeletons kept per compiled grammar
+
+
+def _search_closing(row: RowGrammar) -> Optional[List[int]]:
     vocab = row.vocab
     assert vocab is not None
     best: Optional[List[int]] = None

@@ -40,6 +40,9 @@ class GenerationConfig(BaseModel):
     json_schema_path: Optional[str] = None
     regex: Optional[str] = None
     choices: Optional[List[str]] = None
+    # the most tokens one free string of json_schema may hold (None: no cap); left out of
+    # the fingerprint while unset
+    max_string_tokens: Optional[int] = Field(None, ge=1)
     _constraint: Optional[Constraint] = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -51,8 +54,12 @@ class GenerationConfig(BaseModel):
         return self
 
     def _read_constraint(self) -> Optional[Constraint]:
+        cap = self.max_string_tokens
+        if cap is not None and self.json_schema is None and self.json_schema_path is None:
+            what = next((n for n in CONSTRAINT_FIELDS if getattr(self, n) is not None), None)
+            raise ConstraintError(Errors.E652.format(value=cap, what=what or "no constraint"))
         if self.json_schema is not None:
-            return Constraint("json_schema", schema_text(self.json_schema))
+            return Constraint("json_schema", schema_text(self.json_schema), cap or 0)
         if self.json_schema_path is not None:
             path = Path(self.json_schema_path).expanduser()
             try:
@@ -60,7 +67,7 @@ class GenerationConfig(BaseModel):
             except OSError as e:
                 raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
             try:
-                return Constraint("json_schema", schema_text(json.loads(text)))
+                return Constraint("json_schema", schema_text(json.loads(text)), cap or 0)
             except ValueError as e:
                 raise ConstraintError(Errors.E427.format(path=str(path), error=e)) from None
         if self.regex is not None:
@@ -82,7 +89,8 @@ class GenerationConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """A stable hash of every parameter, for cache keys (a schema file by its content)."""
-        payload: Dict[str, Any] = self.model_dump(exclude=set(CONSTRAINT_FIELDS))
+        unset = {"max_string_tokens"} if self.max_string_tokens is None else set()
+        payload: Dict[str, Any] = self.model_dump(exclude=set(CONSTRAINT_FIELDS) | unset)
         if self._constraint is not None:
             payload["constraint"] = [self._constraint.kind, self._constraint.spec]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -22,8 +22,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
 import torch
 
-from .alternatives import Decision
-from .decode_step import Scored, Scorer, SequenceState, Stepper
+from .alternatives import StepScorer
+from .decode_step import Scorer, SequenceState, Stepper
 from .decoder import FastLlama, KVCache
 from .lookup import STEP_TOKENS, DraftStats, PromptLookup
 from .rows import group_by_padded_size, pad_right, shared_prefix
@@ -250,39 +250,7 @@ class ContinuousBatcher:
         ``extra[k]`` gets how many more tokens row ``k`` now has cached."""
         if not self.decide_alternatives:
             return None
-        fast = self.fast
-
-        def decide(k: int, decision: Decision) -> Scored:
-            slot, start = slot_of(k), length_of(k)
-            feeds = [sc[:-1] for sc in decision.scored]
-            width = max(len(f) for f in feeds)
-            later: List[List[float]] = [[] for _ in feeds]
-            scratch: Optional[KVCache] = None
-            if width:
-                n = len(feeds)
-                scratch = fast.new_cache(n, start + width)
-                scratch.k[:, :, :, :start] = cache.k[:, slot : slot + 1, :, :start]
-                scratch.v[:, :, :, :start] = cache.v[:, slot : slot + 1, :, :start]
-                ids, _ = pad_right(feeds)
-                logits = fast.verify(
-                    ids.to(fast.device), torch.full((n,), start, dtype=torch.long), scratch
-                )
-                lp = torch.log_softmax(logits.float(), dim=-1)
-                later = [
-                    [float(lp[i, j, sc[j + 1]]) for j in range(len(sc) - 1)]
-                    for i, sc in enumerate(decision.scored)
-                ]
-
-            def keep(i: int) -> None:
-                m = len(decision.rests[i]) - 1  # the last one is fed at the next step
-                if m and scratch is not None:
-                    cache.k[:, slot, :, start : start + m] = scratch.k[:, i, :, start : start + m]
-                    cache.v[:, slot, :, start : start + m] = scratch.v[:, i, :, start : start + m]
-                extra[k] = m
-
-            return later, keep
-
-        return decide
+        return StepScorer(self.fast, cache, slot_of, length_of, extra)
 
     def _prefill(
         self,

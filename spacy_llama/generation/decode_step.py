@@ -20,7 +20,7 @@ import torch
 
 from ..errors import Errors
 from ..types import GenerationResult
-from .alternatives import Decision, choose, open_alternatives
+from .alternatives import Decision, Priors, calibrated, choose, open_alternatives
 from .alternatives import record as choice_record
 from .closing import closing_tokens
 from .config import GenerationConfig
@@ -49,6 +49,7 @@ class SequenceState:
     checkpoint: Optional[Tuple[int, List[int]]] = None
     closed: bool = False  # cut by the budget and closed onto its shortest completion
     choices: List[Dict[str, Any]] = field(default_factory=list)  # alternatives.py's decisions
+    priors: Priors = field(default_factory=dict)  # alternatives.py's calibration
 
     def result(self, decode: Callable[[List[int]], str]) -> GenerationResult:
         return GenerationResult(
@@ -106,6 +107,9 @@ class Stepper:
         cfg = self.config
         raw = logits.float()
         decisions = self._decisions(seqs) if decide is not None else {}
+        prepare = getattr(decide, "prepare", None)
+        if decisions and prepare is not None:  # every row's decision in shared passes
+            prepare(decisions)
         rest = [k for k in range(len(seqs)) if k not in decisions]
         done = [False] * len(seqs)
         if rest:
@@ -153,6 +157,7 @@ class Stepper:
             float(first[toks[0]]) + sum(lps)
             for toks, lps in zip(decision.scored, later)
         ]
+        sums = calibrated(sums, decision.texts, seq.priors)
         generator = None if self.config.greedy else seq.generator
         i = choose(sums, temperature=self.config.temperature, generator=generator)
         tokens = decision.rests[i]

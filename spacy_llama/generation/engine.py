@@ -26,6 +26,7 @@ from ..types import (
     ScoreRequest,
     TokenLogprobRequest,
 )
+from .alternatives import Priors, priors_from, probe_requests
 from .answers import check_answer
 from .backend import Backend, choose_backend
 from .config import GenerationConfig
@@ -80,6 +81,7 @@ class Engine:
             prompt_lookup=prompt_lookup,
             quantize=quantize,
         )
+        self._priors: Dict[Any, Priors] = {}  # content-free probes' priors, per calibration
         # an invalid schema or regex fails when the pipeline is built, not at the first doc
         if config.constraint is not None:
             self.backend.check_constraint(config.constraint)
@@ -209,13 +211,27 @@ class Engine:
             # ``finally``) finds at resume every answer it had (one small SQLite
             # transaction per answer)
             writes = PendingWrites(self.cache, every=1)
+            if self.backend.answers_scoring:  # calibration scores alternatives: local only
+                self._calibrate(requests, todo)
             self.backend.decode(
-                requests, ids, todo, keys=keys, writes=writes, stats=self.stats, results=results
+                requests, ids, todo, keys=keys, writes=writes, stats=self.stats,
+                results=results, priors=self._priors,
             )
         return [
             finish(req, res, self.config) if res is not None else GenerationResult(text="")
             for req, res in zip(requests, self._checked(requests, results))
         ]
+
+    def _calibrate(self, requests: Sequence[GenerationRequest], todo: Sequence[int]) -> None:
+        """Decode the content-free probes of every constraint that asks for calibration,
+        once per engine, before its rows (``alternatives.priors_from``)."""
+        for i in todo:
+            c = self.constraint(requests[i])
+            if c is not None and c.probes and (c.probes, c.prior_weight) not in self._priors:
+                out = self.run(probe_requests(c, requests[i].add_special_tokens))
+                self._priors[(c.probes, c.prior_weight)] = priors_from(
+                    [r.choices for r in out], c.prior_weight
+                )
 
     def _checked(
         self, requests: Sequence[GenerationRequest], results: List[Optional[GenerationResult]]

@@ -164,14 +164,41 @@ class GrammarVocab:
             if len(b) == 1 and b[0] not in byte_tokens:
                 byte_tokens[b[0]] = i
         self.byte_tokens = byte_tokens  # byte value -> a token that is exactly that byte
+        self._tokenized: Dict[bytes, Tuple[int, ...]] = {}  # tokenize's cache (enum values)
         self.byte_values = sorted(byte_tokens)
         self.byte_ids = [byte_tokens[b] for b in self.byte_values]
         import numpy as np
 
         self.byte_array = np.asarray(self.byte_values, dtype=np.int64)
+        # tokens that begin with a quote: the ones that end a JSON string (max_string_tokens)
+        self.quote_first = torch.tensor([b[:1] == b'"' for b in token_bytes], dtype=torch.bool)
+        # tokens that end on half a UTF-8 character or a backslash: a quote cannot follow
+        self.open_end = torch.tensor([_open_end(b) for b in token_bytes], dtype=torch.bool)
 
     def tokenize(self, data: bytes) -> List[int]:
-        return list(self.tokenizer.tokenize_bytes(data))
+        hit = self._tokenized.get(data)
+        if hit is None:
+            if len(self._tokenized) >= 65536:
+                self._tokenized.clear()
+            hit = self._tokenized[data] = tuple(self.tokenizer.tokenize_bytes(data))
+        return list(hit)
+
+
+def _open_end(data: bytes) -> bool:
+    """``data`` ends on an unfinished UTF-8 character or an odd run of backslashes."""
+    slashes = len(data) - len(data.rstrip(b"\\"))
+    if slashes % 2:
+        return True
+    for k in range(1, min(4, len(data)) + 1):
+        b = data[-k]
+        if b & 0xC0 != 0x80:  # the last lead (or ASCII) byte: does its sequence fit?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4
+            return need > k
+    return False  # only continuation bytes: unknown, allowed
+
+
+# a capped string's last tokens may not end on half a character (UTF-8 takes up to 4 bytes)
+OPEN_SLACK = 3
 
 
 class RowGrammar:
@@ -182,12 +209,118 @@ class RowGrammar:
         self.kind = kind
         self.vocab = vocab
         self.alternatives: Sequence[str] = ()  # the closed sets' members, as JSON text
+        self.string_cap = 0  # max_string_tokens (0: off), see cap_string
+        self._last: Optional[int] = None  # the last token accepted one by one
+        self._in_string = False  # the output so far ends inside a string
+        self._run = 0  # tokens holding bytes of that string
+        self._escape = False  # that string ends on an unpaired backslash
+        self._free = False  # that string is free (capped)
+        # The output's skeleton (closing.py's cache key): its bytes less the characters of
+        # value strings and of the string being written; one entry per accepted token, so
+        # rollback restores it. Kept for JSON schemas only.
+        self._skeleton: List[Tuple[bytes, int, int, int, bytes]] = [(b"", 0, -1, -1, b"")]
+        self.closings: Optional[Dict[bytes, List[int]]] = None  # shared per compiled grammar
 
     def copy(self) -> RowGrammar:
-        """An independent copy at the same position (for a search; this one is unchanged)."""
+        """An independent copy at the same position (for a search; this one is unchanged).
+        The copy keeps no skeleton (searches key nothing by it)."""
         out = RowGrammar(self.matcher.deep_copy(), self.kind, self.vocab)
         out.alternatives = self.alternatives
         return out
+
+    @property
+    def skeleton(self) -> Optional[bytes]:
+        """What the shortest closing from here depends on, for a JSON output: the bytes so
+        far with the characters of every value string (and of the one being written)
+        left out, keys kept. None where it is not tracked (other kinds, copies)."""
+        if self.closings is None:
+            return None
+        return self._skeleton[-1][0]
+
+    def _track(self, tokens: Sequence[int]) -> None:
+        vocab = self.vocab
+        if self.closings is None or vocab is None:
+            return
+        for t in tokens:
+            # state: skeleton, 0 outside a string / 1 inside / 2 after a backslash, where the
+            # last closed string's characters start and end in it (-1: none pending), the
+            # open string's characters
+            skel, mode, start, end, text = self._skeleton[-1]
+            out = bytearray(skel)
+            chars = bytearray(text)
+            for b in vocab.token_bytes[int(t)]:
+                if mode == 2:
+                    mode = 1
+                    chars.append(b)
+                elif mode == 1:
+                    if b == 0x22:
+                        mode, start, end = 0, len(out), len(out) + len(chars)
+                        out += chars
+                        out.append(b)
+                        chars.clear()
+                    else:
+                        mode = 2 if b == 0x5C else 1
+                        chars.append(b)
+                elif b in b" \t\r\n":
+                    out.append(b)
+                else:
+                    if start >= 0 and b != 0x3A:  # not a key: its characters go
+                        del out[start:end]
+                    start = end = -1
+                    out.append(b)
+                    if b == 0x22:
+                        mode = 1
+            self._skeleton.append((bytes(out), mode, start, end, bytes(chars)))
+
+    def cap_string(self, ok: torch.Tensor) -> None:
+        """``max_string_tokens``: limit ``ok`` (this step's allowed ids, changed in place)
+        to the tokens that close the string being written once it holds ``string_cap``
+        tokens. Called once per masked step, before the step's token is chosen.
+
+        The last accepted token's bytes are run through a small JSON lexer (in a string or
+        not, a pending backslash), so the row knows where strings open and close, ``", "``
+        closing one and opening the next in one token included. A string is free (capped)
+        once a step inside it allows most of the vocabulary: an unbounded or ``maxLength``
+        string; keys, ``enum`` values (a doc's substrings) and numbers allow few tokens and
+        are never cut. The tokens counted are those holding at least one of the string's
+        bytes. In its last ``OPEN_SLACK + 1`` tokens a string may not end on half a
+        character or a pending backslash, so that a quote can close it at the cap; when
+        none is allowed even so (a ``minLength`` or ``pattern`` not met yet) the string
+        goes on until one is."""
+        vocab = self.vocab
+        assert vocab is not None
+        last = vocab.token_bytes[self._last] if self._last is not None else b""
+        self._last = None
+        inside, escape, run, free = self._in_string, self._escape, self._run, self._free
+        counted = False
+        for b in last:
+            if not inside:
+                if b == 0x22:  # an opening quote
+                    inside, escape, run, free, counted = True, False, 0, False, False
+                continue
+            if escape:
+                escape = False
+            elif b == 0x5C:
+                escape = True
+            elif b == 0x22:  # the closing quote
+                inside = False
+                continue
+            if not counted:
+                run, counted = run + 1, True
+        if inside and not free:
+            free = int(ok.sum()) * 2 > ok.numel()
+        self._in_string, self._escape, self._run, self._free = inside, escape, run, free
+        if not (inside and free):
+            return
+        cap = self.string_cap
+        if run >= cap and not escape:
+            keep = ok & vocab.quote_first[: ok.numel()]
+        elif run >= cap - 1 - OPEN_SLACK:
+            keep = ok & ~vocab.open_end[: ok.numel()]
+        else:
+            return
+        if bool(keep.any()):
+            ok.copy_(keep)
 
     def forced_tokens(self) -> List[int]:
         """Tokens the grammar forces next (llguidance's fast-forward tokens)."""
@@ -223,6 +356,9 @@ class RowGrammar:
 
     def accept_all(self, tokens: Sequence[int]) -> bool:
         """Advance by every token of ``tokens``; False if one is forbidden."""
+        # a whole value (alternatives.py) or a closing: no string is left open after it
+        self._last, self._in_string, self._run, self._free = None, False, 0, False
+        self._track(tokens)
         return bool(self.matcher.consume_tokens([int(t) for t in tokens])) if tokens else True
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
@@ -234,6 +370,8 @@ class RowGrammar:
 
     def accept(self, token: int) -> bool:
         """Advance by ``token``; False (and the matcher in its error state) if forbidden."""
+        self._last = int(token)
+        self._track((token,))
         return bool(self.matcher.consume_token(int(token)))
 
     @property
@@ -257,6 +395,8 @@ class RowGrammar:
         """Undo the last ``n`` accepted tokens."""
         if n:
             self.matcher.rollback(int(n))
+            if self.closings is not None:
+                del self._skeleton[max(1, len(self._skeleton) - int(n)) :]
 
 
 class CompiledGrammar:
@@ -274,10 +414,15 @@ class CompiledGrammar:
         self.vocab = vocab
         self.alternatives = tuple(alternatives)
         self.minimal: Optional[Tuple[Optional[List[int]]]] = None  # closing.minimal_tokens
+        # closing.closing_tokens' cache: the closing found from each skeleton (a hint, always
+        # checked before use); shared by every row of this grammar
+        self.closings: Dict[bytes, List[int]] = {}
 
     def start(self) -> RowGrammar:
         row = RowGrammar(self._pristine.deep_copy(), self.kind, self.vocab)
         row.alternatives = self.alternatives
+        if self.kind == "json_schema":
+            row.closings = self.closings
         return row
 
 
@@ -353,9 +498,22 @@ def compiler_for(tokenizer: Any, n_vocab: int, stop_ids: Sequence[int]) -> Gramm
 
 
 def model_vocab_size(model: Any, tokenizer: Any) -> int:
-    """Rows of the output layer (the logits' width): may exceed the tokenizer's tokens."""
+    """Rows of the output layer (the logits' width): may exceed the tokenizer's tokens.
+    ``len(tokenizer)`` is read once per tokenizer and count of added tokens: a fast
+    tokenizer builds its whole vocabulary for it (~50 ms, at every constrained request)."""
     rows = getattr(getattr(model, "config", None), "vocab_size", None)
-    return max(int(rows or 0), len(tokenizer))
+    added = len(getattr(tokenizer, "added_tokens_encoder", ()) or ())
+    try:
+        known = _TOKENIZER_SIZES.get(tokenizer)
+    except TypeError:  # not weakly referenceable
+        return max(int(rows or 0), len(tokenizer))
+    if known is None or known[0] != added:
+        known = (added, len(tokenizer))
+        _TOKENIZER_SIZES[tokenizer] = known
+    return max(int(rows or 0), known[1])
+
+
+_TOKENIZER_SIZES: weakref.WeakKeyDictionary[Any, Tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 # -- masks on logits -------------------------------------------------------------------------
@@ -399,7 +557,11 @@ def mask_logits(
     (-inf elsewhere), as a new tensor; other rows are untouched (the same values)."""
     mask = bitmask(len(rows), max(n_vocab, logits.shape[-1]))
     fill_rows(grammars, mask)
-    ok = allowed(mask, logits.shape[-1]).to(logits.device)
+    ok = allowed(mask, logits.shape[-1])
+    for k, g in enumerate(grammars):
+        if g.string_cap:
+            g.cap_string(ok[k])
+    ok = ok.to(logits.device)
     none = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     if len(rows) == logits.shape[0]:  # every row constrained: one pass, no copy first
         return torch.where(ok, logits, none)

@@ -8,11 +8,12 @@ goes to the Scorer (:mod:`.scoring`) on the same fused weights.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import ConstraintError, Errors, ModelLoadError
 from ..models.base import LoadedModel
 from ..types import Constraint, GenerationRequest, GenerationResult
+from .alternatives import Priors
 from .closing import minimal_tokens
 from .config import GenerationConfig
 from .continuous import ContinuousBatcher
@@ -66,6 +67,7 @@ class LocalBackend:
         self.last_mask_seconds = 0.0  # grammar masks: time in the last run, and steps
         self.last_mask_steps = 0
         self.last_forced_tokens = 0  # forced tokens verified in one pass (fast-forward)
+        self._priors: Mapping[Any, Priors] = {}  # the engine's, for the rows being decoded
 
     # -- what the engine asks of every backend ------------------------------------------
     answers_scoring = True  # ScoreRequest and TokenLogprobRequest: the logits are here
@@ -120,10 +122,12 @@ class LocalBackend:
         writes: PendingWrites,
         stats: EngineStats,
         results: List[Optional[GenerationResult]],
+        priors: Mapping[Any, Priors],
     ) -> None:
         """Decode ``todo``; each raw result reaches ``results`` (and ``writes``) as it
         finishes, so an interrupted batch keeps what it completed."""
         cfg = self.config
+        self._priors = priors
         seqs = [
             SequenceState(
                 index=i,
@@ -202,6 +206,8 @@ class LocalBackend:
             return
         compiled = self.grammar(constraint)
         seq.grammar = compiled.start()
+        seq.grammar.string_cap = constraint.max_string_tokens
+        seq.priors = self._priors.get((constraint.probes, constraint.prior_weight), {})
         seq.budget = min(self.config.max_new_tokens, self.model.context_length - seq.prompt_len)
         closing = minimal_tokens(compiled)
         if closing is not None and len(closing) <= seq.budget:

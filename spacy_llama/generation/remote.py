@@ -10,13 +10,26 @@ enforce a constraint instead.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+)
 
 from ..errors import Errors, GenerationError, ModelLoadError, NoWeightsError
 from ..types import Constraint, GenerationRequest, GenerationResult
 from .config import GenerationConfig
 from .response_cache import PendingWrites
 from .stats import EngineStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .alternatives import Priors
 
 
 class ServedModel(Protocol):
@@ -83,6 +96,7 @@ class ServerBackend:
         writes: PendingWrites,
         stats: EngineStats,
         results: List[Optional[GenerationResult]],
+        priors: Mapping[Any, Priors],  # never filled: a server answers no scoring
     ) -> None:
         def store(i: int, res: GenerationResult) -> None:
             results[i] = res

@@ -51,6 +51,10 @@ def response_key(
     h.update(",".join(map(str, prompt)).encode())
     if constraint is not None:
         h.update(f"\0constraint={constraint.kind}\0{constraint.spec}".encode())
+        if constraint.max_string_tokens:
+            h.update(f"\0max_string_tokens={constraint.max_string_tokens}".encode())
+        if constraint.probes:
+            h.update(f"\0probes={constraint.probes!r}\0{constraint.prior_weight!r}".encode())
     # constrained answers closed within the budget and enums decided whole since 2026-12-07
     h.update(b"\0closing+alternatives" if constrained else b"")
     return h.hexdigest()

@@ -11,8 +11,9 @@ match the schema) fails its doc (``types.DOC_ERROR_KEY``) and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from spacy.scorer import Scorer as SpacyScorer
 from spacy.tokens import Doc, Span
@@ -22,6 +23,7 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, PromptedTask, PromptFormatter
+from .calibration import probe_doc
 from .confidence import SCORE_ATTR, decoder_of, install_score, score_copied_strings
 from .extensions import check_names, install_extensions
 from .fitting import Overflow, generation_requests
@@ -33,6 +35,8 @@ from .structured import (
     FINISH_ATTR,
     align_strings,
     candidate_substrings,
+    check_calibration,
+    check_max_string_tokens,
     confidences,
     json_constraint,
     read_answer,
@@ -54,8 +58,18 @@ class ExtractTask(PromptedTask):
         chat: ChatSetting,
         system: Optional[str],
         on_overflow: Overflow,
+        max_string_tokens: int = 0,
+        calibrate: bool = False,
+        content_free: Sequence[str] = (),
+        prior_weight: float = 1.0,
     ) -> None:
         self.template = template
+        self.max_string_tokens = max_string_tokens  # 0: free strings are not capped
+        # enum fields decided as wholes, calibrated on content-free probes (TextCat.v2's PMI)
+        self.calibrate = calibrate
+        self.content_free = list(content_free)
+        self.prior_weight = prior_weight
+        self._probes: Optional[Tuple[Tuple[str, str], ...]] = None
         self.schema = schema
         self.span_fields = span_fields
         self.spans_key = spans_key
@@ -94,11 +108,22 @@ class ExtractTask(PromptedTask):
         return doc_schema(self.schema, self.span_fields, candidates)
 
     def _request(self, doc: DocLike) -> GenerationRequest:
+        req = self._plain_request(doc)
+        if self.calibrate and req.constraint is not None:
+            if self._probes is None:  # the same prompts for every doc: built once
+                probes = [self._plain_request(probe_doc(doc.vocab, t)) for t in self.content_free]
+                self._probes = tuple((r.prompt, r.constraint.spec) for r in probes if r.constraint)
+            req.constraint = dataclasses.replace(
+                req.constraint, probes=self._probes, prior_weight=self.prior_weight
+            )
+        return req
+
+    def _plain_request(self, doc: DocLike) -> GenerationRequest:
         # The prompt shows the schema as configured (not the per-doc enums): the instruction
         # stays the same for every doc, so the engine computes its prefix once.
         user = self.template.render_doc(doc, schema=self._schema_text, span_fields=self.span_fields)
         req = self.formatter.format(user, chat=self.chat, system=self.system)
-        req.constraint = json_constraint(self.schema_for(doc))
+        req.constraint = json_constraint(self.schema_for(doc), self.max_string_tokens)
         return req
 
     def requests(self, docs: Sequence[Doc]) -> List[GenerationRequest]:
@@ -186,14 +211,25 @@ def extract_task_v1(
     chat: ChatSetting = True,
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
+    max_string_tokens: Optional[int] = None,
+    calibrate: bool = False,
+    content_free: Union[str, List[str]] = ["N/A", "", "[MASK]"],  # noqa: B006 - read only
+    prior_weight: float = 1.0,
 ) -> ExtractTask:
-    """Structured extraction: a JSON object per doc, span fields copied from the text."""
+    """Structured extraction: a JSON object per doc, span fields copied from the text.
+    ``max_string_tokens``: the most tokens one free string value (a string field that is
+    not a span field and has no ``enum``) may hold; the engine closes a string that reaches
+    it. None (the default): no cap beyond the schema's own ``maxLength``.
+    ``calibrate``: every ``enum`` field decided as a whole (a closed set of at most 32
+    values) subtracts ``prior_weight`` times each value's log-probability after the same
+    prompt around each ``content_free`` text (PMI, as TextCat.v2 does; off by default)."""
     check_names(data_attr=data_attr)
     if not spans_key:
         raise FewShotError(Errors.E318)
     if max_span_tokens < 1:
         raise SchemaError(Errors.E367.format(task=NAME, value=max_span_tokens))
     loaded = load_schema(schema, schema_path)
+    texts, weight = check_calibration(NAME, calibrate, content_free, prior_weight)
     return ExtractTask(
         load_template(template, template_path, "extract.jinja"),
         schema=loaded,
@@ -204,4 +240,8 @@ def extract_task_v1(
         chat=chat,
         system=system,
         on_overflow=on_overflow,
+        max_string_tokens=check_max_string_tokens(NAME, max_string_tokens),
+        calibrate=calibrate,
+        content_free=texts,
+        prior_weight=weight,
     )

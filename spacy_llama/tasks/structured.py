@@ -102,8 +102,37 @@ def check_max_items(task: str, setting: str, value: Optional[int]) -> None:
         raise SchemaError(Errors.E374.format(task=task, setting=setting, value=value))
 
 
-def json_constraint(schema: Dict[str, Any]) -> Constraint:
-    return Constraint(kind="json_schema", spec=json.dumps(schema, ensure_ascii=False))
+def check_max_string_tokens(task: str, value: Optional[int]) -> int:
+    """The task's ``max_string_tokens`` as the constraint carries it (0: no cap)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SchemaError(Errors.E651.format(task=task, value=value))
+    return value
+
+
+def check_calibration(
+    task: str, calibrate: bool, content_free: Any, prior_weight: Any
+) -> Tuple[List[str], float]:
+    """The content-free texts (as a list) and the prior weight of an enum calibration."""
+    texts = [content_free] if isinstance(content_free, str) else list(content_free or [])
+    if (calibrate and not texts) or not all(isinstance(t, str) for t in texts):
+        raise SchemaError(Errors.E654.format(task=task, got=content_free))
+    if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)) or not (
+        0.0 <= prior_weight <= 1.0
+    ):
+        raise SchemaError(Errors.E655.format(task=task, value=prior_weight))
+    return texts, float(prior_weight)
+
+
+def json_constraint(schema: Dict[str, Any], max_string_tokens: int = 0) -> Constraint:
+    """``max_string_tokens``: the most tokens one free string value may hold (0: no cap;
+    ``grammar.RowGrammar.cap_string``), honoured by the local engine."""
+    return Constraint(
+        kind="json_schema",
+        spec=json.dumps(schema, ensure_ascii=False),
+        max_string_tokens=max_string_tokens,
+    )
 
 
 def read_answer(doc: Doc, res: GenerationResult, schema: Dict[str, Any], task: str) -> Any:

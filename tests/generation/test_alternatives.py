@@ -174,3 +174,45 @@ def test_extract_writes_a_confidence_per_decided_enum_field(tiny_hf):
     assert confidences(json.loads(text), res) == {"/items/1/label": 0.7}
     assert confidences(json.loads(text), GenerationResult(text=text.replace(": ", ":"),
                        choices=res.choices)) == {}  # fmt: skip
+
+
+def test_every_decision_of_a_step_is_scored_in_one_pass(model, monkeypatch):
+    """The continuous batcher scores the closed sets of all rows deciding at one step
+    together (alternatives.StepScorer), with the probabilities of one row at a time."""
+    from spacy_llama.generation import decoder
+
+    passes: List[int] = []
+    verify = decoder.FastLlama.verify
+
+    def counting(self, tokens, lengths, cache):
+        passes.append(int(tokens.shape[0]))
+        return verify(self, tokens, lengths, cache)
+
+    cfg = GenerationConfig(choices=CHOICES, max_new_tokens=16)
+    one = Engine(model, cfg, batch_size=1).run([GenerationRequest(p) for p in PROMPTS])
+    monkeypatch.setattr(decoder.FastLlama, "verify", counting)
+    together = Engine(model, cfg, batch_size=len(PROMPTS)).run(
+        [GenerationRequest(p) for p in PROMPTS]
+    )
+    # every prompt decides at its first step: one pass holds every row's alternatives
+    assert len(PROMPTS) * len(CHOICES) in passes
+    for a, b in zip(one, together):
+        assert a.text == b.text
+        assert a.choices[0]["probs"] == pytest.approx(b.choices[0]["probs"], abs=1e-4)
+
+
+def test_choices_sharing_a_forced_first_byte_are_decided_as_wholes(model):
+    """TextCat.v2's candidates all start with a space: the grammar forces that byte, but no
+    token for it alone, so the decision is taken there, not token by token."""
+    spaced = [" London", " Paris", " the United Kingdom"]
+    cfg = GenerationConfig(choices=spaced, max_new_tokens=16)
+    for prompt, res in zip(
+        PROMPTS, Engine(model, cfg).run([GenerationRequest(p) for p in PROMPTS])
+    ):
+        [decision] = res.choices
+        sums = brute_force(
+            model, model.encode(prompt), [model.encode(c, add_special_tokens=False) for c in spaced]
+        )
+        probs = torch.softmax(torch.tensor(sums, dtype=torch.float64), dim=0)
+        assert decision["probs"] == pytest.approx(probs.tolist(), abs=1e-4)
+        assert res.text == spaced[int(torch.argmax(probs))]

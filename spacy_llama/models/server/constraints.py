@@ -42,6 +42,8 @@ def constraint_fields(constraint: Constraint, kind: Optional[str], url: str) -> 
     """The request fields that make a ``kind`` server enforce ``constraint``."""
     if kind is None:
         raise ConstraintError(Errors.E430.format(url=url, kinds=", ".join(SERVER_KINDS)))
+    if constraint.max_string_tokens:  # a local engine's per-row cap, no server field
+        raise ConstraintError(Errors.E653.format(url=url, value=constraint.max_string_tokens))
     spec = constraint.spec
     if kind == "vllm":
         value: Any = spec if constraint.kind == "regex" else json.loads(spec)
