@@ -52,6 +52,7 @@ DENSE_MIN_ROWS: Dict[torch.dtype, int] = {torch.bfloat16: 128, torch.float32: 1 
 # Larger weights (an output head over a big vocabulary) stay on the kernel: their buffer
 # would cost more memory than the layers' (128256 x 4096 in bf16 is 1 GiB).
 DENSE_MAX_WEIGHTS = 1 << 26
+DENSE = True  # False: every call takes the kernel (benchmarks/scale.py compares the two)
 DENSE_CALLS: Counter = Counter()  # calls per path ("dense", "kernel"): tests and benchmarks
 # float32 staging of the int4 de-quantisation, per step (32 MiB): few large ops, because on
 # a loaded machine every op's thread barrier costs a scheduler slice
@@ -185,7 +186,7 @@ class _QuantLinearBase(torch.nn.Module):
     def _dense_choice(self, m: int) -> Optional[torch.dtype]:
         """The dense GEMM's dtype if this call takes it, else None (the kernel)."""
         mode = getattr(_STATE, "mode", None)
-        if mode == "kernel" or not self._dense_fits():
+        if not DENSE or mode == "kernel" or not self._dense_fits():
             return None
         dtype = dense_dtype()
         return dtype if mode == "dense" or m >= DENSE_MIN_ROWS[dtype] else None
