@@ -456,7 +456,7 @@ def child_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
     from spacy_llama.models import qlinear
 
     torch.set_num_threads(spec["threads"])
-    qlinear.DENSE = spec.get("dense", True)  # False: the int4/int8 kernel for every row
+    qlinear.DENSE = spec.get("dense", False)  # True: prompt rows on the dense GEMM
     base = _status_kb("VmRSS")
     batches = spec["batches"]
     nlp, load_s, load_peak = _phase_peak_kb(
@@ -936,9 +936,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     ap.add_argument("--ppl-tokens", type=int, default=None)
     ap.add_argument(
-        "--kernel-only",
+        "--dense",
         action="store_true",
-        help="also run each GGUF file with the dense prompt GEMM off (the int4/int8 kernel alone)",
+        help="also run each GGUF file with prompt rows on the dense GEMM (qlinear.DENSE)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few tokens (for tests)")
     ap.add_argument("--build-only", action="store_true", help="build the model files, stop")
@@ -1011,21 +1011,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             }
         )
         save(f"GGUF.v2 {kind}: {_brief(ours)}")
-        if args.kernel_only:  # the same file with every row on the int4/int8 kernel
+        if args.dense:  # the same file with prompt rows on the dense GEMM
             alone = run_child(
-                {"kind": "ours", "model": model, **common, "batches": batches, "dense": False}
+                {"kind": "ours", "model": model, **common, "batches": batches, "dense": True}
             )
             for r in alone.get("runs", {}).values():
                 r.pop("ids", None)
             report["rows"].append(
                 {
-                    "label": f"GGUF.v2 {kind} (kernel only)",
+                    "label": f"GGUF.v2 {kind} (dense prompts)",
                     "file_bytes": f["bytes"],
                     "result": alone,
                     "bytes_per_token": alone.get("weight_bytes_per_token"),
                 }
             )
-            save(f"GGUF.v2 {kind} kernel only: {_brief(alone)}")
+            save(f"GGUF.v2 {kind} dense prompts: {_brief(alone)}")
         cpp_bytes = _gguf_bytes_per_token(f["path"])
         if "llama_cpp" in skip:
             cpp: Dict[str, Any] = {"error": "skipped"}

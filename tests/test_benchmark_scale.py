@@ -79,7 +79,7 @@ def test_quick_run_reports_consistent_numbers(work, capsys):
 
     out = work / "scale.json"
     argv = ["--quick", "--work", str(work), "--json", str(out), "--skip", "quality"]
-    argv.append("--kernel-only")
+    argv.append("--dense")
     assert scale.main(argv) == 0
     printed = capsys.readouterr().out
     assert "GGUF.v2 Q4_0 (auto)" in printed and "llama.cpp Q4_0" in printed
@@ -94,11 +94,12 @@ def test_quick_run_reports_consistent_numbers(work, capsys):
             assert run["tok_s"] == pytest.approx(run["tokens"] / run["seconds"])
     assert cpp["vocab_matches"] is True
     assert ours["activation_dtype"].startswith("torch.")
-    # prompts on the dense GEMM, generated tokens on the kernel; the kernel-only row: no GEMM
-    alone = rows["GGUF.v2 Q4_0 (kernel only)"]
-    for run in ours["runs"].values():
+    # by default every row on the kernel; the dense row: prompts on the dense GEMM,
+    # generated tokens on the kernel
+    dense = rows["GGUF.v2 Q4_0 (dense prompts)"]
+    for run in dense["runs"].values():
         assert run["projection_calls"]["dense"] > 0 and run["projection_calls"]["kernel"] > 0
-    for run in alone["runs"].values():
+    for run in ours["runs"].values():
         assert "dense" not in run["projection_calls"] and run["projection_calls"]["kernel"] > 0
     # int4 projections: the weights held are far below float32's
     fp32 = rows["HF.v1 float32 (bf16 folder)"]

@@ -18,9 +18,9 @@ model's dtype.
 Many rows at once (a prompt, a long forward pass): both kernels are compute-bound from a few
 rows on (they convert every weight for every group of rows), so a call with many rows
 de-quantises the layer's weights into one reusable buffer (``_Workspace``) and runs a dense
-GEMM instead: bf16 on oneDNN where the CPU has a bf16 path (``cpu_features``), float32
-elsewhere. The buffer holds exactly ``dequantize()``'s weights, so the two paths differ only
-by the GEMM's rounding. Which path a call takes (``dense_rows``): the fused decoder marks
+GEMM instead (when ``DENSE`` is on; off by default, see there): bf16 on oneDNN where the CPU
+has a bf16 path (``cpu_features``), float32 elsewhere. The buffer holds exactly
+``dequantize()``'s weights, so the two paths differ only by the GEMM's rounding. Which path a call takes (``dense_rows``): the fused decoder marks
 prompt rows (always dense) and generated rows (always the kernel), so a sequence's tokens
 take the same path whatever batch it is in (greedy output stays batch-invariant); any other
 call (transformers' forward: training, features, perplexity) is dense from
@@ -52,7 +52,12 @@ DENSE_MIN_ROWS: Dict[torch.dtype, int] = {torch.bfloat16: 128, torch.float32: 1 
 # Larger weights (an output head over a big vocabulary) stay on the kernel: their buffer
 # would cost more memory than the layers' (128256 x 4096 in bf16 is 1 GiB).
 DENSE_MAX_WEIGHTS = 1 << 26
-DENSE = True  # False: every call takes the kernel (benchmarks/scale.py compares the two)
+# Off by default: on the shared 2-core test machine (loaded) the de-quantisation cost more
+# than the dense GEMM saved at every batch size of benchmarks/scale.py (1.7B Q4_0: batch 16
+# 1.26 vs 4.40 tok/s kernel-only; a 1 x 40-token prompt 37-47 s vs 13-29 s), while quiet
+# micro-benchmarks showed bf16 GEMMs 2.3x faster than the kernel from ~256 rows. Turn it on
+# (and measure: ``scale.py --dense``) where the machine is quiet.
+DENSE = False
 DENSE_CALLS: Counter = Counter()  # calls per path ("dense", "kernel"): tests and benchmarks
 # float32 staging of the int4 de-quantisation, per step (32 MiB): few large ops, because on
 # a loaded machine every op's thread barrier costs a scheduler slice

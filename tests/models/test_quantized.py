@@ -341,6 +341,7 @@ TEXTS = [
 
 
 def _batch_invariance(path: Path) -> None:
+    qlinear.DENSE = True  # the callers' monkeypatch restores it
     nlp = quantized_nlp(path, batch_size=2)  # 5 docs on 2 slots: refills
     qlinear.DENSE_CALLS.clear()
     alone = [nlp(t)._.llama_completion for t in TEXTS]
@@ -352,14 +353,22 @@ def _batch_invariance(path: Path) -> None:
     assert qlinear.DENSE_CALLS["dense"] > 0 and qlinear.DENSE_CALLS["kernel"] > 0
 
 
-def test_greedy_is_batch_invariant_on_quantized_layers(gguf_files: dict) -> None:
+def test_greedy_is_batch_invariant_on_quantized_layers(gguf_files: dict, monkeypatch) -> None:
     """The same doc gets the same tokens alone, in any batch, in any order (continuous
-    batching, prefix cache and prompt lookup included)."""
+    batching, prefix cache and prompt lookup included), with the kernel alone and with
+    prompts on the dense GEMM."""
+    monkeypatch.setattr(qlinear, "DENSE", False)
+    nlp = quantized_nlp(gguf_files["Q4_0"], batch_size=2)
+    alone = [nlp(t)._.llama_completion for t in TEXTS]
+    assert [d._.llama_completion for d in nlp.pipe(TEXTS[::-1], batch_size=5)][::-1] == alone
     _batch_invariance(gguf_files["Q4_0"])
 
 
-def test_greedy_is_batch_invariant_with_the_float32_dense_path(gguf_files: dict, avx2_cpu) -> None:
+def test_greedy_is_batch_invariant_with_the_float32_dense_path(
+    gguf_files: dict, avx2_cpu, monkeypatch
+) -> None:
     """The same on an AVX2-only CPU, where the prompts' dense GEMM runs in float32."""
+    monkeypatch.setattr(qlinear, "DENSE", False)
     assert qlinear.dense_dtype() == torch.float32
     _batch_invariance(gguf_files["Q4_0"])
 
@@ -412,6 +421,7 @@ def test_dense_path_uses_the_same_weights_and_agrees_with_the_kernel(make, dtype
 def test_dense_path_is_taken_from_the_threshold_on(make, monkeypatch) -> None:
     layer = make()
     dtype = qlinear.dense_dtype()
+    monkeypatch.setattr(qlinear, "DENSE", True)
     monkeypatch.setitem(qlinear.DENSE_MIN_ROWS, dtype, 24)
     qlinear.DENSE_CALLS.clear()
     with torch.inference_mode():
