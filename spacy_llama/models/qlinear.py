@@ -24,7 +24,8 @@ has a bf16 path (``cpu_features``), float32 elsewhere. The buffer holds exactly
 a call takes (``dense_rows``): the fused decoder marks prompt rows (always dense) and
 generated rows (always the kernel), so a sequence's tokens take the same path whatever batch
 it is in (greedy output stays batch-invariant); any other call (transformers' forward:
-training, features, perplexity) is dense from ``DENSE_MIN_ROWS`` rows on. benchmarks/README.md has the measurements behind these choices.
+training, features, perplexity) is dense from ``DENSE_MIN_ROWS`` rows on.
+benchmarks/README.md has the measurements behind these choices.
 
 They are ``nn.Module``s in place of ``nn.Linear`` inside the transformers model, so every path
 (the fused decoder, transformers' own forward for listener features and training, scoring)
