@@ -453,7 +453,10 @@ def child_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
     _imports()
     import torch
 
+    from spacy_llama.models import qlinear
+
     torch.set_num_threads(spec["threads"])
+    qlinear.DENSE = spec.get("dense", False)  # True: prompt rows on the dense GEMM
     base = _status_kb("VmRSS")
     batches = spec["batches"]
     nlp, load_s, load_peak = _phase_peak_kb(
@@ -483,6 +486,7 @@ def child_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
     for b in batches:
         docs = [nlp.make_doc(t) for t in _texts(spec["docs"][str(b)])]
         engine.batch_size = b
+        qlinear.DENSE_CALLS.clear()
         with torch.inference_mode():
             results, secs, peak = _phase_peak_kb(lambda d=docs: pipe.predict(d))
         gen_peak = max(gen_peak, peak)
@@ -496,6 +500,7 @@ def child_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
             "peak_rss_gib": peak / 2**20,
             "kv_gib": _kv_bytes(lm.model.config, b, prompt + spec["new_tokens"], spec) / GiB,
             "ids": [list(map(int, r.token_ids)) for r in results],
+            "projection_calls": dict(qlinear.DENSE_CALLS),  # dense GEMM / kernel
         }
     out["runs"] = runs
     out["peak_gen_rss_gib"] = gen_peak / 2**20
@@ -930,6 +935,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="comma-separated: small (the GGUF rows), 8b, fp32, quality, llama_cpp",
     )
     ap.add_argument("--ppl-tokens", type=int, default=None)
+    ap.add_argument(
+        "--dense",
+        action="store_true",
+        help="also run each GGUF file with prompt rows on the dense GEMM (qlinear.DENSE)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few tokens (for tests)")
     ap.add_argument("--build-only", action="store_true", help="build the model files, stop")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -1001,6 +1011,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             }
         )
         save(f"GGUF.v2 {kind}: {_brief(ours)}")
+        if args.dense:  # the same file with prompt rows on the dense GEMM
+            alone = run_child(
+                {"kind": "ours", "model": model, **common, "batches": batches, "dense": True}
+            )
+            for r in alone.get("runs", {}).values():
+                r.pop("ids", None)
+            report["rows"].append(
+                {
+                    "label": f"GGUF.v2 {kind} (dense prompts)",
+                    "file_bytes": f["bytes"],
+                    "result": alone,
+                    "bytes_per_token": alone.get("weight_bytes_per_token"),
+                }
+            )
+            save(f"GGUF.v2 {kind} dense prompts: {_brief(alone)}")
         cpp_bytes = _gguf_bytes_per_token(f["path"])
         if "llama_cpp" in skip:
             cpp: Dict[str, Any] = {"error": "skipped"}

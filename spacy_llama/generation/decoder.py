@@ -37,6 +37,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ..errors import Errors, ModelLoadError
 from ..models.cpu_features import cpu_features
+from ..models.qlinear import dense_rows
 
 PREPACK_MAX_BYTES = 4 << 30
 _SHARED_ATTR = "_spacy_llama_fused_decoders"  # on the transformers model: see fused_decoder
@@ -289,9 +290,11 @@ class FastLlama:
         first = int(slots[0])
         if slots.tolist() != list(range(first, first + n)):
             raise ValueError(f"prefill writes consecutive slots; got {slots.tolist()}")
-        h = self._run(ids, positions, mask, cache, first, start)
+        with dense_rows("dense"):  # prompt rows: quantized layers de-quantise once per call
+            h = self._run(ids, positions, mask, cache, first, start)
         last = h[torch.arange(n, device=self.device), (lengths - 1).to(self.device)]
-        return self.lm_head(self.hf.model.norm(last))
+        with dense_rows("kernel"):
+            return self.lm_head(self.hf.model.norm(last))
 
     @torch.inference_mode()
     def hidden_states(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -299,7 +302,8 @@ class FastLlama:
         No KV cache: each layer's keys and values are dropped once the layer is done."""
         n, T = ids.shape
         positions, mask = self._prefill_mask(n, T, lengths, 0)
-        return self.hf.model.norm(self._run(ids, positions, mask, None, None, 0))
+        with dense_rows("dense"):
+            return self.hf.model.norm(self._run(ids, positions, mask, None, None, 0))
 
     def _prefill_mask(
         self, n: int, T: int, lengths: torch.Tensor, start: int
@@ -331,8 +335,9 @@ class FastLlama:
         positions = lengths[:, None] + torch.arange(T, device=self.device)[None, :]
         keys = torch.arange(int(lengths.max()) + T, device=self.device)
         mask = (keys[None, None, :] <= positions[:, :, None])[:, None]  # (n, 1, T, S)
-        h = self._run(tokens, positions, mask, cache, None, 0)
-        return self.lm_head(self.hf.model.norm(h))
+        with dense_rows("kernel"):  # generated rows: the kernel, whatever the batch
+            h = self._run(tokens, positions, mask, cache, None, 0)
+            return self.lm_head(self.hf.model.norm(h))
 
     def _run(
         self,

@@ -15,6 +15,18 @@ take bf16 activations: their float32 paths are 5-40x slower, so a module casts i
 bf16 and its output back; everything around them (norms, attention, the KV cache) keeps the
 model's dtype.
 
+Many rows at once (a prompt, a long forward pass): both kernels are compute-bound from a few
+rows on (they convert every weight for every group of rows), so a call with many rows
+de-quantises the layer's weights into one reusable buffer (``_Workspace``) and runs a dense
+GEMM instead (when ``DENSE`` is on; off by default, see there): bf16 on oneDNN where the CPU
+has a bf16 path (``cpu_features``), float32 elsewhere. The buffer holds exactly
+``dequantize()``'s weights, so the two paths differ only by the GEMM's rounding. Which path
+a call takes (``dense_rows``): the fused decoder marks prompt rows (always dense) and
+generated rows (always the kernel), so a sequence's tokens take the same path whatever batch
+it is in (greedy output stays batch-invariant); any other call (transformers' forward:
+training, features, perplexity) is dense from ``DENSE_MIN_ROWS`` rows on.
+benchmarks/README.md has the measurements behind these choices.
+
 They are ``nn.Module``s in place of ``nn.Linear`` inside the transformers model, so every path
 (the fused decoder, transformers' own forward for listener features and training, scoring)
 runs on the same quantized weights. Gradients flow to the *input* (for LoRA adapters
@@ -23,13 +35,81 @@ upstream, QLoRA-style); the quantized weights themselves are frozen.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import contextlib
+import threading
+from collections import Counter
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
 GROUP = 32
 _ACT = torch.bfloat16  # the kernels' activation dtype
+
+# A call with at least this many rows de-quantises into the workspace and runs a dense GEMM
+# (outside the fused decoder, which decides by row kind: see ``dense_rows``). From a quiet
+# micro-benchmark of one 8192 x 2048 int4 layer, 2 threads: de-quantising to bf16 costs
+# ~12 ms, the kernel ~0.23 ms a row, the bf16 GEMM ~0.09 ms a row: even from ~120 rows.
+# float32 GEMMs are no faster than the kernel on this CPU (~0.2 ms a row): never by count.
+DENSE_MIN_ROWS: Dict[torch.dtype, int] = {torch.bfloat16: 128, torch.float32: 1 << 30}
+# Larger weights (an output head over a big vocabulary) stay on the kernel: their buffer
+# would cost more memory than the layers' (128256 x 4096 in bf16 is 1 GiB).
+DENSE_MAX_WEIGHTS = 1 << 26
+# Off by default: on the shared 2-core test machine (loaded) the de-quantisation cost more
+# than the dense GEMM saved at every batch size of benchmarks/scale.py (1.7B Q4_0: batch 16
+# 1.26 vs 4.40 tok/s kernel-only; a 1 x 40-token prompt 37-47 s vs 13-29 s), while quiet
+# micro-benchmarks showed bf16 GEMMs 2.3x faster than the kernel from ~256 rows. Turn it on
+# (and measure: ``scale.py --dense``) where the machine is quiet.
+DENSE = False
+DENSE_CALLS: Counter = Counter()  # calls per path ("dense", "kernel"): tests and benchmarks
+# float32 staging of the int4 de-quantisation, per step (32 MiB): few large ops, because on
+# a loaded machine every op's thread barrier costs a scheduler slice
+_K_CHUNK_ELEMENTS = 1 << 23
+# a GEMM of fewer rows takes other kernels (GEMV, MKL's small-M paths) whose sums differ
+# from the same rows' in a larger GEMM: one row of a prompt would then depend on its batch
+_DENSE_PAD_ROWS = 16  # measured: from 16 rows on, a row's sums do not depend on M (both dtypes)
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def dense_rows(mode: Optional[str]) -> Iterator[None]:
+    """Within the block, quantized projections take the dense GEMM (``"dense"``), the
+    kernel (``"kernel"``) or decide by the number of rows (``None``). The fused decoder
+    marks prompt rows dense and generated rows kernel: a row's path then depends on what
+    the row is, never on the batch around it."""
+    before = getattr(_STATE, "mode", None)
+    _STATE.mode = mode
+    try:
+        yield
+    finally:
+        _STATE.mode = before
+
+
+def dense_dtype() -> torch.dtype:
+    """The dense GEMM's dtype: bf16 where oneDNN has a bf16 path here, float32 otherwise."""
+    from .cpu_features import cpu_features
+
+    return torch.bfloat16 if cpu_features().onednn_bf16 else torch.float32
+
+
+class _Workspace(threading.local):
+    """Reusable buffers for the de-quantised weights (one set per thread, grown to the
+    largest layer seen): one layer's weights at a time, never the model's."""
+
+    def __init__(self) -> None:
+        self.buffers: Dict[Tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        buf = self.buffers.get((name, dtype))
+        if buf is None or buf.numel() < numel:
+            self.buffers.pop((name, dtype), None)  # free the old one before the new
+            with torch.inference_mode(False):  # usable in and out of inference mode
+                buf = torch.empty(numel, dtype=dtype)
+            self.buffers[(name, dtype)] = buf
+        return buf[:numel]
+
+
+_WORKSPACE = _Workspace()
 
 
 def int4_fits(out_features: int, in_features: int) -> bool:
@@ -102,8 +182,39 @@ class _QuantLinearBase(torch.nn.Module):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1]).to(_ACT)
-        y = self._kernel(rows)
+        dtype = self._dense_choice(rows.shape[0])
+        if dtype is None:
+            DENSE_CALLS["kernel"] += 1
+            y = self._kernel(rows)
+        else:
+            DENSE_CALLS["dense"] += 1
+            y = self._dense(rows, dtype)
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _dense_choice(self, m: int) -> Optional[torch.dtype]:
+        """The dense GEMM's dtype if this call takes it, else None (the kernel)."""
+        mode = getattr(_STATE, "mode", None)
+        if not DENSE or mode == "kernel" or not self._dense_fits():
+            return None
+        dtype = dense_dtype()
+        return dtype if mode == "dense" or m >= DENSE_MIN_ROWS[dtype] else None
+
+    def _dense_fits(self) -> bool:
+        return self.out_features * self.in_features <= DENSE_MAX_WEIGHTS
+
+    def _dense(self, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``rows @ W.T`` with W de-quantised into the workspace: the same bf16 rows the
+        kernel gets, the same weights as ``dequantize()``."""
+        m = rows.shape[0]
+        if m < _DENSE_PAD_ROWS:
+            rows = torch.cat([rows, rows.new_zeros(_DENSE_PAD_ROWS - m, rows.shape[1])])
+        weight_t = self._dense_weight_t(dtype)
+        y = torch.mm(rows.to(dtype), weight_t)
+        return y[:m]
+
+    def _dense_weight_t(self, dtype: torch.dtype) -> torch.Tensor:
+        """(K, N) weights in the workspace (valid until the next call)."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -163,9 +274,61 @@ class Int4Linear(_QuantLinearBase):
             rows, self.packed, GROUP, self.scales_zeros
         )
 
+    def _dense_fits(self) -> bool:
+        # the unpacking below reads the CPU packing's blocks of 64 output channels
+        return self.out_features % 64 == 0 and super()._dense_fits()
+
+    def _unpack_t(self, out: torch.Tensor) -> torch.Tensor:
+        """W.T, (K, N), into ``out`` (float32 or bf16): ``(q - 8) * scale + zero`` computed
+        in float32 (exact for 4-bit codes times a bf16 scale, one rounding for the zero),
+        then rounded to ``out``'s dtype. The CPU packing stores blocks of 64 output
+        channels as (K, 32) bytes, channel j in the low nibble and j + 32 in the high one."""
+        n, k = self.out_features, self.in_features
+        blocks = n // 64
+        packed = self.packed.view(blocks, k, 32).permute(1, 0, 2)  # (K, blocks, 32)
+        codes = _WORKSPACE.get("int4 codes", k * n, torch.int8).view(k, blocks, 64)
+        raw = codes.view(torch.uint8)
+        torch.bitwise_and(packed, 15, out=raw[..., :32])
+        torch.bitwise_right_shift(packed, 4, out=raw[..., 32:])
+        codes.sub_(8)
+        flat = codes.view(k, n)
+        scale = self.scales_zeros[..., 0].float()  # (K // 32, N)
+        zero = self.scales_zeros[..., 1].float()
+        step = max(GROUP, _K_CHUNK_ELEMENTS // n // GROUP * GROUP)
+        staging = (
+            out
+            if out.dtype == torch.float32
+            else _WORKSPACE.get("int4 f32", step * n, torch.float32)
+        )
+        for k0 in range(0, k, step):
+            k1 = min(k, k0 + step)
+            part = out[k0:k1] if staging is out else staging[: (k1 - k0) * n].view(k1 - k0, n)
+            part.copy_(flat[k0:k1])
+            grouped = part.view((k1 - k0) // GROUP, GROUP, n)
+            g = slice(k0 // GROUP, k1 // GROUP)
+            torch.addcmul(zero[g, None, :], grouped, scale[g, None, :], out=grouped)
+            if staging is not out:
+                out[k0:k1].copy_(part)
+        return out
+
+    def _dense_weight_t(self, dtype: torch.dtype) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        buf = _WORKSPACE.get("weight", k * n, dtype).view(k, n)
+        return self._unpack_t(buf)
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The (N, K) weights the kernel multiplies by: the kernel applied to the identity,
-        in slices (used by backward passes and checks, never by inference)."""
+        """The (N, K) weights: the codes times their group's scale plus its zero, in float32
+        and then ``dtype`` (in bf16, exactly what the kernel multiplies by: the tests check
+        it against the kernel applied to the identity). Used by backward passes and checks."""
+        n, k = self.out_features, self.in_features
+        if n % 64 == 0:
+            w_t = self._unpack_t(torch.empty(k, n, dtype=torch.float32))
+            return w_t.t().to(dtype).contiguous()
+        return self.kernel_dequantize(dtype)
+
+    def kernel_dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The kernel applied to the identity, in slices: the weights as the kernel sees
+        them, rounded to bf16 (any packing layout; slow)."""
         k = self.in_features
         parts = []
         for start in range(0, k, 512):
@@ -195,6 +358,13 @@ class Int8Linear(_QuantLinearBase):
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
         return torch._weight_int8pack_mm(rows, self.q, self.scale)
+
+    def _dense_weight_t(self, dtype: torch.dtype) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        buf = _WORKSPACE.get("weight", k * n, dtype).view(n, k)
+        buf.copy_(self.q)  # exact: int8 fits bf16's 8-bit significand
+        buf.mul_(self.scale.to(dtype)[:, None])  # one rounding of q * scale, as dequantize()
+        return buf.t()
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.q.to(dtype) * self.scale.to(dtype)[:, None]).contiguous()

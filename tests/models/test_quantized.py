@@ -17,7 +17,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from spacy_llama.errors import ModelLoadError
-from spacy_llama.models import memory
+from spacy_llama.models import memory, qlinear
 from spacy_llama.models.gguf import gguf_model_v1
 from spacy_llama.models.gguf_blocks import INT4_TYPES, decode_float, decode_int4
 from spacy_llama.models.gguf_stream import gguf_model_v2
@@ -340,15 +340,105 @@ TEXTS = [
 ]
 
 
-def test_greedy_is_batch_invariant_on_quantized_layers(gguf_files: dict) -> None:
-    """The same doc gets the same tokens alone, in any batch, in any order (continuous
-    batching, prefix cache and prompt lookup included)."""
-    nlp = quantized_nlp(gguf_files["Q4_0"], batch_size=2)  # 5 docs on 2 slots: refills
+def _batch_invariance(path: Path) -> None:
+    qlinear.DENSE = True  # the callers' monkeypatch restores it
+    nlp = quantized_nlp(path, batch_size=2)  # 5 docs on 2 slots: refills
+    qlinear.DENSE_CALLS.clear()
     alone = [nlp(t)._.llama_completion for t in TEXTS]
     batched = [d._.llama_completion for d in nlp.pipe(TEXTS, batch_size=5)]
     reordered = [d._.llama_completion for d in nlp.pipe(TEXTS[::-1], batch_size=5)][::-1]
     assert alone == batched == reordered
     assert any(alone)
+    # prompts took the dense GEMM, generated tokens the kernel: both paths ran
+    assert qlinear.DENSE_CALLS["dense"] > 0 and qlinear.DENSE_CALLS["kernel"] > 0
+
+
+def test_greedy_is_batch_invariant_on_quantized_layers(gguf_files: dict, monkeypatch) -> None:
+    """The same doc gets the same tokens alone, in any batch, in any order (continuous
+    batching, prefix cache and prompt lookup included), with the kernel alone and with
+    prompts on the dense GEMM."""
+    monkeypatch.setattr(qlinear, "DENSE", False)
+    nlp = quantized_nlp(gguf_files["Q4_0"], batch_size=2)
+    alone = [nlp(t)._.llama_completion for t in TEXTS]
+    assert [d._.llama_completion for d in nlp.pipe(TEXTS[::-1], batch_size=5)][::-1] == alone
+    _batch_invariance(gguf_files["Q4_0"])
+
+
+def test_greedy_is_batch_invariant_with_the_float32_dense_path(
+    gguf_files: dict, avx2_cpu, monkeypatch
+) -> None:
+    """The same on an AVX2-only CPU, where the prompts' dense GEMM runs in float32."""
+    monkeypatch.setattr(qlinear, "DENSE", False)
+    assert qlinear.dense_dtype() == torch.float32
+    _batch_invariance(gguf_files["Q4_0"])
+
+
+def _int4_layer(n: int = 128, k: int = 96, seed: int = 0) -> Int4Linear:
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.int32)
+    scale = torch.rand(n, k // 32, generator=gen) * 0.01
+    zero = (torch.rand(n, k // 32, generator=gen) - 0.5) * 0.02
+    return Int4Linear(q, scale, zero)
+
+
+def _int8_layer(n: int = 128, k: int = 96, seed: int = 0) -> Int8Linear:
+    gen = torch.Generator().manual_seed(seed)
+    return Int8Linear.from_float(torch.randn(n, k, generator=gen) * 0.02)
+
+
+def test_int4_unpacking_equals_what_the_kernel_multiplies_by() -> None:
+    """dequantize() unpacks the kernel's own packing: in bf16 it equals the kernel applied
+    to the identity, bit for bit (and float32 rounds to it)."""
+    layer = _int4_layer(192, 128)
+    want = layer.kernel_dequantize(torch.bfloat16)
+    assert torch.equal(layer.dequantize(torch.bfloat16), want)
+    assert torch.equal(layer.dequantize(torch.float32).to(torch.bfloat16), want)
+    odd = _int4_layer(48, 64)  # not blocks of 64 channels: the kernel's identity, no dense path
+    assert torch.equal(odd.dequantize(torch.bfloat16), odd.kernel_dequantize(torch.bfloat16))
+    assert not odd._dense_fits()
+
+
+@pytest.mark.parametrize("make", [_int4_layer, _int8_layer], ids=["int4", "int8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
+def test_dense_path_uses_the_same_weights_and_agrees_with_the_kernel(make, dtype) -> None:
+    layer = make()
+    # the workspace holds exactly dequantize()'s weights
+    assert torch.equal(layer._dense_weight_t(dtype), layer.dequantize(dtype).t())
+    x = torch.randn(40, layer.in_features)
+    rows = x.to(torch.bfloat16)
+    kernel = layer._kernel(rows).float()
+    dense = layer._dense(rows, dtype).float()
+    scale = kernel.abs().max()
+    # the kernel rounds its output to bf16 (2^-8); bf16 also rounds the weights
+    tol = 2e-2 if dtype == torch.bfloat16 else 2**-8
+    assert (dense - kernel).abs().max() <= tol * scale
+    assert not torch.equal(dense, torch.zeros_like(dense))
+    # one row alone gets the same numbers as in a batch (padded to a GEMM, not a GEMV)
+    assert torch.equal(layer._dense(rows[3:4], dtype), layer._dense(rows, dtype)[3:4])
+
+
+@pytest.mark.parametrize("make", [_int4_layer, _int8_layer], ids=["int4", "int8"])
+def test_dense_path_is_taken_from_the_threshold_on(make, monkeypatch) -> None:
+    layer = make()
+    dtype = qlinear.dense_dtype()
+    monkeypatch.setattr(qlinear, "DENSE", True)
+    monkeypatch.setitem(qlinear.DENSE_MIN_ROWS, dtype, 24)
+    qlinear.DENSE_CALLS.clear()
+    with torch.inference_mode():
+        small = layer(torch.randn(23, layer.in_features))
+        assert qlinear.DENSE_CALLS == {"kernel": 1}
+        big = layer(torch.randn(2, 12, layer.in_features))  # 24 rows
+        assert qlinear.DENSE_CALLS == {"kernel": 1, "dense": 1}
+        with qlinear.dense_rows("kernel"):  # generated rows: always the kernel
+            layer(torch.randn(100, layer.in_features))
+        with qlinear.dense_rows("dense"):  # prompt rows: always dense
+            layer(torch.randn(1, layer.in_features))
+    assert qlinear.DENSE_CALLS == {"kernel": 2, "dense": 2}
+    assert small.shape == (23, layer.out_features) and big.shape == (2, 12, layer.out_features)
+    monkeypatch.setattr(qlinear, "DENSE_MAX_WEIGHTS", layer.in_features * layer.out_features - 1)
+    with torch.inference_mode():
+        layer(torch.randn(100, layer.in_features))  # too large a buffer: the kernel
+    assert qlinear.DENSE_CALLS["kernel"] == 3
 
 
 def test_quantized_decoder_matches_transformers_forward(gguf_files: dict) -> None:
@@ -514,25 +604,33 @@ def test_listener_features_run_on_a_quantized_model(gguf_files: dict) -> None:
     assert np.allclose(hidden[0, : len(ids)], want, atol=1e-3)
 
 
-def test_scoring_and_constrained_decoding_on_quantized_layers(gguf_files: dict) -> None:
+@pytest.mark.parametrize("dense", [False, True], ids=["kernel", "dense-prompts"])
+def test_scoring_and_constrained_decoding_on_quantized_layers(
+    gguf_files: dict, dense: bool, monkeypatch
+) -> None:
     """Candidate scores from the fused decoder equal a brute-force sum of transformers'
     log-probabilities on the same quantized modules; a `choices` constraint holds."""
     from spacy_llama.generation.config import GenerationConfig
     from spacy_llama.generation.engine import Engine
     from spacy_llama.types import GenerationRequest, ScoreRequest
 
+    monkeypatch.setattr(qlinear, "DENSE", dense)
     model = gguf_model_v2(gguf_files["Q4_0"])
     engine = Engine(model, GenerationConfig(max_new_tokens=4), batch_size=4)
     prompt, candidates = "The quick brown fox", [" jumps", " sleeps over", " x"]
     (scores,) = engine.run_all([ScoreRequest(prompt, candidates)])
     base = model.encode(prompt)
+    # every row on the kernel: the same arithmetic, up to the order of sums; with the
+    # prompt on the dense GEMM (bf16 weights where the CPU has it) and the candidates on
+    # the kernel, up to the bf16 rounding of the weights (2^-9) as well
+    tol = 5e-3 if dense and qlinear.dense_dtype() == torch.bfloat16 else 1e-3
     for cand, got in zip(candidates, scores.sums):
         ids = model.encode(prompt + cand)
         assert ids[: len(base)] == base
-        with torch.no_grad():
+        with torch.no_grad(), qlinear.dense_rows("kernel"):
             lp = torch.log_softmax(model.model(torch.tensor([ids])).logits[0].float(), -1)
         want = sum(float(lp[i - 1, ids[i]]) for i in range(len(base), len(ids)))
-        assert abs(got - want) < 1e-3 * max(1.0, abs(want))
+        assert abs(got - want) < tol * max(1.0, abs(want))
     choose = Engine(model, GenerationConfig(max_new_tokens=8, choices=["London", "Paris"]))
     out = choose.run([GenerationRequest(t) for t in TEXTS])
     assert all(r.text in ("London", "Paris") for r in out)
