@@ -192,7 +192,8 @@ def test_bad_settings_are_named(tiny_long):
         spacy_llm_v1(model=model, generation={"max_new_tokens": 0})
 
 
-def test_batching_benchmark_runs_end_to_end(tiny_long, capsys):
+def test_batching_benchmark_runs_end_to_end(tiny_long, capsys, tmp_path):
+    import json
     import sys
 
     root = Path(__file__).resolve().parents[2]
@@ -200,7 +201,13 @@ def test_batching_benchmark_runs_end_to_end(tiny_long, capsys):
     from benchmarks import spacy_llm_batching
 
     args = ["--limit", "3", "--max-new-tokens", "4", "--batch-size", "2"]
-    assert spacy_llm_batching.main([*args, "--model-path", str(tiny_long)]) == 0
+    report = tmp_path / "batching.json"
+    args += ["--model-path", str(tiny_long), "--json", str(report)]
+    assert spacy_llm_batching.main(args) == 0
     out = capsys.readouterr().out
     assert "engine calls: A 3, B 2 (prompts per call: [2, 1])" in out
-    assert "B / A speed-up:" in out and "same answer both ways:" in out
+    got = json.loads(report.read_text())
+    assert (got["docs"], got["engine_calls_a"], got["engine_calls_b"]) == (3, 3, 2)
+    assert got["speedup"] == got["seconds_a"] / got["seconds_b"] > 0
+    assert got["speedup_cpu"] == got["cpu_a"] / got["cpu_b"] > 0
+    assert 0 <= got["same"] <= 3
