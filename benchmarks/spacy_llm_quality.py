@@ -1,14 +1,18 @@
 """Entity F and textcat macro-F on the gold test half: spacy-llm's tasks on this project's
 model, against the same config translated to this project's tasks.
 
-    python benchmarks/spacy_llm_quality.py [--limit N] [--model-path PATH]
+    python benchmarks/spacy_llm_quality.py [--limit N] [--model-path PATH] [--split test|dev]
+                                           [--only ner|textcat] [--setups spacy-llm,translated]
+                                           [--no-label-words] [--json OUT]
 
 Both setups start from configs/spacy_llm/gold.cfg (spacy-llm's NER.v3 and TextCat.v3 on the
 gold labels, with the label definitions of configs/entity_review.cfg and configs/textcat.cfg,
 model spacy-llama.SpacyLLM.v1 on the embedded SmolLM2, greedy):
   spacy-llm   the config as it is: spacy-llm's prompts and parsers, our engine;
-  translated  ``from-spacy-llm``'s output: NER.v2 (constrained JSON) and TextCat.v2 (scored).
-Docs: corpus/splits/gold_test.spacy, the half never tuned on (corpus/README.md). Entity F is
+  translated  ``from-spacy-llm``'s output: NER.v2 (constrained JSON) and TextCat.v3 (scored).
+Docs: corpus/splits/gold_test.spacy, the half never tuned on (corpus/README.md); ``--split dev``
+is the half translator rules are chosen on (``--no-label-words`` drops any verbalizers the
+translated config has, to compare with and without them there). Entity F is
 exact-match over PERSON/ORG/GPE/DATE/MONEY (doc.ents); textcat macro-F over the four
 exclusive categories, each doc's label being its top-scoring category (spacy-llm gives 1.0
 to the one it names and 0.0 to the others; a doc whose answer names none counts as wrong).
@@ -17,6 +21,7 @@ to the one it names and 0.0 to the others; a doc whose answer names none counts 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -29,10 +34,19 @@ CATS = ["business", "sport", "science_tech", "politics"]
 SOURCE = ROOT / "configs" / "spacy_llm" / "gold.cfg"
 
 
-def load(config: Path, model_path: Optional[Path]) -> Any:
+def load(
+    config: Path, model_path: Optional[Path], only: Optional[str] = None, words: bool = True
+) -> Any:
     from spacy.util import load_config, load_model_from_config
 
     cfg = load_config(config)
+    if only is not None:  # one component: the other's scores are 0 and not printed
+        keep = [n for n in cfg["nlp"]["pipeline"] if only in n]
+        cfg["nlp"]["pipeline"] = keep
+        cfg["components"] = {n: c for n, c in cfg["components"].items() if n in keep}
+    if not words:
+        for comp in cfg["components"].values():
+            comp.get("task", {}).pop("verbalizers", None)
     for comp in cfg["components"].values():
         if "@llm_models" in comp["model"]:  # the backend's own llama model block
             comp["model"].setdefault("model", {"@llama_models": "spacy-llama.SmolLM2.v1"})
@@ -81,17 +95,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int)
     parser.add_argument("--model-path", type=Path)
+    parser.add_argument("--split", choices=["test", "dev"], default="test")
+    parser.add_argument("--only", choices=["ner", "textcat"])
+    parser.add_argument("--setups", default="spacy-llm,translated")
+    parser.add_argument("--no-label-words", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the scores here")
     args = parser.parse_args(argv)
     vocab = spacy.blank("en").vocab
-    bin_path = ROOT / "corpus" / "splits" / "gold_test.spacy"
+    bin_path = ROOT / "corpus" / "splits" / f"gold_{args.split}.spacy"
     gold = list(DocBin().from_disk(bin_path).get_docs(vocab))[: args.limit]
     rows: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         translated = Path(tmp) / "translated.cfg"
         assert cli(["from-spacy-llm", str(SOURCE), str(translated)]) == 0
         for name, config in (("spacy-llm", SOURCE), ("translated", translated)):
-            rows[name] = score(load(config, args.model_path), gold)
-    print(f"\ngold test half: {len(gold)} docs ({bin_path.relative_to(ROOT)})")
+            if name in args.setups.split(","):
+                nlp = load(config, args.model_path, args.only, not args.no_label_words)
+                rows[name] = score(nlp, gold)
+    if args.json is not None:
+        report = {"split": args.split, "docs": len(gold), "only": args.only, "rows": rows}
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"\ngold {args.split} half: {len(gold)} docs ({bin_path.relative_to(ROOT)})")
     print(f"{'setup':<12}{'ents P':>8}{'ents R':>8}{'ents F':>8}{'cats macro-F':>14}{'seconds':>9}")
     for name, r in rows.items():
         print(

@@ -179,7 +179,7 @@ def map_textcat(ctx: Context, block: Block, name: str) -> Mapped:
     binary = len(labels) == 1
     exclusive = bool(block.get("exclusive_classes", False)) and not binary
     task: Block = {
-        "@llama_tasks": "spacy-llama.TextCat.v2",
+        "@llama_tasks": "spacy-llama.TextCat.v3",
         "labels": labels,
         "exclusive": exclusive,
     }
@@ -223,7 +223,7 @@ def map_textcat(ctx: Context, block: Block, name: str) -> Mapped:
     notes.add(
         "@llm_tasks",
         CHANGED,
-        f"{name} -> spacy-llama.TextCat.v2: every label scored "
+        f"{name} -> spacy-llama.TextCat.v3: every label scored "
         "by its calibrated log-likelihood (a probability per label, never an "
         "unparseable answer)",
     )
@@ -234,7 +234,7 @@ def map_textcat(ctx: Context, block: Block, name: str) -> Mapped:
 def map_sentiment(ctx: Context, block: Block, name: str) -> Mapped:
     notes = _Notes(ctx, block)
     task: Block = {
-        "@llama_tasks": "spacy-llama.TextCat.v2",
+        "@llama_tasks": "spacy-llama.TextCat.v3",
         "labels": ["positive", "negative"],
         "exclusive": True,
     }
@@ -242,7 +242,7 @@ def map_sentiment(ctx: Context, block: Block, name: str) -> Mapped:
     notes.add(
         "@llm_tasks",
         CHANGED,
-        f"{name} -> spacy-llama.TextCat.v2 with labels positive and negative (scored, calibrated)",
+        f"{name} -> spacy-llama.TextCat.v3 with labels positive and negative (scored, calibrated)",
     )
     notes.add(
         "field",

@@ -163,6 +163,7 @@ def write_translation(result: Translation, out: Path) -> None:
 
 # Tasks whose answer is constrained JSON: cut short, it cannot be read at all.
 STRUCTURED = ("spacy-llama.NER.v2", "spacy-llama.REL.v1")
+SCORED = ("spacy-llama.TextCat.v2", "spacy-llama.TextCat.v3")
 
 
 def _generation(task: Block, needed: Block, carried: Block, where: str, notes: List[Note]) -> Block:
@@ -172,7 +173,7 @@ def _generation(task: Block, needed: Block, carried: Block, where: str, notes: L
     out: Block = {"temperature": 0.0, **needed, **carried}
     name = task.get("@llama_tasks")
     kept = needed["max_new_tokens"]
-    if name == "spacy-llama.TextCat.v2" or (name in STRUCTURED and out["max_new_tokens"] < kept):
+    if name in SCORED or (name in STRUCTURED and out["max_new_tokens"] < kept):
         if out["max_new_tokens"] != kept:
             notes.append(
                 Note(
@@ -181,7 +182,7 @@ def _generation(task: Block, needed: Block, carried: Block, where: str, notes: L
                     f"{out['max_new_tokens']} -> {kept}: "
                     + (
                         "the task scores labels and generates nothing"
-                        if name == "spacy-llama.TextCat.v2"
+                        if name in SCORED
                         else "a constrained JSON answer cut short cannot be read"
                     ),
                 )

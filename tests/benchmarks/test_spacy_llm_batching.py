@@ -4,6 +4,7 @@ runs answer every doc, and the speed-up is the ratio of the runs' own seconds.""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def test_batching_benchmark_runs_end_to_end(tiny_long, capsys, monkeypatch):
+def test_batching_benchmark_runs_end_to_end(tiny_long, capsys, monkeypatch, tmp_path):
     from benchmarks import spacy_llm_batching
 
     runs: List[List[str]] = []
@@ -25,7 +26,9 @@ def test_batching_benchmark_runs_end_to_end(tiny_long, capsys, monkeypatch):
 
     monkeypatch.setattr(spacy_llm_batching, "answers", answers_spy)
     args = ["--limit", "3", "--max-new-tokens", "4", "--batch-size", "2"]
-    assert spacy_llm_batching.main([*args, "--model-path", str(tiny_long)]) == 0
+    report = tmp_path / "batching.json"
+    args += ["--model-path", str(tiny_long), "--json", str(report)]
+    assert spacy_llm_batching.main(args) == 0
     one_by_one, batched = runs
     assert len(one_by_one) == len(batched) == 3
     out = capsys.readouterr().out
@@ -40,3 +43,11 @@ def test_batching_benchmark_runs_end_to_end(tiny_long, capsys, monkeypatch):
     assert abs(speed_up - rates[1] / rates[0]) <= 0.05 + 0.01 * speed_up
     same = int(re.search(r"same answer both ways: (\d+)/3", out)[1])  # type: ignore[index]
     assert same == sum(a == b for a, b in zip(one_by_one, batched))
+    # the JSON report: the same counts, and both ratios (wall clock and CPU time) as the
+    # quotients of the runs' own numbers
+    got = json.loads(report.read_text())
+    assert (got["docs"], got["engine_calls_a"], got["engine_calls_b"], got["same"]) == (
+        3, 3, 2, same,
+    )
+    assert got["speedup"] == got["seconds_a"] / got["seconds_b"] > 0
+    assert got["speedup_cpu"] == got["cpu_a"] / got["cpu_b"] > 0
