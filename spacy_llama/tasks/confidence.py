@@ -66,16 +66,17 @@ def range_probability(
     return math.exp(sum(lp for lp in picked if lp is not None))
 
 
-class AnswerScorer:
-    """Scores character ranges of one generated answer; the token ranges are decoded once,
-    on the first request, so a task that writes no span pays nothing."""
+class AnswerConfidence:
+    """The confidence of character ranges of one generated answer (the probability of the
+    tokens that wrote them); the token ranges are decoded once, on the first request, so a
+    task that writes no span pays nothing."""
 
     def __init__(self, decode: Optional[Decode], result: GenerationResult) -> None:
         self.decode = decode
         self.result = result
         self._tokens: Optional[List[CharRange]] = None
 
-    def score(self, ranges: Sequence[CharRange]) -> Optional[float]:
+    def of(self, ranges: Sequence[CharRange]) -> Optional[float]:
         res = self.result
         if self.decode is None or not res.token_ids or len(res.logprobs) != len(res.token_ids):
             return None
@@ -139,10 +140,10 @@ def score_copied_strings(
 ) -> None:
     """Score spans whose text the model copied as JSON string values (Extract): each span's
     string is looked for in the answer after the previous use of the same string."""
-    scorer = AnswerScorer(decode, result)
+    confidence = AnswerConfidence(decode, result)
     cursors: dict = {}
     for span in spans:
         found = json_value_ranges(result.text, [span.text], cursors.get(span.text, 0))[0]
         if found is not None:
             cursors[span.text] = found[1] + 1
-        set_score(span, scorer.score([found]) if found is not None else None)
+        set_score(span, confidence.of([found]) if found is not None else None)

@@ -41,7 +41,14 @@ from .base import (
     TakesLabelsFromData,
     doc_label,
 )
-from .confidence import SCORE_ATTR, AnswerScorer, CharRange, decoder_of, install_score, set_score
+from .confidence import (
+    SCORE_ATTR,
+    AnswerConfidence,
+    CharRange,
+    decoder_of,
+    install_score,
+    set_score,
+)
 from .data_labels import DataLabels, LabelSpec
 from .examples import Example, check_entity_examples
 from .extensions import check_names, install_extensions
@@ -131,9 +138,9 @@ class NERTask(DataLabels, PromptedTask):
     def assign(self, docs: Sequence[Doc], results: Sequence[GenerationResult]) -> None:
         decode = decoder_of(self._formatter)
         for doc, res in zip(docs, results):
-            answers, scorer = self.parse(res.text), AnswerScorer(decode, res)
+            answers, confidence = self.parse(res.text), AnswerConfidence(decode, res)
             for ans in answers:
-                ans.score = scorer.score([ans.where]) if ans.where else None
+                ans.score = confidence.of([ans.where]) if ans.where else None
             spans, problems = self.align(doc, answers)
             doc._.set(self.unaligned_attr, problems)
             if problems:

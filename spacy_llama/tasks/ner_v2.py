@@ -21,7 +21,7 @@ from ..errors import Errors, FewShotError, SchemaError
 from ..registry import llama_tasks
 from ..types import GenerationRequest, GenerationResult
 from .base import ChatSetting, GeneratesEntities, doc_label
-from .confidence import AnswerScorer, Decode, decoder_of, json_objects, json_value_ranges
+from .confidence import AnswerConfidence, Decode, decoder_of, json_objects, json_value_ranges
 from .data_labels import LabelSpec
 from .examples import Example
 from .extensions import check_names
@@ -74,14 +74,14 @@ def example_answer(ex: Example) -> str:
 def scored_answers(answers: List[Answer], res: GenerationResult, decode: Optional[Decode]) -> None:
     """Each answer's score: the tokens of its label and text values in its JSON object (the
     keys and punctuation are the grammar's, not the model's choice)."""
-    scorer = AnswerScorer(decode, res)
+    confidence = AnswerConfidence(decode, res)
     objects = json_objects(res.text, "entities")
     if len(objects) != len(answers):
         return
     for ans, ((start, end), value) in zip(answers, objects):
         found = json_value_ranges(res.text[:end], [value["label"], value["text"]], start)
         ranges = [r for r in found if r is not None]
-        ans.score = scorer.score(ranges) if ranges else None
+        ans.score = confidence.of(ranges) if ranges else None
 
 
 class NERv2Task(NERTask):
