@@ -211,15 +211,39 @@ def extract_task_v1(
     chat: ChatSetting = True,
     system: Optional[str] = None,
     on_overflow: Overflow = "truncate",
+) -> ExtractTask:
+    """Structured extraction: a JSON object per doc, span fields copied from the text (as
+    released: Extract.v2 adds ``max_string_tokens`` and enum calibration)."""
+    return extract_task_v2(
+        schema=schema, schema_path=schema_path, span_fields=span_fields, spans_key=spans_key,
+        data_attr=data_attr, max_span_tokens=max_span_tokens, template=template,
+        template_path=template_path, chat=chat, system=system, on_overflow=on_overflow,
+    )
+
+
+@llama_tasks("spacy-llama.Extract.v2")
+def extract_task_v2(
+    *,
+    schema: Optional[Union[str, Dict[str, Any]]] = None,
+    schema_path: Optional[str] = None,
+    span_fields: List[str] = [],  # noqa: B006 - read only
+    spans_key: str = "llama_extract",
+    data_attr: str = "llama_data",
+    max_span_tokens: int = DEFAULT_MAX_SPAN_TOKENS,
+    template: Optional[str] = None,
+    template_path: Optional[str] = None,
+    chat: ChatSetting = True,
+    system: Optional[str] = None,
+    on_overflow: Overflow = "truncate",
     max_string_tokens: Optional[int] = None,
     calibrate: bool = False,
     content_free: Union[str, List[str]] = ["N/A", "", "[MASK]"],  # noqa: B006 - read only
     prior_weight: float = 1.0,
 ) -> ExtractTask:
-    """Structured extraction: a JSON object per doc, span fields copied from the text.
-    ``max_string_tokens``: the most tokens one free string value (a string field that is
-    not a span field and has no ``enum``) may hold; the engine closes a string that reaches
-    it. None (the default): no cap beyond the schema's own ``maxLength``.
+    """Extract.v1 plus two settings. ``max_string_tokens``: the most tokens one free
+    string value (a string field that is not a span field and has no ``enum``) may hold;
+    the engine closes a string that reaches it. None (the default): no cap beyond the
+    schema's own ``maxLength``.
     ``calibrate``: every ``enum`` field decided as a whole (a closed set of at most 32
     values) subtracts ``prior_weight`` times each value's log-probability after the same
     prompt around each ``content_free`` text (PMI, as TextCat.v2 does; off by default)."""

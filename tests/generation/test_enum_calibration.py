@@ -90,7 +90,7 @@ def extract_nlp(tiny_hf: Any, **settings: Any) -> spacy.Language:
         config={
             "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
             "task": {
-                "@llama_tasks": "spacy-llama.Extract.v1",
+                "@llama_tasks": "spacy-llama.Extract.v2",
                 "template": "Text: {{ text }}",
                 "chat": False,
                 "schema": {

@@ -154,7 +154,7 @@ def extract_nlp(tiny_hf: Any, cap: Any) -> spacy.Language:
         config={
             "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
             "task": {
-                "@llama_tasks": "spacy-llama.Extract.v1",
+                "@llama_tasks": "spacy-llama.Extract.v2",
                 "template": "{{ text }}",
                 "chat": False,
                 "schema": {

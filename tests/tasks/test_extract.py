@@ -218,3 +218,16 @@ def test_schema_path(tmp_path: Path):
     (tmp_path / "bad.json").write_text("{", encoding="utf-8")
     with pytest.raises(SchemaError, match=r"\[E362\].*schema_path"):
         build(schema=None, schema_path=str(tmp_path / "bad.json"))
+
+
+def test_v1_stays_as_released_and_v2_adds_the_string_cap_and_calibration():
+    from spacy_llama.tasks.extract import extract_task_v1, extract_task_v2
+
+    v1 = extract_task_v1(schema=SCHEMA, span_fields=["people", "place"])
+    v2 = extract_task_v2(
+        schema=SCHEMA, span_fields=["people", "place"], max_string_tokens=8, calibrate=True
+    )
+    assert (v1.max_string_tokens, v1.calibrate) == (0, False)  # 0: no cap
+    assert (v2.max_string_tokens, v2.calibrate) == (8, True)
+    with pytest.raises(TypeError, match="max_string_tokens"):
+        extract_task_v1(schema=SCHEMA, max_string_tokens=8)  # type: ignore[call-arg]
