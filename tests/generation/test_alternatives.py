@@ -16,6 +16,7 @@ from spacy_llama.generation.sampling import make_generators, request_seed
 from spacy_llama.models.hf import load_hf_folder
 from spacy_llama.types import GenerationRequest
 
+from ..fixtures.helpers import structured_nlp
 from ..fixtures.tiny import CORPUS
 
 CHOICES = ["London", "Paris", "the United Kingdom", "Lon"]  # "Lon" may also go on: scored with EOS
@@ -135,25 +136,11 @@ def test_forced_tokens_in_one_pass_equal_step_by_step_decoding(model, monkeypatc
 
 
 def test_extract_writes_a_confidence_per_decided_enum_field(tiny_hf):
-    import spacy
-
     from spacy_llama.tasks.structured import confidences
     from spacy_llama.types import GenerationResult
 
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "llama",
-        config={
-            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
-            "task": {
-                "@llama_tasks": "spacy-llama.Extract.v1",
-                "template": "{{ text }}",
-                "chat": False,
-                "schema": {**SCHEMA, "properties": {**SCHEMA["properties"]}},
-            },
-            "generation": {"max_new_tokens": 40},
-        },
-    )
+    task = {"@llama_tasks": "spacy-llama.Extract.v1", "schema": SCHEMA}
+    nlp = structured_nlp(tiny_hf, task, max_new_tokens=40)
     for doc in nlp.pipe(PROMPTS[:3]):
         [(path, p)] = doc._.llama_data_confidence.items()
         assert path == "/section" and doc._.llama_data["section"] in [

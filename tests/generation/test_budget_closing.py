@@ -20,6 +20,7 @@ from spacy_llama.generation.engine import Engine
 from spacy_llama.models.hf import load_hf_folder
 from spacy_llama.types import DOC_ERROR_KEY, Constraint, GenerationRequest
 
+from ..fixtures.helpers import structured_nlp
 from ..fixtures.tiny import CORPUS
 from ..tasks.structured_helpers import docbin_roundtrip
 
@@ -93,25 +94,13 @@ def test_a_schema_whose_shortest_output_cannot_fit_fails_when_built(model):
 
 
 def extract_nlp(tiny_hf: Any, max_new_tokens: int) -> spacy.Language:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "llama",
-        config={
-            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
-            "task": {
-                "@llama_tasks": "spacy-llama.Extract.v1",
-                "template": "{{ text }}",
-                "chat": False,
-                "schema": {
-                    "type": "object",
-                    "properties": {"summary": {"type": "string"}},
-                    "required": ["summary"],
-                },
-            },
-            "generation": {"max_new_tokens": max_new_tokens},
-        },
-    )
-    return nlp
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}},
+        "required": ["summary"],
+    }
+    task = {"@llama_tasks": "spacy-llama.Extract.v1", "schema": schema}
+    return structured_nlp(tiny_hf, task, max_new_tokens=max_new_tokens)
 
 
 def test_a_closed_answer_roundtrips_through_the_record_and_docbin(tiny_hf):

@@ -19,6 +19,7 @@ from spacy_llama.generation.engine import Engine
 from spacy_llama.models.hf import load_hf_folder
 from spacy_llama.types import Constraint, GenerationRequest
 
+from ..fixtures.helpers import structured_nlp
 from ..fixtures.tiny import CORPUS
 from .test_alternatives import CHOICES, brute_force, choice_tokens
 
@@ -84,26 +85,13 @@ def math_log(x: float) -> float:
 
 
 def extract_nlp(tiny_hf: Any, **settings: Any) -> spacy.Language:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "llama",
-        config={
-            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
-            "task": {
-                "@llama_tasks": "spacy-llama.Extract.v2",
-                "template": "Text: {{ text }}",
-                "chat": False,
-                "schema": {
-                    "type": "object",
-                    "properties": {"section": {"enum": ["Books", "Electronics", "Toys"]}},
-                    "required": ["section"],
-                },
-                **settings,
-            },
-            "generation": {"max_new_tokens": 24},
-        },
-    )
-    return nlp
+    schema = {
+        "type": "object",
+        "properties": {"section": {"enum": ["Books", "Electronics", "Toys"]}},
+        "required": ["section"],
+    }
+    task = {"@llama_tasks": "spacy-llama.Extract.v2", "template": "Text: {{ text }}"}
+    return structured_nlp(tiny_hf, {**task, "schema": schema, **settings})
 
 
 def test_extract_calibrates_its_enum_fields_on_its_own_prompt(tiny_hf):

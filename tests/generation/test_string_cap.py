@@ -18,6 +18,7 @@ from spacy_llama.models.hf import load_hf_folder
 from spacy_llama.models.server.constraints import constraint_fields
 from spacy_llama.types import DOC_ERROR_KEY, Constraint, GenerationRequest
 
+from ..fixtures.helpers import structured_nlp
 from ..fixtures.tiny import CORPUS
 
 # unbounded strings, one plain and three in an array: a random model writes them long
@@ -148,26 +149,13 @@ def test_a_server_cannot_be_asked_for_the_cap():
 
 
 def extract_nlp(tiny_hf: Any, cap: Any) -> spacy.Language:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "llama",
-        config={
-            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
-            "task": {
-                "@llama_tasks": "spacy-llama.Extract.v2",
-                "template": "{{ text }}",
-                "chat": False,
-                "schema": {
-                    "type": "object",
-                    "properties": {"summary": {"type": "string"}},
-                    "required": ["summary"],
-                },
-                "max_string_tokens": cap,
-            },
-            "generation": {"max_new_tokens": 48},
-        },
-    )
-    return nlp
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}},
+        "required": ["summary"],
+    }
+    task = {"@llama_tasks": "spacy-llama.Extract.v2", "schema": schema, "max_string_tokens": cap}
+    return structured_nlp(tiny_hf, task, max_new_tokens=48)
 
 
 def test_extract_caps_its_free_strings(tiny_hf):

@@ -3,28 +3,17 @@ answers with hand-made GenerationResults (and keeps the requests it was given)."
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
-import spacy
 from spacy.tokens import Doc, DocBin
 
 from spacy_llama.generation.engine import Engine
 from spacy_llama.types import GenerationRequest, GenerationResult
 
+from ..fixtures.helpers import structured_nlp
 
-def structured_nlp(tiny_hf: Path, task: Dict[str, Any], max_new_tokens: int = 24) -> spacy.Language:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "llama",
-        config={
-            "model": {"@llama_models": "spacy-llama.HF.v1", "path": str(tiny_hf), "device": "cpu"},
-            "task": {"template": "{{ text }}", "chat": False, **task},
-            "generation": {"max_new_tokens": max_new_tokens},
-        },
-    )
-    return nlp
+__all__ = ["answer_with", "docbin_roundtrip", "structured_nlp"]
 
 
 def answer_with(
