@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ..errors import Errors, ModelLoadError
+from ..models import qlinear
 from ..models.cpu_features import cpu_features
 from ..models.qlinear import dense_rows
 
@@ -156,10 +157,9 @@ def drop_fused_decoders(model: Any) -> None:
 
 
 class ModuleProjection:
-    """Projections whose weights are not a float matrix (``models/qlinear.py``: int4/int8
-    kept from the file): each module runs its own kernel, the outputs are concatenated.
-    Quantized weights are not fused (the int4 packing is not row-local), and they are never
-    copied: the transformers modules and the decoder share them."""
+    """Projections whose weights are neither a float matrix nor quantized layers that fuse
+    (LoRA-wrapped layers, mixed kinds): each module runs its own kernel, the outputs are
+    concatenated."""
 
     def __init__(self, modules: Sequence[torch.nn.Module]) -> None:
         self.modules = list(modules)
@@ -171,11 +171,13 @@ class ModuleProjection:
 
 
 def _project(linears: Sequence[Any], pack: bool, int8: bool) -> Any:
-    """One projection over ``linears``: fused float weights, or their own modules."""
+    """One projection over ``linears``: fused float weights, fused quantized layers (the
+    same memory, ``qlinear.fuse``), or their own modules."""
     if all(type(lin) is torch.nn.Linear for lin in linears):
         weight = _fuse(linears) if len(linears) > 1 else linears[0].weight
         return Projection(weight, prepack=pack, int8=int8)
-    return ModuleProjection(linears)
+    fused = qlinear.fuse(linears)
+    return fused if fused is not None else ModuleProjection(linears)
 
 
 def _fuse(linears: Sequence[torch.nn.Linear]) -> torch.Tensor:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -255,6 +255,16 @@ class Int4Linear(_QuantLinearBase):
         self.register_buffer("scales_zeros", sz, persistent=False)
 
     @classmethod
+    def from_packed(cls, packed: torch.Tensor, scales_zeros: torch.Tensor) -> Int4Linear:
+        """Over tensors already in the kernel's layout (``fuse``): no copy."""
+        layer = cls.__new__(cls)
+        _QuantLinearBase.__init__(layer)
+        layer.out_features, layer.in_features = int(scales_zeros.shape[1]), int(packed.shape[1] * 2)
+        layer.register_buffer("packed", packed, persistent=False)
+        layer.register_buffer("scales_zeros", scales_zeros, persistent=False)
+        return layer
+
+    @classmethod
     def from_groups(cls, q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> Int4Linear:
         return cls(torch.from_numpy(q), torch.from_numpy(scale), torch.from_numpy(zero))
 
@@ -270,8 +280,12 @@ class Int4Linear(_QuantLinearBase):
         return cls(q.reshape(n, k).to(torch.int32), scale, lo + 8.0 * scale)
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        # after ``fuse`` this layer's scales are a column slice of the fused ones: the kernel
+        # reads them as a dense (K // 32, N, 2) array (the fused decoder calls the fused
+        # layer; only transformers' forward, i.e. training and features, pays this copy)
+        sz = self.scales_zeros
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows, self.packed, GROUP, self.scales_zeros
+            rows, self.packed, GROUP, sz if sz.is_contiguous() else sz.contiguous()
         )
 
     def _dense_fits(self) -> bool:
@@ -352,6 +366,16 @@ class Int8Linear(_QuantLinearBase):
         self.register_buffer("scale", scale.to(_ACT).contiguous(), persistent=False)
 
     @classmethod
+    def from_rows(cls, q: torch.Tensor, scale: torch.Tensor) -> Int8Linear:
+        """Over tensors already in this layout (``fuse``): no copy."""
+        layer = cls.__new__(cls)
+        _QuantLinearBase.__init__(layer)
+        layer.out_features, layer.in_features = int(q.shape[0]), int(q.shape[1])
+        layer.register_buffer("q", q, persistent=False)
+        layer.register_buffer("scale", scale, persistent=False)
+        return layer
+
+    @classmethod
     def from_float(cls, weight: torch.Tensor) -> Int8Linear:
         q, scale = quantize_rows_int8(weight)
         return cls(q, scale)
@@ -371,6 +395,65 @@ class Int8Linear(_QuantLinearBase):
 
     def nbytes(self) -> int:
         return int(self.q.numel() + self.scale.numel() * 2)
+
+
+def fuse(layers: Sequence[torch.nn.Module]) -> Optional[_QuantLinearBase]:
+    """One layer computing ``cat([layer(x) for layer in layers], -1)`` in one kernel call
+    (q/k/v, gate/up), or None where the layouts do not concatenate. It holds the same
+    memory: each layer's tensors become views of the fused ones, and fusing the same layers
+    again returns the same fused layer. A decoding step then makes 4 kernel calls per block
+    instead of 7 (each call costs a thread fork/join, an input cast and an output cast), and
+    the outputs need no ``cat``: at one row ~0.15 ms saved per block of the 1.7B shape.
+
+    Why the int4 packing concatenates: ``_convert_weight_to_int4pack_for_cpu`` stores blocks
+    of 64 output channels one after another, so layers whose N is a multiple of 64 stack
+    along N; the kernel's results are bit-identical to the separate calls (tested)."""
+    if len(layers) < 2:
+        return None
+    key = tuple(id(layer) for layer in layers)
+    done = getattr(layers[0], "_fused", None)
+    if done is not None and done[0] == key:
+        return done[1]
+    fused: Optional[_QuantLinearBase] = None
+    if all(type(layer) is Int4Linear for layer in layers):
+        fused = _fuse_int4([layer for layer in layers if isinstance(layer, Int4Linear)])
+    elif all(type(layer) is Int8Linear for layer in layers):
+        fused = _fuse_int8([layer for layer in layers if isinstance(layer, Int8Linear)])
+    if fused is not None:
+        for layer in layers:
+            object.__setattr__(layer, "_fused", (key, fused))  # not a submodule
+    return fused
+
+
+def _fuse_int4(layers: Sequence[Int4Linear]) -> Optional[Int4Linear]:
+    k = layers[0].in_features
+    if any(lay.in_features != k or lay.out_features % 64 for lay in layers):
+        return None
+    if any(not lay.packed.is_contiguous() for lay in layers):
+        return None
+    packed = torch.cat([lay.packed for lay in layers], dim=0)
+    sz = torch.cat([lay.scales_zeros for lay in layers], dim=1).contiguous()
+    start = 0
+    for lay in layers:
+        end = start + lay.out_features
+        lay.packed = packed[start:end]  # (N, K // 2): 64 rows are one block of the packing
+        lay.scales_zeros = sz[:, start:end]
+        start = end
+    return Int4Linear.from_packed(packed, sz)
+
+
+def _fuse_int8(layers: Sequence[Int8Linear]) -> Optional[Int8Linear]:
+    k = layers[0].in_features
+    if any(lay.in_features != k for lay in layers):
+        return None
+    q = torch.cat([lay.q for lay in layers], dim=0)
+    scale = torch.cat([lay.scale for lay in layers], dim=0)
+    start = 0
+    for lay in layers:
+        end = start + lay.out_features
+        lay.q, lay.scale = q[start:end], scale[start:end]
+        start = end
+    return Int8Linear.from_rows(q, scale)
 
 
 class Int8Embedding(torch.nn.Module):

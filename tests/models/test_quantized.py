@@ -441,6 +441,40 @@ def test_dense_path_is_taken_from_the_threshold_on(make, monkeypatch) -> None:
     assert qlinear.DENSE_CALLS["kernel"] == 3
 
 
+@pytest.mark.parametrize("make", [Int4Linear.from_float, Int8Linear.from_float])
+def test_fused_layers_equal_the_separate_ones_on_the_same_memory(make) -> None:
+    """q/k/v (or gate/up) fused into one kernel call give, bit for bit, the concatenation of
+    the separate calls; the separate layers still work and now read the fused tensors."""
+    torch.manual_seed(0)
+    layers = [make(torch.randn(n, 96) * 0.05) for n in (128, 64, 64)]
+    x = torch.randn(5, 96)
+    separate = torch.cat([lay(x) for lay in layers], dim=-1)
+    before = sum(sum(t.numel() for t in lay.buffers()) for lay in layers)
+    fused = qlinear.fuse(layers)
+    assert fused is not None and fused.out_features == 256
+    assert torch.equal(fused(x), separate)
+    assert torch.equal(torch.cat([lay(x) for lay in layers], dim=-1), separate)
+    fused_ptrs = {t.untyped_storage().data_ptr() for t in fused.buffers()}
+    for lay in layers:  # views of the fused tensors: no second copy
+        assert {t.untyped_storage().data_ptr() for t in lay.buffers()} <= fused_ptrs
+    assert sum(t.numel() for t in fused.buffers()) == before
+    assert qlinear.fuse(layers) is fused  # a second decoder reuses it
+    # gradients still reach the input through a layer whose tensors are views
+    xg = x.clone().requires_grad_(True)
+    layers[1](xg).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_layers_that_do_not_stack_are_not_fused() -> None:
+    """The int4 packing stacks in blocks of 64 output channels; other shapes and mixed kinds
+    keep their own kernels."""
+    torch.manual_seed(0)
+    odd = [Int4Linear.from_float(torch.randn(n, 64)) for n in (96, 64)]
+    mixed = [Int4Linear.from_float(torch.randn(64, 64)), Int8Linear.from_float(torch.randn(64, 64))]
+    assert qlinear.fuse(odd) is None and qlinear.fuse(mixed) is None
+    assert qlinear.fuse(odd[:1]) is None
+
+
 def test_quantized_decoder_matches_transformers_forward(gguf_files: dict) -> None:
     """The fused decoder's greedy tokens equal transformers' own forward on the same
     quantized modules (one step at a time, no cache)."""
@@ -451,6 +485,7 @@ def test_quantized_decoder_matches_transformers_forward(gguf_files: dict) -> Non
     model = gguf_model_v2(gguf_files["Q4_1"])
     engine = Engine(model, GenerationConfig(max_new_tokens=8), batch_size=4)
     assert engine.fast is not None  # the fused decoder runs it
+    assert isinstance(engine.fast.gate_up[0], Int4Linear)  # gate/up in one kernel call
     for text in TEXTS[:3]:
         (result,) = engine.run([GenerationRequest(text)])
         ids = model.encode(text)
