@@ -456,7 +456,7 @@ def child_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
     from spacy_llama.models import qlinear
 
     torch.set_num_threads(spec["threads"])
-    qlinear.DENSE = spec.get("dense", False)  # True: prompt rows on the dense GEMM
+    qlinear.DENSE = spec.get("dense")  # None: auto (the default); True/False: always/never
     base = _status_kb("VmRSS")
     batches = spec["batches"]
     nlp, load_s, load_peak = _phase_peak_kb(
@@ -938,7 +938,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument(
         "--dense",
         action="store_true",
-        help="also run each GGUF file with prompt rows on the dense GEMM (qlinear.DENSE)",
+        help="also run each GGUF file with every prompt row on the dense GEMM and with none "
+        "(qlinear.DENSE True / False; the default row is auto)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few tokens (for tests)")
     ap.add_argument("--build-only", action="store_true", help="build the model files, stop")
@@ -1011,21 +1012,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             }
         )
         save(f"GGUF.v2 {kind}: {_brief(ours)}")
-        if args.dense:  # the same file with prompt rows on the dense GEMM
+        # the same file with every prompt row on the dense GEMM, and with none (the default
+        # row above is auto: dense prompt rows from qlinear.DENSE_MIN_SLOTS slots on)
+        for dense, label in ((True, "dense prompts"), (False, "kernel only")) if args.dense else ():
             alone = run_child(
-                {"kind": "ours", "model": model, **common, "batches": batches, "dense": True}
+                {"kind": "ours", "model": model, **common, "batches": batches, "dense": dense}
             )
             for r in alone.get("runs", {}).values():
                 r.pop("ids", None)
             report["rows"].append(
                 {
-                    "label": f"GGUF.v2 {kind} (dense prompts)",
+                    "label": f"GGUF.v2 {kind} ({label})",
                     "file_bytes": f["bytes"],
                     "result": alone,
                     "bytes_per_token": alone.get("weight_bytes_per_token"),
                 }
             )
-            save(f"GGUF.v2 {kind} dense prompts: {_brief(alone)}")
+            save(f"GGUF.v2 {kind} {label}: {_brief(alone)}")
         cpp_bytes = _gguf_bytes_per_token(f["path"])
         if "llama_cpp" in skip:
             cpp: Dict[str, Any] = {"error": "skipped"}

@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
 import torch
 
+from ..models import qlinear
 from .alternatives import StepScorer
 from .decode_step import Scorer, SequenceState, Stepper
 from .decoder import FastLlama, KVCache
@@ -95,6 +96,16 @@ class ContinuousBatcher:
         """Decode ``seqs[i]`` from ``prompts[i]``; ``on_done`` is called as each finishes."""
         if not prompts:
             return
+        # the configured batch size, not this call's: a doc's path never depends on its batch
+        with qlinear.wide_run(self.batch_size):
+            self._run(prompts, seqs, on_done)
+
+    def _run(
+        self,
+        prompts: Sequence[Sequence[int]],
+        seqs: Sequence[SequenceState],
+        on_done: Callable[[SequenceState], None],
+    ) -> None:
         fast = self.fast
         slots = min(self.batch_size, len(prompts))
         start = shared_prefix_len(prompts) if self.prefix_cache else 0

@@ -18,13 +18,15 @@ model's dtype.
 Many rows at once (a prompt, a long forward pass): both kernels are compute-bound from a few
 rows on (they convert every weight for every group of rows), so a call with many rows
 de-quantises the layer's weights into one reusable buffer (``_Workspace``) and runs a dense
-GEMM instead (when ``DENSE`` is on; off by default, see there): bf16 on oneDNN where the CPU
-has a bf16 path (``cpu_features``), float32 elsewhere. The buffer holds exactly
+GEMM instead (``DENSE``: by default only the prompt rows of runs of 16 or more slots, and
+only where the CPU has a native bf16 GEMM; see there): bf16 on oneDNN where the CPU has a
+bf16 path (``cpu_features``), float32 elsewhere. The buffer holds exactly
 ``dequantize()``'s weights, so the two paths differ only by the GEMM's rounding. Which path
-a call takes (``dense_rows``): the fused decoder marks prompt rows (always dense) and
-generated rows (always the kernel), so a sequence's tokens take the same path whatever batch
-it is in (greedy output stays batch-invariant); any other call (transformers' forward:
-training, features, perplexity) is dense from ``DENSE_MIN_ROWS`` rows on.
+a call takes (``dense_rows``): the fused decoder marks prompt rows (dense where ``DENSE``
+allows) and generated rows (always the kernel), so a sequence's tokens take the same path
+whatever batch it is in (greedy output stays batch-invariant for a given ``batch_size``);
+with ``DENSE = True`` any other call (transformers' forward: training, features,
+perplexity) is dense from ``DENSE_MIN_ROWS`` rows on.
 benchmarks/README.md has the measurements behind these choices.
 
 They are ``nn.Module``s in place of ``nn.Linear`` inside the transformers model, so every path
@@ -55,12 +57,16 @@ DENSE_MIN_ROWS: Dict[torch.dtype, int] = {torch.bfloat16: 128, torch.float32: 1 
 # Larger weights (an output head over a big vocabulary) stay on the kernel: their buffer
 # would cost more memory than the layers' (128256 x 4096 in bf16 is 1 GiB).
 DENSE_MAX_WEIGHTS = 1 << 26
-# Off by default: on the shared 2-core test machine (loaded) the de-quantisation cost more
-# than the dense GEMM saved at every batch size of benchmarks/scale.py (1.7B Q4_0: batch 16
-# 1.26 vs 4.40 tok/s kernel-only; a 1 x 40-token prompt 37-47 s vs 13-29 s), while quiet
-# micro-benchmarks showed bf16 GEMMs 2.3x faster than the kernel from ~256 rows. Turn it on
-# (and measure: ``scale.py --dense``) where the machine is quiet.
-DENSE = False
+# The dense path for prompt rows. None (the default, "auto"): in runs of at least
+# ``DENSE_MIN_SLOTS`` slots (``wide_run``; the *configured* batch size, so a doc's path never
+# depends on how many docs share its batch) and only where the CPU has a native bf16 GEMM.
+# Measured on a quiet 2-core AVX-512-BF16 machine (1.7B Q4_0, benchmarks/scale.py --dense):
+# batch 16 19.9 tok/s with dense prompts against 16.9 kernel-only (llama.cpp 19.0), batch 1
+# 6.7 against 9.6: one short prompt pays a whole model's de-quantisation (~12 ms per 16M
+# weights), many prompts share it. float32 GEMMs are no faster than the kernel: never auto.
+# True: every prompt row, and other calls from DENSE_MIN_ROWS rows; False: never.
+DENSE: Optional[bool] = None
+DENSE_MIN_SLOTS = 16
 DENSE_CALLS: Counter = Counter()  # calls per path ("dense", "kernel"): tests and benchmarks
 # float32 staging of the int4 de-quantisation, per step (32 MiB): few large ops, because on
 # a loaded machine every op's thread barrier costs a scheduler slice
@@ -83,6 +89,18 @@ def dense_rows(mode: Optional[str]) -> Iterator[None]:
         yield
     finally:
         _STATE.mode = before
+
+
+@contextlib.contextmanager
+def wide_run(slots: int) -> Iterator[None]:
+    """A run (continuous batching, scoring) configured for ``slots`` rows at once: with
+    ``DENSE`` on auto, its prompt rows take the dense GEMM from ``DENSE_MIN_SLOTS`` on."""
+    before = getattr(_STATE, "wide", False)
+    _STATE.wide = slots >= DENSE_MIN_SLOTS
+    try:
+        yield
+    finally:
+        _STATE.wide = before
 
 
 def dense_dtype() -> torch.dtype:
@@ -194,9 +212,12 @@ class _QuantLinearBase(torch.nn.Module):
     def _dense_choice(self, m: int) -> Optional[torch.dtype]:
         """The dense GEMM's dtype if this call takes it, else None (the kernel)."""
         mode = getattr(_STATE, "mode", None)
-        if not DENSE or mode == "kernel" or not self._dense_fits():
+        if DENSE is False or mode == "kernel" or not self._dense_fits():
             return None
         dtype = dense_dtype()
+        if DENSE is None:  # auto: prompt rows of wide runs, on a native bf16 GEMM
+            wide = getattr(_STATE, "wide", False)
+            return dtype if mode == "dense" and wide and dtype == torch.bfloat16 else None
         return dtype if mode == "dense" or m >= DENSE_MIN_ROWS[dtype] else None
 
     def _dense_fits(self) -> bool:

@@ -92,13 +92,16 @@ def test_quick_run_reports_consistent_numbers(work):
             assert run["tok_s"] == pytest.approx(run["tokens"] / run["seconds"])
     assert cpp["vocab_matches"] is True
     assert ours["activation_dtype"].startswith("torch.")
-    # by default every row on the kernel; the dense row: prompts on the dense GEMM,
-    # generated tokens on the kernel
+    # the default (auto) at batches below qlinear.DENSE_MIN_SLOTS and the kernel-only row:
+    # every row on the kernel; the dense row: prompts on the dense GEMM, generated tokens on
+    # the kernel
     dense = rows["GGUF.v2 Q4_0 (dense prompts)"]
     for run in dense["runs"].values():
         assert run["projection_calls"]["dense"] > 0 and run["projection_calls"]["kernel"] > 0
-    for run in ours["runs"].values():
-        assert "dense" not in run["projection_calls"] and run["projection_calls"]["kernel"] > 0
+    for result in (ours, rows["GGUF.v2 Q4_0 (kernel only)"]):
+        for run in result["runs"].values():
+            assert "dense" not in run["projection_calls"]
+            assert run["projection_calls"]["kernel"] > 0
     # int4 projections: the weights held are far below float32's
     fp32 = rows["HF.v1 float32 (bf16 folder)"]
     assert ours["weights_gib"] < fp32["weights_gib"] / 3

@@ -373,6 +373,30 @@ def test_greedy_is_batch_invariant_with_the_float32_dense_path(
     _batch_invariance(gguf_files["Q4_0"])
 
 
+def test_auto_dense_prompts_follow_the_configured_batch_size(gguf_files: dict, monkeypatch) -> None:
+    """``DENSE`` on auto (the default): prompt rows take the dense GEMM in runs configured for
+    ``DENSE_MIN_SLOTS`` or more slots, where the CPU has a bf16 GEMM, and never below; a doc
+    gets the same tokens alone and in a batch either way."""
+    monkeypatch.setattr(qlinear, "DENSE", None)
+    monkeypatch.setattr(qlinear, "dense_dtype", lambda: torch.bfloat16)
+    path = gguf_files["Q4_0"]
+    narrow = quantized_nlp(path, batch_size=qlinear.DENSE_MIN_SLOTS - 1)
+    qlinear.DENSE_CALLS.clear()
+    narrow_alone = [narrow(t)._.llama_completion for t in TEXTS]
+    assert qlinear.DENSE_CALLS["dense"] == 0 and qlinear.DENSE_CALLS["kernel"] > 0
+    wide = quantized_nlp(path, batch_size=qlinear.DENSE_MIN_SLOTS)
+    qlinear.DENSE_CALLS.clear()
+    alone = [wide(t)._.llama_completion for t in TEXTS]  # one doc, still a wide run
+    assert qlinear.DENSE_CALLS["dense"] > 0 and qlinear.DENSE_CALLS["kernel"] > 0
+    assert [d._.llama_completion for d in wide.pipe(TEXTS[::-1], batch_size=5)][::-1] == alone
+    assert any(alone) and any(narrow_alone)
+    # no native bf16 GEMM (an AVX2-only CPU): auto keeps every row on the kernel
+    monkeypatch.setattr(qlinear, "dense_dtype", lambda: torch.float32)
+    qlinear.DENSE_CALLS.clear()
+    wide(TEXTS[0])
+    assert qlinear.DENSE_CALLS["dense"] == 0
+
+
 def _int4_layer(n: int = 128, k: int = 96, seed: int = 0) -> Int4Linear:
     gen = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.int32)
