@@ -167,6 +167,7 @@ def student_config(
     max_steps: int = 2000,
     eval_frequency: int = 100,
     width: int = 96,
+    warm_start: bool = True,
 ) -> str:
     name = component_name(student, teacher)
     sourced = {
@@ -174,6 +175,11 @@ def student_config(
         for n, src in teacher.sourced.items()
         if n in KEEP and not (n == "ner" and student == "ner")
     }
+    # A ner student starts from the teacher pipeline's own NER (en_core_web_sm's) where it has
+    # one, and is trained further on the teacher's labels: on the gold dev split 0.76 entity F
+    # against 0.50 for a CNN trained from scratch on the same 76 teacher-labelled docs
+    # (benchmarks/DISTILL.md).
+    init_from = teacher.sourced.get("ner") if student == "ner" and warm_start else None
     pipeline = list(sourced) + [name]
     lines = [
         "[paths]",
@@ -196,14 +202,10 @@ def student_config(
         lines += ["", f"[components.{comp}]", f"source = {json.dumps(src)}"]
     text = "\n".join(lines) + "\n"
     threshold = "threshold = 0.5" if name == "textcat_multilabel" else ""
-    text += COMPONENTS[student].format(
-        name=name,
-        threshold=threshold,
-        exclusive="true" if teacher.exclusive else "false",
-        spans_key=SPANS_KEY,
-    )
-    if student != "textcat":  # the bag-of-words textcat has no token vectors
-        text += TOK2VEC.format(name=name, width=width)
+    if init_from is not None:  # sourced, not frozen: trained on
+        text += f"\n[components.ner]\nsource = {json.dumps(init_from)}\n"
+    else:
+        text += _component(student, name, teacher, threshold, width)
     text += TRAINING.format(
         max_steps=max_steps,
         eval_frequency=eval_frequency,
@@ -211,6 +213,18 @@ def student_config(
         weights=_weights(student),
         before_init=_copy_tokenizer(teacher),
     )
+    return text
+
+
+def _component(student: str, name: str, teacher: Teacher, threshold: str, width: int) -> str:
+    text = COMPONENTS[student].format(
+        name=name,
+        threshold=threshold,
+        exclusive="true" if teacher.exclusive else "false",
+        spans_key=SPANS_KEY,
+    )
+    if student != "textcat":  # the bag-of-words textcat has no token vectors
+        text += TOK2VEC.format(name=name, width=width)
     return text
 
 
