@@ -26,6 +26,7 @@ def test_textcat_student_of_the_shipped_textcat_config() -> None:
     assert cfg["training"]["frozen_components"] == sourced
     assert cfg["training"]["max_steps"] == 7
     assert cfg["components"]["textcat"]["model"]["exclusive_classes"] is True
+    assert cfg["components"]["textcat"]["model"]["ngram_size"] == 1  # chosen on dev
     assert cfg["initialize"]["before_init"]["tokenizer"] == BASE
     assert "llama" not in cfg["components"]
 
