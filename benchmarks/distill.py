@@ -193,6 +193,10 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         "queue_error_in": cal["queue"]["error_rate_in"],
         "queue_error_out": cal["queue"]["error_rate_out"],
         "queue_error_ratio": cal["queue"]["ratio"],
+        # span tasks: wrong or missed spans over all predicted or gold spans
+        "queue_span_error_in": cal["queue"].get("span_error_rate_in"),
+        "queue_span_error_out": cal["queue"].get("span_error_rate_out"),
+        "queue_span_error_ratio": cal["queue"].get("span_ratio"),
         "ece": cal["ece"],
         "student_size_bytes": run_report["student"]["size_bytes"],
         "run_seconds": run_seconds,
@@ -239,6 +243,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"outside {fmt(r['queue_error_out'])}  "
             f"ratio {fmt(r['queue_error_ratio'], '.2f')} (target >= 2)"
         )
+        if r["queue_span_error_in"] is not None:
+            print(
+                f"  teacher spans    wrong or missed in the queue "
+                f"{fmt(r['queue_span_error_in'])}  outside {fmt(r['queue_span_error_out'])}  "
+                f"ratio {fmt(r['queue_span_error_ratio'], '.2f')}"
+            )
         print(
             f"  student size {r['student_size_bytes'] / 1e6:.1f} MB; "
             f"run {r['run_seconds']:.0f}s; report {r['run_report']}"

@@ -59,3 +59,16 @@ def test_textcat_has_only_the_document_rate() -> None:
     assert q["error_rate_out"] == pytest.approx(0.5)  # c wrong, b right
     assert q["ratio"] == pytest.approx(2.0)
     assert "span_error_rate_in" not in q
+
+
+def test_a_predicted_label_the_gold_vocab_never_saw_counts_as_wrong() -> None:
+    """A ner student that started from en_core_web_sm's NER may still predict its labels
+    (NORP, ...), which the gold docs' vocab never saw."""
+    from spacy_llama.distill.report import scores
+
+    gold = gold_doc("Oslo and Acme.", [(0, 4, "CITY")])
+    pred = spacy.blank("en")("Oslo and Acme.")
+    pred.ents = [pred.char_span(0, 4, label="CITY"), pred.char_span(9, 13, label="NOT_IN_GOLD")]
+    got = scores([pred], [gold], NER, "ner")
+    assert got["p"] == pytest.approx(0.5) and got["r"] == pytest.approx(1.0)
+    assert got["per_label"]["NOT_IN_GOLD"]["p"] == 0.0
