@@ -173,6 +173,10 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     student_nlp = spacy.load(best)
     student_scores = scores(list(student_nlp.pipe(g.text for g in golds)), gold_docs, teacher, task)
     student_dps = student_speed(best, [g.text for g in golds])
+    # the distilled component alone, without the sourced en_core_web_sm components the student
+    # keeps (what spacy.load(model, enable=[component]) gives someone who needs only it)
+    component = student_nlp.pipe_names[-1]
+    alone_dps = student_speed(best, [g.text for g in golds], only=component)
     cal = calibration(t_preds, gold_docs, teacher, task, args.review_fraction)
     ratio = student_scores["f"] / teacher_scores["f"] if teacher_scores["f"] else None
     speedup = student_dps / teacher_dps if teacher_dps else None
@@ -190,6 +194,9 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         "teacher_docs_per_second": teacher_dps,
         "student_docs_per_second": student_dps,
         "speedup": speedup,
+        "student_component": component,
+        "student_component_docs_per_second": alone_dps,
+        "component_speedup": alone_dps / teacher_dps if teacher_dps else None,
         "queue_error_in": cal["queue"]["error_rate_in"],
         "queue_error_out": cal["queue"]["error_rate_out"],
         "queue_error_ratio": cal["queue"]["ratio"],
@@ -237,6 +244,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"  docs/s           teacher {fmt(r['teacher_docs_per_second'], '.2f')}  student "
             f"{fmt(r['student_docs_per_second'], '.1f')}  "
             f"speed-up {fmt(r['speedup'], '.0f')}x (target >= 100x)"
+        )
+        print(
+            f"  {r['student_component']} alone  "
+            f"{fmt(r['student_component_docs_per_second'], '.1f')} docs/s  speed-up {fmt(r['component_speedup'], '.0f')}x (without the sourced"
+            " components)"
         )
         print(
             f"  teacher errors   in the queue {fmt(r['queue_error_in'])}  "

@@ -296,9 +296,12 @@ def _predict(model: Path, golds: Sequence[Doc]) -> List[Doc]:
     return list(nlp.pipe(g.text for g in golds))
 
 
-def student_speed(model: Path, texts: Sequence[str], min_seconds: float = 1.0) -> float:
-    """docs/s of the student over ``texts`` (repeated until ``min_seconds`` have passed)."""
-    nlp = spacy.load(model)
+def student_speed(
+    model: Path, texts: Sequence[str], min_seconds: float = 1.0, *, only: Optional[str] = None
+) -> float:
+    """docs/s of the student over ``texts`` (repeated until ``min_seconds`` have passed);
+    with ``only``, of that component alone (the others, e.g. sourced ones, not loaded)."""
+    nlp = spacy.load(model, enable=[only]) if only else spacy.load(model)
     list(nlp.pipe(texts[:8]))  # warm up
     n, start = 0, time.perf_counter()
     while True:
