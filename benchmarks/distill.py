@@ -247,7 +247,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
         print(
             f"  {r['student_component']} alone  "
-            f"{fmt(r['student_component_docs_per_second'], '.1f')} docs/s  speed-up {fmt(r['component_speedup'], '.0f')}x (without the sourced"
+            f"{fmt(r['student_component_docs_per_second'], '.1f')} docs/s  "
+            f"speed-up {fmt(r['component_speedup'], '.0f')}x (without the sourced"
             " components)"
         )
         print(
