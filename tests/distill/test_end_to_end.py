@@ -161,3 +161,25 @@ def test_corrections_replace_the_teachers_labels_and_retrain(tiny_hf, tmp_path) 
     state = json.loads((out / "distill.json").read_text())["done"]
     assert state["data"]["corrected"] == 2
     assert (out / "student" / "model-best" / "meta.json").stat().st_mtime_ns != first
+
+
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_ner_student_starts_from_the_teachers_ner(
+    tiny_hf, tmp_path, monkeypatch, from_scratch
+) -> None:
+    """With en_core_web_sm's NER in the teacher pipeline, the ner student is that NER trained
+    on the teacher's labels (it still knows en_core_web_sm's own labels); --from-scratch
+    trains a new one that knows only the teacher's."""
+    ner_answers(monkeypatch, tiny_hf)
+    out = tmp_path / "out"
+    cfg = teacher_config(tmp_path, tiny_hf, "ner", sourced_ner=True)
+    inp, gold = write_input(tmp_path), write_gold(tmp_path)
+    argv = [str(cfg), str(inp), str(out), "--student", "ner", "--gold", str(gold)]
+    argv += ["--from-scratch"] if from_scratch else []
+    assert main(["distill", *argv, "--curve", "", *FAST]) == 0
+
+    nlp = spacy.load(out / "student" / "model-best")
+    assert nlp.pipe_names == ["ner"]
+    labels = set(nlp.get_pipe("ner").labels)  # type: ignore[attr-defined]
+    assert {"CITY", "COMPANY"} <= labels
+    assert ("PERSON" in labels) is not from_scratch  # en_core_web_sm's labels
