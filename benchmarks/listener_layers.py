@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -129,23 +131,28 @@ def set_states(
 
 CONFIG = ROOT / "configs" / "train_listener_textcat.cfg"
 LAYER = "components.transformer.model.layer"
+NORM = "components.transformer.model.normalize"
 LR = "training.optimizer.learn_rate"
 EPOCHS = "training.max_epochs"
 LAST = "components.textcat.model.use_reduce_last"
 
 
-def setting(layer: str, lr: str, epochs: str, last: str = "false") -> Dict[str, str]:
+def setting(
+    layer: str, lr: str, epochs: str, last: str = "false", normalize: str = "false"
+) -> Dict[str, str]:  # fmt: skip
     """Overrides of the shipped config: every key the grid varies, so any entry can be
-    compared with the shipped file whatever its defaults are."""
-    return {LAYER: layer, LR: lr, EPOCHS: epochs, LAST: last}
+    compared with the shipped file whatever its defaults are. ``normalize = false`` is
+    TransformerModel.v1's behaviour; at the last layer both give the same states."""
+    return {LAYER: layer, NORM: normalize, LR: lr, EPOCHS: epochs, LAST: last}
 
 
 # The shipped config before issue 26 item 18 tuned it (layer -1 had been chosen by the probe).
 BEFORE = ("before", setting("-1", "0.001", "15"))
 # The listener grid, the earlier entry first on ties: (name, overrides of the shipped config).
-# First learning rate x epochs at the last layer with mean pooling, then at the best of
-# those: a learned mix of all layers, mean + last-piece pooling (a decoder's last piece has
-# read the whole text), and two other layers the probe rates well.
+# First learning rate x epochs at the last layer with mean pooling; then, at 0.001 x 30: a
+# learned mix of all layers (raw and normalised), mean + last-token pooling (a decoder's
+# last pieces have read the whole text), and layer 20 (the default before layer -1) raw and
+# normalised.
 GRID: List[Tuple[str, Dict[str, str]]] = [
     BEFORE,
     ("lr0.001-ep30", setting("-1", "0.001", "30")),
@@ -154,9 +161,10 @@ GRID: List[Tuple[str, Dict[str, str]]] = [
     ("lr0.01-ep15", setting("-1", "0.01", "15")),
     ("lr0.01-ep30", setting("-1", "0.01", "30")),
     ("mix-lr0.001-ep30", setting('"mix"', "0.001", "30")),
-    ("meanlast-lr0.001-ep30", setting("-1", "0.001", "30", "true")),
-    ("layer28-lr0.001-ep30", setting("28", "0.001", "30")),
+    ("mixnorm-lr0.001-ep30", setting('"mix"', "0.001", "30", normalize="true")),
+    ("meanlast-lr0.001-ep30", setting("-1", "0.001", "30", last="true")),
     ("layer20-lr0.001-ep30", setting("20", "0.001", "30")),
+    ("layer20norm-lr0.001-ep30", setting("20", "0.001", "30", normalize="true")),
 ]
 
 
@@ -231,14 +239,20 @@ def listener_report(runs: Path) -> List[str]:
         "on dev (the dev macro F `spacy train` recorded for it, %); chosen on the mean over "
         f"the sets: **{chosen}**.",
         "",
-        "| setting | overrides | " + " | ".join(f"{s} dev" for s in SETS) + " | mean dev |",
-        "| --- | --- | " + " | ".join("---:" for _ in SETS) + " | ---: |",
-    ]
+        "Columns: `layer`, `normalize` ([components.transformer.model]), `learn_rate`, "
+        "`max_epochs` ([training]), `use_reduce_last` ([components.textcat.model]; mean "
+        "pooling is always on).",
+        "",
+        "| setting | " + " | ".join(k.rsplit(".", 1)[-1] for k in GRID[0][1]) + " | "
+        + " | ".join(f"{s} dev" for s in SETS) + " | mean dev |",
+        "| --- | " + " | ".join("---" for _ in GRID[0][1]) + " | "
+        + " | ".join("---:" for _ in SETS) + " | ---: |",
+    ]  # fmt: skip
     for name, overrides in GRID:
         mark = "**" if name == chosen else ""
-        args = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(none)"
+        args = " | ".join(overrides.get(k, "") for k in GRID[0][1])
         cells = " | ".join(f"{100 * dev[name][s]:.1f}" for s in SETS)
-        lines.append(f"| {mark}{name}{mark} | `{args}` | {cells} | {100 * mean[name]:.1f} |")
+        lines.append(f"| {mark}{name}{mark} | {args} | {cells} | {100 * mean[name]:.1f} |")
     lines += [
         "",
         "## Listener vs linear probe on its own features, test halves (macro F, %)",
@@ -264,6 +278,19 @@ def listener_report(runs: Path) -> List[str]:
     return lines
 
 
+def machine() -> str:
+    """The CPU, its AVX-512 flags, the cores, the load and this process's niceness."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text(encoding="utf8") if info.exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
+    flags = sorted(set(re.findall(r"avx512[a-z_]*", text)))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{names[0] if names else 'unknown CPU'} ({', '.join(flags) or 'no AVX-512'}), "
+        f"{os.cpu_count()} cores, load average {load:.1f} at the start, nice {os.nice(0)}"
+    )
+
+
 def main() -> None:
     from benchmarks.features import smollm2_folder
 
@@ -274,6 +301,7 @@ def main() -> None:
     parser.add_argument("--no-listener", action="store_true", help="the probe table only")
     args = parser.parse_args()
     folder = smollm2_folder()
+    host = machine()
     results: Dict[str, List[Tuple[float, float]]] = {}
     sizes = {}
     for name in SETS:
@@ -300,12 +328,16 @@ def main() -> None:
     lines = [
         "# A linear probe per layer of SmolLM2-135M's frozen features",
         "",
-        "Generated by `python benchmarks/listener_layers.py`. Do not edit by hand. Mean-pooled "
+        "Generated by `OMP_NUM_THREADS=1 nice -n 19 python benchmarks/listener_layers.py`. Do "
+        "not edit by hand. Mean-pooled "
         "hidden states of each layer (0 = embeddings, 30 = last), a logistic regression fit "
         "on train with its L2 strength chosen on dev; macro F in %. Sizes: "
         + "; ".join(f"{s} {sizes[s]}" for s in SETS)
         + ". The sets are small (the unseen dev half has 7 docs): differences of a few "
         "points between neighbouring layers are noise.",
+        "",
+        f"Machine: {host}; `OMP_NUM_THREADS=1`, other users' jobs running at the same time "
+        "(only quality is measured here, no speed).",
         "",
         f"Chosen on the mean dev macro F of the {len(SETS)} sets: **layer {chosen}** "
         f"(-1 = {n_layers - 1} is the last).",

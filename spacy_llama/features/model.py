@@ -135,17 +135,16 @@ def llama_transformer_v1(
 def llama_transformer_v2(
     model: LanguageModel,
     get_spans: SpanGetter,
-    layer: Layer = "mix",
+    layer: Layer = -1,
     freeze: bool = True,
     batch_tokens: int = 4096,
     adapter: Optional[LoRASettings] = None,
     normalize: bool = True,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """TransformerModel.v1 plus ``normalize``: every hidden layer through the model's own
-    final norm (the last layer already is), so middle layers and a mix of layers reach the
-    listeners on the last layer's scale (batching.final_normed says why). Defaults chosen
-    by benchmarks/listener_layers.py on the dev halves of three sets: a learned mix of all
-    layers, normalised."""
+    final norm (the last layer already is, so at layer -1 the states are v1's), so middle
+    layers and a mix of layers reach the listeners on the last layer's scale
+    (batching.final_normed says why; benchmarks/LAYERS.md measures both)."""
     if not isinstance(normalize, bool):
         raise FeatureError(Errors.E766.format(value=normalize))
     built = llama_transformer_v1(model, get_spans, layer, freeze, batch_tokens, adapter)

@@ -54,7 +54,7 @@ def test_listener_report_chooses_on_dev_and_reports_test(monkeypatch, tmp_path) 
     lines = listener_layers.listener_report(tmp_path)
     text = "\n".join(lines)
     assert "the sets: **b**" in text
-    assert "| **b** | `x=2` |" in text
+    assert "| **b** | 2 | 90.0 | 90.0 | 90.0 | 90.0 |" in text
     assert set(tested) == {"b", "old"}  # test halves only for the chosen and the old config
     for name in listener_layers.SETS:
         assert f"| {name} | 50.0 | 25.0 | 10.0 | 20.0 |" in text
@@ -71,4 +71,6 @@ def test_shipped_listener_config_is_the_setting_layers_md_chose() -> None:
         node = config
         for part in key.split("."):
             node = node[part]
+        if key == listener_layers.NORM and overrides[listener_layers.LAYER] == "-1":
+            continue  # the last layer's states are the same either way (test_normalize.py)
         assert node == json.loads(value), key
