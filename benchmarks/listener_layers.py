@@ -151,8 +151,8 @@ BEFORE = ("before", setting("-1", "0.001", "15"))
 # The listener grid, the earlier entry first on ties: (name, overrides of the shipped config).
 # First learning rate x epochs at the last layer with mean pooling; then, at 0.001 x 30: a
 # learned mix of all layers (raw and normalised), mean + last-token pooling (a decoder's
-# last pieces have read the whole text), and layer 20 (the default before layer -1) raw and
-# normalised.
+# last pieces have read the whole text), layer 20 (the default before layer -1) and layer
+# 28 (the probe's best mean dev), each raw and normalised.
 GRID: List[Tuple[str, Dict[str, str]]] = [
     BEFORE,
     ("lr0.001-ep30", setting("-1", "0.001", "30")),
@@ -165,6 +165,8 @@ GRID: List[Tuple[str, Dict[str, str]]] = [
     ("meanlast-lr0.001-ep30", setting("-1", "0.001", "30", last="true")),
     ("layer20-lr0.001-ep30", setting("20", "0.001", "30")),
     ("layer20norm-lr0.001-ep30", setting("20", "0.001", "30", normalize="true")),
+    ("layer28-lr0.001-ep30", setting("28", "0.001", "30")),
+    ("layer28norm-lr0.001-ep30", setting("28", "0.001", "30", normalize="true")),
 ]
 
 
