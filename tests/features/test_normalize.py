@@ -8,6 +8,7 @@ from typing import Any, Dict
 
 import numpy
 import pytest
+import spacy
 import torch
 from spacy.util import registry
 
@@ -84,3 +85,15 @@ def test_bad_normalize_and_a_model_without_a_final_norm_are_named(tiny_hf, monke
     with pytest.raises(FeatureError, match=r"\[E767\].*no `norm` module.*normalize = false"):
         listener_nlp(tiny_hf, v2(-1))
     listener_nlp(tiny_hf, v2(-1, normalize=False))  # raw states need no norm
+
+
+def test_a_saved_v2_pipeline_loads_with_its_normalize(tiny_hf, tmp_path) -> None:
+    nlp = listener_nlp(tiny_hf, v2(1))
+    egs = examples(nlp)
+    nlp.initialize(lambda: egs)
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("transformer").model.attrs["normalize"] is True
+    for a, b in zip(span_states(nlp, TEXTS), span_states(loaded, TEXTS)):
+        for x, y in zip(a, b):
+            assert numpy.array_equal(x, y)
