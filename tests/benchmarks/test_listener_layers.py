@@ -31,8 +31,10 @@ def test_probe_separates_separable_classes_and_macro_f_counts_per_class() -> Non
 
 
 def test_listener_report_chooses_on_dev_and_reports_test(monkeypatch, tmp_path) -> None:
-    grid = [("a", {"x": "1"}), ("b", {"x": "2"}), ("c", {"x": "3"})]
-    dev = {"a": 0.80, "b": 0.90, "c": 0.90}  # b and c tie: the first (b) wins
+    middle = {listener_layers.LAYER: "28"}
+    grid = [("a", {"x": "1"}), ("b", {"x": "2"}), ("c", {"x": "3"}), ("m", middle)]
+    # b and c tie: the first (b) wins; m is better but its layer is not in every model
+    dev = {"a": 0.80, "b": 0.90, "c": 0.90, "m": 0.95}
     monkeypatch.setattr(listener_layers, "GRID", grid)
     monkeypatch.setattr(listener_layers, "BEFORE", ("old", {"x": "0"}))
     trained: List[str] = []
@@ -55,6 +57,7 @@ def test_listener_report_chooses_on_dev_and_reports_test(monkeypatch, tmp_path) 
     text = "\n".join(lines)
     assert "the sets: **b**" in text
     assert "| **b** | 2 | 90.0 | 90.0 | 90.0 | 90.0 |" in text
+    assert "| m |  | 95.0 | 95.0 | 95.0 | 95.0 |" in text  # reported, not chosen
     assert set(tested) == {"b", "old"}  # test halves only for the chosen and the old config
     for name in listener_layers.SETS:
         assert f"| {name} | 50.0 | 25.0 | 10.0 | 20.0 |" in text
