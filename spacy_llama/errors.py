@@ -732,6 +732,13 @@ class Errors(metaclass=ErrorsWithCodes):
             "Fix the file, or remove the examples block and translate again.")
     E755 = ("from-spacy-llm: --model-path {path} is neither a model folder (config.json) nor "
             "a .gguf file.")
+    # --- listener defaults (features/model.py TransformerModel.v2, issue 26): E766-E769 ---
+    E766 = ("spacy-llama.TransformerModel.v2: normalize = {value!r}; use true (every hidden "
+            "layer through the model's final norm, on the last layer's scale) or false (the "
+            "raw hidden states, as TransformerModel.v1).")
+    E767 = ("spacy-llama.TransformerModel.v2: normalize = true puts the hidden layers through "
+            "the model's final norm, but the model of {source} has no `norm` module. Set "
+            "normalize = false in [components.transformer.model].")
     # --- structured output that always completes (generation/closing.py, alternatives.py) ---
     E650 = ("The {kind} constraint{where} cannot complete within max_new_tokens={max_new}: "
             "its shortest complete output takes {n} tokens ({text}). Raise max_new_tokens "

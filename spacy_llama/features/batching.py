@@ -68,12 +68,24 @@ def sub_batches(lengths: Sequence[int], batch_tokens: int) -> List[List[int]]:
 Parts = List[Tuple[List[int], int, "torch.Tensor"]]
 
 
+def final_normed(base: Any, states: Sequence[Any], index: int) -> Any:
+    """Hidden state ``index`` through the model's own final norm (``base.norm``), as the
+    last one already is. A decoder's middle layers carry a few massive activations (in
+    SmolLM2-135M one dimension of the first piece is thousands of times the rest, and its
+    pooled value swings with the doc's length); the norm puts every layer on the last
+    layer's scale, which a listener's linear layer and a mix of layers need."""
+    if index % len(states) == len(states) - 1:
+        return states[index]
+    return base.norm(states[index])
+
+
 def _run_groups(
     base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
-    batch_tokens: int,
+    batch_tokens: int, normalize: bool = False,
 ) -> Parts:  # fmt: skip
     """Each sub-batch's rows, width and float32 states ((layers or 1), rows, width, hidden),
-    as torch tensors (with a graph, if autograd is on)."""
+    as torch tensors (with a graph, if autograd is on); ``normalize``: each layer through
+    the final norm (:func:`final_normed`)."""
     parts: Parts = []
     device = next(base.parameters()).device
     with eager_attention(base):
@@ -85,7 +97,11 @@ def _run_groups(
                 output_hidden_states=True,
             )  # fmt: skip
             states = result.hidden_states
-            picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
+            if normalize:
+                indices = range(len(states)) if layers == "mix" else [int(layers)]
+                picked = torch.stack([final_normed(base, states, i) for i in indices])
+            else:
+                picked = torch.stack(states) if layers == "mix" else states[int(layers)][None]
             parts.append((group, width, picked.float()))
     return parts
 
@@ -105,12 +121,12 @@ def _grid(parts: Parts, n_rows: int, width: int, layers: Union[int, str]) -> num
 
 def hidden_states(
     base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
-    batch_tokens: int,
+    batch_tokens: int, normalize: bool = False,
 ) -> numpy.ndarray:  # fmt: skip
     """float32 hidden states of ``rows``, right-padded: (rows, width, hidden) for one
     layer, (layers, rows, width, hidden) for ``"mix"``. No autograd graph is built."""
     with torch.inference_mode():
-        parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+        parts = _run_groups(base, rows, pad_id, layers, batch_tokens, normalize)
         return _grid(parts, len(rows), grid_width(rows), layers)
 
 
@@ -119,12 +135,12 @@ StatesBackprop = Callable[[numpy.ndarray], None]
 
 def trainable_hidden_states(
     base: Any, rows: Sequence[Sequence[int]], pad_id: int, layers: Union[int, str],
-    batch_tokens: int,
+    batch_tokens: int, normalize: bool = False,
 ) -> Tuple[numpy.ndarray, StatesBackprop]:  # fmt: skip
     """The states of :func:`hidden_states` (same batching, same numbers), with the autograd
     graph kept: the backprop takes d(states), shaped as the states, and accumulates the
     gradients in the parameters that require them (the LoRA weights). Call it once."""
-    parts = _run_groups(base, rows, pad_id, layers, batch_tokens)
+    parts = _run_groups(base, rows, pad_id, layers, batch_tokens, normalize)
     states = _grid(parts, len(rows), grid_width(rows), layers)
 
     def backprop(d_states: numpy.ndarray) -> None:

@@ -1,4 +1,5 @@
-"""``spacy-llama.TransformerModel.v1``: a LLaMA's hidden states as spacy-transformers features.
+"""``spacy-llama.TransformerModel.v1``/``.v2``: a LLaMA's hidden states as spacy-transformers
+features (v2 adds ``normalize``: every layer through the model's final norm).
 
 The model of spacy-transformers' own ``transformer`` factory: it returns the factory's
 ``FullTransformerBatch`` (spans, pieces, one right-padded grid of hidden states, the
@@ -63,7 +64,7 @@ class LlamaFeatures(Model):
 
     def __init__(
         self, llama: LoadedModel, get_spans: SpanGetter, layer: Layer, batch_tokens: int,
-        adapter: Optional[Adapter] = None,
+        adapter: Optional[Adapter] = None, normalize: bool = False,
     ) -> None:  # fmt: skip
         n_states = int(llama.model.config.num_hidden_layers) + 1
         params: Dict[str, Any] = {}
@@ -79,7 +80,12 @@ class LlamaFeatures(Model):
             dims={"nO": int(llama.model.config.hidden_size)},
             params=params,
             shims=[] if adapter is None else [adapter.shim],
-            attrs={"get_spans": get_spans, "layer": layer, "batch_tokens": batch_tokens},
+            attrs={
+                "get_spans": get_spans,
+                "layer": layer,
+                "batch_tokens": batch_tokens,
+                "normalize": normalize,
+            },
         )
         self.adapter = adapter
         self.llama = llama if adapter is None else adapter.model
@@ -123,6 +129,29 @@ def llama_transformer_v1(
 
         lora = new_adapter(ADAPTER_NAME, model, adapter)
     return LlamaFeatures(model, get_spans, checked, batch_tokens, lora)
+
+
+@registry.architectures("spacy-llama.TransformerModel.v2")
+def llama_transformer_v2(
+    model: LanguageModel,
+    get_spans: SpanGetter,
+    layer: Layer = -1,
+    freeze: bool = True,
+    batch_tokens: int = 4096,
+    adapter: Optional[LoRASettings] = None,
+    normalize: bool = True,
+) -> Model[List[Doc], FullTransformerBatch]:
+    """TransformerModel.v1 plus ``normalize``: every hidden layer through the model's own
+    final norm (the last layer already is, so at layer -1 the states are v1's), so middle
+    layers and a mix of layers reach the listeners on the last layer's scale
+    (batching.final_normed says why; benchmarks/LAYERS.md measures both)."""
+    if not isinstance(normalize, bool):
+        raise FeatureError(Errors.E766.format(value=normalize))
+    built = llama_transformer_v1(model, get_spans, layer, freeze, batch_tokens, adapter)
+    if normalize and not hasattr(built.llama.model.base_model, "norm"):
+        raise FeatureError(Errors.E767.format(source=model.source))
+    built.attrs["normalize"] = normalize
+    return built
 
 
 def check_layer(layer: Any, model: LoadedModel) -> Layer:
@@ -218,6 +247,7 @@ def compute_states(
     with autograd (and a backprop into the LoRA weights), else with no graph (the adapter's
     merged tree, refreshed after an optimizer step)."""
     layer, budget = model.attrs["layer"], model.attrs["batch_tokens"]
+    normalize = bool(model.attrs.get("normalize", False))
     pad = model.llama.pad_token_id
     adapter = model.adapter
     if adapter is not None and is_train:
@@ -225,19 +255,21 @@ def compute_states(
         peft.train()  # LoRA dropout
         try:
             return trainable_hidden_states(
-                peft.get_base_model().base_model, rows, pad, layer, budget
+                peft.get_base_model().base_model, rows, pad, layer, budget, normalize
             )
         finally:
             peft.eval()
     if adapter is not None:
         adapter.refresh()
-        return hidden_states(model.llama.model.base_model, rows, pad, layer, budget), None
+        base = model.llama.model.base_model
+        return hidden_states(base, rows, pad, layer, budget, normalize), None
     base = model.llama.model.base_model
     states = model.feature_cache.states(
-        model.llama.fingerprint,
+        # normalised states are other states of the same weights: another key
+        model.llama.fingerprint + (":normalized" if normalize else ""),
         layer,
         rows,
-        lambda todo: hidden_states(base, todo, pad, layer, budget),
+        lambda todo: hidden_states(base, todo, pad, layer, budget, normalize),
     )
     return states, None
 
