@@ -508,11 +508,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E510 = ("{path} holds no adapter weights (adapter_model.safetensors). Save the pipeline "
             "again with nlp.to_disk, or remove [components.{name}.adapter] from its config.")
     # -- listener features (features/): E550-E599
-    E550 = ("The model block of spacy-llama.TransformerModel.v1 is a server ({source}): it "
+    E550 = ("The model block of spacy-llama.TransformerModel is a server ({source}): it "
             "gives no hidden states. Point [components.transformer.model.model] at local "
             "weights: @llama_models = \"spacy-llama.SmolLM2.v1\", \"spacy-llama.HF.v1\", "
             "\"spacy-llama.GGUF.v1\" or \"spacy-llama.Meta.v1\".")
-    E551 = ("spacy-llama.TransformerModel.v1: layer = {value!r}, but {source} has {count} "
+    E551 = ("spacy-llama.TransformerModel: layer = {value!r}, but {source} has {count} "
             "hidden states (0 = the embeddings, {last} = the last layer). Use an integer in "
             "[-{count}, {last}] or \"mix\" (a learned mix of all layers).")
     E552 = ("Doc {doc!r} ({tokens} tokens): its span of tokens {start}-{end} is {pieces} "
@@ -526,14 +526,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E554 = ("Doc {doc!r}: token {token!r} (character {idx}) aligns to no piece of the "
             "tokenizer of {source} (the pieces decode to {decoded!r}); its features would "
             "be zeros. Report the text with the tokenizer's name.")
-    E555 = ("spacy-llama.TransformerModel.v1: freeze = false trains LoRA adapters on the "
+    E555 = ("spacy-llama.TransformerModel: freeze = false trains LoRA adapters on the "
             "LLaMA behind the listeners, but there is no adapter block. Add "
             "[components.transformer.model.adapter] with @llama_adapters = "
             "\"spacy-llama.LoRA.v1\" (e.g. r = 8), or set freeze = true (frozen features; "
             "the listening components still train).")
-    E556 = ("spacy-llama.TransformerModel.v1: batch_tokens = {value!r}; use a positive "
+    E556 = ("spacy-llama.TransformerModel: batch_tokens = {value!r}; use a positive "
             "number of padded pieces per forward pass (e.g. 4096).")
-    E557 = ("spacy-llama.TransformerModel.v1: freeze = true, but "
+    E557 = ("spacy-llama.TransformerModel: freeze = true, but "
             "[components.transformer.model.adapter] is set: a frozen model trains no adapter. "
             "Set freeze = false to train it, or remove the adapter block.")
     # training: entity tasks, labels from data
