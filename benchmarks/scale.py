@@ -1000,35 +1000,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     for kind in types:
         f = files[f"{small}-{kind}.gguf"]
         model = {"@llama_models": "spacy-llama.GGUF.v2", "path": f["path"], "quantize": "auto"}
-        ours = run_child({"kind": "ours", "model": model, **common, "batches": batches})
-        for r in ours.get("runs", {}).values():
-            r.pop("ids", None)
-        report["rows"].append(
-            {
-                "label": f"GGUF.v2 {kind} (auto)",
-                "file_bytes": f["bytes"],
-                "result": ours,
-                "bytes_per_token": ours.get("weight_bytes_per_token"),
-            }
-        )
-        save(f"GGUF.v2 {kind}: {_brief(ours)}")
-        # the same file with every prompt row on the dense GEMM, and with none (the default
-        # row above is auto: dense prompt rows from qlinear.DENSE_MIN_SLOTS slots on)
-        for dense, label in ((True, "dense prompts"), (False, "kernel only")) if args.dense else ():
-            alone = run_child(
-                {"kind": "ours", "model": model, **common, "batches": batches, "dense": dense}
-            )
-            for r in alone.get("runs", {}).values():
+        # auto is the default (dense prompt rows from qlinear.DENSE_MIN_SLOTS slots on);
+        # --dense adds the same file with every prompt row on the dense GEMM, and with none
+        variants: List[tuple] = [(None, "auto")]
+        if args.dense:
+            variants += [(True, "dense prompts"), (False, "kernel only")]
+        for dense, label in variants:
+            spec = {"kind": "ours", "model": model, **common, "batches": batches, "dense": dense}
+            result = run_child(spec)
+            for r in result.get("runs", {}).values():
                 r.pop("ids", None)
             report["rows"].append(
                 {
                     "label": f"GGUF.v2 {kind} ({label})",
                     "file_bytes": f["bytes"],
-                    "result": alone,
-                    "bytes_per_token": alone.get("weight_bytes_per_token"),
+                    "result": result,
+                    "bytes_per_token": result.get("weight_bytes_per_token"),
                 }
             )
-            save(f"GGUF.v2 {kind} {label}: {_brief(alone)}")
+            save(f"GGUF.v2 {kind} ({label}): {_brief(result)}")
+            if dense is None:
+                ours = result
         cpp_bytes = _gguf_bytes_per_token(f["path"])
         if "llama_cpp" in skip:
             cpp: Dict[str, Any] = {"error": "skipped"}
